@@ -1,0 +1,43 @@
+# ooda — see README.md. Build outputs and control-plane binaries are cached outside the
+# repository (keyed by version), so fresh clones reuse them.
+SHELL := /bin/bash
+OODA_CACHE ?= $(HOME)/.cache/ooda
+CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
+export OODA_CACHE CARGO_TARGET_DIR
+
+.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint
+
+all: build
+
+build:
+	cargo build --locked
+
+## Regenerate crds/ from the Rust types (a test fails when they drift).
+crds:
+	cargo run --locked -q -- crds --out crds
+
+## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok.
+control-plane:
+	scripts/build-control-plane.sh
+
+cluster-up:
+	scripts/cluster-up.sh
+
+cluster-down:
+	scripts/cluster-down.sh
+
+## Local control plane + CRDs + examples, shown with kubectl. The cluster keeps running.
+demo:
+	scripts/demo.sh
+
+## Everything: unit and integration tests; brings the cluster up and down.
+test:
+	scripts/test.sh
+
+## Unit tests only (no cluster).
+test-unit:
+	cargo test --locked --lib --bins --test crds
+
+lint:
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make test`: unit and integration tests against a real local control plane, brought up for the
+# run and down afterwards (set OODA_KEEP_CLUSTER=1 to leave it running for inspection).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$repo"
+
+cargo build --locked --all-targets
+"$repo/scripts/cluster-up.sh"
+if [[ "${OODA_KEEP_CLUSTER:-0}" != 1 ]]; then trap '"$repo/scripts/cluster-down.sh"' EXIT; fi
+
+export OODA_KUBECONFIG="$kubeconfig"
+started=$SECONDS
+status=0
+cargo test --locked --all-targets || status=$?
+log "cargo test finished in $((SECONDS - started))s with status $status"
+if ((status != 0)); then
+  log "component logs are in $logs"
+fi
+exit "$status"

@@ -1,0 +1,26 @@
+//! Schema fragments shared by the custom resources: the API server enforces every rule here,
+//! so a `kubectl apply` of a bad manifest is refused with a message naming the field.
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// Resource and object names: DNS-1123 labels of at most this many characters, short enough that
+/// `<project>--<org>.<domain>` stays a valid host label and `org-<name>` a valid namespace.
+pub const MAX_NAME_LEN: usize = 30;
+
+/// CEL rule for `metadata.name` of an ooda object (the API server only checks DNS-1123 subdomains).
+pub const NAME_RULE: &str = "self.metadata.name.size() <= 30 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
+pub const NAME_MESSAGE: &str = "metadata.name must be a DNS-1123 label of at most 30 characters: \
+     lowercase letters, digits and '-', starting and ending with a letter or digit";
+
+/// A positive resource quantity (`2`, `500m`, `4Gi`), written as a string or an integer.
+///
+/// The CEL rule turns "negative", "zero" and "not a quantity" into one readable message.
+pub fn positive_quantity(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "x-kubernetes-validations": [{
+            "rule": "isQuantity(string(self)) && quantity(string(self)).isGreaterThan(quantity('0'))",
+            "message": "must be a positive quantity such as 2, 500m or 4Gi"
+        }]
+    })
+}

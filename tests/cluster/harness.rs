@@ -1,0 +1,183 @@
+//! Shared plumbing for cluster tests: a client for the local control plane, a labelled namespace
+//! per test, the CRDs installed from `crds/`, and waits with deadlines.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::{Api, Client, Config, Resource};
+use serde::de::DeserializeOwned;
+
+/// Label on everything a test creates at cluster scope, so leftovers are easy to find.
+pub const TEST_LABEL: &str = "ooda.run/test";
+pub const FIELD_MANAGER: &str = "ooda-tests";
+
+/// The deadline for things the control plane does on its own (scheduling, GC, kwok status).
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("OODA_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kubeconfig"))
+}
+
+/// A client for the local control plane. Panics, with what to do, when there is none.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!(
+            "no cluster: cannot read kubeconfig {}: {e}. Run `make cluster-up`, or `make test`.",
+            path.display()
+        )
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    let client = Client::try_from(config).expect("build client");
+    client.apiserver_version().await.unwrap_or_else(|e| {
+        panic!(
+            "no cluster: the API server in {} does not answer: {e}",
+            path.display()
+        )
+    });
+    client
+}
+
+/// A short name unique to this test process and call: `<prefix>-<6 hex>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    let mixed = nanos
+        ^ std::process::id().rotate_left(16)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9);
+    format!("{prefix}-{:06x}", mixed & 0xFF_FFFF)
+}
+
+/// A namespace owned by one test. `cleanup` deletes it; a test that fails before cleaning up
+/// leaves it in place for inspection (its name is printed).
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+    cleaned: bool,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, test: &str) -> Self {
+        Self::create_with_labels(client, test, &[]).await
+    }
+
+    pub async fn create_with_labels(client: &Client, test: &str, labels: &[(&str, &str)]) -> Self {
+        let name = unique_name(&format!("t-{test}"));
+        let mut all_labels = serde_json::Map::new();
+        all_labels.insert(TEST_LABEL.into(), test.into());
+        for (k, v) in labels {
+            all_labels.insert((*k).into(), (*v).into());
+        }
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": all_labels }
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("create test namespace");
+        Self {
+            name,
+            client: client.clone(),
+            cleaned: false,
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn cleanup(mut self) {
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await
+            .expect("delete test namespace");
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if !self.cleaned {
+            eprintln!("keeping namespace {} for inspection", self.name);
+        }
+    }
+}
+
+/// Installs the committed `crds/` (what users apply) by server-side apply and waits until the
+/// API server has established them.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for entry in std::fs::read_dir(&dir).expect("read crds/") {
+        let path = entry.expect("dir entry").path();
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read CRD"))
+                .expect("CRD YAML");
+        let name = crd.metadata.name.clone().expect("CRD name");
+        crds.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
+        wait_for(&crds, &name, conditions::is_crd_established()).await;
+    }
+}
+
+/// Waits, by watch, until `condition` holds for the named object; panics at the deadline.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, condition: impl Condition<K>) -> K
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(SETTLE, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(Some(object))) => object,
+        Ok(Ok(None)) => panic!("{name} does not exist"),
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => panic!("{name} did not reach the expected state within {SETTLE:?}"),
+    }
+}
+
+/// Waits, by watch, until the object with this name and uid is gone.
+pub async fn wait_deleted<K>(api: &Api<K>, name: &str, uid: &str)
+where
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(
+        SETTLE,
+        await_condition(api.clone(), name, conditions::is_deleted(uid)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => panic!("{name} still exists after {SETTLE:?}"),
+    }
+}
+
+/// The message of an API error, for asserting what the API server said.
+pub fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected the API server to refuse, got {other:?}"),
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests against the real local control plane (`make test` brings it up).
+//! A missing or unreachable cluster fails these tests; it never skips them.
+
+mod bed;
+mod harness;
