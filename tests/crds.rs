@@ -13,48 +13,30 @@ fn committed_crds_match_the_rust_types() {
     let mut expected_files = Vec::new();
     for definition in crd::definitions() {
         let file = crd::file_name(&definition);
-        let committed = std::fs::read_to_string(dir.join(&file))
-            .unwrap_or_else(|e| panic!("crds/{file}: {e}; {REGENERATE}"));
+        let committed =
+            std::fs::read_to_string(dir.join(&file)).unwrap_or_else(|e| panic!("crds/{file}: {e}; {REGENERATE}"));
         let generated = crd::to_yaml(&definition).expect("render CRD");
-        assert!(
-            committed == generated,
-            "crds/{file} differs from the Rust types; {REGENERATE}"
-        );
+        assert!(committed == generated, "crds/{file} differs from the Rust types; {REGENERATE}");
         expected_files.push(file);
     }
     let mut present: Vec<String> = std::fs::read_dir(&dir)
         .expect("read crds/")
-        .map(|entry| {
-            entry
-                .expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
         .collect();
     present.sort();
     expected_files.sort();
-    assert_eq!(
-        present, expected_files,
-        "crds/ holds files no type generates; {REGENERATE}"
-    );
+    assert_eq!(present, expected_files, "crds/ holds files no type generates; {REGENERATE}");
 }
 
 /// Parsing into the typed structs and serialising back must give the same document: a field the
 /// types don't know (a typo, a stale example) would be dropped and show up here.
 fn assert_round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(file: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(file);
     let text = std::fs::read_to_string(&path).expect("read example");
     let raw: serde_json::Value = serde_yaml::from_str(&text).expect("example is YAML");
-    let typed: T = serde_yaml::from_str(&text)
-        .unwrap_or_else(|e| panic!("examples/{file} does not parse: {e}"));
+    let typed: T = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("examples/{file} does not parse: {e}"));
     let back = serde_json::to_value(&typed).expect("serialise");
-    assert_eq!(
-        raw["spec"], back["spec"],
-        "examples/{file} has fields the types drop"
-    );
+    assert_eq!(raw["spec"], back["spec"], "examples/{file} has fields the types drop");
 }
 
 #[test]
@@ -92,8 +74,5 @@ fn every_schema_property_has_a_description() {
             walk(&kind, &version["schema"]["openAPIV3Schema"], &mut missing);
         }
     }
-    assert!(
-        missing.is_empty(),
-        "fields without a doc comment (kubectl explain shows nothing): {missing:?}"
-    );
+    assert!(missing.is_empty(), "fields without a doc comment (kubectl explain shows nothing): {missing:?}");
 }

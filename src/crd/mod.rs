@@ -4,12 +4,10 @@ mod organisation;
 mod project;
 mod schema;
 
-pub use organisation::{
-    Member, Organisation, OrganisationQuota, OrganisationSpec, OrganisationStatus, Role,
-};
+pub use organisation::{Member, Organisation, OrganisationQuota, OrganisationSpec, OrganisationStatus, Role};
 pub use project::{
-    DesiredState, GitSource, IdleStatus, Isolation, Lifecycle, Phase, Project, ProjectPort,
-    ProjectResources, ProjectSource, ProjectSpec, ProjectStatus, PublishedStatus, PublishedVersion,
+    DesiredState, GitSource, IdleStatus, Isolation, Lifecycle, Phase, Project, ProjectPort, ProjectResources,
+    ProjectSource, ProjectSpec, ProjectStatus, PublishedStatus, PublishedVersion,
 };
 pub use schema::MAX_NAME_LEN;
 
@@ -18,7 +16,31 @@ use kube::CustomResourceExt;
 
 /// Every CRD ooda defines, in a stable order.
 pub fn definitions() -> Vec<CustomResourceDefinition> {
-    vec![Organisation::crd(), Project::crd()]
+    vec![Organisation::crd(), Project::crd()].into_iter().map(unwrap_descriptions).collect()
+}
+
+/// Doc comments are wrapped for the source; `kubectl explain` wraps again, so single line breaks
+/// become spaces and only paragraph breaks survive.
+fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    match child {
+                        serde_json::Value::String(text) if key == "description" => {
+                            *text = text.split("\n\n").map(|p| p.replace('\n', " ")).collect::<Vec<_>>().join("\n\n");
+                        }
+                        _ => walk(child),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(&crd).expect("a CRD serialises to JSON");
+    walk(&mut json);
+    serde_json::from_value(json).expect("unwrapping descriptions keeps a valid CRD")
 }
 
 /// The file a CRD is written to under `crds/`: `<plural>.<group>.yaml`.

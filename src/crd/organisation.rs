@@ -35,10 +35,7 @@ pub struct OrganisationSpec {
     /// Data-residency jurisdiction (for example `eu`): a key of the operator's `jurisdictions`
     /// configuration, which decides the regions, storage class and S3 bucket of everything the
     /// organisation owns. Fixed when the organisation is created.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("jurisdiction is immutable: an organisation's data residency is fixed when it is created"))]
     pub jurisdiction: String,
 

@@ -89,9 +89,7 @@ pub struct GitSource {
 }
 
 /// How strongly a project's pod is isolated from the node it runs on.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// gVisor: a user-space kernel intercepts the sandbox's system calls.
@@ -124,10 +122,7 @@ pub struct ProjectResources {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct ProjectPort {
     /// Port name, unique in the project (an IANA service name such as `web`).
-    #[schemars(
-        length(min = 1, max = 15),
-        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 15), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 
     /// Port number, 1–65535.
@@ -159,9 +154,7 @@ pub struct Lifecycle {
 }
 
 /// The state a project is asked to be in.
-#[derive(
-    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
-)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DesiredState {
     /// Available: hibernates when idle and wakes on demand.
     #[default]

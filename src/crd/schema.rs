@@ -8,7 +8,8 @@ use schemars::{Schema, SchemaGenerator, json_schema};
 pub const MAX_NAME_LEN: usize = 30;
 
 /// CEL rule for `metadata.name` of an ooda object (the API server only checks DNS-1123 subdomains).
-pub const NAME_RULE: &str = "self.metadata.name.size() <= 30 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
+pub const NAME_RULE: &str =
+    "self.metadata.name.size() <= 30 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
 pub const NAME_MESSAGE: &str = "metadata.name must be a DNS-1123 label of at most 30 characters: \
      lowercase letters, digits and '-', starting and ending with a letter or digit";
 

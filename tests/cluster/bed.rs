@@ -2,14 +2,13 @@
 //! validation, admission, scheduling, garbage collection and kwok's simulated kubelets.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use ooda::crd::{Organisation, Project};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    FIELD_MANAGER, TEST_LABEL, TestNamespace, api_error, client, install_crds, unique_name,
-    wait_deleted, wait_for,
+    FIELD_MANAGER, TEST_LABEL, TestNamespace, api_error, client, install_crds, unique_name, wait_deleted, wait_for,
 };
 
 fn organisation(name: &str, jurisdiction: &str) -> Value {
@@ -66,14 +65,8 @@ async fn crds_install_and_become_established() {
     let client = client().await;
     install_crds(&client).await;
     // Established means served: listing both kinds works.
-    Api::<Organisation>::all(client.clone())
-        .list(&Default::default())
-        .await
-        .expect("list organisations");
-    Api::<Project>::all(client.clone())
-        .list(&Default::default())
-        .await
-        .expect("list projects");
+    Api::<Organisation>::all(client.clone()).list(&Default::default()).await.expect("list organisations");
+    Api::<Project>::all(client.clone()).list(&Default::default()).await.expect("list projects");
 }
 
 #[tokio::test]
@@ -82,56 +75,27 @@ async fn changing_an_organisations_jurisdiction_is_refused() {
     install_crds(&client).await;
     let organisations: Api<Organisation> = Api::all(client.clone());
     let name = unique_name("t-juris");
-    let created = organisations
-        .create(&PostParams::default(), &parse(organisation(&name, "eu")))
-        .await
-        .expect("create");
+    let created =
+        organisations.create(&PostParams::default(), &parse(organisation(&name, "eu"))).await.expect("create");
 
     let moved = organisations
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "jurisdiction": "us" } })),
-        )
+        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "jurisdiction": "us" } })))
         .await;
     let status = api_error(moved);
     assert_eq!(status.code, 422, "{status:?}");
-    assert!(
-        status.message.contains("spec.jurisdiction"),
-        "message names the field: {}",
-        status.message
-    );
-    assert!(
-        status.message.contains("immutable"),
-        "message says why: {}",
-        status.message
-    );
+    assert!(status.message.contains("spec.jurisdiction"), "message names the field: {}", status.message);
+    assert!(status.message.contains("immutable"), "message says why: {}", status.message);
     let current = organisations.get(&name).await.expect("get");
-    assert_eq!(
-        current.spec.jurisdiction, "eu",
-        "the refused update changed nothing"
-    );
+    assert_eq!(current.spec.jurisdiction, "eu", "the refused update changed nothing");
 
     // Other fields stay editable: immutability is about the jurisdiction alone.
     organisations
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "displayName": "Renamed" } })),
-        )
+        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "displayName": "Renamed" } })))
         .await
         .expect("displayName is mutable");
 
-    organisations
-        .delete(&name, &DeleteParams::default())
-        .await
-        .expect("delete");
-    wait_deleted(
-        &organisations,
-        &name,
-        created.metadata.uid.as_deref().expect("uid"),
-    )
-    .await;
+    organisations.delete(&name, &DeleteParams::default()).await.expect("delete");
+    wait_deleted(&organisations, &name, created.metadata.uid.as_deref().expect("uid")).await;
 }
 
 /// Each case: what is wrong, a change to a valid object, and words the refusal must contain
@@ -141,17 +105,13 @@ async fn invalid_projects_are_refused_with_a_message_naming_the_field() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::create(&client, "invalid").await;
-    let projects: Api<Project> = ns.api();
-    let create = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
+    // Untyped, so the test can send what the Rust types would never produce.
+    let projects: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns.name, &ApiResource::erase::<Project>(&()));
+    let create = PostParams { dry_run: true, ..Default::default() };
 
     // The valid base is accepted, so each refusal below is caused by its one change.
-    projects
-        .create(&create, &parse(project("valid")))
-        .await
-        .expect("the valid project is accepted");
+    projects.create(&create, &parse(project("valid"))).await.expect("the valid project is accepted");
 
     type Mutation = fn(&mut Value);
     let cases: &[(&str, Mutation, &[&str])] = &[
@@ -160,11 +120,7 @@ async fn invalid_projects_are_refused_with_a_message_naming_the_field() {
             |p| p["metadata"]["name"] = json!("a".repeat(31)),
             &["metadata.name", "at most 30 characters"],
         ),
-        (
-            "name with uppercase",
-            |p| p["metadata"]["name"] = json!("Shop"),
-            &["metadata.name"],
-        ),
+        ("name with uppercase", |p| p["metadata"]["name"] = json!("Shop"), &["metadata.name"]),
         (
             "unknown isolation",
             |p| p["spec"]["isolation"] = json!("firecracker"),
@@ -177,27 +133,16 @@ async fn invalid_projects_are_refused_with_a_message_naming_the_field() {
         ),
         (
             "duplicate port names",
-            |p| {
-                p["spec"]["ports"] =
-                    json!([{ "name": "web", "port": 3000 }, { "name": "web", "port": 4000 }])
-            },
+            |p| p["spec"]["ports"] = json!([{ "name": "web", "port": 3000 }, { "name": "web", "port": 4000 }]),
             &["spec.ports[1]", "Duplicate value"],
         ),
-        (
-            "port out of range",
-            |p| p["spec"]["ports"][0]["port"] = json!(70000),
-            &["spec.ports[0].port", "65535"],
-        ),
+        ("port out of range", |p| p["spec"]["ports"][0]["port"] = json!(70000), &["spec.ports[0].port", "65535"]),
         (
             "negative memory",
             |p| p["spec"]["resources"]["memory"] = json!("-1Gi"),
             &["spec.resources.memory", "positive quantity"],
         ),
-        (
-            "zero cpu",
-            |p| p["spec"]["resources"]["cpu"] = json!(0),
-            &["spec.resources.cpu", "positive quantity"],
-        ),
+        ("zero cpu", |p| p["spec"]["resources"]["cpu"] = json!(0), &["spec.resources.cpu", "positive quantity"]),
         (
             "memory that is not a quantity",
             |p| p["spec"]["resources"]["memory"] = json!("lots"),
@@ -242,11 +187,7 @@ async fn invalid_projects_are_refused_with_a_message_naming_the_field() {
         let status = api_error(projects.create(&create, &parse(manifest)).await);
         assert_eq!(status.code, 422, "{what}: {status:?}");
         for words in *expected {
-            assert!(
-                status.message.contains(words),
-                "{what}: refusal should mention {words:?}: {}",
-                status.message
-            );
+            assert!(status.message.contains(words), "{what}: refusal should mention {words:?}: {}", status.message);
         }
     }
     ns.cleanup().await;
@@ -256,11 +197,8 @@ async fn invalid_projects_are_refused_with_a_message_naming_the_field() {
 async fn invalid_organisations_are_refused_with_a_message_naming_the_field() {
     let client = client().await;
     install_crds(&client).await;
-    let organisations: Api<Organisation> = Api::all(client.clone());
-    let create = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
+    let organisations: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<Organisation>(&()));
+    let create = PostParams { dry_run: true, ..Default::default() };
     organisations
         .create(&create, &parse(organisation("valid-org", "eu")))
         .await
@@ -280,7 +218,10 @@ async fn invalid_organisations_are_refused_with_a_message_naming_the_field() {
         ),
         (
             "the same email twice",
-            |o| o["spec"]["members"] = json!([{ "email": "a@x.example", "role": "admin" }, { "email": "a@x.example", "role": "member" }]),
+            |o| {
+                o["spec"]["members"] =
+                    json!([{ "email": "a@x.example", "role": "admin" }, { "email": "a@x.example", "role": "member" }])
+            },
             &["spec.members[1]", "Duplicate value"],
         ),
         (
@@ -290,13 +231,7 @@ async fn invalid_organisations_are_refused_with_a_message_naming_the_field() {
         ),
         (
             "missing jurisdiction",
-            |o| {
-                o["spec"]
-                    .as_object_mut()
-                    .map(|s| s.remove("jurisdiction"))
-                    .map(drop)
-                    .unwrap_or(())
-            },
+            |o| o["spec"].as_object_mut().map(|s| s.remove("jurisdiction")).map(drop).unwrap_or(()),
             &["spec.jurisdiction", "Required value"],
         ),
         (
@@ -316,11 +251,7 @@ async fn invalid_organisations_are_refused_with_a_message_naming_the_field() {
         let status = api_error(organisations.create(&create, &parse(manifest)).await);
         assert_eq!(status.code, 422, "{what}: {status:?}");
         for words in *expected {
-            assert!(
-                status.message.contains(words),
-                "{what}: refusal should mention {words:?}: {}",
-                status.message
-            );
+            assert!(status.message.contains(words), "{what}: refusal should mention {words:?}: {}", status.message);
         }
     }
 }
@@ -330,29 +261,17 @@ async fn the_examples_are_accepted() {
     let client = client().await;
     install_crds(&client).await;
     let ns = TestNamespace::create(&client, "examples").await;
-    let dry_run = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
 
-    let organisation: Organisation = serde_yaml::from_str(
-        &std::fs::read_to_string(dir.join("organisation.yaml")).expect("read"),
-    )
-    .expect("parse");
-    Api::<Organisation>::all(client.clone())
-        .create(&dry_run, &organisation)
-        .await
-        .expect("example organisation");
+    let organisation: Organisation =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("organisation.yaml")).expect("read")).expect("parse");
+    Api::<Organisation>::all(client.clone()).create(&dry_run, &organisation).await.expect("example organisation");
 
     let mut project: Project =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("project.yaml")).expect("read"))
-            .expect("parse");
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("project.yaml")).expect("read")).expect("parse");
     project.metadata.namespace = Some(ns.name.clone());
-    ns.api::<Project>()
-        .create(&dry_run, &project)
-        .await
-        .expect("example project");
+    ns.api::<Project>().create(&dry_run, &project).await.expect("example project");
     ns.cleanup().await;
 }
 
@@ -366,28 +285,17 @@ async fn a_pod_is_scheduled_onto_a_simulated_node_and_runs_with_a_loopback_ip() 
     manifest["spec"]["affinity"] = json!({ "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{ "matchExpressions": [{
             "key": "topology.kubernetes.io/region", "operator": "In", "values": ["eu-central-1"] }] }] } } });
-    pods.create(&PostParams::default(), &parse(manifest))
-        .await
-        .expect("create pod");
+    pods.create(&PostParams::default(), &parse(manifest)).await.expect("create pod");
 
     let pod = wait_for(&pods, "placed", conditions::is_pod_running()).await;
-    let pod = if pod_ready(&pod) {
-        pod
-    } else {
-        wait_for(&pods, "placed", |p: Option<&Pod>| p.is_some_and(pod_ready)).await
-    };
+    let pod =
+        if pod_ready(&pod) { pod } else { wait_for(&pods, "placed", |p: Option<&Pod>| p.is_some_and(pod_ready)).await };
     let status = pod.status.expect("status");
     let ip = status.pod_ip.expect("pod IP");
     assert!(ip.starts_with("127."), "pod IP {ip} is on loopback");
     let node = pod.spec.expect("spec").node_name.expect("scheduled");
-    let node = Api::<Node>::all(client.clone())
-        .get(&node)
-        .await
-        .expect("node");
-    assert_eq!(
-        node.metadata.labels.expect("labels")["topology.kubernetes.io/region"],
-        "eu-central-1"
-    );
+    let node = Api::<Node>::all(client.clone()).get(&node).await.expect("node");
+    assert_eq!(node.metadata.labels.expect("labels")["topology.kubernetes.io/region"], "eu-central-1");
     ns.cleanup().await;
 }
 
@@ -409,23 +317,14 @@ async fn a_runtime_class_pod_lands_only_on_nodes_that_have_the_runtime() {
     manifest["spec"]["affinity"] = json!({ "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
         "nodeSelectorTerms": [{ "matchExpressions": [{
             "key": "topology.kubernetes.io/region", "operator": "In", "values": ["europe-west1", "eu-central-1"] }] }] } } });
-    pods.create(&PostParams::default(), &parse(manifest))
-        .await
-        .expect("create pod");
+    pods.create(&PostParams::default(), &parse(manifest)).await.expect("create pod");
     let pod = wait_for(&pods, "sandboxed", conditions::is_pod_running()).await;
-    assert_eq!(
-        pod.spec.expect("spec").node_name.as_deref(),
-        Some("kwok-eu-central-1")
-    );
+    assert_eq!(pod.spec.expect("spec").node_name.as_deref(), Some("kwok-eu-central-1"));
 
     let mut unknown = restricted_pod("unknown-runtime");
     unknown["spec"]["runtimeClassName"] = json!("firecracker");
     let status = api_error(pods.create(&PostParams::default(), &parse(unknown)).await);
-    assert!(
-        status.message.contains("RuntimeClass"),
-        "admission names the missing RuntimeClass: {}",
-        status.message
-    );
+    assert!(status.message.contains("RuntimeClass"), "admission names the missing RuntimeClass: {}", status.message);
     ns.cleanup().await;
 }
 
@@ -439,20 +338,12 @@ async fn a_workspace_claim_is_provisioned_and_bound() {
         "metadata": { "name": "workspace" },
         "spec": { "accessModes": ["ReadWriteOnce"], "storageClassName": "eu-ssd", "resources": { "requests": { "storage": "1Gi" } } }
     });
-    claims
-        .create(&PostParams::default(), &parse(claim))
-        .await
-        .expect("create claim");
+    claims.create(&PostParams::default(), &parse(claim)).await.expect("create claim");
     let bound = wait_for(&claims, "workspace", |c: Option<&PersistentVolumeClaim>| {
-        c.and_then(|c| c.status.as_ref())
-            .and_then(|s| s.phase.as_deref())
-            == Some("Bound")
+        c.and_then(|c| c.status.as_ref()).and_then(|s| s.phase.as_deref()) == Some("Bound")
     })
     .await;
-    assert!(
-        bound.spec.expect("spec").volume_name.is_some(),
-        "bound to a provisioned volume"
-    );
+    assert!(bound.spec.expect("spec").volume_name.is_some(), "bound to a provisioned volume");
     ns.cleanup().await;
 }
 
@@ -462,30 +353,20 @@ async fn deleting_an_owner_garbage_collects_what_it_owns() {
     let ns = TestNamespace::create(&client, "gc").await;
     let maps: Api<ConfigMap> = ns.api();
     let owner = maps
-        .create(
-            &PostParams::default(),
-            &parse(json!({ "metadata": { "name": "owner" } })),
-        )
+        .create(&PostParams::default(), &parse(json!({ "metadata": { "name": "owner" } })))
         .await
         .expect("create owner");
     let owned = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": { "name": "owned", "ownerReferences": [{
             "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
             "uid": owner.metadata.uid.clone().expect("uid"), "controller": true, "blockOwnerDeletion": true }] },
         "data": { "k": "v" }
     });
-    let owned = maps
-        .patch(
-            "owned",
-            &PatchParams::apply(FIELD_MANAGER),
-            &Patch::Apply(&owned),
-        )
-        .await
-        .expect("apply owned");
+    let owned =
+        maps.patch("owned", &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&owned)).await.expect("apply owned");
 
-    maps.delete("owner", &DeleteParams::background())
-        .await
-        .expect("delete owner");
+    maps.delete("owner", &DeleteParams::background()).await.expect("delete owner");
     wait_deleted(&maps, "owned", owned.metadata.uid.as_deref().expect("uid")).await;
     ns.cleanup().await;
 }
@@ -493,26 +374,15 @@ async fn deleting_an_owner_garbage_collects_what_it_owns() {
 #[tokio::test]
 async fn pod_security_restricted_refuses_a_privileged_pod_and_admits_a_compliant_one() {
     let client = client().await;
-    let ns = TestNamespace::create_with_labels(
-        &client,
-        "psa",
-        &[("pod-security.kubernetes.io/enforce", "restricted")],
-    )
-    .await;
+    let ns = TestNamespace::create_with_labels(&client, "psa", &[("pod-security.kubernetes.io/enforce", "restricted")])
+        .await;
     let pods: Api<Pod> = ns.api();
 
     let mut privileged = restricted_pod("privileged");
     privileged["spec"]["containers"][0]["securityContext"] = json!({ "privileged": true });
-    let status = api_error(
-        pods.create(&PostParams::default(), &parse(privileged))
-            .await,
-    );
+    let status = api_error(pods.create(&PostParams::default(), &parse(privileged)).await);
     assert_eq!(status.code, 403, "{status:?}");
-    assert!(
-        status.message.contains("violates PodSecurity \"restricted"),
-        "{}",
-        status.message
-    );
+    assert!(status.message.contains("violates PodSecurity \"restricted"), "{}", status.message);
     assert!(status.message.contains("privileged"), "{}", status.message);
 
     pods.create(&PostParams::default(), &parse(restricted_pod("compliant")))

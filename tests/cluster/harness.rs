@@ -30,36 +30,24 @@ fn kubeconfig_path() -> PathBuf {
 pub async fn client() -> Client {
     let path = kubeconfig_path();
     let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
-        panic!(
-            "no cluster: cannot read kubeconfig {}: {e}. Run `make cluster-up`, or `make test`.",
-            path.display()
-        )
+        panic!("no cluster: cannot read kubeconfig {}: {e}. Run `make cluster-up`, or `make test`.", path.display())
     });
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig is usable");
+    let config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig is usable");
     let client = Client::try_from(config).expect("build client");
-    client.apiserver_version().await.unwrap_or_else(|e| {
-        panic!(
-            "no cluster: the API server in {} does not answer: {e}",
-            path.display()
-        )
-    });
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("no cluster: the API server in {} does not answer: {e}", path.display()));
     client
 }
 
 /// A short name unique to this test process and call: `<prefix>-<6 hex>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .subsec_nanos();
-    let mixed = nanos
-        ^ std::process::id().rotate_left(16)
-        ^ COUNTER
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").subsec_nanos();
+    let mixed =
+        nanos ^ std::process::id().rotate_left(16) ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9);
     format!("{prefix}-{:06x}", mixed & 0xFF_FFFF)
 }
 
@@ -91,11 +79,7 @@ impl TestNamespace {
             .create(&PostParams::default(), &namespace)
             .await
             .expect("create test namespace");
-        Self {
-            name,
-            client: client.clone(),
-            cleaned: false,
-        }
+        Self { name, client: client.clone(), cleaned: false }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -130,16 +114,11 @@ pub async fn install_crds(client: &Client) {
     for entry in std::fs::read_dir(&dir).expect("read crds/") {
         let path = entry.expect("dir entry").path();
         let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read CRD"))
-                .expect("CRD YAML");
+            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read CRD")).expect("CRD YAML");
         let name = crd.metadata.name.clone().expect("CRD name");
-        crds.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
+        crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
+            .await
+            .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
         wait_for(&crds, &name, conditions::is_crd_established()).await;
     }
 }
@@ -162,12 +141,7 @@ pub async fn wait_deleted<K>(api: &Api<K>, name: &str, uid: &str)
 where
     K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
 {
-    match tokio::time::timeout(
-        SETTLE,
-        await_condition(api.clone(), name, conditions::is_deleted(uid)),
-    )
-    .await
-    {
+    match tokio::time::timeout(SETTLE, await_condition(api.clone(), name, conditions::is_deleted(uid))).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => panic!("watching {name}: {e}"),
         Err(_) => panic!("{name} still exists after {SETTLE:?}"),
