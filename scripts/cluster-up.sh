@@ -112,6 +112,10 @@ start kube-apiserver "$k8s_bin/kube-apiserver" \
 wait_for kube-apiserver 60 https_ok "$server/readyz"
 write_kubeconfig "$kubeconfig" admin
 
+# ooda's CRDs go in before the controller manager starts, so its quota controller can count
+# projects from the first moment (it discovers resources added later only every 30s).
+kubectl apply --server-side --force-conflicts --field-manager ooda-bed -f "$repo/crds/" >/dev/null
+
 # --- kube-controller-manager and kube-scheduler, each with its own identity ---
 start kube-controller-manager "$k8s_bin/kube-controller-manager" \
   --kubeconfig "$state/controller-manager.kubeconfig" \
@@ -137,7 +141,7 @@ for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat
   cat "$kwok_dir/stages/$f"; echo "---"
 done >"$stages"
 start kwok "$kwok_dir/kwok" --kubeconfig "$state/kwok.kubeconfig" --config "$stages" \
-  --manage-all-nodes=true --node-ip 127.0.0.1 --cidr 127.1.0.0/16 \
+  --manage-all-nodes=true --node-ip 127.0.0.1 --cidr 127.1.0.0/16 --node-lease-duration-seconds 40 \
   --server-address "127.0.0.1:$kwok_port"
 
 wait_for kube-controller-manager 60 curl -fsSk --max-time 2 "https://127.0.0.1:$controller_manager_port/healthz"

@@ -1,10 +1,12 @@
 //! The `ooda` command line: one binary, one subcommand per part of the system.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::crd;
+use crate::{crd, duration, operator};
 
 #[derive(Parser, Debug)]
 #[command(name = "ooda", version, about = "Sandboxed, hibernating cloud development environments on Kubernetes")]
@@ -15,6 +17,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the Organisation and Project controllers (leader-elected: run as many replicas as you like).
+    Operator(OperatorArgs),
     /// Print the CustomResourceDefinitions generated from the Rust types, or write one file per CRD.
     Crds {
         /// Directory to write `<plural>.ooda.run.yaml` files into, instead of printing to stdout.
@@ -23,16 +27,69 @@ pub enum Command {
     },
 }
 
+#[derive(clap::Args, Debug)]
+pub struct OperatorArgs {
+    /// Operator configuration file (jurisdictions, runtime classes, gateway, defaults).
+    #[arg(long, env = "OODA_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "OODA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// Namespace of the leader Lease: the operator's own namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ooda-system")]
+    namespace: String,
+    /// Name of the leader Lease; replicas sharing it elect one leader.
+    #[arg(long, default_value = "ooda-operator")]
+    leader_lease: String,
+    /// This replica's identity in the leader Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// How long a leader Lease lasts without renewal before another replica may take over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// Manage only Organisations matching this label selector (and their projects).
+    #[arg(long, value_name = "SELECTOR")]
+    organisation_selector: Option<String>,
+    /// Reconciliations run at once, per controller.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u16,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match duration::parse(text) {
+        Ok(d) if d >= Duration::from_secs(2) => Ok(d),
+        Ok(_) => Err("must be at least 2s".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    #[error(transparent)]
+    Operator(#[from] operator::RunError),
     #[error("could not render CRD YAML: {0}")]
     Render(#[from] serde_yaml::Error),
     #[error("could not write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
 
-pub fn run(cli: Cli) -> Result<(), CliError> {
+pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Operator(args) => {
+            let identity = args.identity.unwrap_or_else(default_identity);
+            operator::run(operator::Options {
+                config: args.config,
+                http_addr: args.http_addr,
+                namespace: args.namespace,
+                leader_lease: args.leader_lease,
+                identity,
+                lease_duration: args.lease_duration,
+                organisation_selector: args.organisation_selector,
+                concurrency: args.concurrency,
+            })
+            .await?;
+            Ok(())
+        }
         Command::Crds { out: None } => {
             let documents = crd::definitions().iter().map(crd::to_yaml).collect::<Result<Vec<_>, _>>()?;
             print!("{}", documents.join("---\n"));
@@ -49,4 +106,10 @@ fn write_crds(dir: &std::path::Path) -> Result<(), CliError> {
         std::fs::write(&path, crd::to_yaml(&definition)?).map_err(|source| CliError::Write { path, source })?;
     }
     Ok(())
+}
+
+/// `<hostname>-<pid>`: unique per process, readable in the Lease.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }

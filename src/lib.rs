@@ -1,7 +1,12 @@
 //! ooda: a Kubernetes operator for sandboxed, hibernating cloud development environments.
 //!
 //! - [`crd`]: the `Organisation` and `Project` custom resources and their generated CRDs.
+//! - [`config`]: the operator's configuration (jurisdictions, runtime classes, defaults).
+//! - [`operator`]: the controllers, leader election, metrics and health endpoints.
 //! - [`cli`]: the `ooda` command line.
 
 pub mod cli;
+pub mod config;
 pub mod crd;
+pub mod duration;
+pub mod operator;

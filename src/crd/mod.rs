@@ -7,7 +7,7 @@ mod schema;
 pub use organisation::{Member, Organisation, OrganisationQuota, OrganisationSpec, OrganisationStatus, Role};
 pub use project::{
     DesiredState, GitSource, IdleStatus, Isolation, Lifecycle, Phase, Project, ProjectPort, ProjectResources,
-    ProjectSource, ProjectSpec, ProjectStatus, PublishedStatus, PublishedVersion,
+    ProjectSource, ProjectSpec, ProjectStatus, PublishedStatus, PublishedVersion, WakeStatus,
 };
 pub use schema::MAX_NAME_LEN;
 

@@ -204,6 +204,10 @@ pub struct ProjectStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleStatus>,
 
+    /// The most recent wake from hibernation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_wake: Option<WakeStatus>,
+
     /// The project's published static-site versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<PublishedStatus>,
@@ -229,6 +233,16 @@ pub struct IdleStatus {
     /// The kind of the last activity seen (for example `http`, `websocket` or `api`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_signal: Option<String>,
+}
+
+/// How long a wake took.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WakeStatus {
+    /// When the pod was seen Ready.
+    pub completed_at: Time,
+    /// Milliseconds from the activity that woke the project to its pod being Ready.
+    pub milliseconds: i64,
 }
 
 /// Published versions of a project's static site.

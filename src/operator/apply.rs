@@ -1,0 +1,94 @@
+//! Writing children: server-side apply with one field manager, skipped when the live object
+//! already matches, so a converged project costs no API writes.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::debug;
+
+use super::error::Result;
+
+/// The one field manager every operator write uses.
+pub const FIELD_MANAGER: &str = "ooda-operator";
+
+/// Annotation holding a hash of what the operator last applied, so a field it stopped setting
+/// (which a live object would still show) is noticed and removed by the next apply.
+pub const APPLIED_HASH: &str = "ooda.run/applied-hash";
+
+/// Stamps `object` with the hash of its desired content (excluding Secret data, which must not
+/// leak into an annotation in any form).
+pub fn stamp<K: Resource + Serialize>(object: &mut K) {
+    let mut value = serde_json::to_value(&*object).expect("Kubernetes objects serialise");
+    if let Some(map) = value.as_object_mut() {
+        map.remove("data");
+        map.remove("stringData");
+    }
+    let mut hasher = DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    object.annotations_mut().insert(APPLIED_HASH.to_owned(), format!("{:016x}", hasher.finish()));
+}
+
+/// Applies `desired` (already [`stamp`]ed) unless `live` already carries the same hash and every
+/// field `desired` sets — the latter catches someone editing a field the operator owns.
+/// Returns whether a write was made.
+pub async fn apply<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    if let Some(live) = live {
+        let same_hash = live.annotations().get(APPLIED_HASH) == desired.annotations().get(APPLIED_HASH);
+        let drift = first_difference(&serde_json::to_value(desired).expect("serialise"), &serde_json::to_value(live).expect("serialise"), String::new());
+        match drift {
+            None if same_hash => return Ok(false),
+            None => debug!(object = %desired.name_any(), "desired state changed; applying"),
+            Some(path) => debug!(object = %desired.name_any(), %path, "live object differs; applying"),
+        }
+    }
+    api.patch(&desired.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?;
+    Ok(true)
+}
+
+/// The path of the first field of `desired` that `live` lacks or holds differently, if any.
+/// Lists must have the same length (entries compared in order); maps may have extra keys
+/// (server defaults).
+pub fn first_difference(desired: &Value, live: &Value, path: String) -> Option<String> {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, v)| match l.get(k) {
+            Some(lv) => first_difference(v, lv, format!("{path}.{k}")),
+            None => Some(format!("{path}.{k}")),
+        }),
+        (Value::Array(d), Value::Array(l)) if d.len() == l.len() => {
+            d.iter().zip(l).enumerate().find_map(|(i, (dv, lv))| first_difference(dv, lv, format!("{path}[{i}]")))
+        }
+        _ if desired == live => None,
+        _ => Some(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn server_defaults_do_not_count_as_drift() {
+        let desired = json!({ "spec": { "ports": [{ "name": "web", "port": 3000 }] } });
+        let live = json!({ "spec": { "ports": [{ "name": "web", "port": 3000, "protocol": "TCP" }], "clusterIP": "None" } });
+        assert_eq!(first_difference(&desired, &live, String::new()), None);
+    }
+
+    #[test]
+    fn changed_and_removed_entries_count_as_drift() {
+        let desired = json!({ "spec": { "replicas": 0, "ports": [{ "port": 3000 }] } });
+        let diff = |live: Value| first_difference(&desired, &live, String::new());
+        assert_eq!(diff(json!({ "spec": { "replicas": 1, "ports": [{ "port": 3000 }] } })).as_deref(), Some(".spec.replicas"));
+        assert_eq!(diff(json!({ "spec": { "replicas": 0, "ports": [{ "port": 3000 }, { "port": 4000 }] } })).as_deref(), Some(".spec.ports"));
+        assert_eq!(diff(json!({ "spec": {} })).as_deref(), Some(".spec.replicas"));
+    }
+}

@@ -1,0 +1,185 @@
+//! The Organisation controller: namespace `org-<name>` with Pod Security `restricted`, quota,
+//! container defaults and default-deny networking; nothing at all for an unknown jurisdiction.
+
+pub mod build;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument};
+
+use crate::crd::{Organisation, OrganisationStatus};
+use crate::operator::apply::{FIELD_MANAGER, apply};
+use crate::operator::conditions;
+use crate::operator::context::Context;
+use crate::operator::error::{Error, Result};
+use crate::operator::labels::{child, organisation_namespace};
+
+pub const CONTROLLER: &str = "organisation";
+
+/// Caches of the organisation's children, for skipping writes that would change nothing.
+pub struct Children {
+    pub namespaces: Store<Namespace>,
+    pub quotas: Store<ResourceQuota>,
+    pub limit_ranges: Store<LimitRange>,
+    pub network_policies: Store<NetworkPolicy>,
+}
+
+pub struct OrganisationContext {
+    pub shared: Arc<Context>,
+    pub children: Children,
+}
+
+#[instrument(skip_all, fields(organisation = %org.name_any()))]
+pub async fn reconcile(org: Arc<Organisation>, ctx: Arc<OrganisationContext>) -> Result<Action> {
+    if !ctx.shared.caches_synced() {
+        return Ok(Action::requeue(super::UNTIL_SYNCED));
+    }
+    let started = Instant::now();
+    let result = reconcile_inner(&org, &ctx).await;
+    ctx.shared.metrics.reconciled(CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        ctx.shared.record_success(&org.name_any());
+    }
+    result
+}
+
+async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Result<Action> {
+    let shared = &ctx.shared;
+    let name = org.name_any();
+    let now = Time(Timestamp::now());
+    let generation = org.metadata.generation;
+    let old = org.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    let namespace_name = organisation_namespace(&name);
+
+    let residency = shared.config.jurisdictions.get(&org.spec.jurisdiction);
+    let conflict = ctx
+        .children
+        .namespaces
+        .get(&ObjectRef::new(&namespace_name))
+        .filter(|ns| !ns.owner_references().iter().any(|o| Some(&o.uid) == org.metadata.uid.as_ref() && o.controller == Some(true)));
+
+    if residency.is_none() {
+        let message = format!(
+            "jurisdiction {:?} is not configured on this operator; nothing is provisioned until it is",
+            org.spec.jurisdiction
+        );
+        conditions::set(&mut status.conditions, "ResidencySatisfied", false, "UnknownJurisdiction", &message, generation, &now);
+        conditions::set(&mut status.conditions, "Ready", false, "UnknownJurisdiction", &message, generation, &now);
+    } else if conflict.is_some() {
+        let message = format!("namespace {namespace_name} already exists and does not belong to this organisation");
+        conditions::set(&mut status.conditions, "ResidencySatisfied", true, "JurisdictionConfigured", "", generation, &now);
+        conditions::set(&mut status.conditions, "Ready", false, "NamespaceConflict", &message, generation, &now);
+    } else {
+        let quota_counted = provision(org, ctx).await?;
+        status.namespace = Some(namespace_name.clone());
+        conditions::set(
+            &mut status.conditions,
+            "ResidencySatisfied",
+            true,
+            "JurisdictionConfigured",
+            format!("data stays in jurisdiction {}", org.spec.jurisdiction),
+            generation,
+            &now,
+        );
+        if quota_counted {
+            let message = format!("namespace {namespace_name} is ready");
+            conditions::set(&mut status.conditions, "Ready", true, "Provisioned", message, generation, &now);
+        } else {
+            // Until the quota controller has counted usage, the API server refuses new projects.
+            let message = "waiting for Kubernetes to count the namespace's usage against its quota";
+            conditions::set(&mut status.conditions, "Ready", false, "QuotaPending", message, generation, &now);
+        }
+    }
+
+    let uid = org.metadata.uid.clone().unwrap_or_default();
+    if status != old && shared.claim_status_write(&uid, &status) {
+        if let Err(error) = write_status(org, &status, shared).await {
+            shared.forget_status(&uid);
+            return Err(error);
+        }
+        let was_ready = conditions::is_true(&old.conditions, "Ready");
+        let ready = conditions::is_true(&status.conditions, "Ready");
+        let reason = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.reason.clone(), c.message.clone()));
+        let reason_changed =
+            old.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone()) != reason.as_ref().map(|r| r.0.clone());
+        if (was_ready != ready || reason_changed)
+            && let Some((reason, message)) = reason
+        {
+            info!(ready, %reason, "organisation readiness changed");
+            let warning = !ready && reason != "QuotaPending";
+            shared.event(&org.object_ref(&()), warning, &reason, "Reconcile", message).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Applies the organisation's objects; returns whether its quota (if any) is in force, i.e. the
+/// quota controller reports usage for every limit.
+async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool> {
+    let shared = &ctx.shared;
+    let client = &shared.client;
+    let desired = build::desired(org);
+    let namespace_name = desired.namespace.name_any();
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let live = ctx.children.namespaces.get(&ObjectRef::new(&namespace_name));
+    if apply(&namespaces, &desired.namespace, live.as_deref()).await? {
+        shared.metrics.wrote("Namespace");
+    }
+
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &namespace_name);
+    let live = ctx.children.quotas.get(&child(&namespace_name, build::QUOTA_NAME));
+    let quota_counted = match (&desired.quota, live) {
+        (Some(quota), live) => {
+            if apply(&quotas, quota, live.as_deref()).await? {
+                shared.metrics.wrote("ResourceQuota");
+            }
+            let limits = quota.spec.as_ref().and_then(|s| s.hard.as_ref()).map(|h| h.keys().cloned().collect::<Vec<_>>());
+            let used = live.as_ref().and_then(|q| q.status.as_ref()?.used.as_ref());
+            limits.unwrap_or_default().iter().all(|key| used.is_some_and(|u| u.contains_key(key)))
+        }
+        (None, Some(_)) => {
+            quotas.delete(build::QUOTA_NAME, &DeleteParams::background()).await?;
+            shared.metrics.wrote("ResourceQuota");
+            true
+        }
+        (None, None) => true,
+    };
+
+    let limit_ranges: Api<LimitRange> = Api::namespaced(client.clone(), &namespace_name);
+    let live = ctx.children.limit_ranges.get(&child(&namespace_name, build::LIMIT_RANGE_NAME));
+    if apply(&limit_ranges, &desired.limit_range, live.as_deref()).await? {
+        shared.metrics.wrote("LimitRange");
+    }
+
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace_name);
+    let live = ctx.children.network_policies.get(&child(&namespace_name, build::DEFAULT_DENY_NAME));
+    if apply(&policies, &desired.default_deny, live.as_deref()).await? {
+        shared.metrics.wrote("NetworkPolicy");
+    }
+    Ok(quota_counted)
+}
+
+async fn write_status(org: &Organisation, status: &OrganisationStatus, ctx: &Context) -> Result<()> {
+    let api: Api<Organisation> = Api::all(ctx.client.clone());
+    let patch = json!({ "apiVersion": Organisation::api_version(&()), "kind": Organisation::kind(&()), "status": status });
+    api.patch_status(&org.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.metrics.wrote("OrganisationStatus");
+    Ok(())
+}
+
+pub fn error_policy(org: Arc<Organisation>, error: &Error, ctx: Arc<OrganisationContext>) -> Action {
+    super::error_action(CONTROLLER, &org.name_any(), error, &ctx.shared)
+}

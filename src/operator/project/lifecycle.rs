@@ -1,0 +1,129 @@
+//! When a project runs, hibernates, wakes or stops. Pure: the caller supplies the facts and the
+//! clock, and carries out the decision.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::{DesiredState, Phase};
+
+/// What the operator knows about a project right now.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub desired: DesiredState,
+    /// The phase recorded in status before this reconcile.
+    pub previous_phase: Option<Phase>,
+    /// `renewTime` of the activity Lease: the last activity anyone saw.
+    pub last_activity: Timestamp,
+    pub idle_timeout: Duration,
+    /// Whether the project has a Ready pod that is not terminating.
+    pub pod_ready: bool,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub replicas: i32,
+    pub phase: Phase,
+    /// Reconcile again at this point even if nothing changes (the idle deadline).
+    pub recheck_after: Option<Duration>,
+    /// The activity Lease must be renewed now: a stopped project was asked to run again, and
+    /// must not be hibernated at once for the idleness it had while stopped.
+    pub renew_activity: bool,
+    /// Set when this reconcile saw a wake complete: from the Lease renewal to now, when the
+    /// operator sees the pod Ready (the Lease's renewTime has microseconds; pod conditions don't).
+    pub completed_wake: Option<Duration>,
+}
+
+pub fn decide(facts: &Facts) -> Decision {
+    if facts.desired == DesiredState::Stopped {
+        return Decision { replicas: 0, phase: Phase::Stopped, recheck_after: None, renew_activity: false, completed_wake: None };
+    }
+    let restarting = facts.previous_phase == Some(Phase::Stopped);
+    let last_activity = if restarting { facts.now } else { facts.last_activity };
+    // A renewal stamped ahead of this clock counts as activity now.
+    let idle_for = if facts.now > last_activity { facts.now.duration_since(last_activity).unsigned_abs() } else { Duration::ZERO };
+    if idle_for >= facts.idle_timeout && !restarting {
+        return Decision { replicas: 0, phase: Phase::Hibernated, recheck_after: None, renew_activity: false, completed_wake: None };
+    }
+    let waking = matches!(facts.previous_phase, Some(Phase::Hibernated | Phase::Waking));
+    let (phase, completed_wake) = match (facts.pod_ready, waking) {
+        (true, true) => (Phase::Running, Some(idle_for)),
+        (true, false) => (Phase::Running, None),
+        (false, true) => (Phase::Waking, None),
+        (false, false) => (Phase::Provisioning, None),
+    };
+    Decision {
+        replicas: 1,
+        phase,
+        // A second of slack, so the deadline has passed when the check runs.
+        recheck_after: Some(facts.idle_timeout - idle_for + Duration::from_secs(1)),
+        renew_activity: restarting,
+        completed_wake,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            desired: DesiredState::Running,
+            previous_phase: Some(Phase::Running),
+            last_activity: at(0),
+            idle_timeout: Duration::from_secs(60),
+            pod_ready: true,
+            now: at(10),
+        }
+    }
+
+    #[test]
+    fn an_active_project_runs_and_is_rechecked_at_its_idle_deadline() {
+        let d = decide(&facts());
+        assert_eq!((d.replicas, d.phase), (1, Phase::Running));
+        assert_eq!(d.recheck_after, Some(Duration::from_secs(51)));
+        assert!(!d.renew_activity);
+    }
+
+    #[test]
+    fn a_new_project_is_provisioning_until_its_pod_is_ready() {
+        let d = decide(&Facts { previous_phase: None, pod_ready: false, ..facts() });
+        assert_eq!((d.replicas, d.phase), (1, Phase::Provisioning));
+    }
+
+    #[test]
+    fn an_idle_project_hibernates() {
+        let d = decide(&Facts { now: at(60), ..facts() });
+        assert_eq!((d.replicas, d.phase, d.recheck_after), (0, Phase::Hibernated, None));
+    }
+
+    #[test]
+    fn a_renewed_lease_wakes_a_hibernated_project() {
+        let hibernated = Facts { previous_phase: Some(Phase::Hibernated), pod_ready: false, last_activity: at(100), now: at(101), ..facts() };
+        let d = decide(&hibernated);
+        assert_eq!((d.replicas, d.phase), (1, Phase::Waking));
+
+        let ready = Facts { previous_phase: Some(Phase::Waking), pod_ready: true, now: at(103), ..hibernated };
+        let d = decide(&ready);
+        assert_eq!(d.phase, Phase::Running);
+        assert_eq!(d.completed_wake, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn stopped_means_zero_replicas_whatever_the_activity() {
+        let d = decide(&Facts { desired: DesiredState::Stopped, last_activity: at(10), ..facts() });
+        assert_eq!((d.replicas, d.phase, d.recheck_after), (0, Phase::Stopped, None));
+    }
+
+    #[test]
+    fn restarting_a_stopped_project_renews_its_activity_instead_of_hibernating() {
+        let d = decide(&Facts { previous_phase: Some(Phase::Stopped), last_activity: at(-10_000), pod_ready: false, ..facts() });
+        assert_eq!((d.replicas, d.phase), (1, Phase::Provisioning));
+        assert!(d.renew_activity);
+    }
+}
