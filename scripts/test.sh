@@ -12,7 +12,8 @@ if [[ "${OODA_KEEP_CLUSTER:-0}" != 1 ]]; then trap '"$repo/scripts/cluster-down.
 export OODA_KUBECONFIG="$kubeconfig"
 started=$SECONDS
 status=0
-cargo test --locked --all-targets || status=$?
+# Integration tests mostly wait on the control plane: run them well beyond one per core.
+cargo test --locked --all-targets -- --test-threads 16 || status=$?
 log "cargo test finished in $((SECONDS - started))s with status $status"
 if ((status != 0)); then
   log "component logs are in $logs"

@@ -139,14 +139,19 @@ pub enum ConfigError {
 impl OperatorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
         Self::parse(&display, &text)
     }
 
     pub fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
         let config: Self =
             serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
-        config.validate().map_err(|(setting, problem)| ConfigError::Invalid { path: path.to_owned(), setting, problem })?;
+        config.validate().map_err(|(setting, problem)| ConfigError::Invalid {
+            path: path.to_owned(),
+            setting,
+            problem,
+        })?;
         Ok(config)
     }
 
@@ -180,7 +185,10 @@ impl OperatorConfig {
                 }
             }
         }
-        for (setting, class) in [("runtimeClasses.gvisor", &self.runtime_classes.gvisor), ("runtimeClasses.kata", &self.runtime_classes.kata)] {
+        for (setting, class) in [
+            ("runtimeClasses.gvisor", &self.runtime_classes.gvisor),
+            ("runtimeClasses.kata", &self.runtime_classes.kata),
+        ] {
             if !is_dns_subdomain(class) {
                 return invalid(setting, "must be a RuntimeClass name");
             }
@@ -189,7 +197,10 @@ impl OperatorConfig {
             return invalid("gateway.namespace", "must be a namespace name");
         }
         if self.gateway.pod_labels.is_empty() {
-            return invalid("gateway.podLabels", "at least one label is required, or every pod would count as the gateway");
+            return invalid(
+                "gateway.podLabels",
+                "at least one label is required, or every pod would count as the gateway",
+            );
         }
         if !self.preview_domain.split('.').all(|label| is_dns_label(label, 63)) || !self.preview_domain.contains('.') {
             return invalid("previewDomain", "must be a DNS domain such as preview.example.com");
@@ -247,6 +258,7 @@ fn is_positive_quantity(s: &str) -> bool {
     let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, suffix) = s.split_at(number_end);
     let valid_number = !number.is_empty() && number.matches('.').count() <= 1 && number != ".";
-    let valid_suffix = matches!(suffix, "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei");
+    let valid_suffix =
+        matches!(suffix, "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei");
     valid_number && valid_suffix && number.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }

@@ -43,7 +43,11 @@ where
 {
     if let Some(live) = live {
         let same_hash = live.annotations().get(APPLIED_HASH) == desired.annotations().get(APPLIED_HASH);
-        let drift = first_difference(&serde_json::to_value(desired).expect("serialise"), &serde_json::to_value(live).expect("serialise"), String::new());
+        let drift = first_difference(
+            &serde_json::to_value(desired).expect("serialise"),
+            &serde_json::to_value(live).expect("serialise"),
+            String::new(),
+        );
         match drift {
             None if same_hash => return Ok(false),
             None => debug!(object = %desired.name_any(), "desired state changed; applying"),
@@ -79,7 +83,8 @@ mod tests {
     #[test]
     fn server_defaults_do_not_count_as_drift() {
         let desired = json!({ "spec": { "ports": [{ "name": "web", "port": 3000 }] } });
-        let live = json!({ "spec": { "ports": [{ "name": "web", "port": 3000, "protocol": "TCP" }], "clusterIP": "None" } });
+        let live =
+            json!({ "spec": { "ports": [{ "name": "web", "port": 3000, "protocol": "TCP" }], "clusterIP": "None" } });
         assert_eq!(first_difference(&desired, &live, String::new()), None);
     }
 
@@ -87,8 +92,14 @@ mod tests {
     fn changed_and_removed_entries_count_as_drift() {
         let desired = json!({ "spec": { "replicas": 0, "ports": [{ "port": 3000 }] } });
         let diff = |live: Value| first_difference(&desired, &live, String::new());
-        assert_eq!(diff(json!({ "spec": { "replicas": 1, "ports": [{ "port": 3000 }] } })).as_deref(), Some(".spec.replicas"));
-        assert_eq!(diff(json!({ "spec": { "replicas": 0, "ports": [{ "port": 3000 }, { "port": 4000 }] } })).as_deref(), Some(".spec.ports"));
+        assert_eq!(
+            diff(json!({ "spec": { "replicas": 1, "ports": [{ "port": 3000 }] } })).as_deref(),
+            Some(".spec.replicas")
+        );
+        assert_eq!(
+            diff(json!({ "spec": { "replicas": 0, "ports": [{ "port": 3000 }, { "port": 4000 }] } })).as_deref(),
+            Some(".spec.ports")
+        );
         assert_eq!(diff(json!({ "spec": {} })).as_deref(), Some(".spec.replicas"));
     }
 }

@@ -33,6 +33,9 @@ pub fn organisation_of_namespace(namespace: &str) -> Option<&str> {
 }
 
 /// Cache key of the namespaced object `name` in `namespace`.
-pub fn child<K: kube::Resource<DynamicType = ()>>(namespace: &str, name: impl AsRef<str>) -> kube::runtime::reflector::ObjectRef<K> {
+pub fn child<K: kube::Resource<DynamicType = ()>>(
+    namespace: &str,
+    name: impl AsRef<str>,
+) -> kube::runtime::reflector::ObjectRef<K> {
     kube::runtime::reflector::ObjectRef::new(name.as_ref()).within(namespace)
 }

@@ -18,10 +18,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
@@ -32,7 +35,7 @@ use kube::runtime::wait::{await_condition, conditions as wait_conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, OperatorConfig};
 use crate::crd::{Organisation, Project};
@@ -99,7 +102,10 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     metrics.leader.set(1);
     health.leading.store(true, Ordering::Release);
 
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "ooda-operator".into(), instance: Some(options.identity.clone()) });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "ooda-operator".into(), instance: Some(options.identity.clone()) },
+    );
     let cleanups: Vec<Arc<dyn ExternalCleanup>> = Vec::new();
     let shared = Arc::new(Context::new(
         client.clone(),
@@ -125,7 +131,8 @@ pub async fn run(options: Options) -> Result<(), RunError> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
@@ -146,7 +153,10 @@ async fn wait_for_crds(client: &Client) -> Result<(), kube::Error> {
 }
 
 /// A cache of `K` filtered by `labels`, and the stream of changes that feeds it.
-fn reflect<K>(api: Api<K>, labels: Option<&str>) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+fn reflect<K>(
+    api: Api<K>,
+    labels: Option<&str>,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
@@ -189,12 +199,17 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
         org_watch = org_watch.labels(selector);
     }
     let controller_config = ControllerConfig::default().concurrency(options.concurrency);
+    // Namespaced children of a cluster-scoped owner: `owns` would look the owner up in the
+    // child's namespace, so they lead back to their organisation by label instead.
+    fn owning_organisation<K: Resource>(child: K) -> Option<ObjectRef<Organisation>> {
+        child.meta().labels.as_ref()?.get(labels::ORGANISATION).map(|name| ObjectRef::new(name))
+    }
     let organisations = Controller::new(Api::<Organisation>::all(client.clone()), org_watch.clone())
         .with_config(controller_config.clone())
         .owns_stream(namespace_events)
-        .owns_stream(quota_events)
-        .owns_stream(limit_range_events)
-        .owns_stream(org_policy_events);
+        .watches_stream(quota_events, owning_organisation)
+        .watches_stream(limit_range_events, owning_organisation)
+        .watches_stream(org_policy_events, owning_organisation);
     let organisation_store = organisations.store();
 
     // Project controller.
@@ -221,8 +236,8 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
             pods: pods.clone(),
         },
     });
-    let projects = Controller::new(Api::<Project>::all(client.clone()), watcher::Config::default())
-        .with_config(controller_config);
+    let projects =
+        Controller::new(Api::<Project>::all(client.clone()), watcher::Config::default()).with_config(controller_config);
     let project_store = projects.store();
     let projects_of_org = project_store.clone();
     let projects = projects
@@ -251,31 +266,50 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
     let _ = health.projects.set(project_store.clone());
 
     // Ready once every cache has its initial list.
-    let synced = {
-        let health = health.clone();
-        async move {
-            let _ = tokio::join!(
-                organisation_store.wait_until_ready(),
-                namespaces.wait_until_ready(),
-                quotas.wait_until_ready(),
-                limit_ranges.wait_until_ready(),
-                org_policies.wait_until_ready(),
-                org_cache.wait_until_ready(),
-                project_store.wait_until_ready(),
-                service_accounts.wait_until_ready(),
-                claims.wait_until_ready(),
-                stateful_sets.wait_until_ready(),
-                services.wait_until_ready(),
-                policies.wait_until_ready(),
-                secrets.wait_until_ready(),
-                leases.wait_until_ready(),
-                pods.wait_until_ready(),
-            );
-            health.caches_synced.store(true, Ordering::Release);
-            info!("all caches synced");
+    let caches: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
+        ("Organisation", cache_ready(organisation_store.clone())),
+        ("Namespace", cache_ready(namespaces.clone())),
+        ("ResourceQuota", cache_ready(quotas.clone())),
+        ("LimitRange", cache_ready(limit_ranges.clone())),
+        ("NetworkPolicy (organisation)", cache_ready(org_policies.clone())),
+        ("Organisation (projects)", cache_ready(org_cache.clone())),
+        ("Project", cache_ready(project_store.clone())),
+        ("ServiceAccount", cache_ready(service_accounts.clone())),
+        ("PersistentVolumeClaim", cache_ready(claims.clone())),
+        ("StatefulSet", cache_ready(stateful_sets.clone())),
+        ("Service", cache_ready(services.clone())),
+        ("NetworkPolicy (project)", cache_ready(policies.clone())),
+        ("Secret", cache_ready(secrets.clone())),
+        ("Lease", cache_ready(leases.clone())),
+        ("Pod", cache_ready(pods.clone())),
+    ];
+    let synced_flag = health.caches_synced.clone();
+    let pending: Arc<std::sync::Mutex<Vec<&'static str>>> =
+        Arc::new(std::sync::Mutex::new(caches.iter().map(|(k, _)| *k).collect()));
+    let watchdog = pending.clone();
+    tokio::spawn(async move {
+        futures::future::join_all(caches.into_iter().map(|(kind, ready)| {
+            let pending = pending.clone();
+            async move {
+                ready.await;
+                pending.lock().expect("pending caches lock").retain(|k| *k != kind);
+                debug!(kind, "cache synced");
+            }
+        }))
+        .await;
+        synced_flag.store(true, Ordering::Release);
+        info!("all caches synced");
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let waiting = watchdog.lock().expect("pending caches lock").clone();
+            if waiting.is_empty() {
+                break;
+            }
+            warn!(?waiting, "caches still waiting for their initial list");
         }
-    };
-    tokio::spawn(synced);
+    });
 
     let organisations = organisations
         .run(organisation::reconcile, organisation::error_policy, organisation_ctx)
@@ -286,13 +320,29 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
     tokio::join!(organisations, projects);
 }
 
+fn cache_ready<K>(store: Store<K>) -> BoxFuture<'static, ()>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+{
+    async move {
+        // An error means the writer is gone: the controller has stopped, and so will we.
+        let _ = store.wait_until_ready().await;
+    }
+    .boxed()
+}
+
 fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(
     controller: &str,
     result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, Q>>,
 ) {
+    use kube::runtime::controller::Error as ControllerError;
     match result {
         // Already counted and logged by error_action.
-        Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+        Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
+        // A child or related object of something this operator does not manage (another
+        // operator's organisation, or an object deleted meanwhile).
+        Err(error @ ControllerError::ObjectNotFound(..)) => debug!(controller, %error, "nothing to reconcile"),
         Err(error) => warn!(controller, %error, "controller"),
     }
 }

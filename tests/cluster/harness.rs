@@ -16,6 +16,9 @@ use serde::de::DeserializeOwned;
 /// Label on everything a test creates at cluster scope, so leftovers are easy to find.
 pub const TEST_LABEL: &str = "ooda.run/test";
 pub const FIELD_MANAGER: &str = "ooda-tests";
+/// The bed installs the CRDs under this manager; applying them under the same one changes
+/// nothing when they are current.
+const CRD_FIELD_MANAGER: &str = "ooda-bed";
 
 /// The deadline for things the control plane does on its own (scheduling, GC, kwok status).
 pub const SETTLE: Duration = Duration::from_secs(60);
@@ -116,7 +119,7 @@ pub async fn install_crds(client: &Client) {
         let crd: CustomResourceDefinition =
             serde_yaml::from_str(&std::fs::read_to_string(&path).expect("read CRD")).expect("CRD YAML");
         let name = crd.metadata.name.clone().expect("CRD name");
-        crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
+        crds.patch(&name, &PatchParams::apply(CRD_FIELD_MANAGER).force(), &Patch::Apply(&crd))
             .await
             .unwrap_or_else(|e| panic!("apply {}: {e}", path.display()));
         wait_for(&crds, &name, conditions::is_crd_established()).await;

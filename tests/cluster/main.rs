@@ -3,3 +3,5 @@
 
 mod bed;
 mod harness;
+mod operator;
+mod operator_harness;

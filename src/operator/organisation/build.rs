@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec};
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -72,7 +74,8 @@ pub fn desired(org: &Organisation) -> Desired {
     });
 
     // Containers that state no resources (nothing ooda creates) still fit under the quota.
-    let defaults = BTreeMap::from([("cpu".to_owned(), Quantity("500m".into())), ("memory".to_owned(), Quantity("512Mi".into()))]);
+    let defaults =
+        BTreeMap::from([("cpu".to_owned(), Quantity("500m".into())), ("memory".to_owned(), Quantity("512Mi".into()))]);
     let mut limit_range = LimitRange {
         metadata: meta(org, LIMIT_RANGE_NAME, ns),
         spec: Some(LimitRangeSpec {

@@ -45,12 +45,62 @@ pub async fn reconcile(org: Arc<Organisation>, ctx: Arc<OrganisationContext>) ->
         return Ok(Action::requeue(super::UNTIL_SYNCED));
     }
     let started = Instant::now();
-    let result = reconcile_inner(&org, &ctx).await;
+    let result = if org.metadata.deletion_timestamp.is_some() {
+        delete_namespace_first(&org, &ctx).await
+    } else {
+        match ensure_finalizer(&org, &ctx.shared).await {
+            Ok(()) => reconcile_inner(&org, &ctx).await,
+            Err(e) => Err(e),
+        }
+    };
     ctx.shared.metrics.reconciled(CONTROLLER, started.elapsed());
     if result.is_ok() {
         ctx.shared.record_success(&org.name_any());
     }
     result
+}
+
+/// An organisation goes only after its namespace: the namespace's projects run their own
+/// finalizers (purging what they own outside Kubernetes) while the organisation, and so its
+/// jurisdiction's configuration, is still there to read.
+pub const FINALIZER: &str = "ooda.run/cleanup";
+
+async fn ensure_finalizer(org: &Organisation, ctx: &Context) -> Result<()> {
+    if org.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let api: Api<Organisation> = Api::all(ctx.client.clone());
+    let mut finalizers = org.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": org.resource_version() } });
+    api.patch(&org.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    ctx.metrics.wrote("Organisation");
+    Ok(())
+}
+
+async fn delete_namespace_first(org: &Organisation, ctx: &OrganisationContext) -> Result<Action> {
+    let shared = &ctx.shared;
+    if !org.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = organisation_namespace(&org.name_any());
+    let owned = |ns: &Namespace| ns.owner_references().iter().any(|o| Some(&o.uid) == org.metadata.uid.as_ref());
+    if let Some(namespace) = ctx.children.namespaces.get(&ObjectRef::new(&name)).filter(|ns| owned(ns)) {
+        if namespace.metadata.deletion_timestamp.is_none() {
+            Api::<Namespace>::all(shared.client.clone()).delete(&name, &DeleteParams::background()).await?;
+            shared.metrics.wrote("Namespace");
+            info!(namespace = %name, "deleting the organisation's namespace");
+        }
+        // The namespace's deletion events bring us back here.
+        return Ok(Action::await_change());
+    }
+    let api: Api<Organisation> = Api::all(shared.client.clone());
+    let finalizers: Vec<String> = org.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": org.resource_version() } });
+    api.patch(&org.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    shared.metrics.wrote("Organisation");
+    shared.forget_status(org.metadata.uid.as_deref().unwrap_or_default());
+    Ok(Action::await_change())
 }
 
 async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Result<Action> {
@@ -64,22 +114,36 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
     let namespace_name = organisation_namespace(&name);
 
     let residency = shared.config.jurisdictions.get(&org.spec.jurisdiction);
-    let conflict = ctx
-        .children
-        .namespaces
-        .get(&ObjectRef::new(&namespace_name))
-        .filter(|ns| !ns.owner_references().iter().any(|o| Some(&o.uid) == org.metadata.uid.as_ref() && o.controller == Some(true)));
+    let conflict = ctx.children.namespaces.get(&ObjectRef::new(&namespace_name)).filter(|ns| {
+        !ns.owner_references().iter().any(|o| Some(&o.uid) == org.metadata.uid.as_ref() && o.controller == Some(true))
+    });
 
     if residency.is_none() {
         let message = format!(
             "jurisdiction {:?} is not configured on this operator; nothing is provisioned until it is",
             org.spec.jurisdiction
         );
-        conditions::set(&mut status.conditions, "ResidencySatisfied", false, "UnknownJurisdiction", &message, generation, &now);
+        conditions::set(
+            &mut status.conditions,
+            "ResidencySatisfied",
+            false,
+            "UnknownJurisdiction",
+            &message,
+            generation,
+            &now,
+        );
         conditions::set(&mut status.conditions, "Ready", false, "UnknownJurisdiction", &message, generation, &now);
     } else if conflict.is_some() {
         let message = format!("namespace {namespace_name} already exists and does not belong to this organisation");
-        conditions::set(&mut status.conditions, "ResidencySatisfied", true, "JurisdictionConfigured", "", generation, &now);
+        conditions::set(
+            &mut status.conditions,
+            "ResidencySatisfied",
+            true,
+            "JurisdictionConfigured",
+            "",
+            generation,
+            &now,
+        );
         conditions::set(&mut status.conditions, "Ready", false, "NamespaceConflict", &message, generation, &now);
     } else {
         let quota_counted = provision(org, ctx).await?;
@@ -111,9 +175,10 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
         }
         let was_ready = conditions::is_true(&old.conditions, "Ready");
         let ready = conditions::is_true(&status.conditions, "Ready");
-        let reason = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.reason.clone(), c.message.clone()));
-        let reason_changed =
-            old.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone()) != reason.as_ref().map(|r| r.0.clone());
+        let reason =
+            status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.reason.clone(), c.message.clone()));
+        let reason_changed = old.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.reason.clone())
+            != reason.as_ref().map(|r| r.0.clone());
         if (was_ready != ready || reason_changed)
             && let Some((reason, message)) = reason
         {
@@ -146,7 +211,8 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
             if apply(&quotas, quota, live.as_deref()).await? {
                 shared.metrics.wrote("ResourceQuota");
             }
-            let limits = quota.spec.as_ref().and_then(|s| s.hard.as_ref()).map(|h| h.keys().cloned().collect::<Vec<_>>());
+            let limits =
+                quota.spec.as_ref().and_then(|s| s.hard.as_ref()).map(|h| h.keys().cloned().collect::<Vec<_>>());
             let used = live.as_ref().and_then(|q| q.status.as_ref()?.used.as_ref());
             limits.unwrap_or_default().iter().all(|key| used.is_some_and(|u| u.contains_key(key)))
         }
@@ -174,7 +240,8 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
 
 async fn write_status(org: &Organisation, status: &OrganisationStatus, ctx: &Context) -> Result<()> {
     let api: Api<Organisation> = Api::all(ctx.client.clone());
-    let patch = json!({ "apiVersion": Organisation::api_version(&()), "kind": Organisation::kind(&()), "status": status });
+    let patch =
+        json!({ "apiVersion": Organisation::api_version(&()), "kind": Organisation::kind(&()), "status": status });
     api.patch_status(&org.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     ctx.metrics.wrote("OrganisationStatus");
     Ok(())

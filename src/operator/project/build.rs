@@ -200,15 +200,24 @@ fn loader(inputs: &Inputs) -> Option<Container> {
     if let Some(reference) = &git.reference {
         env.push(EnvVar { name: "GIT_REF".into(), value: Some(reference.clone()), ..Default::default() });
     }
-    let small = BTreeMap::from([("cpu".to_owned(), Quantity("250m".into())), ("memory".to_owned(), Quantity("256Mi".into()))]);
+    let small =
+        BTreeMap::from([("cpu".to_owned(), Quantity("250m".into())), ("memory".to_owned(), Quantity("256Mi".into()))]);
     Some(Container {
         name: "loader".into(),
         image: Some(inputs.config.defaults.loader_image.clone()),
         command: Some(vec!["/bin/sh".into(), "-c".into(), LOADER_SCRIPT.into()]),
         env: Some(env),
-        resources: Some(ResourceRequirements { requests: Some(small.clone()), limits: Some(small), ..Default::default() }),
+        resources: Some(ResourceRequirements {
+            requests: Some(small.clone()),
+            limits: Some(small),
+            ..Default::default()
+        }),
         security_context: Some(restricted_container_context()),
-        volume_mounts: Some(vec![VolumeMount { name: "workspace".into(), mount_path: WORKSPACE_PATH.into(), ..Default::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "workspace".into(),
+            mount_path: WORKSPACE_PATH.into(),
+            ..Default::default()
+        }]),
         ..Default::default()
     })
 }
@@ -221,7 +230,12 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
         .spec
         .ports
         .iter()
-        .map(|p| ContainerPort { name: Some(p.name.clone()), container_port: p.port, protocol: Some("TCP".into()), ..Default::default() })
+        .map(|p| ContainerPort {
+            name: Some(p.name.clone()),
+            container_port: p.port,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        })
         .collect();
     let image = project.spec.image.clone().unwrap_or_else(|| inputs.config.defaults.image.clone());
     let workspace = Container {
@@ -230,7 +244,11 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
         working_dir: Some(WORKSPACE_PATH.into()),
         ports: (!ports.is_empty()).then_some(ports),
         env: Some(vec![
-            EnvVar { name: "OODA_ORGANISATION".into(), value: Some(inputs.organisation.to_owned()), ..Default::default() },
+            EnvVar {
+                name: "OODA_ORGANISATION".into(),
+                value: Some(inputs.organisation.to_owned()),
+                ..Default::default()
+            },
             EnvVar { name: "OODA_PROJECT".into(), value: Some(names.project.to_owned()), ..Default::default() },
         ]),
         resources: Some(ResourceRequirements {
@@ -239,7 +257,11 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
             ..Default::default()
         }),
         security_context: Some(restricted_container_context()),
-        volume_mounts: Some(vec![VolumeMount { name: "workspace".into(), mount_path: WORKSPACE_PATH.into(), ..Default::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "workspace".into(),
+            mount_path: WORKSPACE_PATH.into(),
+            ..Default::default()
+        }]),
         ..Default::default()
     };
     let region_affinity = Affinity {
@@ -336,7 +358,11 @@ fn network_policy(inputs: &Inputs, names: &Names) -> NetworkPolicy {
         .spec
         .ports
         .iter()
-        .map(|p| NetworkPolicyPort { port: Some(IntOrString::Int(p.port)), protocol: Some("TCP".into()), ..Default::default() })
+        .map(|p| NetworkPolicyPort {
+            port: Some(IntOrString::Int(p.port)),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        })
         .collect();
     // With no ports there is nothing to reach: no rule, so the Ingress policy type denies all.
     let ingress = if project_ports.is_empty() {
@@ -345,10 +371,16 @@ fn network_policy(inputs: &Inputs, names: &Names) -> NetworkPolicy {
         Some(vec![NetworkPolicyIngressRule {
             from: Some(vec![NetworkPolicyPeer {
                 namespace_selector: Some(LabelSelector {
-                    match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), gateway.namespace.clone())])),
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_owned(),
+                        gateway.namespace.clone(),
+                    )])),
                     ..Default::default()
                 }),
-                pod_selector: Some(LabelSelector { match_labels: Some(gateway.pod_labels.clone()), ..Default::default() }),
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(gateway.pod_labels.clone()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }]),
             ports: Some(project_ports),
@@ -358,7 +390,10 @@ fn network_policy(inputs: &Inputs, names: &Names) -> NetworkPolicy {
     let dns = NetworkPolicyEgressRule {
         to: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_owned(), "kube-system".to_owned())])),
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_owned(),
+                    "kube-system".to_owned(),
+                )])),
                 ..Default::default()
             }),
             pod_selector: Some(LabelSelector {
@@ -384,7 +419,8 @@ fn network_policy(inputs: &Inputs, names: &Names) -> NetworkPolicy {
         ip_block: Some(IPBlock { cidr: cidr.into(), except: (!except.is_empty()).then_some(except) }),
         ..Default::default()
     };
-    let public = NetworkPolicyEgressRule { to: Some(vec![internet("0.0.0.0/0", v4), internet("::/0", v6)]), ports: None };
+    let public =
+        NetworkPolicyEgressRule { to: Some(vec![internet("0.0.0.0/0", v4), internet("::/0", v6)]), ports: None };
 
     NetworkPolicy {
         metadata: names.meta(names.project.to_owned()),

@@ -37,14 +37,27 @@ pub struct Decision {
 
 pub fn decide(facts: &Facts) -> Decision {
     if facts.desired == DesiredState::Stopped {
-        return Decision { replicas: 0, phase: Phase::Stopped, recheck_after: None, renew_activity: false, completed_wake: None };
+        return Decision {
+            replicas: 0,
+            phase: Phase::Stopped,
+            recheck_after: None,
+            renew_activity: false,
+            completed_wake: None,
+        };
     }
     let restarting = facts.previous_phase == Some(Phase::Stopped);
     let last_activity = if restarting { facts.now } else { facts.last_activity };
     // A renewal stamped ahead of this clock counts as activity now.
-    let idle_for = if facts.now > last_activity { facts.now.duration_since(last_activity).unsigned_abs() } else { Duration::ZERO };
+    let idle_for =
+        if facts.now > last_activity { facts.now.duration_since(last_activity).unsigned_abs() } else { Duration::ZERO };
     if idle_for >= facts.idle_timeout && !restarting {
-        return Decision { replicas: 0, phase: Phase::Hibernated, recheck_after: None, renew_activity: false, completed_wake: None };
+        return Decision {
+            replicas: 0,
+            phase: Phase::Hibernated,
+            recheck_after: None,
+            renew_activity: false,
+            completed_wake: None,
+        };
     }
     let waking = matches!(facts.previous_phase, Some(Phase::Hibernated | Phase::Waking));
     let (phase, completed_wake) = match (facts.pod_ready, waking) {
@@ -104,7 +117,13 @@ mod tests {
 
     #[test]
     fn a_renewed_lease_wakes_a_hibernated_project() {
-        let hibernated = Facts { previous_phase: Some(Phase::Hibernated), pod_ready: false, last_activity: at(100), now: at(101), ..facts() };
+        let hibernated = Facts {
+            previous_phase: Some(Phase::Hibernated),
+            pod_ready: false,
+            last_activity: at(100),
+            now: at(101),
+            ..facts()
+        };
         let d = decide(&hibernated);
         assert_eq!((d.replicas, d.phase), (1, Phase::Waking));
 
@@ -122,7 +141,12 @@ mod tests {
 
     #[test]
     fn restarting_a_stopped_project_renews_its_activity_instead_of_hibernating() {
-        let d = decide(&Facts { previous_phase: Some(Phase::Stopped), last_activity: at(-10_000), pod_ready: false, ..facts() });
+        let d = decide(&Facts {
+            previous_phase: Some(Phase::Stopped),
+            last_activity: at(-10_000),
+            pod_ready: false,
+            ..facts()
+        });
         assert_eq!((d.replicas, d.phase), (1, Phase::Provisioning));
         assert!(d.renew_activity);
     }

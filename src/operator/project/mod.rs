@@ -66,8 +66,8 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
     }
     let started = Instant::now();
     let namespace = project.namespace().unwrap_or_default();
-    let organisation = organisation_of_namespace(&namespace)
-        .and_then(|name| ctx.children.organisations.get(&ObjectRef::new(name)));
+    let organisation =
+        organisation_of_namespace(&namespace).and_then(|name| ctx.children.organisations.get(&ObjectRef::new(name)));
     // Another operator instance manages the organisations outside our selector.
     if ctx.shared.organisation_selector.is_some() && organisation.is_none() {
         return Ok(Action::await_change());
@@ -156,9 +156,11 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     let pod = ctx.children.pods.get(&child(&namespace, format!("{name}-0")));
     let pod_ready = pod.is_some_and(|pod| {
         pod.metadata.deletion_timestamp.is_none()
-            && pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|conditions| {
-                conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-            })
+            && pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     });
     let decision = lifecycle::decide(&lifecycle::Facts {
         desired: project.spec.lifecycle.state,
@@ -183,7 +185,9 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     let issued_for = secret.as_ref().and_then(|s| s.annotations().get(build::TOKEN_STATE).cloned());
     let rotate = token_state == "stopped" && issued_for.as_deref() != Some("stopped");
     let token = match existing_token {
-        Some(token) if !rotate => String::from_utf8(token).map_err(|_| Error::Invalid("preview token is not UTF-8".into()))?,
+        Some(token) if !rotate => {
+            String::from_utf8(token).map_err(|_| Error::Invalid("preview token is not UTF-8".into()))?
+        }
         _ => new_token(),
     };
 
@@ -212,12 +216,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         "ServiceAccount",
     );
     wrote(
-        apply(
-            &Api::namespaced(client.clone(), &namespace),
-            &desired.preview_secret,
-            secret.as_deref(),
-        )
-        .await?,
+        apply(&Api::namespaced(client.clone(), &namespace), &desired.preview_secret, secret.as_deref()).await?,
         "Secret",
     );
     wrote(
@@ -274,11 +273,21 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         Phase::Running => (true, "Running", "the environment is ready".to_owned()),
         Phase::Provisioning => (false, "Provisioning", "waiting for the environment's pod to become ready".to_owned()),
         Phase::Waking => (false, "Waking", "woken by activity; waiting for the pod to become ready".to_owned()),
-        Phase::Hibernated => (false, "Hibernated", format!("no activity for {}; wakes on the next request", humanize(idle_timeout))),
+        Phase::Hibernated => {
+            (false, "Hibernated", format!("no activity for {}; wakes on the next request", humanize(idle_timeout)))
+        }
         Phase::Stopped => (false, "Stopped", "stopped on request; start it to use it again".to_owned()),
         other => (false, phase_name(other), String::new()),
     };
-    conditions::set(&mut status.conditions, "Provisioned", true, "ChildrenApplied", "all of the project's objects are in place", generation, &time);
+    conditions::set(
+        &mut status.conditions,
+        "Provisioned",
+        true,
+        "ChildrenApplied",
+        "all of the project's objects are in place",
+        generation,
+        &time,
+    );
     conditions::set(&mut status.conditions, "Ready", ready, reason, message, generation, &time);
     let hibernated = decision.phase == Phase::Hibernated;
     conditions::set(
@@ -322,7 +331,8 @@ async fn finish(project: &Project, old: &ProjectStatus, status: ProjectStatus, c
     {
         info!(phase = phase_name(phase), "project phase changed");
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-        let note = ready.map(|c| c.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| phase_name(phase).to_owned());
+        let note =
+            ready.map(|c| c.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| phase_name(phase).to_owned());
         let warning = phase == Phase::Pending || phase == Phase::Failed;
         ctx.event(&project.object_ref(&()), warning, phase_name(phase), "Reconcile", note).await;
     }
@@ -369,7 +379,9 @@ async fn create_activity_lease(
             Ok(created)
         }
         // Created since our cache last looked: use it.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(leases.get(&build::activity_lease_name(&name)).await?),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            Ok(leases.get(&build::activity_lease_name(&name)).await?)
+        }
         Err(e) => Err(e.into()),
     }
 }

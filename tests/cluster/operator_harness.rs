@@ -1,0 +1,191 @@
+//! Running the real `ooda operator` binary against the local control plane. Each test gets its
+//! own operator, confined by `--organisation-selector` to the organisations it labels, with its
+//! own leader Lease, so tests run side by side without stepping on each other.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::Condition;
+use kube::{Client, ResourceExt};
+use ooda::crd::{Organisation, Project};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::harness::{SETTLE, TEST_LABEL, TestNamespace, unique_name, wait_for};
+
+pub struct Operator {
+    child: Child,
+    pub http: SocketAddr,
+}
+
+impl Operator {
+    /// Starts an operator managing organisations labelled `ooda.run/test=<test>`, with its
+    /// leader Lease `lease` in `namespace`.
+    pub async fn start(test: &str, namespace: &str, lease: &str) -> Self {
+        let http = free_port();
+        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/operator-config.yaml");
+        let kubeconfig = std::env::var_os("OODA_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kubeconfig"));
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", http.port())))
+            .expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ooda"))
+            .arg("operator")
+            .args(["--config", config.to_str().expect("utf-8 path")])
+            .args(["--http-addr", &http.to_string()])
+            .args(["--namespace", namespace, "--leader-lease", lease, "--lease-duration", "4s"])
+            .args(["--organisation-selector", &format!("{TEST_LABEL}={test}")])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,ooda=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ooda operator");
+        Self { child, http }
+    }
+
+    /// Waits until `/readyz` answers 200 with a body containing `state` (`leader` or `standby`).
+    pub async fn wait_ready(&self, state: &str) {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            if let Ok((200, body)) = http_get(self.http, "/readyz").await
+                && body.contains(state)
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "operator on {} not ready as {state} in time", self.http);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.http, "/metrics").await.expect("GET /metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Kills the process without letting it release its Lease (a crash, not a shutdown).
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill operator");
+    }
+}
+
+/// Sum of a counter family in Prometheus text (every label set).
+pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| name.ends_with('}') || l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
+/// A minimal HTTP/1.0 GET on loopback: enough for the operator's own endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// One test's world: a namespace for its operator's Lease, the operator, and helpers to create
+/// organisations it manages.
+pub struct World {
+    pub client: Client,
+    pub test: String,
+    pub home: TestNamespace,
+    pub operator: Operator,
+}
+
+impl World {
+    pub async fn start(client: &Client, test: &str) -> Self {
+        let test = unique_name(test);
+        let home = TestNamespace::create(client, &test).await;
+        let operator = Operator::start(&test, &home.name, "ooda-operator").await;
+        operator.wait_ready("leader").await;
+        Self { client: client.clone(), test, home, operator }
+    }
+
+    pub fn organisation_manifest(&self, name: &str, jurisdiction: &str) -> Value {
+        json!({
+            "apiVersion": "ooda.run/v1alpha1", "kind": "Organisation",
+            "metadata": { "name": name, "labels": { TEST_LABEL: self.test } },
+            "spec": {
+                "jurisdiction": jurisdiction,
+                "members": [{ "email": "alice@acme.example", "role": "admin" }],
+                "quota": { "projects": 10, "cpu": "16", "memory": "32Gi", "storage": "200Gi" },
+            }
+        })
+    }
+
+    /// Creates an organisation the test's operator manages and waits until it is Ready.
+    pub async fn ready_organisation(&self, jurisdiction: &str) -> Organisation {
+        let name = unique_name("org");
+        let api: Api<Organisation> = Api::all(self.client.clone());
+        let org: Organisation = serde_json::from_value(self.organisation_manifest(&name, jurisdiction)).expect("org");
+        api.create(&PostParams::default(), &org).await.expect("create organisation");
+        wait_for(&api, &name, organisation_ready()).await
+    }
+
+    pub async fn create_project(&self, namespace: &str, name: &str, spec: Value) -> Project {
+        let api: Api<Project> = Api::namespaced(self.client.clone(), namespace);
+        let project: Project = serde_json::from_value(json!({
+            "apiVersion": "ooda.run/v1alpha1", "kind": "Project",
+            "metadata": { "name": name }, "spec": spec,
+        }))
+        .expect("project");
+        api.create(&PostParams::default(), &project).await.expect("create project")
+    }
+
+    /// Deletes the organisations this test created (their namespaces and projects follow) and
+    /// its home namespace; waits until the organisations' namespaces are gone, so the test's
+    /// operator runs every project finalizer first.
+    pub async fn cleanup(self) {
+        let orgs: Api<Organisation> = Api::all(self.client.clone());
+        let params = kube::api::ListParams::default().labels(&format!("{TEST_LABEL}={}", self.test));
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        for org in orgs.list(&params).await.expect("list organisations") {
+            let name = org.name_any();
+            orgs.delete(&name, &Default::default()).await.expect("delete organisation");
+            if let Some(ns) = namespaces.get_opt(&format!("org-{name}")).await.expect("get namespace") {
+                crate::harness::wait_deleted(
+                    &namespaces,
+                    &ns.name_any(),
+                    ns.metadata.uid.as_deref().unwrap_or_default(),
+                )
+                .await;
+            }
+        }
+        self.home.cleanup().await;
+    }
+}
+
+pub fn organisation_ready() -> impl Condition<Organisation> {
+    |org: Option<&Organisation>| condition_true(org.and_then(|o| o.status.as_ref()).map(|s| &s.conditions[..]), "Ready")
+}
+
+pub fn project_phase(phase: ooda::crd::Phase) -> impl Condition<Project> {
+    move |p: Option<&Project>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase) == Some(phase)
+}
+
+pub fn condition_true(
+    conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+    type_: &str,
+) -> bool {
+    conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
