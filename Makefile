@@ -5,7 +5,7 @@ OODA_CACHE ?= $(HOME)/.cache/ooda
 CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
 export OODA_CACHE CARGO_TARGET_DIR
 
-.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint
+.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint bench-operator
 
 all: build
 
@@ -41,3 +41,7 @@ test-unit:
 lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
+
+## 1,000 projects on a fresh local control plane; writes benches/reports/operator-scale.md.
+bench-operator:
+	scripts/bench-operator.sh

@@ -3,9 +3,13 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# Reverse start order, so nothing is left writing to a stopped etcd.
-for ((i = ${#components[@]} - 1; i >= 0; i--)); do
-  name="${components[i]}"
+# ooda's own processes first, then the components in reverse start order, so nothing is left
+# writing to a stopped etcd.
+ooda_processes=()
+for f in "$state"/pids/ooda-*; do [[ -e "$f" ]] && ooda_processes+=("$(basename "$f")"); done
+stop_order=("${ooda_processes[@]}")
+for ((i = ${#components[@]} - 1; i >= 0; i--)); do stop_order+=("${components[i]}"); done
+for name in "${stop_order[@]}"; do
   pid="$(pid_of "$name" || true)"
   [[ -n "$pid" ]] || continue
   # Each component runs in its own session: signal the whole process group.

@@ -5,6 +5,8 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/versions.env"
 
 cache="${OODA_CACHE:-$HOME/.cache/ooda}"
+# Build outputs live outside the clone, so every clone (and CI's fresh one) reuses them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 k8s_bin="$cache/controlplane/kubernetes-$KUBERNETES_VERSION"
 etcd_bin="$cache/controlplane/etcd-$ETCD_VERSION"
 kwok_dir="$cache/controlplane/kwok-$KWOK_VERSION"

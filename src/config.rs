@@ -170,8 +170,11 @@ impl OperatorConfig {
             if !is_dns_label(name, 63) {
                 return invalid(&format!("jurisdictions.{name}"), "a jurisdiction name must be a DNS-1123 label");
             }
-            if j.regions.is_empty() || j.regions.iter().any(|r| r.trim().is_empty()) {
-                return invalid(&at("regions"), "list at least one region, none empty");
+            if j.regions.is_empty() || !j.regions.iter().all(|r| is_label_value(r)) {
+                return invalid(
+                    &at("regions"),
+                    "list at least one region, each a valid label value such as eu-central-1",
+                );
             }
             if !is_dns_subdomain(&j.storage_class) {
                 return invalid(&at("storageClass"), "must be a StorageClass name");
@@ -202,12 +205,25 @@ impl OperatorConfig {
                 "at least one label is required, or every pod would count as the gateway",
             );
         }
+        if !self.gateway.pod_labels.values().all(|v| is_label_value(v)) {
+            return invalid("gateway.podLabels", "every value must be a valid label value");
+        }
         if !self.preview_domain.split('.').all(|label| is_dns_label(label, 63)) || !self.preview_domain.contains('.') {
             return invalid("previewDomain", "must be a DNS domain such as preview.example.com");
         }
         for cidr in &self.network.denied_egress_cidrs {
-            if parse_cidr(cidr).is_none() {
-                return invalid("network.deniedEgressCidrs", &format!("{cidr:?} is not a CIDR such as 10.0.0.0/8"));
+            match parse_cidr(cidr) {
+                None => {
+                    return invalid("network.deniedEgressCidrs", &format!("{cidr:?} is not a CIDR such as 10.0.0.0/8"));
+                }
+                // The projects' policy allows 0.0.0.0/0 and ::/0 minus these: a /0 cannot be excepted.
+                Some((_, 0)) => {
+                    return invalid(
+                        "network.deniedEgressCidrs",
+                        &format!("{cidr:?} would deny all egress; drop the entry instead"),
+                    );
+                }
+                Some(_) => {}
             }
         }
         if self.defaults.image.trim().is_empty() {
@@ -241,6 +257,15 @@ fn is_dns_label(s: &str, max: usize) -> bool {
         && !s.ends_with('-')
 }
 
+/// A Kubernetes label value: at most 63 of `[A-Za-z0-9._-]`, starting and ending alphanumeric.
+fn is_label_value(s: &str) -> bool {
+    s.len() <= 63
+        && !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
 fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(|label| is_dns_label(label, 63))
 }
@@ -261,4 +286,346 @@ fn is_positive_quantity(s: &str) -> bool {
     let valid_suffix =
         matches!(suffix, "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei");
     valid_number && valid_suffix && number.bytes().any(|b| (b'1'..=b'9').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_yaml::Value;
+
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../examples/operator-config.yaml");
+
+    fn example() -> OperatorConfig {
+        OperatorConfig::parse("fixture", EXAMPLE).expect("the example configuration parses")
+    }
+
+    /// The example configuration with the setting at `path` replaced by `value` (YAML text).
+    fn parse_with(path: &[&str], value: &str) -> Result<OperatorConfig, ConfigError> {
+        let mut document: Value = serde_yaml::from_str(EXAMPLE).unwrap();
+        let mut node = &mut document;
+        for key in path {
+            node = &mut node[*key];
+        }
+        *node = serde_yaml::from_str(value).expect("valid YAML value");
+        OperatorConfig::parse("fixture", &serde_yaml::to_string(&document).unwrap())
+    }
+
+    /// The example configuration without the setting at `path`.
+    fn parse_without(path: &[&str]) -> Result<OperatorConfig, ConfigError> {
+        let mut document: Value = serde_yaml::from_str(EXAMPLE).unwrap();
+        let (last, parents) = path.split_last().unwrap();
+        let mut node = &mut document;
+        for key in parents {
+            node = &mut node[*key];
+        }
+        node.as_mapping_mut().unwrap().remove(*last).expect("the setting exists");
+        OperatorConfig::parse("fixture", &serde_yaml::to_string(&document).unwrap())
+    }
+
+    /// Asserts the configuration was refused as invalid, naming `setting`.
+    #[track_caller]
+    fn assert_refused(result: Result<OperatorConfig, ConfigError>, setting: &str) {
+        let error = result.expect_err("the configuration should be refused");
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("fixture: {setting}: ")), "{text:?} should name {setting}");
+        match error {
+            ConfigError::Invalid { setting: named, .. } => assert_eq!(named, setting),
+            other => panic!("expected a validation error naming {setting}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_example_configuration_parses() {
+        let config = example();
+        assert_eq!(config.jurisdictions.keys().collect::<Vec<_>>(), ["eu", "us"]);
+        let eu = &config.jurisdictions["eu"];
+        assert_eq!(eu.regions, ["europe-west1", "eu-central-1"]);
+        assert_eq!(eu.storage_class, "eu-ssd");
+        assert_eq!(eu.sites, None);
+        assert_eq!(config.runtime_classes, RuntimeClasses { gvisor: "gvisor".into(), kata: "kata".into() });
+        assert_eq!(config.gateway.namespace, "ooda-system");
+        assert_eq!(
+            config.gateway.pod_labels,
+            BTreeMap::from([("app.kubernetes.io/name".to_owned(), "ooda-gateway".to_owned())])
+        );
+        assert_eq!(config.preview_domain, "preview.ooda.localhost");
+        assert_eq!(config.network.denied_egress_cidrs.len(), 8);
+        assert_eq!(config.defaults.loader_image, "alpine/git:2.47.2");
+        assert_eq!(
+            config.defaults.resources,
+            DefaultResources {
+                cpu: Quantity("1".into()),
+                memory: Quantity("2Gi".into()),
+                storage: Quantity("5Gi".into())
+            }
+        );
+        assert_eq!(config.default_idle_timeout(), Duration::from_secs(15 * 60));
+    }
+
+    #[test]
+    fn runtime_classes_and_network_have_defaults() {
+        let config = parse_without(&["runtimeClasses"]).expect("runtimeClasses is optional");
+        assert_eq!(config.runtime_classes, RuntimeClasses::default());
+        assert_eq!(config.runtime_classes.for_isolation(Isolation::Gvisor), "gvisor");
+        assert_eq!(config.runtime_classes.for_isolation(Isolation::Kata), "kata");
+
+        let config = parse_without(&["network"]).expect("network is optional");
+        assert_eq!(config.network, NetworkConfig::default());
+        assert_eq!(config.network.denied_egress_cidrs, example().network.denied_egress_cidrs);
+    }
+
+    #[test]
+    fn runtime_classes_map_each_isolation_level() {
+        let config = parse_with(&["runtimeClasses"], "{ gvisor: runsc, kata: kata-qemu }").unwrap();
+        assert_eq!(config.runtime_classes.for_isolation(Isolation::Gvisor), "runsc");
+        assert_eq!(config.runtime_classes.for_isolation(Isolation::Kata), "kata-qemu");
+    }
+
+    #[test]
+    fn unquoted_numbers_are_quantities() {
+        let config = parse_with(&["defaults", "resources", "cpu"], "2").unwrap();
+        assert_eq!(config.defaults.resources.cpu, Quantity("2".into()));
+    }
+
+    #[test]
+    fn a_catch_all_denied_range_is_refused() {
+        assert_refused(parse_with(&["network", "deniedEgressCidrs"], "[0.0.0.0/0]"), "network.deniedEgressCidrs");
+        assert_refused(parse_with(&["network", "deniedEgressCidrs"], "[\"::/0\"]"), "network.deniedEgressCidrs");
+    }
+
+    #[test]
+    fn regions_and_gateway_labels_must_be_label_values() {
+        assert_refused(parse_with(&["jurisdictions", "eu", "regions"], "[eu west]"), "jurisdictions.eu.regions");
+        assert_refused(parse_with(&["gateway", "podLabels"], "{ app: -gateway }"), "gateway.podLabels");
+    }
+
+    #[test]
+    fn missing_jurisdictions_are_refused() {
+        assert_refused(parse_with(&["jurisdictions"], "{}"), "jurisdictions");
+    }
+
+    #[test]
+    fn a_jurisdiction_without_regions_is_refused() {
+        assert_refused(parse_with(&["jurisdictions", "eu", "regions"], "[]"), "jurisdictions.eu.regions");
+        assert_refused(parse_with(&["jurisdictions", "us", "regions"], "[us-east-1, ' ']"), "jurisdictions.us.regions");
+    }
+
+    #[test]
+    fn a_jurisdiction_name_must_be_a_dns_label() {
+        for name in ["EU", "-eu", "eu-", "e_u", "eu.west"] {
+            let result = parse_with(&["jurisdictions", name], "{ regions: [r1], storageClass: ssd }");
+            assert_refused(result, &format!("jurisdictions.{name}"));
+        }
+        let long = "a".repeat(64);
+        assert_refused(
+            parse_with(&["jurisdictions", &long], "{ regions: [r1], storageClass: ssd }"),
+            &format!("jurisdictions.{long}"),
+        );
+        assert!(parse_with(&["jurisdictions", &"a".repeat(63)], "{ regions: [r1], storageClass: ssd }").is_ok());
+    }
+
+    #[test]
+    fn a_storage_class_must_be_a_dns_subdomain() {
+        for bad in ["EU_SSD", "", "eu ssd", "-eu", "eu..ssd", "eu-ssd."] {
+            let result = parse_with(&["jurisdictions", "eu", "storageClass"], &format!("{bad:?}"));
+            assert_refused(result, "jurisdictions.eu.storageClass");
+        }
+        let too_long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".");
+        assert_refused(
+            parse_with(&["jurisdictions", "eu", "storageClass"], &too_long),
+            "jurisdictions.eu.storageClass",
+        );
+        let config = parse_with(&["jurisdictions", "eu", "storageClass"], "fast.ssd-1").unwrap();
+        assert_eq!(config.jurisdictions["eu"].storage_class, "fast.ssd-1");
+    }
+
+    #[test]
+    fn sites_storage_needs_an_http_endpoint_a_bucket_and_a_region() {
+        let sites = |yaml: &str| parse_with(&["jurisdictions", "eu", "sites"], yaml);
+        let config = sites("{ endpoint: 'https://s3.example', region: eu-1, bucket: sites }").unwrap();
+        assert_eq!(
+            config.jurisdictions["eu"].sites,
+            Some(SitesStorage { endpoint: "https://s3.example".into(), region: "eu-1".into(), bucket: "sites".into() })
+        );
+        assert!(sites("{ endpoint: 'http://minio:9000', region: eu-1, bucket: sites }").is_ok());
+        assert_refused(
+            sites("{ endpoint: 's3.example', region: eu-1, bucket: sites }"),
+            "jurisdictions.eu.sites.endpoint",
+        );
+        assert_refused(sites("{ endpoint: 'https://s3.example', region: eu-1, bucket: '' }"), "jurisdictions.eu.sites");
+        assert_refused(
+            sites("{ endpoint: 'https://s3.example', region: '', bucket: sites }"),
+            "jurisdictions.eu.sites",
+        );
+    }
+
+    #[test]
+    fn runtime_class_names_must_be_dns_subdomains() {
+        assert_refused(parse_with(&["runtimeClasses", "gvisor"], "gVisor"), "runtimeClasses.gvisor");
+        assert_refused(parse_with(&["runtimeClasses", "kata"], "''"), "runtimeClasses.kata");
+    }
+
+    #[test]
+    fn the_gateway_namespace_must_be_a_namespace_name() {
+        assert_refused(parse_with(&["gateway", "namespace"], "ooda.system"), "gateway.namespace");
+        assert_refused(parse_with(&["gateway", "namespace"], "''"), "gateway.namespace");
+    }
+
+    #[test]
+    fn empty_gateway_pod_labels_are_refused() {
+        assert_refused(parse_with(&["gateway", "podLabels"], "{}"), "gateway.podLabels");
+    }
+
+    #[test]
+    fn the_preview_domain_must_be_a_dotted_dns_domain() {
+        for bad in
+            ["localhost", "", "preview..example.com", "Preview.example.com", "preview.example.com.", "*.example.com"]
+        {
+            assert_refused(parse_with(&["previewDomain"], &format!("{bad:?}")), "previewDomain");
+        }
+        assert!(parse_with(&["previewDomain"], "preview.example.com").is_ok());
+    }
+
+    #[test]
+    fn denied_egress_entries_must_be_cidrs() {
+        for bad in ["10.0.0.0", "10.0.0.0/33", "fe80::/129", "example.com/8", "10.0.0.0/x", "/8", "10.0.0/8", ""] {
+            let result = parse_with(&["network", "deniedEgressCidrs"], &format!("[10.0.0.0/8, {bad:?}]"));
+            assert_refused(result, "network.deniedEgressCidrs");
+        }
+        let config = parse_with(&["network", "deniedEgressCidrs"], "['192.0.2.0/24', '2001:db8::/32', '0.0.0.0/32']")
+            .expect("IPv4 and IPv6 CIDRs");
+        assert_eq!(config.network.denied_egress_cidrs.len(), 3);
+        assert!(parse_with(&["network", "deniedEgressCidrs"], "[]").is_ok(), "nothing denied is allowed");
+    }
+
+    #[test]
+    fn the_refused_cidr_is_quoted_in_the_error() {
+        let text = parse_with(&["network", "deniedEgressCidrs"], "[nonsense]").unwrap_err().to_string();
+        assert!(text.contains("\"nonsense\""), "{text}");
+    }
+
+    #[test]
+    fn images_are_required() {
+        assert_refused(parse_with(&["defaults", "image"], "' '"), "defaults.image");
+        assert_refused(parse_with(&["defaults", "loaderImage"], "''"), "defaults.loaderImage");
+    }
+
+    #[test]
+    fn default_resources_must_be_positive_quantities() {
+        for (field, bad) in [
+            ("memory", "-1Gi"),
+            ("memory", "0"),
+            ("memory", "0Gi"),
+            ("memory", "0.0"),
+            ("memory", "2GB"),
+            ("memory", "lots"),
+            ("memory", "''"),
+            ("memory", "1.2.3"),
+            ("cpu", "0m"),
+            ("cpu", "."),
+            ("storage", "Gi"),
+        ] {
+            let setting = format!("defaults.resources.{field}");
+            assert_refused(parse_with(&["defaults", "resources", field], bad), &setting);
+        }
+        for (field, good) in
+            [("cpu", "500m"), ("cpu", "0.5"), ("memory", "512Mi"), ("memory", "1G"), ("storage", "1Ti")]
+        {
+            let config = parse_with(&["defaults", "resources", field], good)
+                .unwrap_or_else(|e| panic!("{field}: {good} should be accepted: {e}"));
+            let resources = config.defaults.resources;
+            let value = match field {
+                "cpu" => resources.cpu,
+                "memory" => resources.memory,
+                _ => resources.storage,
+            };
+            assert_eq!(value, Quantity(good.into()));
+        }
+    }
+
+    #[test]
+    fn the_default_idle_timeout_must_be_a_duration_between_10s_and_720h() {
+        for bad in ["5s", "9s", "1d", "721h", "15", "", "fifteen minutes"] {
+            assert_refused(parse_with(&["defaults", "idleTimeout"], &format!("{bad:?}")), "defaults.idleTimeout");
+        }
+        for (good, seconds) in [("10s", 10), ("720h", 720 * 3600), ("1h30m", 5400)] {
+            let config = parse_with(&["defaults", "idleTimeout"], good).unwrap();
+            assert_eq!(config.default_idle_timeout(), Duration::from_secs(seconds));
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        for path in [
+            &["jurisdictions", "eu", "regon"][..],
+            &["gateway", "podLabel"],
+            &["defaults", "resources", "gpu"],
+            &["defaults", "idletimeout"],
+            &["previewDomian"],
+        ] {
+            let result = parse_with(path, "x");
+            let error = result.expect_err("an unknown field should be refused");
+            let field = path.last().unwrap();
+            assert!(matches!(error, ConfigError::Parse { .. }), "{error:?}");
+            let text = error.to_string();
+            assert!(text.starts_with("fixture: ") && text.contains(&format!("unknown field `{field}`")), "{text}");
+        }
+    }
+
+    #[test]
+    fn missing_required_settings_are_refused() {
+        for path in [&["gateway"][..], &["previewDomain"], &["defaults"], &["jurisdictions", "eu", "storageClass"]] {
+            let error = parse_without(path).expect_err("a required setting is missing");
+            let text = error.to_string();
+            assert!(text.contains(&format!("missing field `{}`", path.last().unwrap())), "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_yaml_is_a_parse_error_naming_the_file() {
+        let error = OperatorConfig::parse("/etc/ooda/config.yaml", "jurisdictions: [").unwrap_err();
+        assert!(matches!(error, ConfigError::Parse { .. }));
+        assert!(error.to_string().starts_with("/etc/ooda/config.yaml: "), "{error}");
+    }
+
+    #[test]
+    fn load_reports_an_unreadable_file_by_path() {
+        let error = OperatorConfig::load(Path::new("/nonexistent/ooda-config.yaml")).unwrap_err();
+        assert!(matches!(error, ConfigError::Read { .. }));
+        assert!(error.to_string().starts_with("cannot read /nonexistent/ooda-config.yaml: "), "{error}");
+    }
+
+    #[test]
+    fn dns_labels_are_lowercase_alphanumerics_and_inner_hyphens_up_to_a_length() {
+        for good in ["a", "eu", "eu-west-1", "0", "a-b"] {
+            assert!(is_dns_label(good, 63), "{good}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "é"] {
+            assert!(!is_dns_label(bad, 63), "{bad}");
+        }
+        assert!(is_dns_label("abc", 3));
+        assert!(!is_dns_label("abcd", 3));
+    }
+
+    #[test]
+    fn cidrs_need_an_address_and_a_prefix_within_the_address_length() {
+        assert_eq!(parse_cidr("10.0.0.0/8"), Some(("10.0.0.0".parse().unwrap(), 8)));
+        assert_eq!(parse_cidr("::/0"), Some(("::".parse().unwrap(), 0)));
+        assert!(parse_cidr("10.0.0.0/32").is_some());
+        assert!(parse_cidr("fe80::/128").is_some());
+        for bad in ["10.0.0.0/33", "::/129", "10.0.0.0", "10.0.0.0/-1", "10.0.0.0/", "x/8", "10.0.0.0/8/8"] {
+            assert_eq!(parse_cidr(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn positive_quantities_have_a_nonzero_number_and_a_known_suffix() {
+        for good in ["1", "500m", "0.5", "2Gi", "1k", "3Ei", "10.25M"] {
+            assert!(is_positive_quantity(good), "{good}");
+        }
+        for bad in ["", "0", "0.0", "000m", "-1", "-1Gi", ".", "1..2", "Gi", "1GB", "1gi", "1 Gi"] {
+            assert!(!is_positive_quantity(bad), "{bad}");
+        }
+    }
 }

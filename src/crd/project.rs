@@ -80,7 +80,7 @@ pub struct GitSource {
         .message("must be an https:// or ssh:// Git URL without spaces"))]
     pub url: String,
 
-    /// Branch, tag or commit to check out; the remote's default branch when omitted.
+    /// Branch, tag or full commit id to check out; the remote's default branch when omitted.
     #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255))]
     #[x_kube(validation = Rule::new(r"self.matches('^[^-\\s][^\\s]*$')")

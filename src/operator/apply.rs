@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::debug;
 
+use super::context::Context;
 use super::error::Result;
 
 /// The one field manager every operator write uses.
@@ -58,6 +59,25 @@ where
     Ok(true)
 }
 
+/// An `Api` for namespaced objects of any kind in `namespace`.
+pub fn in_namespace<K>(ctx: &Context, namespace: &str) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(ctx.client.clone(), namespace)
+}
+
+/// [`apply`], counting the write by kind.
+pub async fn apply_child<K>(ctx: &Context, api: &Api<K>, desired: &K, live: Option<&K>) -> Result<()>
+where
+    K: Resource + k8s_openapi::Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    if apply(api, desired, live).await? {
+        ctx.metrics.wrote(<K as k8s_openapi::Resource>::KIND);
+    }
+    Ok(())
+}
+
 /// The path of the first field of `desired` that `live` lacks or holds differently, if any.
 /// Lists must have the same length (entries compared in order); maps may have extra keys
 /// (server defaults).
@@ -100,6 +120,7 @@ mod tests {
             diff(json!({ "spec": { "replicas": 0, "ports": [{ "port": 3000 }, { "port": 4000 }] } })).as_deref(),
             Some(".spec.ports")
         );
-        assert_eq!(diff(json!({ "spec": {} })).as_deref(), Some(".spec.replicas"));
+        // Keys are compared in order; `ports` comes first.
+        assert_eq!(diff(json!({ "spec": {} })).as_deref(), Some(".spec.ports"));
     }
 }

@@ -106,3 +106,187 @@ pub fn desired(org: &Organisation) -> Desired {
     stamp(&mut default_deny);
     Desired { namespace, quota, limit_range, default_deny }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::operator::apply::APPLIED_HASH;
+    use crate::operator::labels::{MANAGED_BY, ORGANISATION};
+
+    const UID: &str = "0b5e7a6c-0000-4000-8000-000000000002";
+
+    /// An Organisation `acme` with the given spec.
+    fn organisation(spec: Value) -> Organisation {
+        serde_json::from_value(json!({
+            "apiVersion": "ooda.run/v1alpha1",
+            "kind": "Organisation",
+            "metadata": { "name": "acme", "uid": UID },
+            "spec": spec,
+        }))
+        .expect("a valid Organisation")
+    }
+
+    fn with_quota(quota: Value) -> Organisation {
+        organisation(json!({ "jurisdiction": "eu", "quota": quota }))
+    }
+
+    fn without_quota() -> Organisation {
+        organisation(json!({ "jurisdiction": "eu" }))
+    }
+
+    fn hard(d: &Desired) -> BTreeMap<String, Quantity> {
+        d.quota.as_ref().expect("a quota").spec.as_ref().and_then(|s| s.hard.clone()).expect("hard limits")
+    }
+
+    fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned()))).collect()
+    }
+
+    /// `(kind, metadata)` of every child object.
+    fn metas(d: &Desired) -> Vec<(&'static str, &ObjectMeta)> {
+        let mut all = vec![
+            ("Namespace", &d.namespace.metadata),
+            ("LimitRange", &d.limit_range.metadata),
+            ("NetworkPolicy", &d.default_deny.metadata),
+        ];
+        if let Some(quota) = &d.quota {
+            all.push(("ResourceQuota", &quota.metadata));
+        }
+        all
+    }
+
+    #[test]
+    fn namespace_is_org_name_and_labelled_with_the_organisation() {
+        let d = desired(&without_quota());
+        let meta = &d.namespace.metadata;
+        assert_eq!(meta.name.as_deref(), Some("org-acme"));
+        assert_eq!(meta.namespace, None, "namespaces are cluster-scoped");
+        let labels = meta.labels.as_ref().expect("labels");
+        assert_eq!(labels.get(ORGANISATION).map(String::as_str), Some("acme"));
+        assert_eq!(labels.get(MANAGED_BY).map(String::as_str), Some("ooda"));
+    }
+
+    #[test]
+    fn namespace_enforces_audits_and_warns_pod_security_restricted() {
+        let d = desired(&without_quota());
+        let labels = d.namespace.metadata.labels.as_ref().expect("labels");
+        for mode in ["enforce", "audit", "warn"] {
+            let level = labels.get(&format!("pod-security.kubernetes.io/{mode}")).map(String::as_str);
+            assert_eq!(level, Some("restricted"), "{mode}");
+            let version = labels.get(&format!("pod-security.kubernetes.io/{mode}-version")).map(String::as_str);
+            assert_eq!(version, Some("latest"), "{mode}-version");
+        }
+    }
+
+    #[test]
+    fn every_child_is_labelled_and_controlled_by_the_organisation() {
+        let d = desired(&with_quota(json!({ "projects": 5 })));
+        let children = metas(&d);
+        assert_eq!(children.len(), 4);
+        for (kind, meta) in children {
+            let owners = meta.owner_references.as_deref().unwrap_or_default();
+            assert_eq!(owners.len(), 1, "{kind}: {owners:?}");
+            let owner = &owners[0];
+            assert_eq!(owner.controller, Some(true), "{kind}");
+            assert_eq!(
+                (owner.api_version.as_str(), owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+                ("ooda.run/v1alpha1", "Organisation", "acme", UID),
+                "{kind}"
+            );
+            let labels = meta.labels.as_ref().unwrap_or_else(|| panic!("{kind}: no labels"));
+            assert_eq!(labels.get(ORGANISATION).map(String::as_str), Some("acme"), "{kind}");
+            assert_eq!(labels.get(MANAGED_BY).map(String::as_str), Some("ooda"), "{kind}");
+            assert!(meta.annotations.as_ref().is_some_and(|a| a.contains_key(APPLIED_HASH)), "{kind}: not stamped");
+            if kind != "Namespace" {
+                assert_eq!(meta.namespace.as_deref(), Some("org-acme"), "{kind}");
+            }
+        }
+        assert_eq!(d.quota.as_ref().unwrap().metadata.name.as_deref(), Some(QUOTA_NAME));
+        assert_eq!(d.limit_range.metadata.name.as_deref(), Some(LIMIT_RANGE_NAME));
+        assert_eq!(d.default_deny.metadata.name.as_deref(), Some(DEFAULT_DENY_NAME));
+    }
+
+    #[test]
+    fn a_full_quota_limits_projects_compute_and_storage() {
+        let d = desired(&with_quota(json!({ "projects": 20, "cpu": "16", "memory": "32Gi", "storage": "200Gi" })));
+        assert_eq!(
+            hard(&d),
+            quantities(&[
+                ("count/projects.ooda.run", "20"),
+                ("requests.cpu", "16"),
+                ("limits.cpu", "16"),
+                ("requests.memory", "32Gi"),
+                ("limits.memory", "32Gi"),
+                ("requests.storage", "200Gi"),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_partial_quota_limits_only_what_it_names() {
+        let d = desired(&with_quota(json!({ "projects": 3 })));
+        assert_eq!(hard(&d), quantities(&[("count/projects.ooda.run", "3")]));
+
+        let d = desired(&with_quota(json!({ "memory": "8Gi" })));
+        assert_eq!(hard(&d), quantities(&[("requests.memory", "8Gi"), ("limits.memory", "8Gi")]));
+
+        let d = desired(&with_quota(json!({ "cpu": 4, "storage": "1Ti" })));
+        assert_eq!(hard(&d), quantities(&[("requests.cpu", "4"), ("limits.cpu", "4"), ("requests.storage", "1Ti")]));
+    }
+
+    #[test]
+    fn a_zero_project_quota_is_kept() {
+        let d = desired(&with_quota(json!({ "projects": 0 })));
+        assert_eq!(hard(&d), quantities(&[("count/projects.ooda.run", "0")]));
+    }
+
+    #[test]
+    fn there_is_no_quota_object_without_spec_quota() {
+        assert!(desired(&without_quota()).quota.is_none());
+    }
+
+    #[test]
+    fn default_deny_selects_every_pod_for_both_directions_with_no_rules() {
+        let d = desired(&without_quota());
+        let spec = d.default_deny.spec.as_ref().expect("policy spec");
+        assert_eq!(spec.pod_selector, Some(LabelSelector::default()), "an empty selector: every pod");
+        assert_eq!(spec.policy_types.as_deref(), Some(["Ingress".to_owned(), "Egress".to_owned()].as_slice()));
+        assert_eq!(spec.ingress, None);
+        assert_eq!(spec.egress, None);
+        // An empty selector must serialise as `{}`, not be dropped.
+        let json = serde_json::to_value(&d.default_deny).unwrap();
+        assert_eq!(json["spec"]["podSelector"], json!({}));
+    }
+
+    #[test]
+    fn limit_range_gives_containers_without_resources_a_small_default() {
+        let d = desired(&without_quota());
+        let limits = &d.limit_range.spec.as_ref().expect("limit range spec").limits;
+        assert_eq!(limits.len(), 1);
+        assert_eq!(limits[0].type_, "Container");
+        let expected = Some(quantities(&[("cpu", "500m"), ("memory", "512Mi")]));
+        assert_eq!(limits[0].default, expected);
+        assert_eq!(limits[0].default_request, expected);
+    }
+
+    #[test]
+    fn building_twice_gives_identical_objects() {
+        let org = with_quota(json!({ "projects": 20, "cpu": "16" }));
+        let (a, b) = (desired(&org), desired(&org));
+        assert_eq!(a.namespace, b.namespace);
+        assert_eq!(a.quota, b.quota);
+        assert_eq!(a.limit_range, b.limit_range);
+        assert_eq!(a.default_deny, b.default_deny);
+    }
+
+    #[test]
+    fn changing_the_quota_changes_only_the_quotas_hash() {
+        let hash = |meta: &ObjectMeta| meta.annotations.as_ref().unwrap()[APPLIED_HASH].clone();
+        let (small, large) = (desired(&with_quota(json!({ "cpu": "4" }))), desired(&with_quota(json!({ "cpu": "8" }))));
+        assert_ne!(hash(&small.quota.as_ref().unwrap().metadata), hash(&large.quota.as_ref().unwrap().metadata));
+        assert_eq!(hash(&small.namespace.metadata), hash(&large.namespace.metadata));
+        assert_eq!(hash(&small.default_deny.metadata), hash(&large.default_deny.metadata));
+    }
+}

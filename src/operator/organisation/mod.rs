@@ -18,7 +18,7 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use crate::crd::{Organisation, OrganisationStatus};
-use crate::operator::apply::{FIELD_MANAGER, apply};
+use crate::operator::apply::{FIELD_MANAGER, apply_child, in_namespace};
 use crate::operator::conditions;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
@@ -194,47 +194,33 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
 /// quota controller reports usage for every limit.
 async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool> {
     let shared = &ctx.shared;
-    let client = &shared.client;
+    let children = &ctx.children;
     let desired = build::desired(org);
     let namespace_name = desired.namespace.name_any();
+    let live = children.namespaces.get(&ObjectRef::new(&namespace_name));
+    apply_child(shared, &Api::all(shared.client.clone()), &desired.namespace, live.as_deref()).await?;
 
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let live = ctx.children.namespaces.get(&ObjectRef::new(&namespace_name));
-    if apply(&namespaces, &desired.namespace, live.as_deref()).await? {
-        shared.metrics.wrote("Namespace");
-    }
-
-    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &namespace_name);
-    let live = ctx.children.quotas.get(&child(&namespace_name, build::QUOTA_NAME));
+    let live = children.quotas.get(&child(&namespace_name, build::QUOTA_NAME));
     let quota_counted = match (&desired.quota, live) {
         (Some(quota), live) => {
-            if apply(&quotas, quota, live.as_deref()).await? {
-                shared.metrics.wrote("ResourceQuota");
-            }
+            apply_child(shared, &in_namespace(shared, &namespace_name), quota, live.as_deref()).await?;
             let limits =
                 quota.spec.as_ref().and_then(|s| s.hard.as_ref()).map(|h| h.keys().cloned().collect::<Vec<_>>());
             let used = live.as_ref().and_then(|q| q.status.as_ref()?.used.as_ref());
             limits.unwrap_or_default().iter().all(|key| used.is_some_and(|u| u.contains_key(key)))
         }
         (None, Some(_)) => {
+            let quotas: Api<ResourceQuota> = Api::namespaced(shared.client.clone(), &namespace_name);
             quotas.delete(build::QUOTA_NAME, &DeleteParams::background()).await?;
             shared.metrics.wrote("ResourceQuota");
             true
         }
         (None, None) => true,
     };
-
-    let limit_ranges: Api<LimitRange> = Api::namespaced(client.clone(), &namespace_name);
-    let live = ctx.children.limit_ranges.get(&child(&namespace_name, build::LIMIT_RANGE_NAME));
-    if apply(&limit_ranges, &desired.limit_range, live.as_deref()).await? {
-        shared.metrics.wrote("LimitRange");
-    }
-
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &namespace_name);
-    let live = ctx.children.network_policies.get(&child(&namespace_name, build::DEFAULT_DENY_NAME));
-    if apply(&policies, &desired.default_deny, live.as_deref()).await? {
-        shared.metrics.wrote("NetworkPolicy");
-    }
+    let live = children.limit_ranges.get(&child(&namespace_name, build::LIMIT_RANGE_NAME));
+    apply_child(shared, &in_namespace(shared, &namespace_name), &desired.limit_range, live.as_deref()).await?;
+    let live = children.network_policies.get(&child(&namespace_name, build::DEFAULT_DENY_NAME));
+    apply_child(shared, &in_namespace(shared, &namespace_name), &desired.default_deny, live.as_deref()).await?;
     Ok(quota_counted)
 }
 

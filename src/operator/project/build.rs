@@ -162,6 +162,15 @@ fn workspace_claim(inputs: &Inputs, names: &Names) -> PersistentVolumeClaim {
     }
 }
 
+fn workspace_mount() -> Vec<VolumeMount> {
+    vec![VolumeMount { name: "workspace".into(), mount_path: WORKSPACE_PATH.into(), ..Default::default() }]
+}
+
+/// Dedicated compute: what is requested is exactly what may be used.
+fn requests_equal_limits(amounts: BTreeMap<String, Quantity>) -> ResourceRequirements {
+    ResourceRequirements { requests: Some(amounts.clone()), limits: Some(amounts), ..Default::default() }
+}
+
 /// Pod Security Standard `restricted` at container level.
 fn restricted_container_context() -> SecurityContext {
     SecurityContext {
@@ -174,18 +183,24 @@ fn restricted_container_context() -> SecurityContext {
 }
 
 /// Clones the project's repository into the workspace, only while the workspace is empty (a
-/// fresh volume may hold `lost+found`). URL and ref arrive as environment variables, never as
-/// shell text; the CRD refuses refs starting with `-`, and `--` ends git's options anyway.
+/// fresh volume may hold `lost+found`). The clone happens in a scratch directory and is copied in
+/// only once complete, so a failed fetch leaves the workspace empty for the next attempt (and git
+/// never works in the volume's root-owned directory). URL and ref arrive as environment
+/// variables, never as shell text; the CRD refuses refs starting with `-`, and `--` ends git's
+/// options anyway.
 pub const LOADER_SCRIPT: &str = r#"set -eu
 cd "$WORKSPACE"
 if [ -n "$(ls -A | grep -v '^lost+found$' || true)" ]; then
   echo "ooda-loader: workspace is not empty; leaving it as it is"
   exit 0
 fi
-git init -q .
-git remote add origin -- "$GIT_URL"
-git fetch -q --depth 1 origin -- "${GIT_REF:-HEAD}"
-git checkout -q --detach FETCH_HEAD
+scratch="$(mktemp -d)"
+git init -q "$scratch"
+git -C "$scratch" remote add origin -- "$GIT_URL"
+git -C "$scratch" fetch -q --depth 1 origin -- "${GIT_REF:-HEAD}"
+git -C "$scratch" checkout -q --detach FETCH_HEAD
+cp -a "$scratch"/. "$WORKSPACE"/
+rm -rf "$scratch"
 echo "ooda-loader: checked out ${GIT_REF:-the default branch} of $GIT_URL"
 "#;
 
@@ -207,17 +222,9 @@ fn loader(inputs: &Inputs) -> Option<Container> {
         image: Some(inputs.config.defaults.loader_image.clone()),
         command: Some(vec!["/bin/sh".into(), "-c".into(), LOADER_SCRIPT.into()]),
         env: Some(env),
-        resources: Some(ResourceRequirements {
-            requests: Some(small.clone()),
-            limits: Some(small),
-            ..Default::default()
-        }),
+        resources: Some(requests_equal_limits(small)),
         security_context: Some(restricted_container_context()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "workspace".into(),
-            mount_path: WORKSPACE_PATH.into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(workspace_mount()),
         ..Default::default()
     })
 }
@@ -251,17 +258,9 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
             },
             EnvVar { name: "OODA_PROJECT".into(), value: Some(names.project.to_owned()), ..Default::default() },
         ]),
-        resources: Some(ResourceRequirements {
-            requests: Some(dedicated.clone()),
-            limits: Some(dedicated),
-            ..Default::default()
-        }),
+        resources: Some(requests_equal_limits(dedicated)),
         security_context: Some(restricted_container_context()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "workspace".into(),
-            mount_path: WORKSPACE_PATH.into(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(workspace_mount()),
         ..Default::default()
     };
     let region_affinity = Affinity {
@@ -430,5 +429,761 @@ fn network_policy(inputs: &Inputs, names: &Names) -> NetworkPolicy {
             ingress,
             egress: Some(vec![dns, public]),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    use k8s_openapi::api::core::v1::PodSpec;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::operator::apply::APPLIED_HASH;
+    use crate::operator::labels::{MANAGED_BY, ORGANISATION, PROJECT};
+
+    const UID: &str = "6f1d2c3b-0000-4000-8000-000000000001";
+
+    fn config() -> OperatorConfig {
+        OperatorConfig::parse("fixture", include_str!("../../../examples/operator-config.yaml"))
+            .expect("the example configuration parses")
+    }
+
+    /// A Project `shop` in `org-acme` with the given spec.
+    fn project(spec: Value) -> Project {
+        serde_json::from_value(json!({
+            "apiVersion": "ooda.run/v1alpha1",
+            "kind": "Project",
+            "metadata": { "name": "shop", "namespace": "org-acme", "uid": UID },
+            "spec": spec,
+        }))
+        .expect("a valid Project")
+    }
+
+    /// The example project: image, git source, resources and one preview port.
+    fn full_project() -> Project {
+        project(json!({
+            "image": "ghcr.io/example/devenv:latest",
+            "source": { "git": { "url": "https://github.com/example/shop.git", "ref": "main" } },
+            "isolation": "gvisor",
+            "resources": { "cpu": "2", "memory": "4Gi", "storage": "10Gi" },
+            "ports": [{ "name": "web", "port": 3000, "preview": true }],
+            "lifecycle": { "state": "Running", "idleTimeout": "15m" },
+        }))
+    }
+
+    fn build_in(project: &Project, config: &OperatorConfig, jurisdiction: &str, replicas: i32) -> Desired {
+        desired(&Inputs {
+            project,
+            organisation: "acme",
+            jurisdiction: &config.jurisdictions[jurisdiction],
+            config,
+            replicas,
+            token: "secret-token",
+            token_state: "running",
+        })
+    }
+
+    fn build(project: &Project) -> Desired {
+        build_in(project, &config(), "eu", 1)
+    }
+
+    fn pod(d: &Desired) -> &PodSpec {
+        d.stateful_set.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    fn containers(d: &Desired) -> Vec<&Container> {
+        let pod = pod(d);
+        pod.init_containers.iter().flatten().chain(&pod.containers).collect()
+    }
+
+    fn container<'a>(d: &'a Desired, name: &str) -> &'a Container {
+        containers(d).into_iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    fn env<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+        c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.as_deref())
+    }
+
+    fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned()))).collect()
+    }
+
+    /// `(kind, metadata)` of every child object.
+    fn metas(d: &Desired) -> Vec<(&'static str, &ObjectMeta)> {
+        let mut all = vec![
+            ("ServiceAccount", &d.service_account.metadata),
+            ("PersistentVolumeClaim", &d.workspace.metadata),
+            ("StatefulSet", &d.stateful_set.metadata),
+            ("NetworkPolicy", &d.network_policy.metadata),
+            ("Secret", &d.preview_secret.metadata),
+        ];
+        if let Some(service) = &d.service {
+            all.push(("Service", &service.metadata));
+        }
+        all
+    }
+
+    fn hash(meta: &ObjectMeta) -> &str {
+        meta.annotations.as_ref().and_then(|a| a.get(APPLIED_HASH)).expect("stamped with the applied hash")
+    }
+
+    #[test]
+    fn preview_host_joins_project_and_organisation_under_the_preview_domain() {
+        assert_eq!(preview_host("shop", "acme", "preview.example.com"), "shop--acme.preview.example.com");
+    }
+
+    #[test]
+    fn child_names_derive_from_the_project_name() {
+        let d = build(&full_project());
+        assert_eq!(d.service_account.metadata.name.as_deref(), Some("shop"));
+        assert_eq!(d.workspace.metadata.name.as_deref(), Some("shop-workspace"));
+        assert_eq!(d.stateful_set.metadata.name.as_deref(), Some("shop"));
+        assert_eq!(d.network_policy.metadata.name.as_deref(), Some("shop"));
+        assert_eq!(d.preview_secret.metadata.name.as_deref(), Some("shop-preview"));
+        assert_eq!(d.service.as_ref().unwrap().metadata.name.as_deref(), Some("shop"));
+        assert_eq!(activity_lease_name("shop"), "shop-activity");
+        assert_eq!(pod(&d).service_account_name.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn pod_satisfies_pod_security_restricted_on_every_container_including_the_loader() {
+        let d = build(&full_project());
+        let pod = pod(&d);
+        let pod_context = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!(pod_context.run_as_non_root, Some(true));
+        assert_eq!(pod_context.run_as_user, Some(1000));
+        assert_eq!(pod_context.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+
+        let names: Vec<&str> = containers(&d).iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["loader", "workspace"]);
+        for c in containers(&d) {
+            let context = c.security_context.as_ref().unwrap_or_else(|| panic!("{}: no security context", c.name));
+            assert_eq!(context.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(context.privileged, Some(false), "{}", c.name);
+            assert_ne!(context.run_as_non_root, Some(false), "{}", c.name);
+            assert_ne!(context.run_as_user, Some(0), "{}", c.name);
+            let drop = context.capabilities.as_ref().and_then(|caps| caps.drop.as_deref()).unwrap_or_default();
+            assert!(drop.iter().any(|cap| cap == "ALL"), "{}: capabilities not dropped: {drop:?}", c.name);
+            let added = context.capabilities.as_ref().and_then(|caps| caps.add.as_deref()).unwrap_or_default();
+            assert!(added.is_empty(), "{}: adds capabilities {added:?}", c.name);
+            if let Some(seccomp) = &context.seccomp_profile {
+                assert_eq!(seccomp.type_, "RuntimeDefault", "{}", c.name);
+            }
+        }
+
+        // Restricted also forbids host namespaces and every volume type but a few safe ones.
+        assert_ne!(pod.host_network, Some(true));
+        assert_ne!(pod.host_pid, Some(true));
+        assert_ne!(pod.host_ipc, Some(true));
+        for volume in pod.volumes.iter().flatten() {
+            assert!(volume.persistent_volume_claim.is_some() && volume.host_path.is_none(), "{volume:?}");
+        }
+    }
+
+    #[test]
+    fn workspace_requests_equal_limits_and_come_from_the_spec() {
+        let d = build(&full_project());
+        let resources = container(&d, "workspace").resources.as_ref().expect("resources");
+        assert_eq!(resources.requests, resources.limits);
+        assert_eq!(resources.limits, Some(quantities(&[("cpu", "2"), ("memory", "4Gi")])));
+    }
+
+    #[test]
+    fn workspace_resources_fall_back_to_the_config_defaults_without_spec_resources() {
+        let d = build(&project(json!({})));
+        let resources = container(&d, "workspace").resources.as_ref().expect("resources");
+        assert_eq!(resources.requests, resources.limits);
+        assert_eq!(resources.limits, Some(quantities(&[("cpu", "1"), ("memory", "2Gi")])));
+        let claim = d.workspace.spec.as_ref().unwrap().resources.as_ref().unwrap();
+        assert_eq!(claim.requests, Some(quantities(&[("storage", "5Gi")])));
+    }
+
+    #[test]
+    fn each_missing_resource_falls_back_to_its_own_default() {
+        let d = build(&project(json!({ "resources": { "memory": "8Gi" } })));
+        let resources = container(&d, "workspace").resources.as_ref().expect("resources");
+        assert_eq!(resources.requests, resources.limits);
+        assert_eq!(resources.limits, Some(quantities(&[("cpu", "1"), ("memory", "8Gi")])));
+        let claim = d.workspace.spec.as_ref().unwrap().resources.as_ref().unwrap();
+        assert_eq!(claim.requests, Some(quantities(&[("storage", "5Gi")])));
+    }
+
+    #[test]
+    fn image_comes_from_the_spec_or_the_config_default() {
+        let custom = build(&project(json!({ "image": "registry.example/custom:1" })));
+        assert_eq!(container(&custom, "workspace").image.as_deref(), Some("registry.example/custom:1"));
+        let default = build(&project(json!({})));
+        assert_eq!(container(&default, "workspace").image.as_deref(), Some("ghcr.io/example/devenv:latest"));
+    }
+
+    #[test]
+    fn pod_gets_no_service_account_token_and_no_service_links() {
+        let d = build(&full_project());
+        assert_eq!(pod(&d).automount_service_account_token, Some(false));
+        assert_eq!(pod(&d).enable_service_links, Some(false));
+        assert_eq!(d.service_account.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn workspace_container_knows_its_organisation_and_project() {
+        let d = build(&full_project());
+        let workspace = container(&d, "workspace");
+        assert_eq!(env(workspace, "OODA_ORGANISATION"), Some("acme"));
+        assert_eq!(env(workspace, "OODA_PROJECT"), Some("shop"));
+        assert_eq!(workspace.working_dir.as_deref(), Some(WORKSPACE_PATH));
+    }
+
+    #[test]
+    fn runtime_class_maps_from_isolation_through_the_config() {
+        let runtime_class = |config: &OperatorConfig, isolation: &str| {
+            let d = build_in(&project(json!({ "isolation": isolation })), config, "eu", 1);
+            pod(&d).runtime_class_name.clone()
+        };
+        let mut config = config();
+        assert_eq!(runtime_class(&config, "gvisor").as_deref(), Some("gvisor"));
+        assert_eq!(runtime_class(&config, "kata").as_deref(), Some("kata"));
+        assert_eq!(pod(&build(&project(json!({})))).runtime_class_name.as_deref(), Some("gvisor"), "default");
+
+        config.runtime_classes.gvisor = "runsc".into();
+        config.runtime_classes.kata = "kata-qemu".into();
+        assert_eq!(runtime_class(&config, "gvisor").as_deref(), Some("runsc"));
+        assert_eq!(runtime_class(&config, "kata").as_deref(), Some("kata-qemu"));
+    }
+
+    #[test]
+    fn pod_is_required_to_run_in_the_jurisdictions_regions() {
+        let config = config();
+        for (jurisdiction, regions) in [("eu", vec!["europe-west1", "eu-central-1"]), ("us", vec!["us-east-1"])] {
+            let d = build_in(&full_project(), &config, jurisdiction, 1);
+            let required = pod(&d)
+                .affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+                .expect("required node affinity");
+            assert_eq!(required.node_selector_terms.len(), 1);
+            let expressions = required.node_selector_terms[0].match_expressions.as_deref().unwrap_or_default();
+            assert_eq!(expressions.len(), 1);
+            assert_eq!(expressions[0].key, "topology.kubernetes.io/region");
+            assert_eq!(expressions[0].operator, "In");
+            assert_eq!(
+                expressions[0].values.as_deref(),
+                Some(regions.iter().map(|r| r.to_string()).collect::<Vec<_>>().as_slice())
+            );
+        }
+    }
+
+    #[test]
+    fn workspace_claim_uses_the_jurisdictions_storage_class_and_the_storage_size() {
+        let config = config();
+        for (jurisdiction, class) in [("eu", "eu-ssd"), ("us", "us-ssd")] {
+            let d = build_in(&full_project(), &config, jurisdiction, 1);
+            let spec = d.workspace.spec.as_ref().expect("claim spec");
+            assert_eq!(spec.storage_class_name.as_deref(), Some(class));
+            assert_eq!(spec.access_modes.as_deref(), Some(["ReadWriteOnce".to_owned()].as_slice()));
+            assert_eq!(spec.resources.as_ref().unwrap().requests, Some(quantities(&[("storage", "10Gi")])));
+        }
+        let d = build(&full_project());
+        let volume = &pod(&d).volumes.as_deref().unwrap()[0];
+        assert_eq!(volume.persistent_volume_claim.as_ref().unwrap().claim_name, "shop-workspace");
+        for c in containers(&d) {
+            let mount = &c.volume_mounts.as_deref().unwrap()[0];
+            assert_eq!((mount.name.as_str(), mount.mount_path.as_str()), ("workspace", WORKSPACE_PATH), "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn replicas_pass_through_to_the_stateful_set() {
+        let config = config();
+        for replicas in [0, 1, 3] {
+            let d = build_in(&full_project(), &config, "eu", replicas);
+            assert_eq!(d.stateful_set.spec.as_ref().unwrap().replicas, Some(replicas));
+        }
+    }
+
+    #[test]
+    fn every_child_is_labelled_namespaced_and_controlled_by_the_project() {
+        let d = build(&full_project());
+        let children = metas(&d);
+        assert_eq!(children.len(), 6, "the full project has a Service too");
+        for (kind, meta) in children {
+            let labels = meta.labels.as_ref().unwrap_or_else(|| panic!("{kind}: no labels"));
+            assert_eq!(labels.get(MANAGED_BY).map(String::as_str), Some("ooda"), "{kind}");
+            assert_eq!(labels.get(ORGANISATION).map(String::as_str), Some("acme"), "{kind}");
+            assert_eq!(labels.get(PROJECT).map(String::as_str), Some("shop"), "{kind}");
+            assert_eq!(meta.namespace.as_deref(), Some("org-acme"), "{kind}");
+
+            let owners = meta.owner_references.as_deref().unwrap_or_default();
+            assert_eq!(owners.len(), 1, "{kind}: {owners:?}");
+            let owner = &owners[0];
+            assert_eq!(owner.controller, Some(true), "{kind}");
+            assert_eq!(
+                (owner.api_version.as_str(), owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+                ("ooda.run/v1alpha1", "Project", "shop", UID),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn stateful_set_selects_exactly_the_pods_its_template_labels() {
+        let d = build(&full_project());
+        let spec = d.stateful_set.spec.as_ref().unwrap();
+        let template_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+        assert_eq!(spec.selector.match_labels.as_ref(), template_labels);
+        assert_eq!(template_labels, d.stateful_set.metadata.labels.as_ref());
+        assert_eq!(spec.service_name.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn ports_become_a_headless_service_and_gateway_only_ingress() {
+        let d = build(&full_project());
+        assert_eq!(
+            container(&d, "workspace").ports,
+            Some(vec![ContainerPort {
+                name: Some("web".into()),
+                container_port: 3000,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }])
+        );
+
+        let service = d.service.as_ref().expect("a Service for the ports").spec.as_ref().unwrap();
+        assert_eq!(service.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(service.selector.as_ref(), d.stateful_set.metadata.labels.as_ref());
+        let ports = service.ports.as_deref().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!((ports[0].name.as_deref(), ports[0].port), (Some("web"), 3000));
+        assert_eq!(ports[0].target_port, Some(IntOrString::String("web".into())));
+
+        let policy = d.network_policy.spec.as_ref().unwrap();
+        let ingress = policy.ingress.as_deref().expect("ingress rules");
+        assert_eq!(ingress.len(), 1);
+        let from = ingress[0].from.as_deref().unwrap();
+        assert_eq!(from.len(), 1, "only the gateway");
+        let namespace = from[0].namespace_selector.as_ref().and_then(|s| s.match_labels.as_ref()).unwrap();
+        assert_eq!(namespace, &BTreeMap::from([("kubernetes.io/metadata.name".into(), "ooda-system".into())]));
+        let pods = from[0].pod_selector.as_ref().and_then(|s| s.match_labels.as_ref()).unwrap();
+        assert_eq!(pods, &BTreeMap::from([("app.kubernetes.io/name".into(), "ooda-gateway".into())]));
+        assert!(from[0].ip_block.is_none());
+        let ports: Vec<_> =
+            ingress[0].ports.iter().flatten().map(|p| (p.port.clone(), p.protocol.as_deref())).collect();
+        assert_eq!(ports, [(Some(IntOrString::Int(3000)), Some("TCP"))]);
+    }
+
+    #[test]
+    fn without_ports_there_is_no_service_and_ingress_is_denied_entirely() {
+        let d = build(&project(json!({})));
+        assert!(d.service.is_none());
+        assert!(container(&d, "workspace").ports.is_none());
+        let policy = d.network_policy.spec.as_ref().unwrap();
+        assert_eq!(policy.ingress, None);
+        assert_eq!(policy.policy_types.as_deref(), Some(["Ingress".to_owned(), "Egress".to_owned()].as_slice()));
+        assert_eq!(
+            policy.pod_selector.as_ref().and_then(|s| s.match_labels.as_ref()),
+            d.stateful_set.metadata.labels.as_ref()
+        );
+    }
+
+    #[test]
+    fn egress_allows_the_internet_except_every_denied_cidr_plus_cluster_dns() {
+        let config = config();
+        let d = build_in(&full_project(), &config, "eu", 1);
+        let egress = d.network_policy.spec.as_ref().unwrap().egress.as_deref().expect("egress rules");
+        assert_eq!(egress.len(), 2);
+
+        let dns = egress.iter().find(|r| r.to.iter().flatten().all(|peer| peer.ip_block.is_none())).expect("dns");
+        let dns_ports: Vec<_> = dns.ports.iter().flatten().map(|p| (p.port.clone(), p.protocol.as_deref())).collect();
+        assert_eq!(dns_ports, [(Some(IntOrString::Int(53)), Some("UDP")), (Some(IntOrString::Int(53)), Some("TCP"))]);
+        let dns_peer = &dns.to.as_deref().unwrap()[0];
+        assert_eq!(
+            dns_peer.namespace_selector.as_ref().and_then(|s| s.match_labels.as_ref()),
+            Some(&BTreeMap::from([("kubernetes.io/metadata.name".into(), "kube-system".into())]))
+        );
+        assert_eq!(
+            dns_peer.pod_selector.as_ref().and_then(|s| s.match_labels.as_ref()),
+            Some(&BTreeMap::from([("k8s-app".into(), "kube-dns".into())]))
+        );
+
+        let public = egress.iter().find(|r| r.to.iter().flatten().any(|peer| peer.ip_block.is_some())).unwrap();
+        assert_eq!(public.ports, None, "every port of the public internet");
+        let blocks: Vec<&IPBlock> = public.to.iter().flatten().filter_map(|peer| peer.ip_block.as_ref()).collect();
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            blocks,
+            [
+                &IPBlock {
+                    cidr: "0.0.0.0/0".into(),
+                    except: Some(strings(&[
+                        "10.0.0.0/8",
+                        "172.16.0.0/12",
+                        "192.168.0.0/16",
+                        "100.64.0.0/10",
+                        "169.254.0.0/16",
+                        "127.0.0.0/8"
+                    ])),
+                },
+                &IPBlock { cidr: "::/0".into(), except: Some(strings(&["fc00::/7", "fe80::/10"])) },
+            ]
+        );
+        // The denied list is the configuration's, not a built-in one.
+        let all_denied: Vec<&String> = blocks.iter().flat_map(|b| b.except.iter().flatten()).collect();
+        assert_eq!(all_denied.len(), config.network.denied_egress_cidrs.len());
+    }
+
+    #[test]
+    fn an_address_family_with_nothing_denied_has_no_except_list() {
+        let mut config = config();
+        config.network.denied_egress_cidrs = vec!["10.0.0.0/8".into()];
+        let d = build_in(&full_project(), &config, "eu", 1);
+        let egress = d.network_policy.spec.as_ref().unwrap().egress.as_deref().unwrap();
+        let blocks: Vec<&IPBlock> =
+            egress.iter().flat_map(|r| r.to.iter().flatten()).filter_map(|p| p.ip_block.as_ref()).collect();
+        assert_eq!(blocks[0].except.as_deref(), Some(["10.0.0.0/8".to_owned()].as_slice()));
+        assert_eq!((blocks[1].cidr.as_str(), blocks[1].except.as_ref()), ("::/0", None));
+    }
+
+    #[test]
+    fn loader_passes_git_url_and_ref_as_environment_never_as_command_text() {
+        let url = "https://github.com/example/shop.git";
+        let d = build(&full_project());
+        let loader = container(&d, "loader");
+        assert_eq!(env(loader, "GIT_URL"), Some(url));
+        assert_eq!(env(loader, "GIT_REF"), Some("main"));
+        assert_eq!(env(loader, "WORKSPACE"), Some(WORKSPACE_PATH));
+        assert_eq!(env(loader, "GIT_TERMINAL_PROMPT"), Some("0"));
+        assert_eq!(loader.image.as_deref(), Some("alpine/git:2.47.2"));
+        let command = loader.command.as_deref().expect("a command");
+        assert_eq!(command, ["/bin/sh", "-c", LOADER_SCRIPT]);
+        assert!(loader.args.is_none());
+        for text in command {
+            assert!(!text.contains(url) && !text.contains("github.com"), "URL in command text: {text}");
+        }
+        let resources = loader.resources.as_ref().expect("loader resources");
+        assert_eq!(resources.requests, resources.limits);
+    }
+
+    #[test]
+    fn hostile_git_values_stay_out_of_the_command() {
+        let url = "https://example.com/$(touch pwned).git";
+        let reference = "main;reboot";
+        let d = build(&project(json!({ "source": { "git": { "url": url, "ref": reference } } })));
+        let loader = container(&d, "loader");
+        assert_eq!(loader.command.as_deref().unwrap(), ["/bin/sh", "-c", LOADER_SCRIPT]);
+        assert_eq!((env(loader, "GIT_URL"), env(loader, "GIT_REF")), (Some(url), Some(reference)));
+    }
+
+    #[test]
+    fn loader_without_a_ref_leaves_git_ref_unset() {
+        let d = build(&project(json!({ "source": { "git": { "url": "https://example.com/r.git" } } })));
+        let loader = container(&d, "loader");
+        assert_eq!(env(loader, "GIT_URL"), Some("https://example.com/r.git"));
+        assert!(loader.env.iter().flatten().all(|e| e.name != "GIT_REF"));
+    }
+
+    #[test]
+    fn there_is_no_loader_without_a_git_source() {
+        for spec in [json!({}), json!({ "source": {} })] {
+            let d = build(&project(spec.clone()));
+            assert!(pod(&d).init_containers.is_none(), "{spec}");
+            assert_eq!(containers(&d).len(), 1, "{spec}");
+        }
+    }
+
+    #[test]
+    fn preview_secret_holds_the_token_and_the_state_it_was_issued_for() {
+        let config = config();
+        let project = full_project();
+        let d = desired(&Inputs {
+            project: &project,
+            organisation: "acme",
+            jurisdiction: &config.jurisdictions["eu"],
+            config: &config,
+            replicas: 0,
+            token: "tok-123",
+            token_state: "stopped",
+        });
+        let secret = &d.preview_secret;
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+        assert_eq!(secret.data, Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(b"tok-123".to_vec()))])));
+        assert!(secret.string_data.is_none());
+        let annotations = secret.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations.get(TOKEN_STATE).map(String::as_str), Some("stopped"));
+        assert!(annotations.values().all(|v| !v.contains("tok-123")), "token leaked into {annotations:?}");
+    }
+
+    #[test]
+    fn the_token_does_not_influence_the_secrets_applied_hash() {
+        let config = config();
+        let project = full_project();
+        let with_token = |token: &str| {
+            desired(&Inputs {
+                project: &project,
+                organisation: "acme",
+                jurisdiction: &config.jurisdictions["eu"],
+                config: &config,
+                replicas: 1,
+                token,
+                token_state: "running",
+            })
+        };
+        let (a, b) = (with_token("first"), with_token("second"));
+        assert_eq!(hash(&a.preview_secret.metadata), hash(&b.preview_secret.metadata));
+        assert_ne!(a.preview_secret.data, b.preview_secret.data);
+    }
+
+    #[test]
+    fn building_twice_gives_identical_objects_and_hashes() {
+        let project = full_project();
+        let (a, b) = (build(&project), build(&project));
+        assert_eq!(a.service_account, b.service_account);
+        assert_eq!(a.workspace, b.workspace);
+        assert_eq!(a.stateful_set, b.stateful_set);
+        assert_eq!(a.service, b.service);
+        assert_eq!(a.network_policy, b.network_policy);
+        assert_eq!(a.preview_secret, b.preview_secret);
+        for ((kind, meta_a), (_, meta_b)) in metas(&a).into_iter().zip(metas(&b)) {
+            assert_eq!(hash(meta_a), hash(meta_b), "{kind}");
+            assert_eq!(hash(meta_a).len(), 16, "{kind}: 64-bit hex hash");
+        }
+    }
+
+    #[test]
+    fn changing_replicas_changes_only_the_stateful_sets_hash() {
+        let config = config();
+        let project = full_project();
+        let (one, zero) = (build_in(&project, &config, "eu", 1), build_in(&project, &config, "eu", 0));
+        assert_ne!(hash(&one.stateful_set.metadata), hash(&zero.stateful_set.metadata));
+        for ((kind, meta_one), (_, meta_zero)) in metas(&one).into_iter().zip(metas(&zero)) {
+            if kind != "StatefulSet" {
+                assert_eq!(hash(meta_one), hash(meta_zero), "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn changing_the_spec_changes_the_hash_of_the_affected_children() {
+        let config = config();
+        let bigger = project(json!({ "resources": { "storage": "20Gi" } }));
+        let (a, b) = (build(&project(json!({}))), build_in(&bigger, &config, "eu", 1));
+        assert_ne!(hash(&a.workspace.metadata), hash(&b.workspace.metadata));
+        assert_eq!(hash(&a.service_account.metadata), hash(&b.service_account.metadata));
+    }
+
+    // The loader script, run for real against local repositories.
+
+    /// A directory under the system temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(label: &str) -> Self {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let unique = format!(
+                "ooda-{label}-{}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            );
+            let path = std::env::temp_dir().join(unique);
+            std::fs::create_dir_all(&path).expect("create temp dir");
+            Self(path)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// `git` with no user or system configuration, so the host's settings cannot interfere.
+    fn git(home: &Path, dir: &Path, args: &[&str]) -> Output {
+        let output = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .output()
+            .expect("`git` must be installed to test the loader script");
+        assert!(
+            output.status.success(),
+            "git {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// A repository with `README.md` on branch `main` and `feature.txt` on branch `feature`.
+    struct Repository {
+        dir: TempDir,
+        home: TempDir,
+    }
+
+    impl Repository {
+        fn new() -> Self {
+            let (dir, home) = (TempDir::new("repo"), TempDir::new("home"));
+            let git = |args: &[&str]| git(home.path(), dir.path(), args);
+            git(&["init", "-q"]);
+            std::fs::write(dir.path().join("README.md"), "hello\n").unwrap();
+            git(&["add", "README.md"]);
+            git(&["commit", "-q", "-m", "first"]);
+            git(&["checkout", "-q", "-b", "feature"]);
+            std::fs::write(dir.path().join("feature.txt"), "feature\n").unwrap();
+            git(&["add", "feature.txt"]);
+            git(&["commit", "-q", "-m", "feature"]);
+            git(&["checkout", "-q", "main"]);
+            Self { dir, home }
+        }
+
+        fn url(&self) -> String {
+            format!("file://{}", self.dir.path().display())
+        }
+
+        fn commit_of(&self, reference: &str) -> String {
+            let out = git(self.home.path(), self.dir.path(), &["rev-parse", reference]);
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        }
+    }
+
+    /// Runs the loader script as the init container would.
+    fn run_loader(workspace: &Path, home: &Path, url: &str, reference: Option<&str>) -> Output {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", LOADER_SCRIPT])
+            .env("WORKSPACE", workspace)
+            .env("GIT_URL", url)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE");
+        match reference {
+            Some(reference) => command.env("GIT_REF", reference),
+            None => command.env_remove("GIT_REF"),
+        };
+        command.output().expect("run sh")
+    }
+
+    fn succeeded(output: &Output) -> bool {
+        if !output.status.success() {
+            eprintln!(
+                "loader failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        output.status.success()
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn loader_clones_the_requested_branch_into_an_empty_workspace() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        let output = run_loader(workspace.path(), repo.home.path(), &repo.url(), Some("feature"));
+        assert!(succeeded(&output));
+        assert_eq!(std::fs::read_to_string(workspace.path().join("feature.txt")).unwrap(), "feature\n");
+        assert_eq!(std::fs::read_to_string(workspace.path().join("README.md")).unwrap(), "hello\n");
+        let head = git(repo.home.path(), workspace.path(), &["rev-parse", "HEAD"]);
+        assert_eq!(String::from_utf8(head.stdout).unwrap().trim(), repo.commit_of("feature"));
+    }
+
+    #[test]
+    fn loader_accepts_a_plain_path_as_url() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        let url = repo.dir.path().display().to_string();
+        assert!(succeeded(&run_loader(workspace.path(), repo.home.path(), &url, Some("main"))));
+        assert!(workspace.path().join("README.md").is_file());
+        assert!(!workspace.path().join("feature.txt").exists());
+    }
+
+    #[test]
+    fn loader_without_a_ref_checks_out_the_default_branch() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        assert!(succeeded(&run_loader(workspace.path(), repo.home.path(), &repo.url(), None)));
+        assert!(workspace.path().join("README.md").is_file());
+        assert!(!workspace.path().join("feature.txt").exists());
+    }
+
+    #[test]
+    fn loader_leaves_a_workspace_with_contents_untouched() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        std::fs::write(workspace.path().join("notes.txt"), "mine\n").unwrap();
+        let output = run_loader(workspace.path(), repo.home.path(), &repo.url(), Some("main"));
+        assert!(succeeded(&output));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("not empty"));
+        assert_eq!(entries(workspace.path()), ["notes.txt"], "no .git, no checkout");
+        assert_eq!(std::fs::read_to_string(workspace.path().join("notes.txt")).unwrap(), "mine\n");
+    }
+
+    #[test]
+    fn loader_counts_a_hidden_file_as_contents() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        std::fs::write(workspace.path().join(".bashrc"), "").unwrap();
+        assert!(succeeded(&run_loader(workspace.path(), repo.home.path(), &repo.url(), Some("main"))));
+        assert_eq!(entries(workspace.path()), [".bashrc"]);
+    }
+
+    #[test]
+    fn loader_treats_a_workspace_with_only_lost_and_found_as_empty() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        std::fs::create_dir(workspace.path().join("lost+found")).unwrap();
+        assert!(succeeded(&run_loader(workspace.path(), repo.home.path(), &repo.url(), Some("main"))));
+        assert!(workspace.path().join("README.md").is_file());
+        assert!(workspace.path().join(".git").is_dir());
+        assert!(workspace.path().join("lost+found").is_dir());
+    }
+
+    #[test]
+    fn loader_fails_when_the_repository_cannot_be_fetched() {
+        let home = TempDir::new("home");
+        let workspace = TempDir::new("workspace");
+        let missing = format!("file://{}/missing", workspace.path().display());
+        let output = run_loader(workspace.path(), home.path(), &missing, Some("main"));
+        assert!(!output.status.success(), "a failed fetch must fail the init container");
+    }
+
+    #[test]
+    fn loader_fails_for_a_ref_the_repository_does_not_have() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        let output = run_loader(workspace.path(), repo.home.path(), &repo.url(), Some("no-such-branch"));
+        assert!(!output.status.success());
+    }
+
+    #[test]
+    fn loader_does_not_interpret_shell_text_in_the_url_or_ref() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        let marker = workspace.path().join("pwned");
+        let url = format!("{}$(touch {})", repo.url(), marker.display());
+        let reference = format!("main;touch {}", marker.display());
+        let output = run_loader(workspace.path(), repo.home.path(), &url, Some(&reference));
+        assert!(!output.status.success());
+        assert!(!marker.exists(), "shell text in GIT_URL or GIT_REF was executed");
     }
 }

@@ -25,7 +25,7 @@ use tracing::{info, instrument};
 
 use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, ProjectStatus, WakeStatus};
 use crate::duration;
-use crate::operator::apply::{FIELD_MANAGER, apply};
+use crate::operator::apply::{FIELD_MANAGER, apply_child, in_namespace};
 use crate::operator::conditions;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
@@ -200,62 +200,44 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         token: &token,
         token_state,
     });
-    let client = &shared.client;
-    let wrote = |written: bool, kind: &'static str| {
-        if written {
-            shared.metrics.wrote(kind);
-        }
-    };
-    wrote(
-        apply(
-            &Api::namespaced(client.clone(), &namespace),
-            &desired.service_account,
-            ctx.children.service_accounts.get(&child(&namespace, &name)).as_deref(),
-        )
-        .await?,
-        "ServiceAccount",
-    );
-    wrote(
-        apply(&Api::namespaced(client.clone(), &namespace), &desired.preview_secret, secret.as_deref()).await?,
-        "Secret",
-    );
-    wrote(
-        apply(
-            &Api::namespaced(client.clone(), &namespace),
-            &desired.workspace,
-            ctx.children.claims.get(&child(&namespace, build::workspace_name(&name))).as_deref(),
-        )
-        .await?,
-        "PersistentVolumeClaim",
-    );
-    wrote(
-        apply(
-            &Api::namespaced(client.clone(), &namespace),
-            &desired.network_policy,
-            ctx.children.network_policies.get(&child(&namespace, &name)).as_deref(),
-        )
-        .await?,
-        "NetworkPolicy",
-    );
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let live_service = ctx.children.services.get(&child(&namespace, &name));
+    let children = &ctx.children;
+    apply_child(
+        shared,
+        &in_namespace(shared, &namespace),
+        &desired.service_account,
+        children.service_accounts.get(&child(&namespace, &name)).as_deref(),
+    )
+    .await?;
+    apply_child(shared, &in_namespace(shared, &namespace), &desired.preview_secret, secret.as_deref()).await?;
+    let workspace = children.claims.get(&child(&namespace, build::workspace_name(&name)));
+    apply_child(shared, &in_namespace(shared, &namespace), &desired.workspace, workspace.as_deref()).await?;
+    apply_child(
+        shared,
+        &in_namespace(shared, &namespace),
+        &desired.network_policy,
+        children.network_policies.get(&child(&namespace, &name)).as_deref(),
+    )
+    .await?;
+    let live_service = children.services.get(&child(&namespace, &name));
     match &desired.service {
-        Some(service) => wrote(apply(&services, service, live_service.as_deref()).await?, "Service"),
+        Some(service) => {
+            apply_child(shared, &in_namespace(shared, &namespace), service, live_service.as_deref()).await?
+        }
         None if live_service.as_ref().is_some_and(|s| is_controlled_by(&s.metadata, project)) => {
-            services.delete(&name, &DeleteParams::background()).await?;
-            wrote(true, "Service");
+            Api::<Service>::namespaced(shared.client.clone(), &namespace)
+                .delete(&name, &DeleteParams::background())
+                .await?;
+            shared.metrics.wrote("Service");
         }
         None => {}
     }
-    wrote(
-        apply(
-            &Api::namespaced(client.clone(), &namespace),
-            &desired.stateful_set,
-            ctx.children.stateful_sets.get(&child(&namespace, &name)).as_deref(),
-        )
-        .await?,
-        "StatefulSet",
-    );
+    apply_child(
+        shared,
+        &in_namespace(shared, &namespace),
+        &desired.stateful_set,
+        children.stateful_sets.get(&child(&namespace, &name)).as_deref(),
+    )
+    .await?;
     if rotate {
         info!("preview token rotated: the project is stopped");
     }
@@ -417,9 +399,9 @@ fn truncate_to_seconds(t: Timestamp) -> Timestamp {
 
 fn humanize(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
