@@ -175,7 +175,7 @@ async fn a_project_becomes_an_isolated_environment_pinned_to_its_jurisdiction() 
     let claim = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns).get("shop-workspace").await.expect("pvc");
     assert_eq!(claim.spec.expect("spec").storage_class_name.as_deref(), Some("eu-ssd"));
     let service = Api::<Service>::namespaced(client.clone(), &ns).get("shop").await.expect("service");
-    assert_eq!(service.spec.expect("spec").cluster_ip.as_deref(), Some("None"), "never a virtual IP to dial");
+    assert_eq!(service.spec.clone().expect("spec").cluster_ip.as_deref(), Some("None"), "never a virtual IP to dial");
     let policy =
         Api::<NetworkPolicy>::namespaced(client.clone(), &ns).get("shop").await.expect("policy").spec.expect("spec");
     let from = &policy.ingress.expect("ingress")[0];
@@ -220,6 +220,18 @@ async fn a_project_becomes_an_isolated_environment_pinned_to_its_jurisdiction() 
             .map(|k| ((*k).to_owned(), 1))
             .collect();
     assert_eq!(kinds, expected);
+
+    // A child no longer desired is deleted: without ports there is no Service, and nothing may
+    // reach the pod.
+    let no_ports = json!({ "spec": { "ports": null } });
+    projects.patch("shop", &PatchParams::default(), &Patch::Merge(&no_ports)).await.expect("drop ports");
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    wait_deleted(&services, "shop", &service.metadata.uid.clone().expect("uid")).await;
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    wait_for(&policies, "shop", |p: Option<&NetworkPolicy>| {
+        p.and_then(|p| p.spec.as_ref()).is_some_and(|s| s.ingress.is_none())
+    })
+    .await;
     world.cleanup().await;
 }
 

@@ -407,3 +407,42 @@ fn humanize(d: std::time::Duration) -> String {
         format!("{s}s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn project(namespace: &str) -> Project {
+        serde_json::from_value(json!({ "metadata": { "name": "shop", "namespace": namespace }, "spec": {} })).unwrap()
+    }
+
+    fn organisation(namespace: Option<&str>, ready: &str) -> Organisation {
+        serde_json::from_value(json!({
+            "metadata": { "name": "acme" },
+            "spec": { "jurisdiction": "eu" },
+            "status": {
+                "namespace": namespace,
+                "conditions": [{ "type": "Ready", "status": ready, "reason": "R", "message": "",
+                                 "lastTransitionTime": "2026-01-01T00:00:00Z" }],
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_project_outside_an_organisation_namespace_is_blocked_with_a_reason() {
+        let (reason, message) = blocker(&project("default"), None).expect("blocked");
+        assert_eq!(reason, "NotInOrganisationNamespace");
+        assert!(message.contains("default"), "{message}");
+    }
+
+    #[test]
+    fn a_project_waits_for_its_organisation_to_be_ready() {
+        let (reason, _) = blocker(&project("org-acme"), Some(&organisation(Some("org-acme"), "False"))).expect("blocked");
+        assert_eq!(reason, "OrganisationNotReady");
+        let (reason, _) = blocker(&project("org-acme"), Some(&organisation(None, "True"))).expect("blocked");
+        assert_eq!(reason, "OrganisationNotReady");
+        assert_eq!(blocker(&project("org-acme"), Some(&organisation(Some("org-acme"), "True"))), None);
+    }
+}
