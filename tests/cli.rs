@@ -42,7 +42,8 @@ fn crds_prints_both_definitions() {
     let output = ooda().arg("crds").output().expect("run ooda crds");
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).expect("utf-8");
-    let documents: Vec<serde_yaml::Value> = text.split("\n---\n").map(|d| serde_yaml::from_str(d).expect("YAML")).collect();
+    let documents: Vec<serde_yaml::Value> =
+        text.split("\n---\n").map(|d| serde_yaml::from_str(d).expect("YAML")).collect();
     let names: Vec<&str> = documents.iter().filter_map(|d| d["metadata"]["name"].as_str()).collect();
     assert_eq!(names, ["organisations.ooda.run", "projects.ooda.run"]);
 }

@@ -15,11 +15,10 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
@@ -152,26 +151,69 @@ async fn wait_for_crds(client: &Client) -> Result<(), kube::Error> {
     Ok(())
 }
 
-/// A cache of `K` filtered by `labels`, and the stream of changes that feeds it.
-fn reflect<K>(
-    api: Api<K>,
-    labels: Option<&str>,
-) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let mut config = watcher::Config::default();
-    if let Some(labels) = labels {
-        config = config.labels(labels);
+/// Initial-list tracking for every cache. Readiness is read from the watch events themselves:
+/// a store's own `wait_until_ready` wakes only the last task that polled it, and each controller
+/// already waits on its main store.
+#[derive(Default)]
+struct CacheSync {
+    caches: Vec<(&'static str, Arc<AtomicBool>)>,
+}
+
+impl CacheSync {
+    /// A cache of `K` filtered by `labels`, and the stream of changes that feeds it.
+    fn reflect<K>(
+        &mut self,
+        name: &'static str,
+        api: Api<K>,
+        labels: Option<&str>,
+    ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let mut config = watcher::Config::default();
+        if let Some(labels) = labels {
+            config = config.labels(labels);
+        }
+        let listed = Arc::new(AtomicBool::new(false));
+        self.caches.push((name, listed.clone()));
+        let stream = watcher(api, config)
+            .default_backoff()
+            // managedFields are most of an object's size and never read here.
+            .modify(|object| object.managed_fields_mut().clear())
+            .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(watcher::Event::InitDone) = event {
+                    listed.store(true, Ordering::Release);
+                }
+            })
+            .touched_objects();
+        (reader, stream)
     }
-    let stream = watcher(api, config)
-        .default_backoff()
-        // managedFields are most of an object's size and never read here.
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects();
-    (reader, stream)
+
+    /// Sets `synced` once every cache has its initial list, warning about laggards meanwhile.
+    async fn watch(self, synced: Arc<AtomicBool>) {
+        let started = tokio::time::Instant::now();
+        let mut warned_at = started;
+        loop {
+            let waiting: Vec<&str> = self
+                .caches
+                .iter()
+                .filter(|(_, listed)| !listed.load(Ordering::Acquire))
+                .map(|(name, _)| *name)
+                .collect();
+            if waiting.is_empty() {
+                synced.store(true, Ordering::Release);
+                info!(after = ?started.elapsed(), "all caches synced");
+                return;
+            }
+            if warned_at.elapsed() >= Duration::from_secs(15) {
+                warn!(?waiting, "caches still waiting for their initial list");
+                warned_at = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Options) {
@@ -179,68 +221,70 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
     let org_children = labels::managed_selector() + &format!(",!{}", labels::PROJECT);
     let project_children = labels::managed_selector() + &format!(",{}", labels::PROJECT);
     let org_selector = options.organisation_selector.as_deref();
+    let mut sync = CacheSync::default();
 
     // Organisation controller.
-    let (namespaces, namespace_events) = reflect::<Namespace>(Api::all(client.clone()), Some(&org_children));
-    let (quotas, quota_events) = reflect::<ResourceQuota>(Api::all(client.clone()), Some(&org_children));
-    let (limit_ranges, limit_range_events) = reflect::<LimitRange>(Api::all(client.clone()), Some(&org_children));
-    let (org_policies, org_policy_events) = reflect::<NetworkPolicy>(Api::all(client.clone()), Some(&org_children));
+    let (organisation_store, organisation_events) =
+        sync.reflect::<Organisation>("Organisation", Api::all(client.clone()), org_selector);
+    let (namespaces, namespace_events) =
+        sync.reflect::<Namespace>("Namespace", Api::all(client.clone()), Some(&org_children));
+    let (quotas, quota_events) =
+        sync.reflect::<ResourceQuota>("ResourceQuota", Api::all(client.clone()), Some(&org_children));
+    let (limit_ranges, limit_range_events) =
+        sync.reflect::<LimitRange>("LimitRange", Api::all(client.clone()), Some(&org_children));
+    let (org_policies, org_policy_events) =
+        sync.reflect::<NetworkPolicy>("NetworkPolicy (organisation)", Api::all(client.clone()), Some(&org_children));
     let organisation_ctx = Arc::new(organisation::OrganisationContext {
         shared: shared.clone(),
-        children: organisation::Children {
-            namespaces: namespaces.clone(),
-            quotas: quotas.clone(),
-            limit_ranges: limit_ranges.clone(),
-            network_policies: org_policies.clone(),
-        },
+        children: organisation::Children { namespaces, quotas, limit_ranges, network_policies: org_policies },
     });
-    let mut org_watch = watcher::Config::default();
-    if let Some(selector) = org_selector {
-        org_watch = org_watch.labels(selector);
-    }
-    let controller_config = ControllerConfig::default().concurrency(options.concurrency);
     // Namespaced children of a cluster-scoped owner: `owns` would look the owner up in the
     // child's namespace, so they lead back to their organisation by label instead.
     fn owning_organisation<K: Resource>(child: K) -> Option<ObjectRef<Organisation>> {
         child.meta().labels.as_ref()?.get(labels::ORGANISATION).map(|name| ObjectRef::new(name))
     }
-    let organisations = Controller::new(Api::<Organisation>::all(client.clone()), org_watch.clone())
+    let controller_config = ControllerConfig::default().concurrency(options.concurrency);
+    let organisations = Controller::for_stream(organisation_events, organisation_store)
         .with_config(controller_config.clone())
         .owns_stream(namespace_events)
         .watches_stream(quota_events, owning_organisation)
         .watches_stream(limit_range_events, owning_organisation)
         .watches_stream(org_policy_events, owning_organisation);
-    let organisation_store = organisations.store();
 
     // Project controller.
-    let (org_cache, org_cache_events) = reflect::<Organisation>(Api::all(client.clone()), org_selector);
-    let (service_accounts, sa_events) = reflect::<ServiceAccount>(Api::all(client.clone()), Some(&project_children));
-    let (claims, claim_events) = reflect::<PersistentVolumeClaim>(Api::all(client.clone()), Some(&project_children));
-    let (stateful_sets, sts_events) = reflect::<StatefulSet>(Api::all(client.clone()), Some(&project_children));
-    let (services, service_events) = reflect::<Service>(Api::all(client.clone()), Some(&project_children));
-    let (policies, policy_events) = reflect::<NetworkPolicy>(Api::all(client.clone()), Some(&project_children));
-    let (secrets, secret_events) = reflect::<Secret>(Api::all(client.clone()), Some(&project_children));
-    let (leases, lease_events) = reflect::<Lease>(Api::all(client.clone()), Some(&project_children));
-    let (pods, pod_events) = reflect::<Pod>(Api::all(client.clone()), Some(&project_children));
+    let (project_store, project_events) = sync.reflect::<Project>("Project", Api::all(client.clone()), None);
+    let (org_cache, org_cache_events) =
+        sync.reflect::<Organisation>("Organisation (for projects)", Api::all(client.clone()), org_selector);
+    let children = Some(project_children.as_str());
+    let (service_accounts, sa_events) =
+        sync.reflect::<ServiceAccount>("ServiceAccount", Api::all(client.clone()), children);
+    let (claims, claim_events) =
+        sync.reflect::<PersistentVolumeClaim>("PersistentVolumeClaim", Api::all(client.clone()), children);
+    let (stateful_sets, sts_events) = sync.reflect::<StatefulSet>("StatefulSet", Api::all(client.clone()), children);
+    let (services, service_events) = sync.reflect::<Service>("Service", Api::all(client.clone()), children);
+    let (policies, policy_events) =
+        sync.reflect::<NetworkPolicy>("NetworkPolicy (project)", Api::all(client.clone()), children);
+    let (secrets, secret_events) = sync.reflect::<Secret>("Secret", Api::all(client.clone()), children);
+    let (leases, lease_events) = sync.reflect::<Lease>("Lease", Api::all(client.clone()), children);
+    let (pods, pod_events) = sync.reflect::<Pod>("Pod", Api::all(client.clone()), children);
     let project_ctx = Arc::new(project::ProjectContext {
         shared: shared.clone(),
         children: project::Children {
-            organisations: org_cache.clone(),
-            service_accounts: service_accounts.clone(),
-            claims: claims.clone(),
-            stateful_sets: stateful_sets.clone(),
-            services: services.clone(),
-            network_policies: policies.clone(),
-            secrets: secrets.clone(),
-            leases: leases.clone(),
-            pods: pods.clone(),
+            organisations: org_cache,
+            service_accounts,
+            claims,
+            stateful_sets,
+            services,
+            network_policies: policies,
+            secrets,
+            leases,
+            pods,
         },
     });
-    let projects =
-        Controller::new(Api::<Project>::all(client.clone()), watcher::Config::default()).with_config(controller_config);
-    let project_store = projects.store();
+    let _ = health.projects.set(project_store.clone());
     let projects_of_org = project_store.clone();
-    let projects = projects
+    let projects = Controller::for_stream(project_events, project_store)
+        .with_config(controller_config)
         .owns_stream(sa_events)
         .owns_stream(claim_events)
         .owns_stream(sts_events)
@@ -263,54 +307,8 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
                 .map(|p| ObjectRef::from_obj(&*p))
                 .collect::<Vec<_>>()
         });
-    let _ = health.projects.set(project_store.clone());
 
-    // Ready once every cache has its initial list.
-    let caches: Vec<(&'static str, BoxFuture<'static, ()>)> = vec![
-        ("Organisation", cache_ready(organisation_store.clone())),
-        ("Namespace", cache_ready(namespaces.clone())),
-        ("ResourceQuota", cache_ready(quotas.clone())),
-        ("LimitRange", cache_ready(limit_ranges.clone())),
-        ("NetworkPolicy (organisation)", cache_ready(org_policies.clone())),
-        ("Organisation (projects)", cache_ready(org_cache.clone())),
-        ("Project", cache_ready(project_store.clone())),
-        ("ServiceAccount", cache_ready(service_accounts.clone())),
-        ("PersistentVolumeClaim", cache_ready(claims.clone())),
-        ("StatefulSet", cache_ready(stateful_sets.clone())),
-        ("Service", cache_ready(services.clone())),
-        ("NetworkPolicy (project)", cache_ready(policies.clone())),
-        ("Secret", cache_ready(secrets.clone())),
-        ("Lease", cache_ready(leases.clone())),
-        ("Pod", cache_ready(pods.clone())),
-    ];
-    let synced_flag = health.caches_synced.clone();
-    let pending: Arc<std::sync::Mutex<Vec<&'static str>>> =
-        Arc::new(std::sync::Mutex::new(caches.iter().map(|(k, _)| *k).collect()));
-    let watchdog = pending.clone();
-    tokio::spawn(async move {
-        futures::future::join_all(caches.into_iter().map(|(kind, ready)| {
-            let pending = pending.clone();
-            async move {
-                ready.await;
-                pending.lock().expect("pending caches lock").retain(|k| *k != kind);
-                debug!(kind, "cache synced");
-            }
-        }))
-        .await;
-        synced_flag.store(true, Ordering::Release);
-        info!("all caches synced");
-    });
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(15)).await;
-            let waiting = watchdog.lock().expect("pending caches lock").clone();
-            if waiting.is_empty() {
-                break;
-            }
-            warn!(?waiting, "caches still waiting for their initial list");
-        }
-    });
-
+    tokio::spawn(sync.watch(health.caches_synced.clone()));
     let organisations = organisations
         .run(organisation::reconcile, organisation::error_policy, organisation_ctx)
         .for_each(|result| async move { log_outcome(organisation::CONTROLLER, result) });
@@ -318,18 +316,6 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
         .run(project::reconcile, project::error_policy, project_ctx)
         .for_each(|result| async move { log_outcome(project::CONTROLLER, result) });
     tokio::join!(organisations, projects);
-}
-
-fn cache_ready<K>(store: Store<K>) -> BoxFuture<'static, ()>
-where
-    K: Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
-{
-    async move {
-        // An error means the writer is gone: the controller has stopped, and so will we.
-        let _ = store.wait_until_ready().await;
-    }
-    .boxed()
 }
 
 fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(

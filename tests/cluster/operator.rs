@@ -458,9 +458,15 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates_or_orphans(
         )*};
     }
     exactly_one_each!(PersistentVolumeClaim, StatefulSet, Service, NetworkPolicy, Secret, Lease, ServiceAccount);
-    // Pods belong to their StatefulSet, one each.
+    // Pods belong to their StatefulSet, one each, and an EU organisation's land only on EU nodes.
     let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.expect("pods").items;
     assert_eq!(pods.len(), names.len());
+    let nodes: Api<Node> = Api::all(client.clone());
+    for pod in &pods {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).expect("scheduled");
+        let region = nodes.get(&node).await.expect("node").labels()["topology.kubernetes.io/region"].clone();
+        assert!(["europe-west1", "eu-central-1"].contains(&region.as_str()), "{} landed in {region}", pod.name_any());
+    }
     World { client: client.clone(), test, home, operator: replacement }.cleanup().await;
 }
 

@@ -439,7 +439,8 @@ mod tests {
 
     #[test]
     fn a_project_waits_for_its_organisation_to_be_ready() {
-        let (reason, _) = blocker(&project("org-acme"), Some(&organisation(Some("org-acme"), "False"))).expect("blocked");
+        let (reason, _) =
+            blocker(&project("org-acme"), Some(&organisation(Some("org-acme"), "False"))).expect("blocked");
         assert_eq!(reason, "OrganisationNotReady");
         let (reason, _) = blocker(&project("org-acme"), Some(&organisation(None, "True"))).expect("blocked");
         assert_eq!(reason, "OrganisationNotReady");
