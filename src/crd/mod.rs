@@ -9,7 +9,6 @@ pub use project::{
     DesiredState, GitSource, IdleStatus, Isolation, Lifecycle, Phase, Project, ProjectPort, ProjectResources,
     ProjectSource, ProjectSpec, ProjectStatus, PublishedStatus, PublishedVersion, WakeStatus,
 };
-pub use schema::MAX_NAME_LEN;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

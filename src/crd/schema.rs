@@ -3,11 +3,9 @@
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 
-/// Resource and object names: DNS-1123 labels of at most this many characters, short enough that
+/// CEL rule for `metadata.name` of an ooda object (the API server itself only checks DNS-1123
+/// subdomains): a DNS-1123 label of at most 30 characters, short enough that
 /// `<project>--<org>.<domain>` stays a valid host label and `org-<name>` a valid namespace.
-pub const MAX_NAME_LEN: usize = 30;
-
-/// CEL rule for `metadata.name` of an ooda object (the API server only checks DNS-1123 subdomains).
 pub const NAME_RULE: &str =
     "self.metadata.name.size() <= 30 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";
 pub const NAME_MESSAGE: &str = "metadata.name must be a DNS-1123 label of at most 30 characters: \

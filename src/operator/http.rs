@@ -1,7 +1,6 @@
 //! The operator's own HTTP endpoints: `/healthz` (alive), `/readyz` (CRDs established and, on the
 //! leader, every cache synced) and `/metrics`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -70,10 +69,4 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         });
     }
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
-}
-
-pub async fn serve(addr: SocketAddr, health: Arc<Health>, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "operator HTTP endpoints listening");
-    axum::serve(listener, router(health, metrics)).await
 }
