@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::config::OperatorConfig;
 use crate::crd::Project;
@@ -109,6 +109,10 @@ impl Context {
         };
         match self.recorder.publish(&event, object).await {
             Ok(()) => self.metrics.wrote("Event"),
+            // A namespace being deleted takes no new objects, Events included; nobody would read them.
+            Err(kube::Error::Api(status)) if status.code == 403 && status.message.contains("being terminated") => {
+                debug!(reason, "not publishing an Event into a terminating namespace");
+            }
             Err(error) => warn!(%error, reason, "publishing an Event"),
         }
     }

@@ -23,7 +23,7 @@ const CRD_FIELD_MANAGER: &str = "ooda-bed";
 /// The deadline for things the control plane does on its own (scheduling, GC, kwok status).
 pub const SETTLE: Duration = Duration::from_secs(60);
 
-fn kubeconfig_path() -> PathBuf {
+pub fn kubeconfig_path() -> PathBuf {
     std::env::var_os("OODA_KUBECONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kubeconfig"))

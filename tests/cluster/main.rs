@@ -5,3 +5,4 @@ mod bed;
 mod harness;
 mod operator;
 mod operator_harness;
+mod rbac;

@@ -25,13 +25,15 @@ pub struct Operator {
 
 impl Operator {
     /// Starts an operator managing organisations labelled `ooda.run/test=<test>`, with its
-    /// leader Lease `lease` in `namespace`.
+    /// leader Lease `lease` in `namespace`, as the cluster admin.
     pub async fn start(test: &str, namespace: &str, lease: &str) -> Self {
+        Self::start_as(test, namespace, lease, crate::harness::kubeconfig_path()).await
+    }
+
+    /// The same, with the identity in `kubeconfig`.
+    pub async fn start_as(test: &str, namespace: &str, lease: &str, kubeconfig: PathBuf) -> Self {
         let http = free_port();
         let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/operator-config.yaml");
-        let kubeconfig = std::env::var_os("OODA_KUBECONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kubeconfig"));
         let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", http.port())))
             .expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ooda"))

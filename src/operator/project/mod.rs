@@ -122,6 +122,11 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     let mut status = old.clone();
     status.observed_generation = generation;
 
+    // The organisation is going, and its namespace with it: nothing may be created there any
+    // more, and the project's own deletion (and finalizer) follows.
+    if organisation.is_some_and(|org| org.metadata.deletion_timestamp.is_some()) {
+        return Ok(Action::await_change());
+    }
     if let Some((reason, message)) = blocker(project, organisation) {
         let time = Time(now);
         status.phase = Some(Phase::Pending);
