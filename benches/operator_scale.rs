@@ -26,7 +26,8 @@ const WRITE_VERBS: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
 
 #[tokio::main]
 async fn main() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Read at run time: the target directory is shared between clones.
+    let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let kubeconfig_path =
         std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
     let kubeconfig = Kubeconfig::read_from(&kubeconfig_path).expect("kubeconfig (run `make cluster-up`)");

@@ -2,6 +2,12 @@
 
 use std::process::Command;
 
+/// The checkout under test, read when the test runs: build outputs are shared between clones
+/// (the target directory lives outside them), so a path compiled in could name another clone.
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests"))
+}
+
 fn ooda() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ooda"))
 }
@@ -10,8 +16,7 @@ fn ooda() -> Command {
 fn an_invalid_operator_configuration_stops_start_up_naming_the_setting() {
     let dir = std::env::temp_dir().join(format!("ooda-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/operator-config.yaml"))
-        .expect("example config");
+    let example = std::fs::read_to_string(repo().join("examples/operator-config.yaml")).expect("example config");
     let cases = [
         ("idleTimeout: 15m", "idleTimeout: 5s", "defaults.idleTimeout"),
         ("storageClass: eu-ssd", "storageClass: EU SSD", "jurisdictions.eu.storageClass"),

@@ -1,15 +1,19 @@
 //! `crds/` is generated from the Rust types: these tests fail when the two drift apart, and when
 //! the examples use a field the types do not know.
 
-use std::path::Path;
-
 use ooda::crd::{self, Organisation, Project};
+
+/// The checkout under test, read when the test runs: build outputs are shared between clones
+/// (the target directory lives outside them), so a path compiled in could name another clone.
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests"))
+}
 
 const REGENERATE: &str = "run `make crds` (ooda crds --out crds) and commit the result";
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let dir = repo().join("crds");
     let mut expected_files = Vec::new();
     for definition in crd::definitions() {
         let file = crd::file_name(&definition);
@@ -31,7 +35,7 @@ fn committed_crds_match_the_rust_types() {
 /// Parsing into the typed structs and serialising back must give the same document: a field the
 /// types don't know (a typo, a stale example) would be dropped and show up here.
 fn assert_round_trips<T: serde::de::DeserializeOwned + serde::Serialize>(file: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(file);
+    let path = repo().join("examples").join(file);
     let text = std::fs::read_to_string(&path).expect("read example");
     let raw: serde_json::Value = serde_yaml::from_str(&text).expect("example is YAML");
     let typed: T = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("examples/{file} does not parse: {e}"));

@@ -262,7 +262,7 @@ async fn the_examples_are_accepted() {
     install_crds(&client).await;
     let ns = TestNamespace::create(&client, "examples").await;
     let dry_run = PostParams { dry_run: true, ..Default::default() };
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = crate::harness::repo().join("examples");
 
     let organisation: Organisation =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("organisation.yaml")).expect("read")).expect("parse");

@@ -23,10 +23,14 @@ const CRD_FIELD_MANAGER: &str = "ooda-bed";
 /// The deadline for things the control plane does on its own (scheduling, GC, kwok status).
 pub const SETTLE: Duration = Duration::from_secs(60);
 
+/// The checkout under test, read when the test runs: build outputs are shared between clones
+/// (the target directory lives outside them), so a path compiled in could name another clone.
+pub fn repo() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests"))
+}
+
 pub fn kubeconfig_path() -> PathBuf {
-    std::env::var_os("OODA_KUBECONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kubeconfig"))
+    std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| repo().join(".local/kubeconfig"))
 }
 
 /// A client for the local control plane. Panics, with what to do, when there is none.
@@ -113,7 +117,7 @@ impl Drop for TestNamespace {
 /// API server has established them.
 pub async fn install_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let dir = repo().join("crds");
     for entry in std::fs::read_dir(&dir).expect("read crds/") {
         let path = entry.expect("dir entry").path();
         let crd: CustomResourceDefinition =

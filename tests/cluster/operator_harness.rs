@@ -33,7 +33,7 @@ impl Operator {
     /// The same, with the identity in `kubeconfig`.
     pub async fn start_as(test: &str, namespace: &str, lease: &str, kubeconfig: PathBuf) -> Self {
         let http = free_port();
-        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/operator-config.yaml");
+        let config = crate::harness::repo().join("examples/operator-config.yaml");
         let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", http.port())))
             .expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ooda"))

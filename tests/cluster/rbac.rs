@@ -22,11 +22,8 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
     let home = TestNamespace::create(&client, &test).await;
 
     let role: ClusterRole = serde_yaml::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/charts/ooda/templates/operator-clusterrole.yaml"
-        ))
-        .expect("chart ClusterRole"),
+        &std::fs::read_to_string(crate::harness::repo().join("charts/ooda/templates/operator-clusterrole.yaml"))
+            .expect("chart ClusterRole"),
     )
     .expect("ClusterRole YAML");
     Api::<ClusterRole>::all(client.clone())
