@@ -3,8 +3,10 @@
 //! - [`crd`]: the `Organisation` and `Project` custom resources and their generated CRDs.
 //! - [`config`]: the operator's configuration (jurisdictions, runtime classes, defaults).
 //! - [`operator`]: the controllers, leader election, metrics and health endpoints.
+//! - [`accounts`]: user accounts (PBKDF2 password hashes in Secrets).
 //! - [`cli`]: the `ooda` command line.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod crd;

@@ -1,6 +1,7 @@
 //! Integration tests against the real local control plane (`make test` brings it up).
 //! A missing or unreachable cluster fails these tests; it never skips them.
 
+mod accounts;
 mod bed;
 mod harness;
 mod operator;

@@ -1,0 +1,68 @@
+//! `ooda user` against the real API server: accounts are Secrets holding only a salted hash.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use ooda::accounts::{AccountStore, MIN_ITERATIONS, secret_name};
+
+use crate::harness::{TestNamespace, client, kubeconfig_path};
+
+/// Runs `ooda user <args…>` with `password` on standard input; returns success and stderr.
+fn ooda_user(namespace: &str, args: &[&str], password: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ooda"))
+        .arg("user")
+        .args(args)
+        .args(["--password-stdin", "--namespace", namespace])
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ooda user");
+    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write password");
+    let output = child.wait_with_output().expect("wait for ooda user");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn ooda_user_adds_accounts_as_hashed_secrets_and_resets_passwords() {
+    let client = client().await;
+    let ns = TestNamespace::create(&client, "accounts").await;
+    let email = "alice@acme.example";
+
+    let (ok, stderr) = ooda_user(&ns.name, &["add", "--email", email], "first password, long");
+    assert!(ok, "{stderr}");
+    let secret = ns.api::<Secret>().get(&secret_name(email)).await.expect("the account's Secret");
+    assert_eq!(secret.metadata.labels.as_ref().expect("labels")["ooda.run/user"], "true");
+    let stored = secret.data.expect("data");
+    let password = String::from_utf8(stored["password"].0.clone()).expect("utf-8");
+    assert!(password.starts_with(&format!("pbkdf2-sha256${MIN_ITERATIONS}$")), "parameters stored with the hash");
+    assert!(!password.contains("first password"), "no plaintext");
+    let store = AccountStore::new(client.clone(), &ns.name);
+    let hash = store.password_hash(email).await.expect("read").expect("account");
+    assert!(hash.verify("first password, long"));
+
+    // An account cannot be claimed twice, nor made with weak parameters or a bad email.
+    let (ok, stderr) = ooda_user(&ns.name, &["add", "--email", email], "another password!!");
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    let (ok, stderr) =
+        ooda_user(&ns.name, &["add", "--email", "bob@acme.example", "--iterations", "1000"], "a password, long");
+    assert!(!ok && stderr.contains("at least 600000"), "{stderr}");
+    let (ok, stderr) = ooda_user(&ns.name, &["add", "--email", "Bob@Acme"], "a password, long");
+    assert!(!ok && stderr.contains("email"), "{stderr}");
+    assert!(store.password_hash("bob@acme.example").await.expect("read").is_none());
+
+    let (ok, stderr) = ooda_user(&ns.name, &["reset-password", "--email", email], "second password, long");
+    assert!(ok, "{stderr}");
+    let hash = store.password_hash(email).await.expect("read").expect("account");
+    assert!(hash.verify("second password, long"));
+    assert!(!hash.verify("first password, long"), "the old password stops working");
+    let (ok, stderr) = ooda_user(&ns.name, &["reset-password", "--email", "carol@acme.example"], "a password, long");
+    assert!(!ok && stderr.contains("no account"), "{stderr}");
+
+    let secrets: Api<Secret> = ns.api();
+    assert_eq!(secrets.list(&Default::default()).await.expect("list").items.len(), 1, "only alice's account exists");
+    ns.cleanup().await;
+}
