@@ -78,6 +78,37 @@ where
     Ok(())
 }
 
+/// Writes `status` to `object`'s status subresource (server-side apply, the operator's field
+/// manager) unless it equals `old` or was the last status written for this object — a reconcile
+/// triggered before our own write reached the cache recomputes it from a stale `old`.
+/// Returns whether it wrote; `kind` labels the write in metrics.
+pub async fn apply_status<K, S>(
+    ctx: &Context,
+    api: &Api<K>,
+    object: &K,
+    old: &S,
+    status: &S,
+    kind: &'static str,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    S: Serialize + PartialEq,
+{
+    let uid = object.meta().uid.clone().unwrap_or_default();
+    if status == old || !ctx.claim_status_write(&uid, status) {
+        return Ok(false);
+    }
+    let patch = serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+    if let Err(error) =
+        api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+    {
+        ctx.forget_status(&uid);
+        return Err(error.into());
+    }
+    ctx.metrics.wrote(kind);
+    Ok(true)
+}
+
 /// The path of the first field of `desired` that `live` lacks or holds differently, if any.
 /// Lists must have the same length (entries compared in order); maps may have extra keys
 /// (server defaults).

@@ -245,8 +245,14 @@ async fn a_converged_project_causes_no_writes_for_thirty_seconds() {
     world.create_project(&ns, "quiet", web_project()).await;
     let projects: Api<Project> = Api::namespaced(client.clone(), &ns);
     wait_for(&projects, "quiet", project_phase(Phase::Running)).await;
-    // Let the last status write and its echo settle before taking the baseline.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The operator's last write on the way to Running is the Event announcing it: baseline after it.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let announced = ListParams::default().fields("regarding.name=quiet,reason=Running");
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while events.list(&announced).await.expect("list events").items.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no Running event within {SETTLE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let versions = snapshot(&client, &ns, &org.name_any()).await;
     let writes = metric_sum(&world.operator.metrics().await, "ooda_api_writes_total");

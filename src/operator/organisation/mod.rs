@@ -17,8 +17,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
-use crate::crd::{Organisation, OrganisationStatus};
-use crate::operator::apply::{FIELD_MANAGER, apply_child, in_namespace};
+use crate::crd::Organisation;
+use crate::operator::apply::{apply_child, apply_status, in_namespace};
 use crate::operator::conditions;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
@@ -69,9 +69,14 @@ async fn ensure_finalizer(org: &Organisation, ctx: &Context) -> Result<()> {
     if org.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
-    let api: Api<Organisation> = Api::all(ctx.client.clone());
     let mut finalizers = org.finalizers().to_vec();
     finalizers.push(FINALIZER.to_owned());
+    set_finalizers(org, finalizers, ctx).await
+}
+
+/// Replaces the finalizer list, guarded by the resourceVersion it was computed from.
+async fn set_finalizers(org: &Organisation, finalizers: Vec<String>, ctx: &Context) -> Result<()> {
+    let api: Api<Organisation> = Api::all(ctx.client.clone());
     let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": org.resource_version() } });
     api.patch(&org.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     ctx.metrics.wrote("Organisation");
@@ -94,11 +99,8 @@ async fn delete_namespace_first(org: &Organisation, ctx: &OrganisationContext) -
         // The namespace's deletion events bring us back here.
         return Ok(Action::await_change());
     }
-    let api: Api<Organisation> = Api::all(shared.client.clone());
     let finalizers: Vec<String> = org.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": org.resource_version() } });
-    api.patch(&org.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    shared.metrics.wrote("Organisation");
+    set_finalizers(org, finalizers, shared).await?;
     shared.forget_status(org.metadata.uid.as_deref().unwrap_or_default());
     Ok(Action::await_change())
 }
@@ -167,12 +169,8 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
         }
     }
 
-    let uid = org.metadata.uid.clone().unwrap_or_default();
-    if status != old && shared.claim_status_write(&uid, &status) {
-        if let Err(error) = write_status(org, &status, shared).await {
-            shared.forget_status(&uid);
-            return Err(error);
-        }
+    let api: Api<Organisation> = Api::all(shared.client.clone());
+    if apply_status(shared, &api, org, &old, &status, "OrganisationStatus").await? {
         let was_ready = conditions::is_true(&old.conditions, "Ready");
         let ready = conditions::is_true(&status.conditions, "Ready");
         let reason =
@@ -222,15 +220,6 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
     let live = children.network_policies.get(&child(&namespace_name, build::DEFAULT_DENY_NAME));
     apply_child(shared, &in_namespace(shared, &namespace_name), &desired.default_deny, live.as_deref()).await?;
     Ok(quota_counted)
-}
-
-async fn write_status(org: &Organisation, status: &OrganisationStatus, ctx: &Context) -> Result<()> {
-    let api: Api<Organisation> = Api::all(ctx.client.clone());
-    let patch =
-        json!({ "apiVersion": Organisation::api_version(&()), "kind": Organisation::kind(&()), "status": status });
-    api.patch_status(&org.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-    ctx.metrics.wrote("OrganisationStatus");
-    Ok(())
 }
 
 pub fn error_policy(org: Arc<Organisation>, error: &Error, ctx: Arc<OrganisationContext>) -> Action {

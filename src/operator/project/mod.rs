@@ -25,7 +25,7 @@ use tracing::{info, instrument};
 
 use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, ProjectStatus, WakeStatus};
 use crate::duration;
-use crate::operator::apply::{FIELD_MANAGER, apply_child, in_namespace};
+use crate::operator::apply::{FIELD_MANAGER, apply_child, apply_status, in_namespace};
 use crate::operator::conditions;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
@@ -300,19 +300,10 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
 /// Writes status if it changed, and tells users about phase changes with an Event. Returns
 /// whether it wrote.
 async fn finish(project: &Project, old: &ProjectStatus, status: ProjectStatus, ctx: &Context) -> Result<bool> {
-    let uid = project.metadata.uid.clone().unwrap_or_default();
-    if &status == old || !ctx.claim_status_write(&uid, &status) {
+    let api: Api<Project> = Api::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
+    if !apply_status(ctx, &api, project, old, &status, "ProjectStatus").await? {
         return Ok(false);
     }
-    let api: Api<Project> = Api::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
-    let patch = json!({ "apiVersion": Project::api_version(&()), "kind": Project::kind(&()), "status": status });
-    if let Err(error) =
-        api.patch_status(&project.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
-    {
-        ctx.forget_status(&uid);
-        return Err(error.into());
-    }
-    ctx.metrics.wrote("ProjectStatus");
     if status.phase != old.phase
         && let Some(phase) = status.phase
     {
