@@ -105,7 +105,8 @@ impl PasswordHash {
 
 fn derive(password: &str, salt: &[u8], iterations: u32) -> [u8; HASH_LEN] {
     let mut out = [0u8; HASH_LEN];
-    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out);
+    let rounds = std::num::NonZeroU32::new(iterations.max(1)).expect("at least one round");
+    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, rounds, salt, password.as_bytes(), &mut out);
     out
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::accounts::{self, AccountError, AccountStore, PasswordHash};
-use crate::{crd, duration, operator};
+use crate::{crd, duration, gateway, operator};
 
 #[derive(Parser, Debug)]
 #[command(name = "ooda", version, about = "Sandboxed, hibernating cloud development environments on Kubernetes")]
@@ -21,6 +21,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the Organisation and Project controllers (leader-elected: run as many replicas as you like).
     Operator(OperatorArgs),
+    /// Run the HTTP(S) edge: sign-in, the REST API and the preview proxy (stateless: run many).
+    Gateway(Box<GatewayArgs>),
+    /// Replace the session signing key; the previous one keeps verifying until the next rotation.
+    RotateSigningKey {
+        /// Namespace of the gateway's signing keys: the operator's own.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "ooda-system")]
+        namespace: String,
+    },
     /// Manage user accounts (platform-operator bootstrap): stored as Secrets, passwords hashed.
     #[command(subcommand)]
     User(UserCommand),
@@ -84,6 +92,58 @@ pub struct OperatorArgs {
     concurrency: u16,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct GatewayArgs {
+    /// The configuration file shared with the operator (preview domain, jurisdictions).
+    #[arg(long, env = "OODA_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// Public address: the API and preview hosts.
+    #[arg(long, env = "OODA_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "OODA_HTTP_ADDR", default_value = "127.0.0.1:8081")]
+    http_addr: SocketAddr,
+    /// PEM certificate chain for TLS on the public address.
+    #[arg(long, env = "OODA_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "OODA_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP without a certificate. Only for local use; never on a network.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_http: bool,
+    /// Namespace of accounts, invites and signing keys: the operator's own.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ooda-system")]
+    namespace: String,
+    /// `iss` of session tokens.
+    #[arg(long, default_value = "ooda")]
+    issuer: String,
+    /// `aud` of session tokens.
+    #[arg(long, default_value = "ooda-api")]
+    audience: String,
+    /// How long a session token lasts.
+    #[arg(long, default_value = "12h", value_parser = parse_duration)]
+    session_ttl: Duration,
+    /// How long an invite can be redeemed.
+    #[arg(long, default_value = "72h", value_parser = parse_duration)]
+    invite_ttl: Duration,
+    /// Longest gap between activity Lease renewals of a busy project.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    activity_interval: Duration,
+    /// How long a request waits for a hibernated project to wake before 503.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    wake_timeout: Duration,
+    /// The port in preview URLs, when clients reach the gateway on a non-default port.
+    #[arg(long)]
+    public_port: Option<u16>,
+    /// PBKDF2-HMAC-SHA256 rounds for new passwords; lower than 600000 is refused.
+    #[arg(long, default_value_t = accounts::MIN_ITERATIONS)]
+    password_iterations: u32,
+    /// Password hashes computed at once (the rest queue); default half the cores.
+    #[arg(long)]
+    hashing_slots: Option<usize>,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     match duration::parse(text) {
         Ok(d) if d >= Duration::from_secs(2) => Ok(d),
@@ -96,6 +156,12 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub enum CliError {
     #[error(transparent)]
     Operator(#[from] operator::RunError),
+    #[error(transparent)]
+    Gateway(#[from] gateway::RunError),
+    #[error(transparent)]
+    Keys(#[from] gateway::keys::KeysError),
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Account(#[from] AccountError),
     #[error("reading the password from standard input: {0}")]
@@ -125,6 +191,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             .await?;
             Ok(())
         }
+        Command::Gateway(args) => {
+            gateway::run(gateway_options(*args)?).await?;
+            Ok(())
+        }
+        Command::RotateSigningKey { namespace } => {
+            let secrets = kube::Api::namespaced(kube::Client::try_default().await?, &namespace);
+            let ring = gateway::keys::rotate(&secrets).await?;
+            eprintln!("rotated the session signing key; new key id {}", ring.current_kid());
+            Ok(())
+        }
         Command::User(command) => user(command).await,
         Command::Crds { out: None } => {
             let documents = crd::definitions().iter().map(crd::to_yaml).collect::<Result<Vec<_>, _>>()?;
@@ -133,6 +209,40 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Crds { out: Some(dir) } => write_crds(&dir),
     }
+}
+
+fn gateway_options(args: GatewayArgs) -> Result<gateway::Options, CliError> {
+    let tls = args.tls_cert.zip(args.tls_key);
+    if tls.is_none() && !args.insecure_http {
+        return Err(CliError::Usage(
+            "the gateway needs --tls-cert and --tls-key, or --insecure-http for local plain HTTP".into(),
+        ));
+    }
+    if args.password_iterations < accounts::MIN_ITERATIONS {
+        return Err(AccountError::WeakIterations(args.password_iterations).into());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(gateway::Options {
+        config: args.config,
+        listen: args.listen,
+        http_addr: args.http_addr,
+        settings: gateway::Settings {
+            namespace: args.namespace,
+            issuer: args.issuer,
+            audience: args.audience,
+            session_ttl: args.session_ttl,
+            token_leeway: Duration::from_secs(30),
+            invite_ttl: args.invite_ttl,
+            activity_interval: args.activity_interval,
+            wake_timeout: args.wake_timeout,
+            browser_hold: Duration::from_secs(2),
+            tls: tls.is_some(),
+            public_port: args.public_port,
+            password_iterations: args.password_iterations,
+            hashing_slots: args.hashing_slots.unwrap_or((cores / 2).max(1)),
+        },
+        tls,
+    })
 }
 
 async fn user(command: UserCommand) -> Result<(), CliError> {

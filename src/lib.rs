@@ -3,6 +3,7 @@
 //! - [`crd`]: the `Organisation` and `Project` custom resources and their generated CRDs.
 //! - [`config`]: the operator's configuration (jurisdictions, runtime classes, defaults).
 //! - [`operator`]: the controllers, leader election, metrics and health endpoints.
+//! - [`gateway`]: the HTTP(S) edge: sessions, the REST API, the preview proxy.
 //! - [`accounts`]: user accounts (PBKDF2 password hashes in Secrets).
 //! - [`cli`]: the `ooda` command line.
 
@@ -11,4 +12,5 @@ pub mod cli;
 pub mod config;
 pub mod crd;
 pub mod duration;
+pub mod gateway;
 pub mod operator;

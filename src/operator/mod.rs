@@ -129,7 +129,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     outcome
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

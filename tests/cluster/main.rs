@@ -3,6 +3,8 @@
 
 mod accounts;
 mod bed;
+mod gateway;
+mod gateway_harness;
 mod harness;
 mod operator;
 mod operator_harness;

@@ -89,7 +89,7 @@ pub fn metric_sum(metrics: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn free_port() -> SocketAddr {
+pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr")
 }

@@ -1,0 +1,138 @@
+//! The gateway's view of the cluster: watch caches of Organisations, Projects, project pods and
+//! project Secrets. Every change bumps one generation counter, so a request waiting for a pod
+//! to become ready (or for its project to stop) wakes on the watch event, not on a timer.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::crd::{Organisation, Project};
+use crate::operator::labels::{self, child, organisation_namespace};
+use crate::operator::project::build::{TOKEN_KEY, TOKEN_STATE, preview_secret_name};
+
+#[derive(Clone)]
+pub struct Caches {
+    pub organisations: Store<Organisation>,
+    pub projects: Store<Project>,
+    pub pods: Store<Pod>,
+    pub secrets: Store<Secret>,
+    changes: watch::Receiver<u64>,
+    synced: Arc<AtomicUsize>,
+}
+
+const WATCHES: usize = 4;
+
+impl Caches {
+    /// Starts the watches; they run for as long as the process.
+    pub fn start(client: &Client) -> Self {
+        let (changed, changes) = watch::channel(0u64);
+        let synced = Arc::new(AtomicUsize::new(0));
+        let managed = watcher::Config::default().labels(&labels::managed_selector());
+        let organisations = reflect(Api::all(client.clone()), watcher::Config::default(), &changed, &synced, false);
+        let projects = reflect(Api::all(client.clone()), watcher::Config::default(), &changed, &synced, true);
+        let pods = reflect(Api::all(client.clone()), managed.clone(), &changed, &synced, true);
+        let secrets = reflect(Api::all(client.clone()), managed, &changed, &synced, true);
+        Self { organisations, projects, pods, secrets, changes, synced }
+    }
+
+    /// Every watch has delivered its initial list.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) >= WATCHES
+    }
+
+    /// A receiver that sees every later change to any cache.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    pub fn organisation(&self, name: &str) -> Option<Arc<Organisation>> {
+        self.organisations.get(&reflector::ObjectRef::new(name))
+    }
+
+    pub fn project(&self, org: &str, name: &str) -> Option<Arc<Project>> {
+        self.projects.get(&child(&organisation_namespace(org), name))
+    }
+
+    /// The project's pod, if it exists and is not being deleted.
+    pub fn pod(&self, org: &str, project: &str) -> Option<Arc<Pod>> {
+        self.pods
+            .get(&child(&organisation_namespace(org), format!("{project}-0")))
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+    }
+
+    /// The project's current preview token, unless the project is stopped (the operator marks
+    /// the Secret the moment it rotates the token on stop).
+    pub fn preview_token(&self, org: &str, project: &str) -> Option<PreviewToken> {
+        let secret = self.secrets.get(&child(&organisation_namespace(org), preview_secret_name(project)))?;
+        let stopped = secret.annotations().get(TOKEN_STATE).is_some_and(|state| state == "stopped");
+        let token = secret.data.as_ref()?.get(TOKEN_KEY)?.0.clone();
+        Some(PreviewToken { token, stopped })
+    }
+}
+
+pub struct PreviewToken {
+    pub token: Vec<u8>,
+    pub stopped: bool,
+}
+
+/// The address of a pod that is Ready and has an IP.
+pub fn ready_pod_ip(pod: &Pod) -> Option<std::net::IpAddr> {
+    let status = pod.status.as_ref()?;
+    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    if !ready {
+        return None;
+    }
+    status.pod_ip.as_deref()?.parse().ok()
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: &watch::Sender<u64>,
+    synced: &Arc<AtomicUsize>,
+    drop_managed_fields: bool,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let changed = changed.clone();
+    let synced = synced.clone();
+    let kind = K::kind(&()).into_owned();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(move |object: &mut K| {
+            // Organisations keep theirs: membership writes read who manages each entry.
+            if drop_managed_fields {
+                object.meta_mut().managed_fields = None;
+            }
+        })
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut counted = false;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if matches!(event, watcher::Event::InitDone) && !counted {
+                        counted = true;
+                        synced.fetch_add(1, Ordering::AcqRel);
+                    }
+                    changed.send_modify(|generation| *generation += 1);
+                }
+                Err(error) => warn!(%error, kind, "watch failed; retrying"),
+            }
+        }
+    });
+    store
+}

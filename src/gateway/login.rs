@@ -1,0 +1,108 @@
+//! Signing in. An unknown email and a wrong password are the same to the caller: the same
+//! status and body, and the same work (an unknown email is checked against a decoy hash with the
+//! same parameters). Hashing runs on the blocking pool behind a semaphore, so a flood of sign-ins
+//! queues instead of taking the cores the proxy needs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use k8s_openapi::jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{info, instrument, warn};
+
+use crate::accounts::{MAX_PASSWORD_LEN, PasswordHash};
+use crate::gateway::Gateway;
+use crate::gateway::auth::memberships;
+use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::token::Claims;
+
+/// Longest email a user can have (RFC 5321 path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+#[instrument(skip_all, fields(peer = %peer.ip()))]
+pub async fn login(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    let Json(request) = body?;
+    let email = request.email.trim().to_lowercase();
+    if email.len() > MAX_EMAIL_LEN || request.password.len() > MAX_PASSWORD_LEN {
+        return Err(ApiError::bad_request(format!(
+            "email is at most {MAX_EMAIL_LEN} bytes and password at most {MAX_PASSWORD_LEN}"
+        )));
+    }
+    let wait = gateway.limiter.lock().expect("limiter lock").wait(&email, peer.ip(), Instant::now());
+    if let Some(wait) = wait {
+        gateway.metrics.login("limited");
+        return Err(ApiError::too_many_requests(wait.as_secs().max(1)));
+    }
+    let stored = gateway.accounts.password_hash(&email).await.map_err(|error| {
+        warn!(%error, "could not read an account");
+        ApiError::unavailable("accounts are unavailable; try again", 1)
+    })?;
+    let known = stored.is_some();
+    let hash = stored.unwrap_or_else(|| gateway.decoy_hash.clone());
+    let correct = gateway.check_password(hash, request.password).await? && known;
+    if !correct {
+        gateway.limiter.lock().expect("limiter lock").failed(&email, peer.ip(), Instant::now());
+        gateway.metrics.login("refused");
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
+    }
+    gateway.limiter.lock().expect("limiter lock").succeeded(&email);
+    gateway.metrics.login("accepted");
+    let now = Timestamp::now();
+    let expires = now.as_second() + gateway.settings.session_ttl.as_secs() as i64;
+    let orgs = memberships(&gateway, &email);
+    let claims = Claims {
+        iss: gateway.settings.issuer.clone(),
+        aud: gateway.settings.audience.clone(),
+        sub: email.clone(),
+        iat: now.as_second(),
+        exp: expires,
+        jti: crate::gateway::random_token(16),
+        orgs: orgs.clone(),
+    };
+    let token = gateway.keys().issue(&claims);
+    info!(email, "signed in");
+    Ok(Json(json!({
+        "token": token,
+        "tokenType": "Bearer",
+        "expiresAt": Timestamp::from_second(expires).map(|t| t.to_string()).unwrap_or_default(),
+        "email": email,
+        "organisations": orgs,
+    })))
+}
+
+impl Gateway {
+    /// PBKDF2 on the blocking pool, at most `hashing_slots` at a time.
+    pub async fn check_password(&self, hash: PasswordHash, password: String) -> ApiResult<bool> {
+        let _slot = self.hashing.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
+        tokio::task::spawn_blocking(move || hash.verify(&password))
+            .await
+            .map_err(|_| ApiError::internal("password check failed"))
+    }
+
+    /// Hashes a new password on the blocking pool, sharing the sign-in slots.
+    pub async fn hash_password(&self, password: String) -> ApiResult<PasswordHash> {
+        let _slot = self.hashing.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
+        let iterations = self.settings.password_iterations;
+        tokio::task::spawn_blocking(move || PasswordHash::new(&password, iterations))
+            .await
+            .map_err(|_| ApiError::internal("password hashing failed"))?
+            .map_err(|error| ApiError::bad_request(error.to_string()))
+    }
+}

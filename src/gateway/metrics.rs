@@ -1,0 +1,96 @@
+//! The gateway's Prometheus metrics. Labels are bounded: a surface, a status class, an outcome.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `api` or `preview`.
+    pub surface: &'static str,
+    /// `2xx`, `3xx`, `4xx` or `5xx`.
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RequestLabels, Histogram>,
+    logins: Family<OutcomeLabel, Counter>,
+    wakes: Family<OutcomeLabel, Counter>,
+    wake_seconds: Histogram,
+    activity_renewals: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ooda_gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        let logins = Family::<OutcomeLabel, Counter>::default();
+        let wakes = Family::<OutcomeLabel, Counter>::default();
+        let wake_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        let activity_renewals = Counter::default();
+        registry.register("requests", "HTTP requests answered, by surface and status class", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response head, by surface and status class",
+            request_seconds.clone(),
+        );
+        registry.register("logins", "Sign-in attempts by outcome", logins.clone());
+        registry.register("wakes", "Requests that had to wait for a hibernated project, by outcome", wakes.clone());
+        registry.register(
+            "wake_duration_seconds",
+            "From a request finding its project asleep to its pod being ready",
+            wake_seconds.clone(),
+        );
+        registry.register("activity_renewals", "Activity Lease renewals written", activity_renewals.clone());
+        Self { registry, requests, request_seconds, logins, wakes, wake_seconds, activity_renewals }
+    }
+}
+
+impl Metrics {
+    pub fn answered(&self, surface: &'static str, status: u16, took: Duration) {
+        let class = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let labels = RequestLabels { surface, class };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    pub fn login(&self, outcome: &'static str) {
+        self.logins.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn woke(&self, outcome: &'static str, took: Duration) {
+        self.wakes.get_or_create(&OutcomeLabel { outcome }).inc();
+        if outcome == "ready" {
+            self.wake_seconds.observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn activity_renewed(&self) {
+        self.activity_renewals.inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}

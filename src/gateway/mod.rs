@@ -1,0 +1,305 @@
+//! `ooda gateway`: the HTTP(S) edge. Accounts and sessions, the REST API, and the preview proxy
+//! with wake-on-request. Stateless apart from in-memory caches and rate limits: run as many
+//! replicas as you like.
+
+pub mod activity;
+pub mod api;
+pub mod auth;
+pub mod cache;
+pub mod error;
+pub mod invites;
+pub mod keys;
+pub mod limiter;
+pub mod login;
+pub mod members;
+pub mod metrics;
+pub mod proxy;
+pub mod server;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kube::Client;
+use tokio::sync::Semaphore;
+use tracing::{error, info};
+
+use crate::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
+use crate::config::{ConfigError, OperatorConfig};
+use crate::crd::Project;
+use crate::duration;
+use activity::Activity;
+use auth::Accounts;
+use cache::Caches;
+use error::ApiError;
+use limiter::LoginLimiter;
+use metrics::Metrics;
+use token::KeyRing;
+
+/// How `ooda gateway` was started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub listen: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics`, apart from the public listener.
+    pub http_addr: SocketAddr,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub settings: Settings,
+}
+
+/// What the gateway's behaviour depends on, beyond the shared configuration file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace of accounts, invites and signing keys (the operator's).
+    pub namespace: String,
+    pub issuer: String,
+    pub audience: String,
+    pub session_ttl: Duration,
+    /// Clock skew tolerated on `exp` and `iat`.
+    pub token_leeway: Duration,
+    pub invite_ttl: Duration,
+    /// Longest gap between two renewals of a busy project's activity Lease.
+    pub activity_interval: Duration,
+    /// How long a request may wait for a hibernated project to wake.
+    pub wake_timeout: Duration,
+    /// How long a browser waits before it is shown the "waking" page instead.
+    pub browser_hold: Duration,
+    /// Whether the public listener speaks TLS (HSTS, `X-Forwarded-Proto`, preview URLs).
+    pub tls: bool,
+    /// The port in preview URLs, when clients reach the gateway on a non-default one.
+    pub public_port: Option<u16>,
+    pub password_iterations: u32,
+    /// Password hashes computed at once; the rest queue.
+    pub hashing_slots: usize,
+}
+
+impl Settings {
+    /// `scheme://host[:port]` as clients reach `host` through this gateway.
+    pub fn public_origin(&self, host: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        match self.public_port {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        }
+    }
+}
+
+pub struct Gateway {
+    pub client: Client,
+    pub config: Arc<OperatorConfig>,
+    pub settings: Settings,
+    pub caches: Caches,
+    pub accounts: Arc<dyn Accounts>,
+    pub activity: Arc<Activity>,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Mutex<LoginLimiter>,
+    pub hashing: Semaphore,
+    /// Checked against when the email is unknown, so that costs what a wrong password does.
+    pub decoy_hash: PasswordHash,
+    pub upstream: HttpClient<HttpConnector, Body>,
+    keys: Arc<RwLock<Arc<KeyRing>>>,
+}
+
+impl Gateway {
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.read().expect("key ring lock").clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+    #[error("signing keys: {0}")]
+    Keys(#[from] keys::KeysError),
+    #[error("TLS: {0}")]
+    Tls(#[from] server::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+pub async fn run(options: Options) -> Result<(), RunError> {
+    let config = Arc::new(OperatorConfig::load(&options.config)?);
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let client = Client::try_default().await?;
+    let settings = options.settings.clone();
+    let secrets = kube::Api::namespaced(client.clone(), &settings.namespace);
+    let keys = Arc::new(RwLock::new(Arc::new(keys::load_or_create(&secrets).await?)));
+    keys::follow(secrets, keys.clone());
+    let caches = Caches::start(&client);
+    let metrics = Arc::new(Metrics::default());
+    let gateway = Arc::new(Gateway {
+        accounts: Arc::new(AccountStore::new(client.clone(), &settings.namespace)),
+        activity: Arc::new(Activity::new(client.clone(), settings.activity_interval, metrics.clone())),
+        limiter: Mutex::new(LoginLimiter::default()),
+        hashing: Semaphore::new(settings.hashing_slots.max(1)),
+        decoy_hash: PasswordHash::new(&random_token(24), settings.password_iterations.max(MIN_ITERATIONS))
+            .expect("a random decoy password is long enough"),
+        upstream: upstream_client(),
+        client,
+        config,
+        settings,
+        caches,
+        metrics,
+        keys,
+    });
+
+    let health = tokio::net::TcpListener::bind(options.http_addr)
+        .await
+        .map_err(|source| RunError::Listen { addr: options.http_addr, source })?;
+    let health_router = health_router(gateway.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(health, health_router).await {
+            error!(%error, "gateway health endpoints stopped");
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: options.listen, source })?;
+    info!(addr = %options.listen, tls = tls.is_some(), "gateway listening");
+    server::serve(listener, router(gateway), tls, crate::operator::shutdown_signal(), Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Pooled HTTP/1.1 connections to project pods.
+fn upstream_client() -> HttpClient<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    HttpClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
+/// Largest JSON body any API endpoint takes.
+pub const MAX_API_BODY: usize = 64 * 1024;
+
+/// The public router: the API on every host but preview hosts, which go to the proxy.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/api/auth/login", post(login::login))
+        .route("/api/auth/accept-invite", post(invites::accept))
+        .route("/api/me", get(api::me))
+        .route("/api/orgs/{org}", get(api::organisation))
+        .route("/api/orgs/{org}/members", get(api::list_members))
+        .route("/api/orgs/{org}/members/{email}", put(api::put_member).delete(api::delete_member))
+        .route("/api/orgs/{org}/invites", post(invites::create))
+        .route("/api/orgs/{org}/projects", get(api::list_projects).post(api::create_project))
+        .route("/api/orgs/{org}/projects/{project}", get(api::get_project).delete(api::delete_project))
+        .route("/api/orgs/{org}/projects/{project}/start", post(api::start_project))
+        .route("/api/orgs/{org}/projects/{project}/stop", post(api::stop_project))
+        .route("/api/orgs/{org}/projects/{project}/wake", post(api::wake_project))
+        .route("/api/orgs/{org}/projects/{project}/preview", get(api::preview))
+        .route("/api/openapi.json", get(openapi))
+        .route("/.well-known/jwks.json", get(jwks))
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .layer(middleware::from_fn_with_state(gateway.clone(), edge))
+        .with_state(gateway)
+}
+
+/// Routes preview hosts to the proxy, adds the API's security headers, and counts every answer.
+async fn edge(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !gateway.caches.synced() {
+        return ApiError::unavailable("the gateway is starting", 1).into_response();
+    }
+    if let Some(label) = proxy::preview_label(&host, &gateway.config.preview_domain) {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let peer = peer.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let response = proxy::handle(gateway.clone(), label, peer, request).await;
+        gateway.metrics.answered("preview", response.status().as_u16(), started.elapsed());
+        return response;
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if gateway.settings.tls {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+    gateway.metrics.answered("api", response.status().as_u16(), started.elapsed());
+    response
+}
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn jwks(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
+    axum::Json(gateway.keys().jwks())
+}
+
+fn health_router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(gateway): State<Arc<Gateway>>| async move {
+                if gateway.caches.synced() {
+                    (StatusCode::OK, "gateway ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for watches to sync")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(gateway): State<Arc<Gateway>>| async move {
+                (
+                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    gateway.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(gateway)
+}
+
+/// A project's idle timeout: its own, or the configured default.
+pub fn idle_timeout(gateway: &Gateway, project: &Project) -> Duration {
+    project
+        .spec
+        .lifecycle
+        .idle_timeout
+        .as_deref()
+        .and_then(|t| duration::parse(t).ok())
+        .unwrap_or_else(|| gateway.config.default_idle_timeout())
+}
+
+/// `bytes` random bytes from the operating system, base64url without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the operating system provides randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer)
+}

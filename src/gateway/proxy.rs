@@ -1,0 +1,485 @@
+//! The preview proxy on `<project>--<org>.<previewDomain>`: checks the project's preview token
+//! (constant time, against the watch cache, so a stopped or deleted project is refused as soon as
+//! the watch sees it), wakes a hibernated project, and forwards to the pod's IP and preview port
+//! — never a Service address — with pooled keep-alive connections, streamed bodies and WebSocket
+//! tunnels. Traffic renews the project's activity Lease.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, Request, Response, StatusCode, Uri};
+use axum::response::IntoResponse;
+use hyper_util::rt::TokioIo;
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+use tracing::{debug, instrument, warn};
+
+use crate::crd::{DesiredState, Project};
+use crate::gateway::Gateway;
+use crate::gateway::cache::ready_pod_ip;
+use crate::gateway::error::ApiError;
+
+/// Query parameter carrying the token on a preview link; swapped for a cookie at once.
+pub const TOKEN_QUERY: &str = "ooda_token";
+/// Header carrying the token for API clients and scripts.
+pub const TOKEN_HEADER: &str = "x-ooda-preview-token";
+const TOKEN_COOKIE: &str = "ooda_preview";
+/// Longest token accepted from a client (ours are 43 characters).
+const MAX_TOKEN_LEN: usize = 128;
+
+/// The project a preview host names: `<project>--<org>.<domain>`. Names may themselves contain
+/// `--`, so every split is tried against the cache.
+pub fn preview_label<'a>(host: &'a str, preview_domain: &str) -> Option<&'a str> {
+    let host = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |h| h.0);
+    let label = host.strip_suffix(preview_domain)?.strip_suffix('.')?;
+    (!label.is_empty() && !label.contains('.')).then_some(label)
+}
+
+fn splits(label: &str) -> impl Iterator<Item = (&str, &str)> {
+    label.match_indices("--").map(move |(at, _)| (&label[..at], &label[at + 2..]))
+}
+
+/// Why a preview request is not served.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    UnknownProject,
+    NoToken,
+    WrongToken,
+    Stopped,
+    NoPreviewPort,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> axum::response::Response {
+        let error = match self {
+            Self::UnknownProject => ApiError::not_found("project"),
+            Self::NoToken => ApiError::unauthorized("a preview token is required: open the project's preview link"),
+            Self::WrongToken => ApiError::unauthorized("the preview token is not valid for this project"),
+            Self::Stopped => ApiError::forbidden("the project is stopped"),
+            Self::NoPreviewPort => ApiError::not_found("preview port"),
+        };
+        error.into_response()
+    }
+}
+
+struct Target {
+    org: String,
+    project: Arc<Project>,
+    port: u16,
+}
+
+/// Whether `presented` opens `org`/`project` right now.
+fn authorise(gateway: &Gateway, org: &str, name: &str, presented: &[u8]) -> Result<Target, Refusal> {
+    let project = gateway
+        .caches
+        .project(org, name)
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .ok_or(Refusal::UnknownProject)?;
+    let current = gateway.caches.preview_token(org, name).ok_or(Refusal::WrongToken)?;
+    if presented.is_empty() {
+        return Err(Refusal::NoToken);
+    }
+    if !bool::from(current.token.as_slice().ct_eq(presented)) {
+        return Err(Refusal::WrongToken);
+    }
+    if current.stopped || project.spec.lifecycle.state == DesiredState::Stopped {
+        return Err(Refusal::Stopped);
+    }
+    let port = project.spec.ports.iter().find(|p| p.preview).ok_or(Refusal::NoPreviewPort)?.port;
+    Ok(Target { org: org.to_owned(), port: u16::try_from(port).map_err(|_| Refusal::NoPreviewPort)?, project })
+}
+
+#[instrument(skip_all, fields(host = label))]
+pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, request: Request<Body>) -> Response<Body> {
+    let Some((name, org)) = splits(label).find(|(project, org)| gateway.caches.project(org, project).is_some()) else {
+        return Refusal::UnknownProject.into_response();
+    };
+    let (org, name) = (org.to_owned(), name.to_owned());
+    let query_token = query_token(request.uri());
+    let presented = header_token(request.headers()).or_else(|| cookie_token(request.headers())).or(query_token.clone());
+    let presented = presented.filter(|t| t.len() <= MAX_TOKEN_LEN).unwrap_or_default();
+    let target = match authorise(&gateway, &org, &name, presented.as_bytes()) {
+        Ok(target) => target,
+        Err(refusal) => return refusal.into_response(),
+    };
+    // A link's token becomes a host-only cookie, and the address bar loses it.
+    if let Some(token) = query_token
+        && matches!(*request.method(), Method::GET | Method::HEAD)
+    {
+        return swap_query_for_cookie(request.uri(), &token);
+    }
+    let idle_timeout = crate::gateway::idle_timeout(&gateway, &target.project);
+    let ip = match gateway.caches.pod(&org, &name).as_deref().and_then(ready_pod_ip) {
+        Some(ip) => ip,
+        None => match wake(&gateway, &target, &name, &presented, wants_html(request.headers())).await {
+            Ok(ip) => ip,
+            Err(response) => return response,
+        },
+    };
+    gateway.activity.touch(&org, &name, idle_timeout, "http");
+    let address = SocketAddr::new(ip, target.port);
+    forward(gateway, target, name, presented, address, peer, request).await
+}
+
+/// Waits for a sleeping project: renews its Lease (the operator scales it up), then waits on the
+/// watch caches for a Ready pod, and for the pod to accept connections. Browsers are shown a
+/// page that retries by itself if this takes more than a moment; API clients are held until
+/// the wake timeout, then get 503 with Retry-After.
+async fn wake(
+    gateway: &Gateway,
+    target: &Target,
+    name: &str,
+    presented: &str,
+    browser: bool,
+) -> Result<IpAddr, Response<Body>> {
+    let started = Instant::now();
+    let mut changes = gateway.caches.changes();
+    changes.borrow_and_update();
+    if let Err(error) = gateway.activity.renew_for_wake(&target.org, name).await {
+        warn!(%error, "could not renew the activity lease to wake the project");
+        return Err(ApiError::unavailable("could not wake the project; try again", 2).into_response());
+    }
+    let settings = &gateway.settings;
+    let deadline =
+        started + if browser { settings.browser_hold.min(settings.wake_timeout) } else { settings.wake_timeout };
+    let ip = loop {
+        if let Err(refusal) = authorise(gateway, &target.org, name, presented.as_bytes()) {
+            return Err(refusal.into_response());
+        }
+        if let Some(ip) = gateway.caches.pod(&target.org, name).as_deref().and_then(ready_pod_ip) {
+            break ip;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return Err(ApiError::internal("shutting down").into_response()) },
+            () = tokio::time::sleep_until(deadline) => {
+                gateway.metrics.woke("timeout", started.elapsed());
+                return Err(still_waking(browser, settings.wake_timeout));
+            }
+        }
+    };
+    // Ready is the kubelet's view; the first connection may still race the listener opening.
+    let address = SocketAddr::new(ip, target.port);
+    let mut pause = Duration::from_millis(5);
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        if Instant::now() + pause > deadline {
+            gateway.metrics.woke("timeout", started.elapsed());
+            return Err(still_waking(browser, settings.wake_timeout));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    gateway.metrics.woke("ready", started.elapsed());
+    debug!(took_ms = started.elapsed().as_millis() as u64, "woke the project");
+    Ok(ip)
+}
+
+fn still_waking(browser: bool, wake_timeout: Duration) -> Response<Body> {
+    if !browser {
+        return ApiError::unavailable(
+            format!("the project is waking up and was not ready within {}s; retry", wake_timeout.as_secs()),
+            2,
+        )
+        .into_response();
+    }
+    let mut response = Response::new(Body::from(WAKING_PAGE));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+const WAKING_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>Waking up…</title>
+<style>body{font:16px system-ui,sans-serif;display:grid;place-items:center;height:100vh;margin:0;color:#333}</style>
+</head><body><main><h1>Waking up your project…</h1><p>This page reloads by itself as soon as it is ready.</p></main></body></html>
+"#;
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
+}
+
+fn query_token(uri: &Uri) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| pair.strip_prefix(TOKEN_QUERY)?.strip_prefix('=')).map(str::to_owned)
+}
+
+fn header_token(headers: &HeaderMap) -> Option<String> {
+    headers.get(TOKEN_HEADER)?.to_str().ok().map(str::to_owned)
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+        .map(str::to_owned)
+}
+
+/// The query without the token parameter, if anything is left.
+fn query_without_token(uri: &Uri) -> Option<String> {
+    let kept: Vec<&str> = uri.query()?.split('&').filter(|p| !p.starts_with(&format!("{TOKEN_QUERY}="))).collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+fn swap_query_for_cookie(uri: &Uri, token: &str) -> Response<Body> {
+    let location = match query_without_token(uri) {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_owned(),
+    };
+    // Secure even on plain HTTP: browsers accept it from localhost, the only place plain HTTP
+    // is meant for.
+    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Lax");
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, location)
+        .header(header::SET_COOKIE, cookie)
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .body(Body::empty())
+        .expect("a valid redirect")
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, not the message.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&listed) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection = headers.get(header::CONNECTION)?.to_str().ok()?;
+    connection
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        .then(|| headers.get(header::UPGRADE).cloned())?
+}
+
+/// The request as the upstream should see it: its own URI, no hop-by-hop headers, no trace of
+/// the ooda token (header, cookie or query), and `X-Forwarded-*` describing the client.
+fn upstream_request(mut request: Request<Body>, address: SocketAddr, peer: SocketAddr, tls: bool) -> Request<Body> {
+    let path = request.uri().path().to_owned();
+    let path_and_query = match query_without_token(request.uri()) {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    *request.uri_mut() = Uri::builder()
+        .scheme("http")
+        .authority(address.to_string())
+        .path_and_query(path_and_query)
+        .build()
+        .expect("a valid upstream URI");
+    let upgrade = upgrade_protocol(request.headers());
+    let headers = request.headers_mut();
+    let host = headers.get(header::HOST).cloned();
+    strip_hop_by_hop(headers);
+    headers.remove(TOKEN_HEADER);
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !pair.starts_with(&format!("{TOKEN_COOKIE}=")))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !cookies.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert("x-forwarded-for", value);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(if tls { "https" } else { "http" }));
+    if let Some(host) = host {
+        headers.insert("x-forwarded-host", host);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    request
+}
+
+async fn forward(
+    gateway: Arc<Gateway>,
+    target: Target,
+    name: String,
+    presented: String,
+    address: SocketAddr,
+    peer: SocketAddr,
+    mut request: Request<Body>,
+) -> Response<Body> {
+    let client_upgrade = upgrade_protocol(request.headers()).map(|_| hyper::upgrade::on(&mut request));
+    let upstream = upstream_request(request, address, peer, gateway.settings.tls);
+    let mut response = match gateway.upstream.request(upstream).await {
+        Ok(response) => response,
+        Err(error) => {
+            debug!(%error, %address, "upstream request failed");
+            return ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", "the project did not answer").into_response();
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(gateway, target, name, presented, client_upgrade, upstream_upgrade));
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    strip_hop_by_hop(response.headers_mut());
+    response.map(Body::new)
+}
+
+/// Copies bytes both ways for an upgraded connection (WebSocket), renewing activity while it is
+/// open and closing it when the project stops or its token changes.
+async fn tunnel(
+    gateway: Arc<Gateway>,
+    target: Target,
+    name: String,
+    presented: String,
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            debug!(%error, "upgrade failed");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let idle_timeout = crate::gateway::idle_timeout(&gateway, &target.project);
+    let mut changes = gateway.caches.changes();
+    let mut ticker = tokio::time::interval(gateway.settings.activity_interval.min(idle_timeout / 3));
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            _ = &mut copy => break,
+            _ = ticker.tick() => gateway.activity.touch(&target.org, &name, idle_timeout, "websocket"),
+            changed = changes.changed() => {
+                if changed.is_err() || authorise(&gateway, &target.org, &name, presented.as_bytes()).is_err() {
+                    debug!("closing a tunnel: the project's preview access ended");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_hosts_name_a_label_under_the_domain() {
+        let domain = "preview.ooda.localhost";
+        assert_eq!(preview_label("shop--acme.preview.ooda.localhost", domain), Some("shop--acme"));
+        assert_eq!(preview_label("shop--acme.preview.ooda.localhost:8443", domain), Some("shop--acme"));
+        assert_eq!(preview_label("preview.ooda.localhost", domain), None);
+        assert_eq!(preview_label("a.b.preview.ooda.localhost", domain), None);
+        assert_eq!(preview_label("shop--acme.evilpreview.ooda.localhost", domain), None);
+        assert_eq!(preview_label("api.ooda.localhost", domain), None);
+    }
+
+    #[test]
+    fn every_double_dash_is_a_candidate_split() {
+        let all: Vec<_> = splits("my--shop--acme").collect();
+        assert_eq!(all, [("my", "shop--acme"), ("my--shop", "acme")]);
+        assert_eq!(splits("shop").count(), 0);
+    }
+
+    #[test]
+    fn the_token_is_found_in_header_cookie_or_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; ooda_preview=tok; b=2"));
+        assert_eq!(cookie_token(&headers).as_deref(), Some("tok"));
+        headers.insert(TOKEN_HEADER, HeaderValue::from_static("hdr"));
+        assert_eq!(header_token(&headers).as_deref(), Some("hdr"));
+        let uri: Uri = "/x?a=1&ooda_token=q&b=2".parse().unwrap();
+        assert_eq!(query_token(&uri).as_deref(), Some("q"));
+        assert_eq!(query_without_token(&uri).as_deref(), Some("a=1&b=2"));
+        assert_eq!(query_without_token(&"/x?ooda_token=q".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn the_upstream_sees_no_token_and_no_hop_by_hop_headers() {
+        let request = Request::builder()
+            .uri("/app?x=1&ooda_token=secret")
+            .header(header::HOST, "shop--acme.preview.example")
+            .header(header::COOKIE, "theme=dark; ooda_preview=secret")
+            .header(TOKEN_HEADER, "secret")
+            .header(header::CONNECTION, "keep-alive, x-private")
+            .header("x-private", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-forwarded-for", "203.0.113.9")
+            .body(Body::empty())
+            .unwrap();
+        let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let out = upstream_request(request, "127.1.0.7:3000".parse().unwrap(), peer, true);
+        assert_eq!(out.uri().to_string(), "http://127.1.0.7:3000/app?x=1");
+        let h = out.headers();
+        assert_eq!(h.get(header::COOKIE).unwrap(), "theme=dark");
+        assert!(h.get(TOKEN_HEADER).is_none());
+        assert!(h.get(header::CONNECTION).is_none() && h.get("x-private").is_none() && h.get("keep-alive").is_none());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "shop--acme.preview.example");
+        assert_eq!(h.get(header::HOST).unwrap(), "shop--acme.preview.example");
+        assert!(!format!("{h:?}").contains("secret"));
+    }
+
+    #[test]
+    fn websocket_upgrades_keep_their_upgrade_headers() {
+        let request = Request::builder()
+            .uri("/ws")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .body(Body::empty())
+            .unwrap();
+        let out = upstream_request(request, "127.1.0.7:3000".parse().unwrap(), "127.0.0.1:1".parse().unwrap(), false);
+        assert_eq!(out.headers().get(header::CONNECTION).unwrap(), "upgrade");
+        assert_eq!(out.headers().get(header::UPGRADE).unwrap(), "websocket");
+    }
+
+    #[test]
+    fn a_link_token_becomes_a_host_only_secure_cookie() {
+        let response = swap_query_for_cookie(&"/page?ooda_token=abc&x=1".parse().unwrap(), "abc");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(response.headers().get(header::LOCATION).unwrap(), "/page?x=1");
+        let cookie = response.headers().get(header::SET_COOKIE).unwrap().to_str().unwrap();
+        assert_eq!(cookie, "ooda_preview=abc; Path=/; Secure; HttpOnly; SameSite=Lax");
+        assert!(!cookie.contains("Domain"));
+    }
+}

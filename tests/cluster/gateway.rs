@@ -1,0 +1,536 @@
+//! The gateway against the real control plane and the real operator: sessions, the API's
+//! scoping and roles, the preview proxy (HTTP and WebSocket) to a server on the pod's IP, stop
+//! refusing previews, and wake-on-request.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::{SinkExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+use ooda::crd::{Organisation, Phase, Project};
+use ooda::gateway::token::{Claims, KeyRing, Membership, SigningKey};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user, follow_pod, pod_ip, upstream};
+use crate::harness::{client, install_crds, unique_name, wait_for};
+use crate::operator_harness::{World, organisation_ready, project_phase};
+
+const ALICE: &str = "alice@acme.example";
+const BOB: &str = "bob@acme.example";
+
+/// An organisation with alice as admin and bob as member, managed by the test's operator.
+async fn organisation(world: &World) -> String {
+    let name = unique_name("org");
+    let mut manifest = world.organisation_manifest(&name, "eu");
+    manifest["spec"]["members"] = json!([{ "email": ALICE, "role": "admin" }, { "email": BOB, "role": "member" }]);
+    let api: Api<Organisation> = Api::all(world.client.clone());
+    let org: Organisation = serde_json::from_value(manifest).expect("organisation");
+    api.create(&PostParams::default(), &org).await.expect("create organisation");
+    wait_for(&api, &name, organisation_ready()).await;
+    name
+}
+
+fn project_body(name: &str, port: u16, idle_timeout: &str) -> Value {
+    json!({
+        "name": name,
+        "spec": {
+            "image": "registry.example/devenv:1",
+            "ports": [{ "name": "web", "port": port, "preview": true }],
+            "lifecycle": { "idleTimeout": idle_timeout },
+        }
+    })
+}
+
+/// A port for the stand-in dev server, different per call so tests never share a listener.
+fn dev_port() -> u16 {
+    crate::operator_harness::free_port().port()
+}
+
+struct Setup {
+    world: World,
+    gateway: Gateway,
+    org: String,
+    alice: String,
+}
+
+async fn setup(test: &str) -> Setup {
+    let client = client().await;
+    install_crds(&client).await;
+    let world = World::start(&client, test).await;
+    let org = organisation(&world).await;
+    add_user(&world, &world.home.name, ALICE).await;
+    add_user(&world, &world.home.name, BOB).await;
+    let gateway = Gateway::start(&world.home.name, &["--activity-interval", "2s"]).await;
+    let alice = gateway.session(ALICE).await;
+    Setup { world, gateway, org, alice }
+}
+
+/// Creates a project through the API and waits until it runs; returns its preview URL's host
+/// and token.
+async fn running_project(s: &Setup, name: &str, port: u16, idle_timeout: &str) -> (String, String) {
+    let path = format!("/api/orgs/{}/projects", s.org);
+    let created =
+        s.gateway.call(Method::POST, &path, Some(&s.alice), Some(project_body(name, port, idle_timeout))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
+    wait_for(&projects, name, project_phase(Phase::Running)).await;
+    let preview = s.gateway.call(Method::GET, &format!("{path}/{name}/preview"), Some(&s.alice), None).await;
+    assert_eq!(preview.status, StatusCode::OK, "{:?}", preview.body);
+    let host = preview.body["host"].as_str().expect("host").to_owned();
+    assert_eq!(host, format!("{name}--{}.{PREVIEW_DOMAIN}", s.org));
+    (host, preview.body["token"].as_str().expect("token").to_owned())
+}
+
+#[tokio::test]
+async fn sign_in_create_a_project_and_reach_it_through_the_preview_proxy() {
+    let s = setup("gw-preview").await;
+    let port = dev_port();
+    let (host, token) = running_project(&s, "shop", port, "15m").await;
+    let ns = format!("org-{}", s.org);
+    let ip = pod_ip(&s.world.client, &ns, "shop").await;
+    let _dev = upstream(std::net::SocketAddr::new(ip, port)).await;
+    let browser = s.gateway.preview_client(&host);
+
+    // No token: refused, and the dev server never sees the request.
+    let bare = browser.get(s.gateway.preview_url(&host, "/")).send().await.expect("answer");
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+
+    // The link's token becomes a host-only cookie and leaves the address bar.
+    let link = s.gateway.preview_url(&host, &format!("/app?x=1&ooda_token={token}"));
+    let redirect = browser.get(&link).send().await.expect("answer");
+    assert_eq!(redirect.status(), StatusCode::SEE_OTHER);
+    assert_eq!(redirect.headers()["location"], "/app?x=1");
+    let cookie = redirect.headers()["set-cookie"].to_str().expect("ascii").to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(!cookie.to_ascii_lowercase().contains("domain="), "host-only: {cookie}");
+
+    let cookie_pair = cookie.split(';').next().expect("name=value");
+    let proxied = browser
+        .get(s.gateway.preview_url(&host, "/app?x=1"))
+        .header("cookie", format!("theme=dark; {cookie_pair}"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(proxied.status(), StatusCode::OK);
+    let echo: Value = proxied.json().await.expect("echo");
+    assert_eq!(echo["path"], "/app");
+    assert_eq!(echo["query"], "x=1");
+    let headers = &echo["headers"];
+    assert_eq!(headers["cookie"], "theme=dark", "the ooda cookie stays at the gateway");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], format!("{host}:{}", s.gateway.addr.port()));
+    assert!(!echo.to_string().contains(&token), "the token never reaches the project: {echo}");
+
+    // The header works for API clients; another project's token does not open this one.
+    let by_header = browser
+        .get(s.gateway.preview_url(&host, "/api"))
+        .header("x-ooda-preview-token", &token)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(by_header.status(), StatusCode::OK);
+    let echo: Value = by_header.json().await.expect("echo");
+    assert!(echo["headers"].get("x-ooda-preview-token").is_none());
+
+    let (other_host, other_token) = running_project(&s, "blog", dev_port(), "15m").await;
+    let crossed = browser
+        .get(s.gateway.preview_url(&host, "/"))
+        .header("x-ooda-preview-token", &other_token)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(crossed.status(), StatusCode::UNAUTHORIZED, "project blog's token on project shop");
+    assert_ne!(other_host, host);
+
+    // A WebSocket through the proxy echoes.
+    let mut request = format!("ws://{host}:{}/ws", s.gateway.addr.port()).into_client_request().expect("ws request");
+    request.headers_mut().insert("x-ooda-preview-token", token.parse().expect("header"));
+    let stream = tokio::net::TcpStream::connect(s.gateway.addr).await.expect("connect");
+    let (mut socket, response) = tokio_tungstenite::client_async(request, stream).await.expect("WebSocket handshake");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    for text in ["hello", "through the gateway"] {
+        socket.send(Message::text(text)).await.expect("send");
+        let echoed = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("echo in time");
+        assert_eq!(echoed.expect("a message").expect("no error"), Message::text(text));
+    }
+    socket.close(None).await.expect("close");
+
+    // Traffic renewed the activity Lease.
+    let metrics = s.gateway.metrics().await;
+    assert!(crate::operator_harness::metric_sum(&metrics, "ooda_gateway_activity_renewals_total") >= 1.0, "{metrics}");
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_stopped_project_is_refused_within_a_second_and_not_woken() {
+    let s = setup("gw-stop").await;
+    let port = dev_port();
+    let (host, token) = running_project(&s, "halt", port, "15m").await;
+    let ip = pod_ip(&s.world.client, &format!("org-{}", s.org), "halt").await;
+    let _dev = upstream(std::net::SocketAddr::new(ip, port)).await;
+    let browser = s.gateway.preview_client(&host);
+    let get = || browser.get(s.gateway.preview_url(&host, "/")).header("x-ooda-preview-token", &token).send();
+    assert_eq!(get().await.expect("answer").status(), StatusCode::OK);
+
+    let stop = format!("/api/orgs/{}/projects/halt/stop", s.org);
+    let stopped = s.gateway.call(Method::POST, &stop, Some(&s.alice), None).await;
+    assert_eq!(stopped.status, StatusCode::ACCEPTED, "{:?}", stopped.body);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let status = get().await.expect("answer").status();
+        if status != StatusCode::OK {
+            assert!(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN, "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still proxied a second after the stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The stopped project's new token is refused too, and does not wake it.
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
+    wait_for(&projects, "halt", project_phase(Phase::Stopped)).await;
+    let preview = format!("/api/orgs/{}/projects/halt/preview", s.org);
+    let current = s.gateway.call(Method::GET, &preview, Some(&s.alice), None).await.body["token"].clone();
+    let with_new =
+        browser.get(s.gateway.preview_url(&host, "/")).header("x-ooda-preview-token", current.as_str().expect("token"));
+    assert_eq!(with_new.send().await.expect("answer").status(), StatusCode::FORBIDDEN);
+    let wake =
+        s.gateway.call(Method::POST, &format!("/api/orgs/{}/projects/halt/wake", s.org), Some(&s.alice), None).await;
+    assert_eq!(wake.status, StatusCode::CONFLICT);
+    assert_eq!(projects.get("halt").await.expect("project").status.expect("status").phase, Some(Phase::Stopped));
+
+    // Deleting it (admin) makes its host unknown.
+    let delete = format!("/api/orgs/{}/projects/halt", s.org);
+    assert_eq!(s.gateway.call(Method::DELETE, &delete, Some(&s.alice), None).await.status, StatusCode::ACCEPTED);
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn fifty_requests_to_a_hibernated_project_wake_it_once_and_are_all_served() {
+    let s = setup("gw-wake").await;
+    let port = dev_port();
+    let (host, token) = running_project(&s, "nap", port, "10s").await;
+    let ns = format!("org-{}", s.org);
+    let _dev = follow_pod(&s.world.client, &ns, "nap", port);
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &ns);
+    wait_for(&projects, "nap", project_phase(Phase::Hibernated)).await;
+
+    let browser = s.gateway.preview_client(&host);
+    let requests = (0..50).map(|i| {
+        let request = browser
+            .get(s.gateway.preview_url(&host, &format!("/r{i}")))
+            .header("x-ooda-preview-token", &token)
+            .timeout(Duration::from_secs(90));
+        async move { request.send().await.map(|r| r.status()) }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    let served = statuses.iter().filter(|s| matches!(s, Ok(StatusCode::OK))).count();
+    assert_eq!(served, 50, "{statuses:?}");
+    let woken = projects.get("nap").await.expect("project").status.expect("status");
+    assert!(woken.last_wake.is_some(), "the operator recorded the wake");
+    let metrics = s.gateway.metrics().await;
+    assert_eq!(crate::operator_harness::metric_sum(&metrics, "ooda_gateway_wakes_total{outcome=\"ready\"}"), 50.0);
+    s.world.cleanup().await;
+}
+
+/// A token signed with the gateway's own current key (read from its Secret), with `edit` applied
+/// to otherwise valid claims.
+async fn forged(s: &Setup, edit: impl FnOnce(&mut Claims)) -> String {
+    let secrets: Api<Secret> = Api::namespaced(s.world.client.clone(), &s.gateway.namespace);
+    let ring = KeyRing::from_secret(&secrets.get("ooda-gateway-signing-keys").await.expect("keys")).expect("ring");
+    let now = Timestamp::now().as_second();
+    let mut claims = Claims {
+        iss: "ooda".into(),
+        aud: "ooda-api".into(),
+        sub: ALICE.into(),
+        iat: now,
+        exp: now + 600,
+        jti: "test".into(),
+        orgs: vec![Membership { org: s.org.clone(), role: "admin".into() }],
+    };
+    edit(&mut claims);
+    ring.issue(&claims)
+}
+
+#[tokio::test]
+async fn every_bad_session_token_is_refused() {
+    let s = setup("gw-jwt").await;
+    let me = format!("/api/orgs/{}", s.org);
+    assert_eq!(s.gateway.call(Method::GET, &me, Some(&s.alice), None).await.status, StatusCode::OK);
+    let control = forged(&s, |_| {}).await;
+    assert_eq!(s.gateway.call(Method::GET, &me, Some(&control), None).await.status, StatusCode::OK, "the forger works");
+
+    let segments: Vec<&str> = s.alice.split('.').collect();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segments[0]).unwrap()).unwrap();
+    let encode = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let none = format!("{}.{}.", encode(&json!({ "alg": "none", "typ": "JWT", "kid": header["kid"] })), segments[1]);
+
+    let jwks = s.gateway.call(Method::GET, "/.well-known/jwks.json", None, None).await;
+    let public = URL_SAFE_NO_PAD.decode(jwks.body["keys"][0]["x"].as_str().expect("x")).expect("key bytes");
+    let hs_header = encode(&json!({ "alg": "HS256", "typ": "JWT", "kid": header["kid"] }));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &public);
+    let signed = format!("{hs_header}.{}", segments[1]);
+    let hs256 = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, signed.as_bytes())));
+
+    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segments[1]).unwrap()).unwrap();
+    payload["sub"] = json!(BOB);
+    let tampered = format!("{}.{}.{}", segments[0], encode(&payload), segments[2]);
+
+    let stranger = KeyRing::new(SigningKey::generate(), None);
+    let claims: Claims = serde_json::from_value(payload.clone()).expect("claims");
+    let unknown_kid = stranger.issue(&Claims { sub: ALICE.into(), ..claims });
+
+    let expired = forged(&s, |c| c.exp = Timestamp::now().as_second() - 3600).await;
+    let wrong_aud = forged(&s, |c| c.aud = "someone-else".into()).await;
+    let wrong_iss = forged(&s, |c| c.iss = "someone-else".into()).await;
+
+    for (case, token) in [
+        ("alg none", none),
+        ("HS256 signed with the public key", hs256),
+        ("tampered payload", tampered),
+        ("unknown kid", unknown_kid),
+        ("expired", expired),
+        ("wrong aud", wrong_aud),
+        ("wrong iss", wrong_iss),
+        ("garbage", "not.a.token".into()),
+    ] {
+        let answer = s.gateway.call(Method::GET, &me, Some(&token), None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{case}: {:?}", answer.body);
+        assert_eq!(answer.body["error"], "unauthorized", "{case}");
+    }
+
+    // A removed member's unexpired token stops working on the next request.
+    let bob = s.gateway.session(BOB).await;
+    let projects = format!("/api/orgs/{}/projects", s.org);
+    assert_eq!(s.gateway.call(Method::GET, &projects, Some(&bob), None).await.status, StatusCode::OK);
+    let remove = format!("/api/orgs/{}/members/{BOB}", s.org);
+    let removed = s.gateway.call(Method::DELETE, &remove, Some(&s.alice), None).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{:?}", removed.body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = s.gateway.call(Method::GET, &projects, Some(&bob), None).await.status;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(Instant::now() < deadline, "the removed member still has access");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn roles_and_organisations_bound_what_a_session_can_do() {
+    let s = setup("gw-roles").await;
+    let bob = s.gateway.session(BOB).await;
+    let members = format!("/api/orgs/{}/members", s.org);
+
+    // Any member reads members; only an admin changes them.
+    let listed = s.gateway.call(Method::GET, &members, Some(&bob), None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["members"].as_array().expect("members").len(), 2);
+    let promote_self =
+        s.gateway.call(Method::PUT, &format!("{members}/{BOB}"), Some(&bob), Some(json!({ "role": "admin" }))).await;
+    assert_eq!(promote_self.status, StatusCode::FORBIDDEN, "{:?}", promote_self.body);
+    assert_eq!(promote_self.body["error"], "forbidden");
+
+    // The last admin can be neither demoted nor removed.
+    let alice_path = format!("{members}/{ALICE}");
+    let demote = s.gateway.call(Method::PUT, &alice_path, Some(&s.alice), Some(json!({ "role": "member" }))).await;
+    assert_eq!((demote.status, demote.body["error"].as_str()), (StatusCode::CONFLICT, Some("last_admin")));
+    let remove = s.gateway.call(Method::DELETE, &format!("{members}/{ALICE}"), Some(&s.alice), None).await;
+    assert_eq!(remove.status, StatusCode::CONFLICT);
+
+    // An admin adds a member by server-side apply; entries others declared keep their owner.
+    let carol = "carol@acme.example";
+    let added = s
+        .gateway
+        .call(Method::PUT, &format!("{members}/{carol}"), Some(&s.alice), Some(json!({ "role": "member" })))
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{:?}", added.body);
+    let orgs: Api<Organisation> = Api::all(s.world.client.clone());
+    let org = orgs.get(&s.org).await.expect("organisation");
+    let emails: Vec<&str> = org.spec.members.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(emails, [ALICE, BOB, carol]);
+    let gateway_fields = org
+        .managed_fields()
+        .iter()
+        .find(|f| f.manager.as_deref() == Some("ooda-gateway") && f.operation.as_deref() == Some("Apply"))
+        .expect("the gateway applied")
+        .fields_v1
+        .clone()
+        .expect("fields")
+        .0
+        .to_string();
+    assert!(gateway_fields.contains(carol) && !gateway_fields.contains(BOB), "{gateway_fields}");
+
+    // Another organisation's objects answer 404, as if they did not exist.
+    let other = organisation(&s.world).await;
+    let orgs_api = Api::<Organisation>::all(s.world.client.clone());
+    let mut foreign = orgs_api.get(&other).await.expect("other org");
+    foreign.spec.members = vec![ooda::crd::Member { email: "zed@other.example".into(), role: ooda::crd::Role::Admin }];
+    orgs_api.replace(&other, &PostParams::default(), &foreign).await.expect("other org without alice");
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &format!("org-{other}"));
+    let secret: Project =
+        serde_json::from_value(json!({ "metadata": { "name": "secret" }, "spec": {} })).expect("project");
+    projects.create(&PostParams::default(), &secret).await.expect("a project in the other org");
+    for path in [format!("/api/orgs/{other}"), format!("/api/orgs/{other}/projects/secret")] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            let answer = s.gateway.call(Method::GET, &path, Some(&s.alice), None).await;
+            // The gateway's cache may still hold the org with alice as a member for a moment.
+            if answer.status != StatusCode::OK || Instant::now() > deadline {
+                break answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}: {:?}", answer.body);
+    }
+
+    // Oversized and malformed bodies get 4xx JSON errors; nothing is created.
+    let projects_path = format!("/api/orgs/{}/projects", s.org);
+    let huge = json!({ "name": "big", "spec": { "image": "x".repeat(70 * 1024) } });
+    let too_large = s.gateway.call(Method::POST, &projects_path, Some(&s.alice), Some(huge)).await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", too_large.body);
+    assert_eq!(too_large.body["error"], "too_large");
+    let unknown_field = s.gateway.call(Method::POST, &projects_path, Some(&s.alice), Some(json!({ "nme": "x" }))).await;
+    assert_eq!(unknown_field.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", unknown_field.body);
+    assert!(unknown_field.body["message"].as_str().expect("message").contains("nme"), "{:?}", unknown_field.body);
+    let bad_body = project_body("Bad_Name", 3000, "15m");
+    let bad_name = s.gateway.call(Method::POST, &projects_path, Some(&s.alice), Some(bad_body)).await;
+    assert_eq!(bad_name.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", bad_name.body);
+    let listed = s.gateway.call(Method::GET, &projects_path, Some(&s.alice), None).await;
+    assert_eq!(listed.body["projects"], json!([]));
+
+    // Members create projects; only admins delete them.
+    let created =
+        s.gateway.call(Method::POST, &projects_path, Some(&bob), Some(project_body("mine", 3000, "15m"))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let delete = loop {
+        let answer = s.gateway.call(Method::DELETE, &format!("{projects_path}/mine"), Some(&bob), None).await;
+        if answer.status != StatusCode::NOT_FOUND || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(delete.status, StatusCode::FORBIDDEN);
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unknown_email_and_a_wrong_password_look_the_same_and_guessing_is_limited() {
+    let s = setup("gw-login").await;
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..4 {
+        let started = Instant::now();
+        wrong.push((s.gateway.login(ALICE, "not the password at all").await, started.elapsed()));
+        let started = Instant::now();
+        unknown.push((
+            s.gateway.login(&format!("nobody{i}@acme.example"), "not the password at all").await,
+            started.elapsed(),
+        ));
+    }
+    for ((a, _), (b, _)) in wrong.iter().zip(&unknown) {
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert_eq!((a.status, &a.body), (b.status, &b.body), "same status and body");
+    }
+    let median = |runs: &[(crate::gateway_harness::Answer, Duration)]| {
+        let mut times: Vec<Duration> = runs.iter().map(|(_, t)| *t).collect();
+        times.sort();
+        times[times.len() / 2].as_secs_f64()
+    };
+    // Without the decoy hash an unknown email would answer ~100× faster than a wrong password.
+    let ratio = median(&unknown) / median(&wrong);
+    assert!((0.5..2.0).contains(&ratio), "unknown/wrong time ratio {ratio:.2}");
+
+    // Past the free failures the account must wait, whatever the password.
+    let mut last = None;
+    for _ in 0..3 {
+        last = Some(s.gateway.login(ALICE, "still not it, sorry").await);
+    }
+    let limited = last.expect("an answer");
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", limited.body);
+    assert!(limited.headers.contains_key("retry-after"));
+    let locked_out = s.gateway.login(ALICE, crate::gateway_harness::PASSWORD).await;
+    assert_eq!(locked_out.status, StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    assert_eq!(
+        s.gateway.login(BOB, crate::gateway_harness::PASSWORD).await.status,
+        StatusCode::OK,
+        "others are not locked"
+    );
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_invite_is_redeemed_once_to_set_a_password() {
+    let s = setup("gw-invite").await;
+    let invites = format!("/api/orgs/{}/invites", s.org);
+    let dave = "dave@acme.example";
+    let invited =
+        s.gateway.call(Method::POST, &invites, Some(&s.alice), Some(json!({ "email": dave, "role": "member" }))).await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
+    let token = invited.body["inviteToken"].as_str().expect("an invite token").to_owned();
+
+    // The secret part is stored only hashed.
+    let secrets: Api<Secret> = Api::namespaced(s.world.client.clone(), &s.gateway.namespace);
+    let stored = secrets.list(&kube::api::ListParams::default().labels("ooda.run/invite=true")).await.expect("list");
+    let secret_part = token.split_once('.').expect("id.secret").1;
+    assert_eq!(stored.items.len(), 1);
+    assert!(!format!("{:?}", stored.items[0].data).contains(secret_part));
+
+    // Knowing the email is not enough; a wrong secret is refused.
+    assert_eq!(s.gateway.login(dave, crate::gateway_harness::PASSWORD).await.status, StatusCode::UNAUTHORIZED);
+    let guess = format!("{}.{}", token.split_once('.').unwrap().0, URL_SAFE_NO_PAD.encode([7u8; 32]));
+    let accept = |token: String| {
+        s.gateway.call(
+            Method::POST,
+            "/api/auth/accept-invite",
+            None,
+            Some(json!({ "token": token, "password": "dave's own long password" })),
+        )
+    };
+    assert_eq!(accept(guess).await.status, StatusCode::BAD_REQUEST);
+    let accepted = accept(token.clone()).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{:?}", accepted.body);
+    assert_ne!(accept(token).await.status, StatusCode::CREATED, "single use");
+
+    let signed_in = s.gateway.login(dave, "dave's own long password").await;
+    assert_eq!(signed_in.status, StatusCode::OK);
+    assert_eq!(signed_in.body["organisations"], json!([{ "org": s.org, "role": "member" }]));
+    let projects = format!("/api/orgs/{}/projects", s.org);
+    let token = signed_in.body["token"].as_str().expect("token");
+    assert_eq!(s.gateway.call(Method::GET, &projects, Some(token), None).await.status, StatusCode::OK);
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_api_describes_itself_and_publishes_its_keys() {
+    let s = setup("gw-meta").await;
+    let spec = s.gateway.call(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(spec.status, StatusCode::OK);
+    assert_eq!(spec.body["openapi"], "3.1.0");
+    assert!(spec.body["paths"]["/api/orgs/{org}/projects/{project}/preview"]["get"].is_object());
+    let jwks = s.gateway.call(Method::GET, "/.well-known/jwks.json", None, None).await;
+    let key = &jwks.body["keys"][0];
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s.alice.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["kid"], key["kid"]);
+    let missing = s.gateway.call(Method::GET, "/api/nothing-here", None, None).await;
+    assert_eq!((missing.status, missing.body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    s.world.cleanup().await;
+}

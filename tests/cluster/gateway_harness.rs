@@ -1,0 +1,226 @@
+//! Running the real `ooda gateway` beside a test's operator, signing users in, and a stand-in
+//! for a project's dev server: an HTTP and WebSocket server bound to the project pod's loopback
+//! IP and preview port, as kwok reports them.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher;
+use ooda::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::harness::SETTLE;
+use crate::operator_harness::{World, free_port, http_get};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const PREVIEW_DOMAIN: &str = "preview.ooda.localhost";
+
+pub struct Gateway {
+    _child: Child,
+    pub addr: SocketAddr,
+    pub http: SocketAddr,
+    pub namespace: String,
+    client: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts a gateway keeping its accounts and keys in `namespace`, and waits until it is ready.
+    pub async fn start(namespace: &str, extra: &[&str]) -> Self {
+        let (addr, http) = (free_port(), free_port());
+        let config = crate::harness::repo().join("examples/operator-config.yaml");
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-gateway-{namespace}.log")))
+            .expect("gateway log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ooda"))
+            .arg("gateway")
+            .args(["--config", config.to_str().expect("utf-8 path")])
+            .args(["--listen", &addr.to_string(), "--http-addr", &http.to_string()])
+            .args(["--insecure-http", "--namespace", namespace])
+            .args(extra)
+            .env("KUBECONFIG", crate::harness::kubeconfig_path())
+            .env("RUST_LOG", "info,ooda=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ooda gateway");
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        // The body tells this gateway apart from another process that took a freed port.
+        while !matches!(http_get(http, "/readyz").await, Ok((200, body)) if body == "gateway ready") {
+            assert!(tokio::time::Instant::now() < deadline, "gateway on {addr} not ready in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        Self { _child: child, addr, http, namespace: namespace.to_owned(), client }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A request to the API, with `token` as the session if given.
+    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Answer::from(request.send().await.expect("gateway answers")).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Answer {
+        self.call(reqwest::Method::POST, "/api/auth/login", None, Some(json!({ "email": email, "password": password })))
+            .await
+    }
+
+    /// Signs in and returns the session token.
+    pub async fn session(&self, email: &str) -> String {
+        let answer = self.login(email, PASSWORD).await;
+        assert_eq!(answer.status, StatusCode::OK, "sign-in of {email}: {:?}", answer.body);
+        answer.body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A client whose requests for `host` reach this gateway (as DNS would send them).
+    pub fn preview_client(&self, host: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(host, self.addr)
+            .build()
+            .expect("preview client")
+    }
+
+    pub fn preview_url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.addr.port())
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.http, "/metrics").await.expect("GET /metrics").1
+    }
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    async fn from(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Self { status, body, headers }
+    }
+}
+
+/// Creates an account (as `ooda user add` does).
+pub async fn add_user(world: &World, namespace: &str, email: &str) {
+    let hash = tokio::task::spawn_blocking(|| PasswordHash::new(PASSWORD, MIN_ITERATIONS)).await.unwrap().unwrap();
+    AccountStore::new(world.client.clone(), namespace).add(email, &hash).await.expect("add account");
+}
+
+/// The IP kwok gave the project's pod, once it has one.
+pub async fn pod_ip(client: &kube::Client, namespace: &str, project: &str) -> std::net::IpAddr {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod = crate::harness::wait_for(&pods, &format!("{project}-0"), |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.pod_ip.as_ref()).is_some()
+    })
+    .await;
+    pod.status.and_then(|s| s.pod_ip).expect("pod IP").parse().expect("an IP address")
+}
+
+/// A stand-in dev server on `address`: `GET /…` answers a JSON echo of the request (method,
+/// path, query, headers); `/ws` is a WebSocket echo.
+pub async fn upstream(address: SocketAddr) -> JoinHandle<()> {
+    let listener = TcpListener::bind(address).await.unwrap_or_else(|e| panic!("bind upstream on {address}: {e}"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(serve_upstream_connection(stream));
+        }
+    })
+}
+
+async fn serve_upstream_connection(stream: tokio::net::TcpStream) {
+    let service = hyper::service::service_fn(|request: hyper::Request<Incoming>| async move {
+        if request.headers().get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+            return Ok::<_, std::convert::Infallible>(websocket_echo(request));
+        }
+        let headers: serde_json::Map<String, Value> = request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or_default().to_owned())))
+            .collect();
+        let echo = json!({
+            "method": request.method().as_str(),
+            "path": request.uri().path(),
+            "query": request.uri().query(),
+            "headers": headers,
+        });
+        Ok(hyper::Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(echo.to_string())))
+            .expect("response"))
+    });
+    let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let _ = connection.with_upgrades().await;
+}
+
+/// Accepts a WebSocket (on any request of a kept-alive connection) and echoes every message.
+fn websocket_echo(mut request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let key = request.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes())).unwrap_or_default();
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_close() || socket.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    hyper::Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", key)
+        .body(Full::new(Bytes::new()))
+        .expect("response")
+}
+
+/// Keeps a stand-in dev server on whatever IP the project's pod has: started for the current
+/// pod, and again whenever the pod is recreated (a wake gives it a new IP).
+pub fn follow_pod(client: &kube::Client, namespace: &str, project: &str, port: u16) -> JoinHandle<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={project}-0"));
+    tokio::spawn(async move {
+        let mut servers: Vec<(String, JoinHandle<()>)> = Vec::new();
+        let mut events = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(watcher(pods, config)));
+        while let Some(Ok(pod)) = events.next().await {
+            let Some(ip) = pod.status.and_then(|s| s.pod_ip) else { continue };
+            if servers.iter().any(|(serving, _)| *serving == ip) {
+                continue;
+            }
+            let address = SocketAddr::new(ip.parse().expect("pod IP"), port);
+            servers.push((ip, upstream(address).await));
+        }
+    })
+}
