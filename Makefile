@@ -5,7 +5,7 @@ OODA_CACHE ?= $(HOME)/.cache/ooda
 CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
 export OODA_CACHE CARGO_TARGET_DIR
 
-.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint bench-operator
+.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint bench-operator bench-gateway
 
 all: build
 
@@ -45,3 +45,7 @@ lint:
 ## 1,000 projects on a fresh local control plane; writes benches/reports/operator-scale.md.
 bench-operator:
 	scripts/bench-operator.sh
+
+## Gateway preview proxy vs direct and nginx, sign-ins, wakes; writes benches/reports/gateway-proxy.md.
+bench-gateway:
+	scripts/bench-gateway.sh

@@ -52,3 +52,24 @@ fn crds_prints_both_definitions() {
     let names: Vec<&str> = documents.iter().filter_map(|d| d["metadata"]["name"].as_str()).collect();
     assert_eq!(names, ["organisations.ooda.run", "projects.ooda.run"]);
 }
+
+#[test]
+fn the_gateway_refuses_plain_http_unless_asked_for_it() {
+    let config = repo().join("examples/operator-config.yaml");
+    let output = ooda()
+        .args(["gateway", "--config", config.to_str().expect("utf-8"), "--listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .expect("run ooda");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--tls-cert") && stderr.contains("--insecure-http"), "{stderr}");
+    let weak = ooda()
+        .args(["gateway", "--config", config.to_str().expect("utf-8"), "--insecure-http"])
+        .args(["--password-iterations", "1000"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .expect("run ooda");
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 600000"));
+}

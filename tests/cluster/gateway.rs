@@ -534,3 +534,93 @@ async fn the_api_describes_itself_and_publishes_its_keys() {
     assert_eq!((missing.status, missing.body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
     s.world.cleanup().await;
 }
+
+#[tokio::test]
+async fn with_a_certificate_the_gateway_speaks_tls_and_asks_for_it_to_stay_that_way() {
+    let client = client().await;
+    install_crds(&client).await;
+    let world = World::start(&client, "gw-tls").await;
+    let org = organisation(&world).await;
+    add_user(&world, &world.home.name, ALICE).await;
+    let dir = std::env::temp_dir().join(format!("ooda-tls-{}", world.home.name));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (ca, cert, key) = certificates(&dir);
+    let args = ["--tls-cert", cert.to_str().expect("utf-8"), "--tls-key", key.to_str().expect("utf-8")];
+    let kubeconfig = crate::harness::kubeconfig_path();
+    let gateway = Gateway::start_as(&world.home.name, &args, kubeconfig, reqwest::Client::builder()).await;
+
+    // Certificates name hosts, so the client resolves ooda.localhost to the gateway.
+    let trust = reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("CA")).expect("PEM certificate");
+    let tls_client = reqwest::Client::builder()
+        .add_root_certificate(trust)
+        .resolve("ooda.localhost", gateway.addr)
+        .build()
+        .expect("client");
+    let login = tls_client
+        .post(gateway.url_at("ooda.localhost", "/api/auth/login"))
+        .json(&json!({ "email": ALICE, "password": crate::gateway_harness::PASSWORD }))
+        .send()
+        .await
+        .expect("HTTPS answers");
+    assert_eq!(login.status(), StatusCode::OK);
+    assert_eq!(login.headers()["strict-transport-security"], "max-age=31536000");
+    assert_eq!(login.headers()["cache-control"], "no-store");
+    let token = login.json::<Value>().await.expect("json")["token"].as_str().expect("token").to_owned();
+
+    // Preview URLs are https; plain HTTP on the TLS port gets no answer.
+    let body = project_body("secure", dev_port(), "15m");
+    let path = format!("/api/orgs/{org}/projects");
+    let created = tls_client.post(gateway.url_at("ooda.localhost", &path)).bearer_auth(&token).json(&body).send();
+    assert_eq!(created.await.expect("answer").status(), StatusCode::CREATED);
+    let projects: Api<Project> = Api::namespaced(world.client.clone(), &format!("org-{org}"));
+    wait_for(&projects, "secure", project_phase(Phase::Running)).await;
+    let preview =
+        tls_client.get(gateway.url_at("ooda.localhost", &format!("{path}/secure/preview"))).bearer_auth(&token);
+    let preview: Value = preview.send().await.expect("answer").json().await.expect("json");
+    assert!(preview["url"].as_str().expect("url").starts_with(&format!("https://secure--{org}.{PREVIEW_DOMAIN}")));
+    let plain = reqwest::Client::new().get(format!("http://{}/api/openapi.json", gateway.addr)).send().await;
+    assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()), "plain HTTP must not be served");
+    std::fs::remove_dir_all(dir).expect("remove temp dir");
+    world.cleanup().await;
+}
+
+/// A throw-away CA and a certificate it signed for the gateway's hosts, made with openssl:
+/// `(ca.crt, tls.crt, tls.key)`.
+fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let made = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(made.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&made.stderr));
+    };
+    let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "1", "-subj", "/CN=ooda test CA", "-keyout", "ca.key", "-out", "ca.crt"],
+            &p256[..],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req", "-subj", "/CN=ooda.localhost", "-keyout", "tls.key", "-out", "tls.csr"], &p256[..]].concat());
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:ooda.localhost,DNS:*.preview.ooda.localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("extensions file");
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "tls.crt",
+    ]);
+    (dir.join("ca.crt"), dir.join("tls.crt"), dir.join("tls.key"))
+}

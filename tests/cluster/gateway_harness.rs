@@ -31,6 +31,8 @@ pub const PREVIEW_DOMAIN: &str = "preview.ooda.localhost";
 
 pub struct Gateway {
     _child: Child,
+    /// `http` or `https`.
+    scheme: &'static str,
     pub addr: SocketAddr,
     pub http: SocketAddr,
     pub namespace: String,
@@ -38,8 +40,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts a gateway keeping its accounts and keys in `namespace`, and waits until it is ready.
+    /// Starts a plain-HTTP gateway keeping its accounts and keys in `namespace`, as the cluster
+    /// admin, and waits until it is ready.
     pub async fn start(namespace: &str, extra: &[&str]) -> Self {
+        let args = [&["--insecure-http"], extra].concat();
+        Self::start_as(namespace, &args, crate::harness::kubeconfig_path(), reqwest::Client::builder()).await
+    }
+
+    /// The same with the identity in `kubeconfig`, any arguments (TLS or not), and a client
+    /// built from `client` (trusting a test certificate, say).
+    pub async fn start_as(
+        namespace: &str,
+        args: &[&str],
+        kubeconfig: std::path::PathBuf,
+        client: reqwest::ClientBuilder,
+    ) -> Self {
         let (addr, http) = (free_port(), free_port());
         let config = crate::harness::repo().join("examples/operator-config.yaml");
         let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-gateway-{namespace}.log")))
@@ -48,9 +63,9 @@ impl Gateway {
             .arg("gateway")
             .args(["--config", config.to_str().expect("utf-8 path")])
             .args(["--listen", &addr.to_string(), "--http-addr", &http.to_string()])
-            .args(["--insecure-http", "--namespace", namespace])
-            .args(extra)
-            .env("KUBECONFIG", crate::harness::kubeconfig_path())
+            .args(["--namespace", namespace])
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,ooda=debug,kube=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -64,12 +79,19 @@ impl Gateway {
             assert!(tokio::time::Instant::now() < deadline, "gateway on {addr} not ready in time");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Self { _child: child, addr, http, namespace: namespace.to_owned(), client }
+        let client = client.redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let scheme = if args.contains(&"--tls-cert") { "https" } else { "http" };
+        Self { _child: child, scheme, addr, http, namespace: namespace.to_owned(), client }
     }
 
+    /// The API's URL on the loopback address (the API answers on any host but preview hosts).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
+    }
+
+    /// The same under a host name, as the client was told to resolve it to this gateway.
+    pub fn url_at(&self, host: &str, path: &str) -> String {
+        format!("{}://{host}:{}{path}", self.scheme, self.addr.port())
     }
 
     /// A request to the API, with `token` as the session if given.
@@ -106,7 +128,7 @@ impl Gateway {
     }
 
     pub fn preview_url(&self, host: &str, path: &str) -> String {
-        format!("http://{host}:{}{path}", self.addr.port())
+        self.url_at(host, path)
     }
 
     pub async fn metrics(&self) -> String {

@@ -1,16 +1,19 @@
-//! The operator's ClusterRole (from the Helm chart) is enough to do its whole job: the operator
-//! runs here under a ServiceAccount bound to exactly that role, never as admin.
+//! The chart's roles are enough for each part to do its whole job: the operator and the gateway
+//! run here under ServiceAccounts bound to exactly those roles, never as admin.
 
 use std::path::PathBuf;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
 use ooda::crd::{Phase, Project};
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+use crate::gateway_harness::{Gateway, add_user};
 use crate::harness::{FIELD_MANAGER, TestNamespace, client, install_crds, kubeconfig_path, unique_name, wait_for};
 use crate::operator_harness::{Operator, World, project_phase};
 
@@ -20,43 +23,9 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
     install_crds(&client).await;
     let test = unique_name("rbac");
     let home = TestNamespace::create(&client, &test).await;
+    let identity = ServiceAccountIdentity::create(&client, &test, &home, "operator", false).await;
 
-    let role: ClusterRole = serde_yaml::from_str(
-        &std::fs::read_to_string(crate::harness::repo().join("charts/ooda/templates/operator-clusterrole.yaml"))
-            .expect("chart ClusterRole"),
-    )
-    .expect("ClusterRole YAML");
-    Api::<ClusterRole>::all(client.clone())
-        .patch("ooda-operator", &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&role))
-        .await
-        .expect("apply ClusterRole");
-    let accounts: Api<ServiceAccount> = home.api();
-    let account: ServiceAccount =
-        serde_json::from_value(json!({ "metadata": { "name": "ooda-operator" } })).expect("sa");
-    accounts.create(&PostParams::default(), &account).await.expect("create ServiceAccount");
-    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": test, "labels": { "ooda.run/test": test } },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ooda-operator" },
-        "subjects": [{ "kind": "ServiceAccount", "name": "ooda-operator", "namespace": home.name }],
-    }))
-    .expect("binding");
-    bindings.create(&PostParams::default(), &binding).await.expect("create binding");
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token = accounts
-        .create_token_request("ooda-operator", &PostParams::default(), &request)
-        .await
-        .expect("token")
-        .status
-        .expect("token status")
-        .token
-        .expect("token");
-    let kubeconfig = service_account_kubeconfig(&test, &token);
-
-    let operator = Operator::start_as(&test, &home.name, "ooda-operator", kubeconfig.clone()).await;
+    let operator = Operator::start_as(&test, &home.name, "ooda-operator", identity.kubeconfig.clone()).await;
     operator.wait_ready("leader").await;
     let world = World { client: client.clone(), test: test.clone(), home, operator };
     let org = world.ready_organisation("eu").await;
@@ -70,8 +39,121 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
 
     // Deleting the organisation runs both finalizers under the same identity.
     world.cleanup().await;
-    bindings.delete(&test, &Default::default()).await.expect("delete binding");
-    std::fs::remove_file(kubeconfig).expect("remove kubeconfig");
+    identity.remove(&client).await;
+}
+
+#[tokio::test]
+async fn the_gateway_does_its_job_with_only_its_roles() {
+    let client = client().await;
+    install_crds(&client).await;
+    let test = unique_name("rbac-gw");
+    let home = TestNamespace::create(&client, &test).await;
+    let operator = Operator::start(&test, &home.name, "ooda-operator").await;
+    operator.wait_ready("leader").await;
+    let identity = ServiceAccountIdentity::create(&client, &test, &home, "gateway", true).await;
+    let world = World { client: client.clone(), test: test.clone(), home, operator };
+    let org = world.ready_organisation("eu").await.metadata.name.expect("name");
+    add_user(&world, &world.home.name, "alice@acme.example").await;
+
+    let gateway = Gateway::start_as(
+        &world.home.name,
+        &["--insecure-http", "--activity-interval", "2s"],
+        identity.kubeconfig.clone(),
+        reqwest::Client::builder(),
+    )
+    .await;
+    let alice = gateway.session("alice@acme.example").await;
+    let invite = json!({ "email": "erin@acme.example", "role": "member" });
+    let invited = gateway.call(Method::POST, &format!("/api/orgs/{org}/invites"), Some(&alice), Some(invite)).await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
+    let accept = json!({ "token": invited.body["inviteToken"], "password": "erin's long password" });
+    let accepted = gateway.call(Method::POST, "/api/auth/accept-invite", None, Some(accept)).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{:?}", accepted.body);
+
+    let projects_path = format!("/api/orgs/{org}/projects");
+    let body = json!({ "name": "least", "spec": { "ports": [{ "name": "web", "port": 3000, "preview": true }] } });
+    let created = gateway.call(Method::POST, &projects_path, Some(&alice), Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let projects: Api<Project> = Api::namespaced(client.clone(), &format!("org-{org}"));
+    wait_for(&projects, "least", project_phase(Phase::Running)).await;
+    let preview = gateway.call(Method::GET, &format!("{projects_path}/least/preview"), Some(&alice), None).await;
+    assert_eq!(preview.status, StatusCode::OK, "{:?}", preview.body);
+    let wake = gateway.call(Method::POST, &format!("{projects_path}/least/wake"), Some(&alice), None).await;
+    assert_eq!(wake.status, StatusCode::ACCEPTED, "{:?}", wake.body);
+    let stop = gateway.call(Method::POST, &format!("{projects_path}/least/stop"), Some(&alice), None).await;
+    assert_eq!(stop.status, StatusCode::ACCEPTED, "{:?}", stop.body);
+    let delete = gateway.call(Method::DELETE, &format!("{projects_path}/least"), Some(&alice), None).await;
+    assert_eq!(delete.status, StatusCode::ACCEPTED, "{:?}", delete.body);
+
+    world.cleanup().await;
+    identity.remove(&client).await;
+}
+
+/// A ServiceAccount `ooda-<component>` in `home` bound to the chart's ClusterRole of that
+/// component (and, with `namespaced_role`, to the component's Role in `home`), with a kubeconfig
+/// that authenticates as it and nothing else.
+struct ServiceAccountIdentity {
+    binding: String,
+    kubeconfig: PathBuf,
+}
+
+impl ServiceAccountIdentity {
+    async fn create(client: &Client, test: &str, home: &TestNamespace, component: &str, namespaced_role: bool) -> Self {
+        let name = &format!("ooda-{component}");
+        let chart = |kind: &str| {
+            let path = crate::harness::repo().join(format!("charts/ooda/templates/{component}-{kind}.yaml"));
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let cluster_role: ClusterRole = serde_yaml::from_str(&chart("clusterrole")).expect("ClusterRole YAML");
+        Api::<ClusterRole>::all(client.clone())
+            .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cluster_role))
+            .await
+            .expect("apply ClusterRole");
+        let accounts: Api<ServiceAccount> = home.api();
+        let account: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": name } })).expect("sa");
+        accounts.create(&PostParams::default(), &account).await.expect("create ServiceAccount");
+        let subjects = json!([{ "kind": "ServiceAccount", "name": name, "namespace": home.name }]);
+        let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": { "name": test, "labels": { "ooda.run/test": test } },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+            "subjects": subjects,
+        }))
+        .expect("binding");
+        bindings.create(&PostParams::default(), &binding).await.expect("create binding");
+        if namespaced_role {
+            let role: Role = serde_yaml::from_str(&chart("role")).expect("Role YAML");
+            home.api::<Role>().create(&PostParams::default(), &role).await.expect("create Role");
+            let binding: RoleBinding = serde_json::from_value(json!({
+                "metadata": { "name": name },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+                "subjects": subjects,
+            }))
+            .expect("role binding");
+            home.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("create RoleBinding");
+        }
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .expect("token")
+            .status
+            .expect("token status")
+            .token
+            .expect("token");
+        Self { binding: test.to_owned(), kubeconfig: service_account_kubeconfig(test, &token) }
+    }
+
+    async fn remove(self, client: &Client) {
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .delete(&self.binding, &Default::default())
+            .await
+            .expect("delete binding");
+        std::fs::remove_file(self.kubeconfig).expect("remove kubeconfig");
+    }
 }
 
 /// A kubeconfig for the local API server that authenticates with `token` only.

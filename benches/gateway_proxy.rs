@@ -1,0 +1,913 @@
+//! The gateway's preview proxy on the local control plane, next to the same traffic sent directly
+//! and through nginx.
+//!
+//! Starts the real operator and gateway (release builds) in a namespace and organisation of its
+//! own, creates a project through the gateway's API, and serves a fixed 64-byte answer from a
+//! stand-in dev server (hyper, HTTP/1.1 keep-alive) bound to the project pod's loopback IP and
+//! preview port. Then measures:
+//!
+//! - throughput and latency: 32 keep-alive connections sending GETs back to back for 8 s (after
+//!   1 s of warm-up), to the dev server directly, through the gateway's preview proxy and through
+//!   nginx as a plain reverse proxy with pooled upstream connections; three rounds, the targets
+//!   interleaved in each, so all three see the same machine noise;
+//! - proxied traffic while ten sign-ins a second run (PBKDF2 on the gateway), against a round
+//!   without them just before;
+//! - waking: a second project with a 10 s idle timeout is left to hibernate five times, and each
+//!   time one request through the gateway is timed to its response headers, next to the
+//!   operator's own `status.lastWake.milliseconds`.
+//!
+//! Run with `make bench-gateway` (installs nginx if missing; uses the running local cluster or
+//! brings one up for the run). The report goes to `benches/reports/gateway-proxy.md` and stdout;
+//! the operator's and gateway's logs stay in the temporary directory.
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config, Resource, ResourceExt};
+use ooda::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
+use ooda::crd::{Organisation, Phase, Project};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+const CONNECTIONS: usize = 32;
+const WARM_UP: Duration = Duration::from_secs(1);
+const MEASURED: Duration = Duration::from_secs(8);
+const ROUNDS: usize = 3;
+const SIGN_INS_PER_SECOND: u32 = 10;
+const WAKES: usize = 5;
+/// The deadline for things the control plane does on its own.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// What the stand-in dev server answers to every request.
+const BODY: &[u8] = b"ooda gateway benchmark: a small fixed answer from the dev server";
+const _: () = assert!(BODY.len() == 64);
+
+const TEST_LABEL: &str = "ooda.run/test";
+const TOKEN_HEADER: &str = "x-ooda-preview-token";
+const ALICE: &str = "alice@acme.example";
+const PASSWORD: &str = "correct horse battery staple";
+
+#[tokio::main]
+async fn main() {
+    // Read at run time: the target directory is shared between clones.
+    let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
+    let client = Client::try_from(
+        Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&kubeconfig).expect("kubeconfig (run `make cluster-up`)"),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kubeconfig"),
+    )
+    .expect("client");
+
+    let run = run_id();
+    let bench = Arc::new(Bench {
+        home: format!("ooda-bench-gw-{run}"),
+        org: format!("bench-{run}"),
+        operator_http: free_port(),
+        gateway: free_port(),
+        gateway_http: free_port(),
+        operator_log: std::env::temp_dir().join(format!("ooda-bench-operator-{run}.log")),
+        gateway_log: std::env::temp_dir().join(format!("ooda-bench-gateway-{run}.log")),
+        client,
+        run,
+    });
+    let home: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": bench.home, "labels": { TEST_LABEL: bench.run } } }))
+            .expect("namespace");
+    Api::<Namespace>::all(bench.client.clone())
+        .create(&PostParams::default(), &home)
+        .await
+        .expect("create the home namespace");
+
+    let config = repo.join("examples/operator-config.yaml");
+    let config = config.to_str().expect("utf-8 path");
+    let selector = format!("{TEST_LABEL}={}", bench.run);
+    let (operator_http, gateway, gateway_http) =
+        (bench.operator_http.to_string(), bench.gateway.to_string(), bench.gateway_http.to_string());
+    let mut operator = ooda(
+        &["operator", "--config", config, "--http-addr", &operator_http, "--namespace", &bench.home],
+        &["--organisation-selector", &selector],
+        &kubeconfig,
+        &bench.operator_log,
+    );
+    let mut gateway = ooda(
+        &["gateway", "--config", config, "--listen", &gateway, "--http-addr", &gateway_http],
+        &["--insecure-http", "--namespace", &bench.home, "--activity-interval", "2s"],
+        &kubeconfig,
+        &bench.gateway_log,
+    );
+
+    // Clean up whether or not the measurement panics (its message is printed when it does).
+    let outcome = tokio::spawn(measure(bench.clone())).await;
+    cleanup(&bench).await;
+    let _ = gateway.kill().await;
+    let _ = operator.kill().await;
+    let results = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+
+    let report = report(&bench, &results, &repo).await;
+    let out = repo.join("benches/reports/gateway-proxy.md");
+    std::fs::write(&out, &report).expect("write report");
+    println!("{report}\nreport written to {}", out.display());
+}
+
+/// One run's names and addresses.
+struct Bench {
+    client: Client,
+    /// Labels the organisation (the operator manages only it) and the home namespace.
+    run: String,
+    /// The operator's and gateway's namespace: Lease, accounts, signing keys.
+    home: String,
+    org: String,
+    operator_http: SocketAddr,
+    gateway: SocketAddr,
+    gateway_http: SocketAddr,
+    operator_log: PathBuf,
+    gateway_log: PathBuf,
+}
+
+impl Bench {
+    fn org_namespace(&self) -> String {
+        format!("org-{}", self.org)
+    }
+}
+
+/// Six hex digits, unique enough for names on one cluster.
+fn run_id() -> String {
+    let mut bytes = [0u8; 3];
+    getrandom::fill(&mut bytes).expect("randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
+/// Starts the release `ooda` binary, logging warnings and errors to `log`.
+fn ooda(args: &[&str], more: &[&str], kubeconfig: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ooda"))
+        .args(args)
+        .args(more)
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ooda")
+}
+
+struct Results {
+    hash: Duration,
+    nginx_version: String,
+    /// Per target, one run per round.
+    targets: Vec<(&'static str, Vec<Run>)>,
+    quiet: Run,
+    busy: Run,
+    sign_ins: SignIns,
+    wakes: Vec<Wake>,
+}
+
+async fn measure(b: Arc<Bench>) -> Results {
+    wait_answers(b.operator_http, "operator", |body| body.contains("leader")).await;
+    wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
+    let org: Organisation = serde_json::from_value(json!({
+        "metadata": { "name": b.org, "labels": { TEST_LABEL: b.run } },
+        "spec": {
+            "jurisdiction": "eu",
+            "members": [{ "email": ALICE, "role": "admin" }],
+            "quota": { "projects": 10, "cpu": "16", "memory": "32Gi", "storage": "200Gi" },
+        }
+    }))
+    .expect("organisation");
+    let orgs: Api<Organisation> = Api::all(b.client.clone());
+    orgs.create(&PostParams::default(), &org).await.expect("create organisation");
+    wait_for(&orgs, &b.org, |o: Option<&Organisation>| {
+        o.and_then(|o| o.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
+
+    let started = Instant::now();
+    let hash = tokio::task::spawn_blocking(|| PasswordHash::new(PASSWORD, MIN_ITERATIONS))
+        .await
+        .expect("hashing")
+        .expect("a long enough password");
+    let hash_time = started.elapsed();
+    AccountStore::new(b.client.clone(), &b.home).add(ALICE, &hash).await.expect("add account");
+    let api = GatewayApi::sign_in(&b).await;
+
+    let port = free_port().port();
+    let (host, token) = api.running_project("bench", port, "15m").await;
+    let upstream = SocketAddr::new(pod_ip(&b, "bench").await, port);
+    serve(upstream).await;
+    let nginx = Nginx::start(upstream);
+    let targets = [
+        Target { name: "direct", addr: upstream, host: upstream.to_string(), token: None },
+        Target {
+            name: "gateway",
+            addr: b.gateway,
+            host: format!("{host}:{}", b.gateway.port()),
+            token: Some(token.clone()),
+        },
+        Target { name: "nginx", addr: nginx.addr, host: nginx.addr.to_string(), token: None },
+    ]
+    .map(Arc::new);
+    for target in &targets {
+        answers(target).await;
+    }
+
+    let mut runs: Vec<(&'static str, Vec<Run>)> = targets.iter().map(|t| (t.name, Vec::new())).collect();
+    for round in 1..=ROUNDS {
+        for (target, (_, done)) in targets.iter().zip(&mut runs) {
+            let run = load(target).await;
+            eprintln!("round {round}/{ROUNDS}: {} {:.0} requests/s, {} errors", target.name, run.rps(), run.errors);
+            done.push(run);
+        }
+    }
+    drop(nginx);
+
+    let gateway = &targets[1];
+    let quiet = load(gateway).await;
+    let sign_ins = tokio::spawn(sign_in_load(b.gateway, Instant::now() + WARM_UP + MEASURED));
+    let busy = load(gateway).await;
+    let sign_ins = sign_ins.await.expect("sign-ins");
+    eprintln!(
+        "gateway {:.0} requests/s, then {:.0} with {} sign-ins accepted",
+        quiet.rps(),
+        busy.rps(),
+        sign_ins.accepted.len()
+    );
+
+    let wakes = wakes(&b, &api).await;
+    Results { hash: hash_time, nginx_version: nginx_version(), targets: runs, quiet, busy, sign_ins, wakes }
+}
+
+/// Polls a plain HTTP endpoint of ours until its body passes `ready`.
+async fn wait_answers(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(addr).await {
+            let mut response = String::new();
+            let request = format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            if stream.write_all(request.as_bytes()).await.is_ok()
+                && stream.read_to_string(&mut response).await.is_ok()
+                && response.split_once("\r\n\r\n").is_some_and(|(_, body)| ready(body))
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} on {addr} not ready in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits, by watch, until `condition` holds for the named object; returns it (`None` if the
+/// condition holds for its absence).
+async fn wait_for<K>(api: &Api<K>, name: &str, condition: impl Condition<K>) -> Option<K>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(SETTLE, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(object)) => object,
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => panic!("{name} did not reach the expected state within {SETTLE:?}"),
+    }
+}
+
+fn phase_is(phase: Phase) -> impl Condition<Project> {
+    move |p: Option<&Project>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase) == Some(phase)
+}
+
+async fn pod_ip(b: &Bench, project: &str) -> std::net::IpAddr {
+    let pods: Api<Pod> = Api::namespaced(b.client.clone(), &b.org_namespace());
+    let pod = wait_for(&pods, &format!("{project}-0"), |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.pod_ip.as_ref()).is_some()
+    })
+    .await;
+    pod.and_then(|p| p.status?.pod_ip).expect("pod IP").parse().expect("an IP address")
+}
+
+/// Alice's session with the gateway's REST API.
+struct GatewayApi {
+    http: reqwest::Client,
+    base: String,
+    session: String,
+    org: String,
+    client: Client,
+}
+
+impl GatewayApi {
+    async fn sign_in(b: &Bench) -> Self {
+        let http = reqwest::Client::new();
+        let base = format!("http://{}/api", b.gateway);
+        let answer = http
+            .post(format!("{base}/auth/login"))
+            .json(&json!({ "email": ALICE, "password": PASSWORD }))
+            .send()
+            .await
+            .expect("sign-in");
+        assert_eq!(answer.status(), StatusCode::OK, "sign-in");
+        let body: Value = answer.json().await.expect("sign-in answer");
+        let session = body["token"].as_str().expect("session token").to_owned();
+        Self { http, base, session, org: b.org.clone(), client: b.client.clone() }
+    }
+
+    /// Creates a project through the API, waits until it runs, and returns its preview host and
+    /// token.
+    async fn running_project(&self, name: &str, port: u16, idle_timeout: &str) -> (String, String) {
+        let projects = format!("{}/orgs/{}/projects", self.base, self.org);
+        let body = json!({
+            "name": name,
+            "spec": {
+                "ports": [{ "name": "web", "port": port, "preview": true }],
+                "lifecycle": { "idleTimeout": idle_timeout },
+            }
+        });
+        let created =
+            self.http.post(&projects).bearer_auth(&self.session).json(&body).send().await.expect("create project");
+        assert_eq!(created.status(), StatusCode::CREATED, "create project {name}: {:?}", created.text().await);
+        let api: Api<Project> = Api::namespaced(self.client.clone(), &format!("org-{}", self.org));
+        wait_for(&api, name, phase_is(Phase::Running)).await;
+        let preview = self
+            .http
+            .get(format!("{projects}/{name}/preview"))
+            .bearer_auth(&self.session)
+            .send()
+            .await
+            .expect("preview link");
+        assert_eq!(preview.status(), StatusCode::OK, "preview link of {name}");
+        let preview: Value = preview.json().await.expect("preview answer");
+        (preview["host"].as_str().expect("host").to_owned(), preview["token"].as_str().expect("token").to_owned())
+    }
+}
+
+/// The stand-in dev server: every request gets the same 64 bytes.
+async fn serve(address: SocketAddr) -> JoinHandle<()> {
+    let listener = TcpListener::bind(address).await.unwrap_or_else(|e| panic!("bind upstream on {address}: {e}"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .header(CONTENT_TYPE, "text/plain")
+                            .body(Full::new(Bytes::from_static(BODY)))
+                            .expect("response"),
+                    )
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    })
+}
+
+/// nginx as a plain reverse proxy to the dev server, with pooled keep-alive upstream
+/// connections; stopped when dropped.
+struct Nginx {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    fn start(upstream: SocketAddr) -> Self {
+        let addr = free_port();
+        let dir = std::env::temp_dir().join(format!("ooda-bench-nginx-{}", addr.port()));
+        std::fs::create_dir_all(&dir).expect("nginx directory");
+        let d = dir.display();
+        // Keep-alive without a request limit on either side, as the gateway and the load have.
+        let config = format!(
+            "daemon off; master_process on; worker_processes 1;\n\
+             pid {d}/nginx.pid; error_log {d}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+             access_log off; keepalive_requests 1000000;\n\
+             client_body_temp_path {d}/client_body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             upstream dev {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}\n\
+             server {{\n\
+             listen {addr};\n\
+             location / {{ proxy_pass http://dev; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+             }}\n\
+             }}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
+        let child = std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start nginx (`make bench-gateway` installs it)");
+        Self { child, addr }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // The master stops its worker on SIGTERM; a kill would leave the worker behind.
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_version() -> String {
+    let output = std::process::Command::new("nginx").arg("-v").output().expect("nginx -v");
+    String::from_utf8_lossy(&output.stderr).trim().trim_start_matches("nginx version: ").to_owned()
+}
+
+/// Where load goes, and what its requests carry.
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    host: String,
+    token: Option<String>,
+}
+
+impl Target {
+    fn request(&self) -> Request<Empty<Bytes>> {
+        let mut request = Request::get("/").header(HOST, &self.host);
+        if let Some(token) = &self.token {
+            request = request.header(TOKEN_HEADER, token);
+        }
+        request.body(Empty::new()).expect("request")
+    }
+}
+
+type Sender = SendRequest<Empty<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Option<(Sender, Connection<TokioIo<TcpStream>, Empty<Bytes>>)> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()
+}
+
+/// Sends one request and reads the whole answer.
+async fn exchange(sender: &mut Sender, target: &Target) -> Result<(StatusCode, Bytes), hyper::Error> {
+    let response = sender.send_request(target.request()).await?;
+    let status = response.status();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
+/// Waits until the target serves the dev server's answer (nginx may still be starting).
+async fn answers(target: &Target) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some((mut sender, connection)) = connect(target.addr).await {
+            let driver = tokio::spawn(connection);
+            let answer = exchange(&mut sender, target).await;
+            driver.abort();
+            match answer {
+                Ok((StatusCode::OK, body)) if body == BODY => return,
+                Ok((status, body)) => panic!("{}: {status} {}", target.name, String::from_utf8_lossy(&body)),
+                Err(_) => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "{} does not answer on {}", target.name, target.addr);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One target's run: the latency of every request sent after the warm-up, until the end.
+#[derive(Default)]
+struct Run {
+    latencies: Vec<Duration>,
+    /// Answers other than 200, failed requests and lost connections.
+    errors: u64,
+}
+
+impl Run {
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / MEASURED.as_secs_f64()
+    }
+}
+
+async fn load(target: &Arc<Target>) -> Run {
+    let measured_from = Instant::now() + WARM_UP;
+    let until = measured_from + MEASURED;
+    let connections: Vec<_> =
+        (0..CONNECTIONS).map(|_| tokio::spawn(connection(target.clone(), measured_from, until))).collect();
+    let mut run = Run::default();
+    for connection in connections {
+        let done = connection.await.expect("load connection");
+        run.latencies.extend(done.latencies);
+        run.errors += done.errors;
+    }
+    run
+}
+
+/// One keep-alive connection sending requests back to back (reconnecting if it is lost), driven
+/// in the same task as its requests.
+async fn connection(target: Arc<Target>, measured_from: Instant, until: Instant) -> Run {
+    let mut run = Run::default();
+    while Instant::now() < until {
+        let Some((mut sender, driver)) = connect(target.addr).await else {
+            run.errors += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let requests = async {
+            while Instant::now() < until {
+                if sender.ready().await.is_err() {
+                    return;
+                }
+                let started = Instant::now();
+                match exchange(&mut sender, &target).await {
+                    Ok((StatusCode::OK, _)) if started >= measured_from => run.latencies.push(started.elapsed()),
+                    Ok((StatusCode::OK, _)) => {}
+                    Ok(_) => run.errors += 1,
+                    Err(_) => return,
+                }
+            }
+        };
+        let lost = tokio::select! {
+            () = requests => Instant::now() < until,
+            _ = driver => true,
+        };
+        if lost {
+            run.errors += 1;
+        }
+    }
+    run
+}
+
+#[derive(Default)]
+struct SignIns {
+    issued: usize,
+    accepted: Vec<Duration>,
+    /// Answers other than 200, and requests that got no answer.
+    failed: usize,
+    /// Still waiting when the load ended; cancelled, so the gateway stops hashing for them.
+    unfinished: usize,
+}
+
+impl SignIns {
+    fn record(&mut self, (answer, took): (Result<StatusCode, reqwest::Error>, Duration)) {
+        match answer {
+            Ok(StatusCode::OK) => self.accepted.push(took),
+            _ => self.failed += 1,
+        }
+    }
+}
+
+/// Alice signs in `SIGN_INS_PER_SECOND` times a second, each attempt on its own, until `until`.
+async fn sign_in_load(gateway: SocketAddr, until: Instant) -> SignIns {
+    let http = reqwest::Client::new();
+    let url = format!("http://{gateway}/api/auth/login");
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / SIGN_INS_PER_SECOND);
+    let mut attempts = JoinSet::new();
+    let mut sign_ins = SignIns::default();
+    let end = tokio::time::sleep_until(until);
+    tokio::pin!(end);
+    loop {
+        tokio::select! {
+            () = &mut end => break,
+            _ = ticker.tick() => {
+                sign_ins.issued += 1;
+                let attempt = http.post(&url).json(&json!({ "email": ALICE, "password": PASSWORD })).send();
+                attempts.spawn(async move {
+                    let started = Instant::now();
+                    (attempt.await.map(|r| r.status()), started.elapsed())
+                });
+            }
+            Some(done) = attempts.join_next() => sign_ins.record(done.expect("sign-in")),
+        }
+    }
+    while let Some(done) = attempts.try_join_next() {
+        sign_ins.record(done.expect("sign-in"));
+    }
+    sign_ins.unfinished = attempts.len();
+    sign_ins
+}
+
+struct Wake {
+    /// From sending the request to its response headers, through the gateway.
+    first_response: Duration,
+    /// The operator's `status.lastWake.milliseconds`: Lease renewal to pod Ready.
+    operator_ms: i64,
+}
+
+/// A project with a 10 s idle timeout, and a dev server following its pod: each time it has
+/// hibernated (and its pod is gone), one request through the gateway wakes it.
+async fn wakes(b: &Bench, api: &GatewayApi) -> Vec<Wake> {
+    let port = free_port().port();
+    let (host, token) = api.running_project("nap", port, "10s").await;
+    let follower = follow_pod(b, "nap", port);
+    let target =
+        Target { name: "nap", addr: b.gateway, host: format!("{host}:{}", b.gateway.port()), token: Some(token) };
+    let projects: Api<Project> = Api::namespaced(b.client.clone(), &b.org_namespace());
+    let pods: Api<Pod> = Api::namespaced(b.client.clone(), &b.org_namespace());
+    let mut woken = Vec::new();
+    let mut previous = None;
+    for cycle in 1..=WAKES {
+        wait_for(&projects, "nap", phase_is(Phase::Hibernated)).await;
+        // The terminating pod would still be Ready for a moment: the request must find none.
+        wait_for(&pods, "nap-0", |p: Option<&Pod>| p.is_none()).await;
+        let (mut sender, connection) = connect(target.addr).await.expect("connect to the gateway");
+        let driver = tokio::spawn(connection);
+        let started = Instant::now();
+        let response = tokio::time::timeout(Duration::from_secs(90), sender.send_request(target.request()))
+            .await
+            .expect("an answer within 90 s")
+            .expect("an answer");
+        let first_response = started.elapsed();
+        assert_eq!(response.status(), StatusCode::OK, "the woken project answers");
+        driver.abort();
+        let seen = previous.clone();
+        let project = wait_for(&projects, "nap", move |p: Option<&Project>| {
+            let wake = p.and_then(|p| p.status.as_ref()?.last_wake.as_ref());
+            wake.is_some_and(|w| Some(&w.completed_at) != seen.as_ref())
+        })
+        .await
+        .expect("project");
+        let wake = project.status.and_then(|s| s.last_wake).expect("last wake");
+        eprintln!("wake {cycle}/{WAKES}: first response after {first_response:?}; operator {} ms", wake.milliseconds);
+        woken.push(Wake { first_response, operator_ms: wake.milliseconds });
+        previous = Some(wake.completed_at);
+    }
+    follower.abort();
+    woken
+}
+
+/// Keeps a dev server on whatever IP the project's pod has (a wake gives it a new one).
+fn follow_pod(b: &Bench, project: &str, port: u16) -> JoinHandle<()> {
+    let pods: Api<Pod> = Api::namespaced(b.client.clone(), &b.org_namespace());
+    let config = watcher::Config::default().fields(&format!("metadata.name={project}-0"));
+    tokio::spawn(async move {
+        let mut serving: Vec<String> = Vec::new();
+        let mut events = std::pin::pin!(watcher(pods, config).applied_objects());
+        while let Some(Ok(pod)) = events.next().await {
+            let Some(ip) = pod.status.and_then(|s| s.pod_ip) else { continue };
+            if !serving.contains(&ip) {
+                serve(SocketAddr::new(ip.parse().expect("pod IP"), port)).await;
+                serving.push(ip);
+            }
+        }
+    })
+}
+
+/// Deletes the run's organisation (its namespace and projects follow, while the operator still
+/// runs their finalizers) and the home namespace.
+async fn cleanup(b: &Bench) {
+    let orgs: Api<Organisation> = Api::all(b.client.clone());
+    let namespaces: Api<Namespace> = Api::all(b.client.clone());
+    let labelled = ListParams::default().labels(&format!("{TEST_LABEL}={}", b.run));
+    for org in orgs.list(&labelled).await.expect("list organisations") {
+        orgs.delete(&org.name_any(), &Default::default()).await.expect("delete organisation");
+        let namespace = format!("org-{}", org.name_any());
+        if let Some(ns) = namespaces.get_opt(&namespace).await.expect("get namespace") {
+            let uid = ns.metadata.uid.unwrap_or_default();
+            wait_for(&namespaces, &namespace, conditions::is_deleted(&uid)).await;
+        }
+    }
+    namespaces.delete(&b.home, &Default::default()).await.expect("delete the home namespace");
+}
+
+/// Requests per second (median of the rounds) and latency percentiles over every round.
+struct Summary {
+    rps: f64,
+    rounds: Vec<f64>,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+fn summarise(runs: &[&Run]) -> Summary {
+    let rounds: Vec<f64> = runs.iter().map(|r| r.rps()).collect();
+    let mut latencies: Vec<Duration> = runs.iter().flat_map(|r| r.latencies.iter().copied()).collect();
+    latencies.sort_unstable();
+    Summary {
+        rps: median(&rounds),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        rounds,
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.saturating_sub(1)).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}×", a / b)
+}
+
+/// What a command prints, if it succeeds.
+fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let output = std::process::Command::new(program).args(args).current_dir(dir).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Lines at WARN or ERROR in a log (timestamps dropped, repeats counted once).
+fn warnings(log: &Path) -> (usize, Vec<String>) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+    let mut distinct: Vec<String> = Vec::new();
+    for line in &lines {
+        let message = line.split_once(' ').map_or(*line, |(_, rest)| rest).trim().to_owned();
+        if !distinct.contains(&message) {
+            distinct.push(message);
+        }
+    }
+    (lines.len(), distinct)
+}
+
+async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
+    let summaries: Vec<(&str, Summary)> =
+        r.targets.iter().map(|(name, runs)| (*name, summarise(&runs.iter().collect::<Vec<_>>()))).collect();
+    let [(_, direct), (_, gateway), (_, nginx)] = &summaries[..] else { unreachable!("three targets") };
+    let rows: String = summaries
+        .iter()
+        .map(|(name, s)| {
+            let rounds = s.rounds.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+            format!("| {name} | {:.0} | {rounds} | {} | {} | {} |\n", s.rps, ms(s.p50), ms(s.p99), s.errors)
+        })
+        .collect();
+    let ratio_row = |name: &str, over: &Summary| {
+        format!(
+            "| gateway / {name} | {} | {} | {} |\n",
+            ratio(gateway.rps, over.rps),
+            ratio(gateway.p50.as_secs_f64(), over.p50.as_secs_f64()),
+            ratio(gateway.p99.as_secs_f64(), over.p99.as_secs_f64()),
+        )
+    };
+    let (quiet, busy) = (summarise(&[&r.quiet]), summarise(&[&r.busy]));
+    let mut accepted = r.sign_ins.accepted.clone();
+    accepted.sort_unstable();
+    let capacity = hashing_slots() as f64 / r.hash.as_secs_f64();
+    let firsts: Vec<f64> = r.wakes.iter().map(|w| w.first_response.as_secs_f64() * 1000.0).collect();
+    let operators: Vec<f64> = r.wakes.iter().map(|w| w.operator_ms as f64).collect();
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
+    let list = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
+    let logs: String = [("gateway", &b.gateway_log), ("operator", &b.operator_log)]
+        .iter()
+        .map(|(name, path)| {
+            let (count, distinct) = warnings(path);
+            let mut text = format!("- {name}: {count} line(s) at WARN or ERROR (`{}`)\n", path.display());
+            for message in distinct.iter().take(5) {
+                text += &format!("  - `{}`\n", message.chars().take(300).collect::<String>());
+            }
+            text
+        })
+        .collect();
+    let commit = command_output("git", &["rev-parse", "--short", "HEAD"], repo).unwrap_or_else(|| "unknown".into());
+    let dirty = command_output("git", &["status", "--porcelain"], repo).is_some_and(|s| !s.is_empty());
+    let kubernetes = b.client.apiserver_version().await.map(|v| v.git_version).unwrap_or_else(|_| "unknown".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_owned()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+
+    format!(
+        "# Gateway preview proxy: throughput, latency, sign-ins and wakes\n\n\
+         Generated by `make bench-gateway` on {date}. Machine: {cores} cores ({cpu}), Linux {kernel}. \
+         ooda {version} (commit {commit}{dirty}), release build; {rustc}; Kubernetes {kubernetes} \
+         (local control plane, kwok pods on loopback IPs); nginx {nginx}.\n\n\
+         Everything runs on this one machine: the load generator and the stand-in dev server (hyper, \
+         HTTP/1.1, a fixed {body}-byte `text/plain` answer, bound to the project pod's IP) in the benchmark's \
+         tokio runtime, the gateway (`--insecure-http`), nginx (one worker), the operator and the control plane.\n\n\
+         ## Throughput and latency\n\n\
+         {CONNECTIONS} keep-alive connections send `GET /` back to back for {measured} s after {warm} s of \
+         warm-up; {ROUNDS} rounds, each running direct, gateway, nginx in turn. Requests/s is the median over \
+         the rounds; percentiles are over every request of every round (send to last body byte).\n\n\
+         | target | requests/s | per round | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{rows}\n\
+         | ratio | requests/s | p50 | p99 |\n|---|---|---|---|\n{gd}{gn}\n\
+         - **direct**: the load generator straight to the dev server: the ceiling of this setup.\n\
+         - **gateway**: `Host: <project>--<org>.<previewDomain>` and the `{TOKEN_HEADER}` header: the \
+         gateway checks the token against its watch cache, rewrites the headers (hop-by-hop, token, \
+         `X-Forwarded-*`), notes activity and forwards over its pooled connections to the pod's IP.\n\
+         - **nginx**: a plain reverse proxy to the same dev server (`keepalive 64` upstream, HTTP/1.1, no \
+         request limit per connection, access log off): what a proxy with no per-request logic costs here.\n\n\
+         ## Proxied traffic while people sign in\n\n\
+         A gateway run as above, then one with alice signing in {SIGN_INS_PER_SECOND} times a second alongside \
+         (each a `POST /api/auth/login` with the right password, so the per-account limiter, which counts \
+         failures, never applies).\n\n\
+         | gateway run | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|\n\
+         | without sign-ins | {q_rps:.0} | {q50} | {q99} | {q_err} |\n\
+         | with {SIGN_INS_PER_SECOND} sign-ins/s | {b_rps:.0} | {b50} | {b99} | {b_err} |\n\
+         | with / without | {rps_ratio} | {p50_ratio} | {p99_ratio} | |\n\n\
+         Sign-ins: {issued} sent, {ok} accepted, {failed} failed, {unfinished} still queued when the run ended \
+         (then cancelled). Accepted sign-ins took {login50} (median), {login_max} at most. One PBKDF2 hash \
+         ({iterations} iterations) took {hash} on this machine, and the gateway hashes {slots} at a time \
+         (its default: half the cores), so it accepts at most about {capacity:.1} sign-ins a second here; \
+         more queue behind its hashing semaphore rather than taking the cores the proxy uses.\n\n\
+         ## Waking a hibernated project\n\n\
+         A second project with a 10 s idle timeout; {WAKES} times: wait (by watch) until it is Hibernated and \
+         its pod is gone, then send one `GET /` through the gateway (token header, no `Accept: text/html`, so \
+         the gateway holds the request until the project answers) and time it to the response headers.\n\n\
+         | measure | median | max | each wake |\n|---|---|---|---|\n\
+         | first response through the gateway (client's view) | {f_med:.0} ms | {f_max:.0} ms | {f_all} |\n\
+         | `status.lastWake.milliseconds` (operator: Lease renewal to pod Ready) | {o_med:.0} ms | {o_max:.0} ms | {o_all} |\n\n\
+         ## Logs\n\n{logs}\n\
+         ## How to read this\n\n\
+         The ratios matter more than the absolute numbers: load generator, dev server, proxies and control \
+         plane share {cores} cores, so a proxy's CPU comes out of the same budget as the load that measures it, \
+         and the direct row is the most this setup can push, not what the dev server could do alone. The \
+         gateway over nginx is the price of its per-request work (preview-host parsing, the constant-time token \
+         check, header rewriting, the activity bookkeeping, metrics) over a proxy that does none; the gateway \
+         over direct adds the extra hop itself. Latency is under saturation ({CONNECTIONS} connections always \
+         busy), so p50 is mostly queueing: compare rows, not with an idle request. The sign-in rows show \
+         whether password hashing takes the proxy's cores: the hashing semaphore bounds it to {slots} core(s), \
+         so the proxy keeps the rest; sign-ins above the hashing capacity wait in the queue. A wake's first \
+         response includes the operator's part (the lastWake row, which ends when the operator sees the pod \
+         Ready) plus the gateway seeing the Ready pod in its watch cache and reaching the dev server, which the \
+         benchmark binds once its own watch sees the new pod IP; on a real cluster the image pull and the dev \
+         server's start come on top.\n",
+        date = Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        cores = std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kernel = kernel.trim(),
+        version = env!("CARGO_PKG_VERSION"),
+        dirty = if dirty { ", with local changes" } else { "" },
+        rustc = command_output("rustc", &["--version"], repo).unwrap_or_else(|| "rustc unknown".into()),
+        nginx = r.nginx_version,
+        body = BODY.len(),
+        measured = MEASURED.as_secs(),
+        warm = WARM_UP.as_secs(),
+        gd = ratio_row("direct", direct),
+        gn = ratio_row("nginx", nginx),
+        q_rps = quiet.rps,
+        q50 = ms(quiet.p50),
+        q99 = ms(quiet.p99),
+        q_err = quiet.errors,
+        b_rps = busy.rps,
+        b50 = ms(busy.p50),
+        b99 = ms(busy.p99),
+        b_err = busy.errors,
+        rps_ratio = ratio(busy.rps, quiet.rps),
+        p50_ratio = ratio(busy.p50.as_secs_f64(), quiet.p50.as_secs_f64()),
+        p99_ratio = ratio(busy.p99.as_secs_f64(), quiet.p99.as_secs_f64()),
+        issued = r.sign_ins.issued,
+        ok = accepted.len(),
+        failed = r.sign_ins.failed,
+        unfinished = r.sign_ins.unfinished,
+        login50 = ms(percentile(&accepted, 0.5)),
+        login_max = ms(accepted.last().copied().unwrap_or_default()),
+        iterations = MIN_ITERATIONS,
+        hash = ms(r.hash),
+        slots = hashing_slots(),
+        f_med = median(&firsts),
+        f_max = max(&firsts),
+        f_all = list(&firsts),
+        o_med = median(&operators),
+        o_max = max(&operators),
+        o_all = list(&operators),
+    )
+}
+
+/// The gateway's default number of concurrent password hashes (`--hashing-slots`).
+fn hashing_slots() -> usize {
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+}
