@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use crate::accounts::{self, AccountError};
 use crate::crd::Role;
@@ -114,11 +114,12 @@ pub async fn accept(
     let hash = gateway.hash_password(request.password).await?;
     // The account's creation is the single use: a second redemption finds it exists.
     gateway.accounts.create(&email, &hash).await.map_err(account_error)?;
+    // Tidy-up only: once the account exists the invite can no longer be redeemed.
     let preconditions = Preconditions { uid: invite.metadata.uid.clone(), resource_version: None };
-    gateway
-        .own_secrets()
-        .delete(&name, &DeleteParams { preconditions: Some(preconditions), ..Default::default() })
-        .await?;
+    let params = DeleteParams { preconditions: Some(preconditions), ..Default::default() };
+    if let Err(error) = gateway.own_secrets().delete(&name, &params).await {
+        warn!(%error, "could not delete a redeemed invite");
+    }
     info!(email, "accepted an invite");
     Ok((StatusCode::CREATED, Json(json!({ "email": email }))))
 }
