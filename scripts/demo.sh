@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: the local control plane, the operator, and the examples, shown with kubectl.
-# Everything keeps running afterwards; `make cluster-down` stops it all.
+# `make demo`: the local control plane, the operator, the gateway and the examples: an
+# organisation, a project, a sign-in, and a request through the preview proxy to a stand-in dev
+# server on the project pod's address. Everything keeps running; `make cluster-down` stops it all.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$repo"
@@ -24,6 +25,22 @@ until curl -fsS "http://$operator_addr/readyz" 2>/dev/null | grep -q leader; do
   sleep 0.2
 done
 
+gateway_addr="127.0.0.1:${OODA_GATEWAY_PORT:-18443}"
+gateway_health="127.0.0.1:${OODA_GATEWAY_HEALTH_PORT:-18081}"
+if ! alive ooda-gateway; then
+  log "starting the gateway (log: $logs/ooda-gateway.log)"
+  KUBECONFIG="$kubeconfig" setsid "$CARGO_TARGET_DIR/debug/ooda" gateway \
+    --config examples/operator-config.yaml --listen "$gateway_addr" --http-addr "$gateway_health" \
+    --namespace ooda-system --insecure-http --public-port "${gateway_addr##*:}" \
+    >"$logs/ooda-gateway.log" 2>&1 </dev/null &
+  echo $! >"$state/pids/ooda-gateway"
+fi
+deadline=$((SECONDS + 60))
+until curl -fsS "http://$gateway_health/readyz" 2>/dev/null | grep -q ready; do
+  ((SECONDS < deadline)) || { log "gateway not ready; see $logs/ooda-gateway.log"; exit 1; }
+  sleep 0.2
+done
+
 kubectl apply --server-side --field-manager ooda-demo -f examples/organisation.yaml
 kubectl wait --for condition=Ready organisation/acme --timeout 60s
 kubectl apply --server-side --field-manager ooda-demo -f examples/project.yaml
@@ -37,6 +54,42 @@ kubectl get projects -A -o wide
 echo
 kubectl get statefulsets,pods,pvc,services,networkpolicies,secrets,leases,serviceaccounts -n org-acme -o wide
 echo
+
+# Alice signs in (her password is made up here, once) and previews the project.
+password_file="$state/alice.password"
+if [[ ! -s "$password_file" ]]; then
+  openssl rand -base64 18 >"$password_file"
+  KUBECONFIG="$kubeconfig" "$CARGO_TARGET_DIR/debug/ooda" user add --email alice@acme.example \
+    --password-stdin --namespace ooda-system <"$password_file"
+fi
+login=$(jq -n --rawfile p "$password_file" '{email: "alice@acme.example", password: ($p | rtrimstr("\n"))}')
+session=$(curl -fsS "http://$gateway_addr/api/auth/login" -H 'content-type: application/json' -d "$login" | jq -r .token)
+echo "Signed in as alice; her projects through the API:"
+curl -fsS "http://$gateway_addr/api/orgs/acme/projects" -H "authorization: Bearer $session" |
+  jq -c '.projects[] | {name, phase, ready, previewHost}'
+preview=$(curl -fsS "http://$gateway_addr/api/orgs/acme/projects/shop/preview" -H "authorization: Bearer $session")
+host=$(jq -r .host <<<"$preview")
+token=$(jq -r .token <<<"$preview")
+
+# No container runs in the bed: a stand-in dev server listens on the pod's address instead.
+pod_ip=$(kubectl get pod shop-0 -n org-acme -o jsonpath='{.status.podIP}')
+if ! alive ooda-demo-devserver; then
+  setsid python3 -m http.server 3000 --bind "$pod_ip" --directory examples \
+    >"$logs/ooda-demo-devserver.log" 2>&1 </dev/null &
+  echo $! >"$state/pids/ooda-demo-devserver"
+fi
+deadline=$((SECONDS + 10))
+until curl -fsS -o /dev/null "http://$pod_ip:3000/"; do
+  ((SECONDS < deadline)) || { log "the stand-in dev server did not start"; exit 1; }
+  sleep 0.1
+done
+echo
+echo "Through the preview proxy ($host → $pod_ip:3000):"
+curl -sS --resolve "$host:${gateway_addr##*:}:127.0.0.1" -H "x-ooda-preview-token: $token" \
+  "http://$host:${gateway_addr##*:}/" | head -5
+echo
+echo "Gateway: http://$gateway_addr/api/openapi.json (log: $logs/ooda-gateway.log); alice's password: $password_file"
+echo "Preview in a browser: $(jq -r .url <<<"$preview")  (resolve *.localhost to 127.0.0.1)"
 echo "Operator: http://$operator_addr/metrics (log: $logs/ooda-operator.log)"
 echo "Use the cluster: export KUBECONFIG=$kubeconfig   (kubectl: $k8s_bin/kubectl)"
 echo "Try: kubectl patch project shop -n org-acme --type merge -p '{\"spec\":{\"lifecycle\":{\"state\":\"Stopped\"}}}'"

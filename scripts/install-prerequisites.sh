@@ -6,7 +6,7 @@ for tool in cargo go; do
   command -v "$tool" >/dev/null || { echo "install-prerequisites: '$tool' is required (see README.md)" >&2; exit 1; }
 done
 missing=()
-for pair in curl:curl openssl:openssl setsid:util-linux awk:gawk make:make; do
+for pair in curl:curl openssl:openssl setsid:util-linux awk:gawk make:make jq:jq python3:python3; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
