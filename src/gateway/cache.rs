@@ -45,6 +45,40 @@ impl Caches {
         Self { organisations, projects, pods, secrets, changes, synced }
     }
 
+    /// Caches holding exactly these objects, synced, as if each watch had just listed them.
+    /// Nothing will ever change them, so the change channel's sender is leaked rather than
+    /// dropped: a dropped sender would read as the gateway shutting down.
+    #[cfg(test)]
+    pub fn from_objects(
+        organisations: Vec<Organisation>,
+        projects: Vec<Project>,
+        pods: Vec<Pod>,
+        secrets: Vec<Secret>,
+    ) -> Self {
+        fn listed<K>(objects: Vec<K>) -> Store<K>
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            let (store, mut writer) = reflector::store();
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for object in objects {
+                writer.apply_watcher_event(&watcher::Event::InitApply(object));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            store
+        }
+        let (changed, changes) = watch::channel(0u64);
+        std::mem::forget(changed);
+        Self {
+            organisations: listed(organisations),
+            projects: listed(projects),
+            pods: listed(pods),
+            secrets: listed(secrets),
+            changes,
+            synced: Arc::new(AtomicUsize::new(WATCHES)),
+        }
+    }
+
     /// Every watch has delivered its initial list.
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire) >= WATCHES

@@ -81,6 +81,18 @@ impl<K: Hash + Eq + Clone> Table<K> {
         self.records.remove(key);
     }
 
+    /// Takes back one failure counted in advance for an attempt that succeeded.
+    fn refund(&mut self, key: &K) {
+        let free = self.policy.free_failures;
+        if let Some(record) = self.records.get_mut(key) {
+            record.failures = record.failures.saturating_sub(1);
+            // The wait this attempt started is lifted with it.
+            if record.failures <= free {
+                record.blocked_until = record.last_failure;
+            }
+        }
+    }
+
     /// Forgets expired records, and if that is not enough, the least recently failed half.
     fn evict(&mut self, now: Instant) {
         let forget_after = self.policy.forget_after;
@@ -111,23 +123,29 @@ impl LoginLimiter {
         Self { accounts: Table::new(account), addresses: Table::new(address) }
     }
 
-    /// How long this attempt must wait, if it may not be tried now.
-    pub fn wait(&self, email: &str, address: IpAddr, now: Instant) -> Option<Duration> {
-        match (self.accounts.wait(&email.to_owned(), now), self.addresses.wait(&address, now)) {
+    /// Admits an attempt, or says how long it must wait. An admitted attempt counts as a failure
+    /// at once, before its password is checked: concurrent guesses cannot all slip in under the
+    /// limit while the first ones are still hashing.
+    pub fn begin(&mut self, email: &str, address: IpAddr, now: Instant) -> Result<(), Duration> {
+        let email = email.to_owned();
+        let wait = match (self.accounts.wait(&email, now), self.addresses.wait(&address, now)) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
+        };
+        if let Some(wait) = wait {
+            return Err(wait);
         }
-    }
-
-    pub fn failed(&mut self, email: &str, address: IpAddr, now: Instant) {
-        self.accounts.fail(&email.to_owned(), now);
+        self.accounts.fail(&email, now);
         self.addresses.fail(&address, now);
+        Ok(())
     }
 
-    /// A correct password clears the account's record; the address keeps its count, so one
-    /// valid account cannot be used to reset an address that is guessing others.
-    pub fn succeeded(&mut self, email: &str) {
+    /// A correct password clears the account's record and refunds the address the attempt; the
+    /// address keeps its other failures, so one valid account cannot be used to reset an address
+    /// that is guessing others.
+    pub fn succeeded(&mut self, email: &str, address: IpAddr) {
         self.accounts.succeed(&email.to_owned());
+        self.addresses.refund(&address);
     }
 }
 
@@ -139,32 +157,51 @@ mod tests {
         IpAddr::from([127, 0, 0, last])
     }
 
+    /// Attempts until one is refused; returns how many were admitted and the refusal's wait.
+    fn admit_until_refused(limiter: &mut LoginLimiter, email: &str, address: IpAddr, now: Instant) -> (u32, Duration) {
+        let mut admitted = 0;
+        loop {
+            match limiter.begin(email, address, now) {
+                Ok(()) => admitted += 1,
+                Err(wait) => return (admitted, wait),
+            }
+        }
+    }
+
     #[test]
     fn an_account_waits_after_its_free_failures_and_the_wait_doubles() {
         let mut limiter = LoginLimiter::default();
         let now = Instant::now();
-        for i in 0..ACCOUNT_POLICY.free_failures {
-            assert_eq!(limiter.wait("a@x.example", addr(i as u8), now), None);
-            limiter.failed("a@x.example", addr(i as u8), now);
+        for i in 0..=ACCOUNT_POLICY.free_failures {
+            assert_eq!(limiter.begin("a@x.example", addr(i as u8), now), Ok(()), "attempt {i} is free");
         }
-        assert_eq!(limiter.wait("a@x.example", addr(99), now), None, "the free allowance is not yet used up");
-        limiter.failed("a@x.example", addr(99), now);
-        assert_eq!(limiter.wait("a@x.example", addr(100), now), Some(Duration::from_secs(1)));
-        limiter.failed("a@x.example", addr(100), now);
-        assert_eq!(limiter.wait("a@x.example", addr(101), now), Some(Duration::from_secs(2)));
-        assert_eq!(limiter.wait("b@x.example", addr(101), now), None, "other accounts are not affected");
-        let later = now + Duration::from_secs(2);
-        assert_eq!(limiter.wait("a@x.example", addr(101), later), None);
+        assert_eq!(limiter.begin("a@x.example", addr(100), now), Err(Duration::from_secs(1)));
+        let later = now + Duration::from_secs(1);
+        assert_eq!(limiter.begin("a@x.example", addr(101), later), Ok(()));
+        assert_eq!(limiter.begin("a@x.example", addr(102), later), Err(Duration::from_secs(2)), "the wait doubles");
+        assert_eq!(limiter.begin("b@x.example", addr(102), later), Ok(()), "other accounts are not affected");
+    }
+
+    #[test]
+    fn attempts_count_before_their_outcome_so_a_burst_cannot_slip_under_the_limit() {
+        let mut limiter = LoginLimiter::default();
+        let now = Instant::now();
+        // A burst arrives together: no attempt has finished hashing when the next one asks.
+        let (admitted, _) = admit_until_refused(&mut limiter, "a@x.example", addr(1), now);
+        assert_eq!(admitted, ACCOUNT_POLICY.free_failures + 1);
     }
 
     #[test]
     fn the_wait_has_a_ceiling() {
         let mut limiter = LoginLimiter::default();
-        let now = Instant::now();
-        for _ in 0..200 {
-            limiter.failed("a@x.example", addr(1), now);
+        let mut now = Instant::now();
+        let mut longest = Duration::ZERO;
+        for _ in 0..40 {
+            let (_, wait) = admit_until_refused(&mut limiter, "a@x.example", addr(1), now);
+            longest = longest.max(wait);
+            now += wait;
         }
-        assert_eq!(limiter.wait("a@x.example", addr(2), now), Some(ACCOUNT_POLICY.max));
+        assert_eq!(longest, ACCOUNT_POLICY.max);
     }
 
     #[test]
@@ -172,22 +209,24 @@ mod tests {
         let mut limiter = LoginLimiter::default();
         let now = Instant::now();
         for i in 0..=ADDRESS_POLICY.free_failures {
-            limiter.failed(&format!("user{i}@x.example"), addr(7), now);
+            assert_eq!(limiter.begin(&format!("user{i}@x.example"), addr(7), now), Ok(()));
         }
-        assert_eq!(limiter.wait("new@x.example", addr(7), now), Some(Duration::from_secs(1)));
-        assert_eq!(limiter.wait("new@x.example", addr(8), now), None);
+        assert_eq!(limiter.begin("new@x.example", addr(7), now), Err(Duration::from_secs(1)));
+        assert_eq!(limiter.begin("new@x.example", addr(8), now), Ok(()));
     }
 
     #[test]
-    fn success_clears_the_account_but_not_the_address() {
+    fn success_clears_the_account_and_refunds_only_its_own_attempt_to_the_address() {
         let mut limiter = LoginLimiter::default();
         let now = Instant::now();
-        for _ in 0..=ADDRESS_POLICY.free_failures {
-            limiter.failed("a@x.example", addr(1), now);
+        for i in 0..ADDRESS_POLICY.free_failures {
+            assert_eq!(limiter.begin(&format!("guess{i}@x.example"), addr(1), now), Ok(()));
         }
-        limiter.succeeded("a@x.example");
-        assert_eq!(limiter.wait("a@x.example", addr(2), now), None);
-        assert!(limiter.wait("a@x.example", addr(1), now).is_some());
+        assert_eq!(limiter.begin("a@x.example", addr(1), now), Ok(()));
+        limiter.succeeded("a@x.example", addr(1));
+        assert_eq!(limiter.begin("a@x.example", addr(1), now), Ok(()), "the address had one attempt left");
+        assert!(limiter.begin("b@x.example", addr(1), now).is_err(), "and its guesses still count");
+        assert_eq!(limiter.begin("a@x.example", addr(2), now), Ok(()), "the account itself is clear");
     }
 
     #[test]
@@ -195,11 +234,11 @@ mod tests {
         let mut limiter = LoginLimiter::default();
         let now = Instant::now();
         for _ in 0..ACCOUNT_POLICY.free_failures {
-            limiter.failed("a@x.example", addr(1), now);
+            limiter.begin("a@x.example", addr(1), now).expect("free");
         }
         let much_later = now + ACCOUNT_POLICY.forget_after + Duration::from_secs(1);
-        limiter.failed("a@x.example", addr(2), much_later);
-        assert_eq!(limiter.wait("a@x.example", addr(3), much_later), None);
+        let (admitted, _) = admit_until_refused(&mut limiter, "a@x.example", addr(2), much_later);
+        assert_eq!(admitted, ACCOUNT_POLICY.free_failures + 1, "a fresh allowance");
     }
 
     #[test]

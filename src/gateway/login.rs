@@ -45,8 +45,8 @@ pub async fn login(
             "email is at most {MAX_EMAIL_LEN} bytes and password at most {MAX_PASSWORD_LEN}"
         )));
     }
-    let wait = gateway.limiter.lock().expect("limiter lock").wait(&email, peer.ip(), Instant::now());
-    if let Some(wait) = wait {
+    let admitted = gateway.limiter.lock().expect("limiter lock").begin(&email, peer.ip(), Instant::now());
+    if let Err(wait) = admitted {
         gateway.metrics.login("limited");
         return Err(ApiError::too_many_requests(wait.as_secs().max(1)));
     }
@@ -58,11 +58,10 @@ pub async fn login(
     let hash = stored.unwrap_or_else(|| gateway.decoy_hash.clone());
     let correct = gateway.check_password(hash, request.password).await? && known;
     if !correct {
-        gateway.limiter.lock().expect("limiter lock").failed(&email, peer.ip(), Instant::now());
         gateway.metrics.login("refused");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
     }
-    gateway.limiter.lock().expect("limiter lock").succeeded(&email);
+    gateway.limiter.lock().expect("limiter lock").succeeded(&email, peer.ip());
     gateway.metrics.login("accepted");
     let now = Timestamp::now();
     let expires = now.as_second() + gateway.settings.session_ttl.as_secs() as i64;

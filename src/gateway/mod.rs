@@ -15,6 +15,8 @@ pub mod members;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+#[cfg(test)]
+mod tests;
 pub mod token;
 
 use std::net::SocketAddr;

@@ -99,7 +99,10 @@ pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, reques
     };
     let (org, name) = (org.to_owned(), name.to_owned());
     let query_token = query_token(request.uri());
-    let presented = header_token(request.headers()).or_else(|| cookie_token(request.headers())).or(query_token.clone());
+    // A link's token comes first: it is the one that becomes the cookie, and it replaces a stale
+    // cookie left from before the token rotated.
+    let presented =
+        query_token.clone().or_else(|| header_token(request.headers())).or_else(|| cookie_token(request.headers()));
     let presented = presented.filter(|t| t.len() <= MAX_TOKEN_LEN).unwrap_or_default();
     let target = match authorise(&gateway, &org, &name, presented.as_bytes()) {
         Ok(target) => target,

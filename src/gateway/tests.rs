@@ -1,0 +1,718 @@
+//! The public router in process: requests go straight into [`router`] with `oneshot`, the watch
+//! caches hold fixture objects, and the Kubernetes client points at a closed loopback port, so
+//! only paths that never reach the API server are exercised here.
+//!
+//! Every response to an API host is checked for the API's security headers by [`send`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use futures::future::BoxFuture;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use super::activity::Activity;
+use super::auth::{Accounts, memberships};
+use super::cache::Caches;
+use super::limiter::{ACCOUNT_POLICY, LoginLimiter};
+use super::metrics::Metrics;
+use super::proxy::{TOKEN_HEADER, TOKEN_QUERY, preview_label};
+use super::token::{Claims, Expectations, KeyRing, Membership, SigningKey};
+use super::{Gateway, MAX_API_BODY, Settings, random_token, router, upstream_client};
+use crate::accounts::{AccountError, MAX_PASSWORD_LEN, MIN_ITERATIONS, PasswordHash};
+use crate::config::OperatorConfig;
+use crate::crd::{
+    DesiredState, Member, Organisation, OrganisationSpec, Phase, Project, ProjectSpec, ProjectStatus, Role,
+};
+use crate::operator::labels::organisation_namespace;
+use crate::operator::project::build::{TOKEN_KEY, TOKEN_STATE, preview_host, preview_secret_name};
+
+const ALICE: &str = "alice@acme.example";
+const BOB: &str = "bob@acme.example";
+const CAROL: &str = "carol@globex.example";
+const PASSWORD: &str = "correct horse battery staple";
+/// `PasswordHash::new(PASSWORD, MIN_ITERATIONS)` with a fixed salt, computed independently with
+/// Python's `hashlib.pbkdf2_hmac`: sign-ins that succeed also check ring's derivation against
+/// another implementation.
+const PASSWORD_HASH: &str = "pbkdf2-sha256$600000$AQIDBAUGBwgJCgsMDQ4PEA$AAjmm4n/rBqnux9EKJumWvqnEd1FDwqrbDIuTNV7shY";
+
+const API_HOST: &str = "ooda.localhost";
+const SHOP_TOKEN: &str = "c2hvcC1wcmV2aWV3LXRva2VuLWZvci10aGUtdGVzdHM";
+const BLOG_TOKEN: &str = "YmxvZy1wcmV2aWV3LXRva2VuLWZvci10aGUtdGVzdHM";
+const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
+const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
+
+/// The routes `router()` registers, with their methods: keep in step with `super::router`.
+const ROUTES: [(&str, &[&str]); 15] = [
+    ("/api/auth/login", &["post"]),
+    ("/api/auth/accept-invite", &["post"]),
+    ("/api/me", &["get"]),
+    ("/api/orgs/{org}", &["get"]),
+    ("/api/orgs/{org}/members", &["get"]),
+    ("/api/orgs/{org}/members/{email}", &["put", "delete"]),
+    ("/api/orgs/{org}/invites", &["post"]),
+    ("/api/orgs/{org}/projects", &["get", "post"]),
+    ("/api/orgs/{org}/projects/{project}", &["get", "delete"]),
+    ("/api/orgs/{org}/projects/{project}/start", &["post"]),
+    ("/api/orgs/{org}/projects/{project}/stop", &["post"]),
+    ("/api/orgs/{org}/projects/{project}/wake", &["post"]),
+    ("/api/orgs/{org}/projects/{project}/preview", &["get"]),
+    ("/api/openapi.json", &["get"]),
+    ("/.well-known/jwks.json", &["get"]),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// Passwords in memory instead of Secrets.
+struct MemoryAccounts(Mutex<HashMap<String, PasswordHash>>);
+
+impl Accounts for MemoryAccounts {
+    fn password_hash<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<Option<PasswordHash>, AccountError>> {
+        let found = self.0.lock().expect("accounts lock").get(email).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn create<'a>(&'a self, email: &'a str, hash: &'a PasswordHash) -> BoxFuture<'a, Result<(), AccountError>> {
+        let mut accounts = self.0.lock().expect("accounts lock");
+        let result = match accounts.contains_key(email) {
+            true => Err(AccountError::Exists(email.to_owned())),
+            false => {
+                accounts.insert(email.to_owned(), hash.clone());
+                Ok(())
+            }
+        };
+        Box::pin(async move { result })
+    }
+}
+
+fn organisation(name: &str, members: &[(&str, Role)]) -> Organisation {
+    let members = members.iter().map(|(email, role)| Member { email: (*email).to_owned(), role: *role }).collect();
+    Organisation::new(name, OrganisationSpec { display_name: None, jurisdiction: "eu".into(), members, quota: None })
+}
+
+fn project(org: &str, name: &str, phase: Phase, preview_domain: &str) -> Project {
+    let spec: ProjectSpec =
+        serde_json::from_value(json!({ "ports": [{ "name": "web", "port": 3000, "preview": true }] }))
+            .expect("a valid project spec");
+    let mut project = Project::new(name, spec);
+    project.metadata.namespace = Some(organisation_namespace(org));
+    project.status = Some(ProjectStatus {
+        phase: Some(phase),
+        preview_host: Some(preview_host(name, org, preview_domain)),
+        ..Default::default()
+    });
+    project
+}
+
+/// The `<project>-preview` Secret as the operator writes it.
+fn preview_secret(org: &str, project: &str, token: &str, state: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(preview_secret_name(project)),
+            namespace: Some(organisation_namespace(org)),
+            annotations: Some(BTreeMap::from([(TOKEN_STATE.to_owned(), state.to_owned())])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(token.as_bytes().to_vec()))])),
+        ..Default::default()
+    }
+}
+
+/// acme: alice (admin), bob (member); projects shop and blog (its preview token marked stopped).
+/// globex: carol (admin), alice (member); project portal.
+fn gateway() -> Arc<Gateway> {
+    let config =
+        OperatorConfig::parse("examples/operator-config.yaml", include_str!("../../examples/operator-config.yaml"))
+            .expect("the example configuration is valid");
+    let domain = config.preview_domain.clone();
+    let organisations = vec![
+        organisation("acme", &[(ALICE, Role::Admin), (BOB, Role::Member)]),
+        organisation("globex", &[(CAROL, Role::Admin), (ALICE, Role::Member)]),
+    ];
+    let mut blog = project("acme", "blog", Phase::Running, &domain);
+    // The Secret's watch is ahead of the Project's: the token is already marked stopped while the
+    // cached spec still says Running. The annotation alone must close the preview.
+    blog.spec.lifecycle.state = DesiredState::Running;
+    let projects = vec![
+        project("acme", "shop", Phase::Running, &domain),
+        blog,
+        project("globex", "portal", Phase::Running, &domain),
+    ];
+    let secrets = vec![
+        preview_secret("acme", "shop", SHOP_TOKEN, "running"),
+        preview_secret("acme", "blog", BLOG_TOKEN, "stopped"),
+        preview_secret("globex", "portal", PORTAL_TOKEN, "running"),
+    ];
+
+    let hash = PasswordHash::parse(PASSWORD_HASH).expect("a well-formed hash");
+    assert_eq!(hash.iterations(), MIN_ITERATIONS, "recompute PASSWORD_HASH at the new MIN_ITERATIONS");
+    let accounts = [ALICE, BOB, CAROL].map(|email| (email.to_owned(), hash.clone()));
+    let unreachable = kube::Config::new("http://127.0.0.1:9".parse().expect("a valid URL"));
+    let client = kube::Client::try_from(unreachable).expect("a client for a plain HTTP URL");
+    let settings = Settings {
+        namespace: "ooda-system".into(),
+        issuer: "ooda".into(),
+        audience: "ooda-api".into(),
+        session_ttl: Duration::from_secs(3600),
+        token_leeway: Duration::from_secs(30),
+        invite_ttl: Duration::from_secs(7 * 24 * 3600),
+        activity_interval: Duration::from_secs(30),
+        wake_timeout: Duration::from_secs(60),
+        browser_hold: Duration::from_secs(2),
+        tls: false,
+        public_port: None,
+        password_iterations: MIN_ITERATIONS,
+        hashing_slots: 4,
+    };
+    let metrics = Arc::new(Metrics::default());
+    Arc::new(Gateway {
+        activity: Arc::new(Activity::new(client.clone(), settings.activity_interval, metrics.clone())),
+        accounts: Arc::new(MemoryAccounts(Mutex::new(HashMap::from(accounts)))),
+        caches: Caches::from_objects(organisations, projects, Vec::new(), secrets),
+        config: Arc::new(config),
+        limiter: Mutex::new(LoginLimiter::default()),
+        hashing: Semaphore::new(settings.hashing_slots),
+        decoy_hash: hash,
+        upstream: upstream_client(),
+        keys: Arc::new(RwLock::new(Arc::new(KeyRing::new(SigningKey::generate(), None)))),
+        client,
+        settings,
+        metrics,
+    })
+}
+
+fn expectations(gateway: &Gateway) -> Expectations<'_> {
+    let settings = &gateway.settings;
+    Expectations { issuer: &settings.issuer, audience: &settings.audience, leeway: settings.token_leeway }
+}
+
+/// Claims for `email` naming `orgs`, valid for an hour from now.
+fn claims(gateway: &Gateway, email: &str, orgs: Vec<Membership>) -> Claims {
+    let now = Timestamp::now().as_second();
+    Claims {
+        iss: gateway.settings.issuer.clone(),
+        aud: gateway.settings.audience.clone(),
+        sub: email.to_owned(),
+        iat: now,
+        exp: now + 3600,
+        jti: random_token(16),
+        orgs,
+    }
+}
+
+/// A session token for `email` claiming `orgs`, signed with the gateway's key.
+fn session_claiming(gateway: &Gateway, email: &str, orgs: Vec<Membership>) -> String {
+    gateway.keys().issue(&claims(gateway, email, orgs))
+}
+
+/// A session token for `email` as signing in now would issue it, without the password check.
+fn session(gateway: &Gateway, email: &str) -> String {
+    session_claiming(gateway, email, memberships(gateway, email))
+}
+
+fn membership(org: &str, role: &str) -> Membership {
+    Membership { org: org.into(), role: role.into() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: impl header::AsHeaderName) -> &str {
+        self.headers.get(name).map(|v| v.to_str().expect("a text header")).unwrap_or_default()
+    }
+
+    /// The status, and a JSON error body with this code and a message.
+    #[track_caller]
+    fn assert_error(&self, status: StatusCode, code: &str) -> Value {
+        let body = self.json();
+        assert_eq!((self.status, body["error"].as_str()), (status, Some(code)), "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "a message: {body}");
+        assert!(self.header(header::CONTENT_TYPE).starts_with("application/json"));
+        body
+    }
+}
+
+/// Sends `request` through the router from [`PEER`]. Answers on API hosts must carry the API's
+/// security headers, whatever the status.
+async fn send(gateway: &Arc<Gateway>, mut request: Request<Body>) -> Reply {
+    request.extensions_mut().insert(ConnectInfo(SocketAddr::from(PEER)));
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let api = preview_label(host, &gateway.config.preview_domain).is_none();
+    let response = router(gateway.clone()).oneshot(request).await.expect("the router never fails");
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.expect("a readable body").to_vec();
+    let reply = Reply { status: parts.status, headers: parts.headers, body };
+    if api {
+        assert_eq!(reply.header(header::CACHE_CONTROL), "no-store", "status {}", reply.status);
+        assert_eq!(reply.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "status {}", reply.status);
+    }
+    reply
+}
+
+fn api(method: Method, uri: &str, token: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri).header(header::HOST, API_HOST);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    builder.body(Body::empty()).expect("a valid request")
+}
+
+async fn get(gateway: &Arc<Gateway>, uri: &str, token: &str) -> Reply {
+    send(gateway, api(Method::GET, uri, Some(token))).await
+}
+
+async fn login(gateway: &Arc<Gateway>, body: impl Into<Body>) -> Reply {
+    let request = Request::post("/api/auth/login")
+        .header(header::HOST, API_HOST)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .expect("a valid request");
+    send(gateway, request).await
+}
+
+fn credentials(email: &str, password: &str) -> String {
+    json!({ "email": email, "password": password }).to_string()
+}
+
+/// A request to `project`'s preview host in `org`.
+fn preview(gateway: &Gateway, org: &str, project: &str, uri: &str) -> axum::http::request::Builder {
+    let host = preview_host(project, org, &gateway.config.preview_domain);
+    Request::get(uri).header(header::HOST, host)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing in
+
+#[tokio::test]
+async fn login_with_the_right_password_issues_a_token_naming_the_cached_memberships() {
+    let gateway = gateway();
+    let reply = login(&gateway, credentials("  Alice@Acme.Example ", PASSWORD)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
+    let body = reply.json();
+    let orgs = json!([{ "org": "acme", "role": "admin" }, { "org": "globex", "role": "member" }]);
+    assert_eq!((&body["email"], &body["tokenType"], &body["organisations"]), (&json!(ALICE), &json!("Bearer"), &orgs));
+
+    let token = body["token"].as_str().expect("a token");
+    let claims = gateway.keys().verify(token, &expectations(&gateway), Timestamp::now()).expect("a valid token");
+    assert_eq!((claims.sub.as_str(), claims.iss.as_str(), claims.aud.as_str()), (ALICE, "ooda", "ooda-api"));
+    assert_eq!(claims.orgs, [membership("acme", "admin"), membership("globex", "member")]);
+    assert_eq!(claims.exp - claims.iat, 3600);
+
+    let me = get(&gateway, "/api/me", token).await;
+    assert_eq!((me.status, &me.json()["organisations"]), (StatusCode::OK, &orgs));
+}
+
+#[tokio::test]
+async fn an_unknown_email_and_a_wrong_password_get_the_same_401_and_body() {
+    let gateway = gateway();
+    let unknown = login(&gateway, credentials("mallory@acme.example", "a guess at a password")).await;
+    let wrong = login(&gateway, credentials(ALICE, "a guess at a password")).await;
+    unknown.assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    assert_eq!((wrong.status, &wrong.body), (unknown.status, &unknown.body));
+    assert_eq!(wrong.header(header::WWW_AUTHENTICATE), unknown.header(header::WWW_AUTHENTICATE));
+}
+
+#[tokio::test]
+async fn an_over_long_password_or_email_is_a_400() {
+    let gateway = gateway();
+    let long_password = login(&gateway, credentials(ALICE, &"p".repeat(MAX_PASSWORD_LEN + 1))).await;
+    long_password.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let long_email = format!("{}@acme.example", "a".repeat(250));
+    login(&gateway, credentials(&long_email, PASSWORD)).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_login_body_that_is_not_the_expected_json_is_refused_with_the_reason() {
+    let gateway = gateway();
+    login(&gateway, "{\"email\": ").await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+
+    let extra = json!({ "email": ALICE, "password": PASSWORD, "admin": true }).to_string();
+    let body = login(&gateway, extra).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(body["message"].as_str().unwrap().contains("admin"), "names the field: {body}");
+    let missing = login(&gateway, json!({ "email": ALICE }).to_string()).await;
+    let body = missing.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(body["message"].as_str().unwrap().contains("password"), "names the field: {body}");
+
+    let untyped = Request::post("/api/auth/login")
+        .header(header::HOST, API_HOST)
+        .body(Body::from(credentials(ALICE, PASSWORD)))
+        .unwrap();
+    send(&gateway, untyped).await.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+}
+
+#[tokio::test]
+async fn a_login_body_over_64_kib_is_413_too_large() {
+    let gateway = gateway();
+    let padding = "p".repeat(MAX_API_BODY);
+    let reply = login(&gateway, credentials(ALICE, &padding)).await;
+    reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+}
+
+#[tokio::test]
+async fn after_six_failures_an_email_gets_429_with_retry_after_even_with_the_right_password() {
+    let gateway = gateway();
+    // A failure through the router costs a full PBKDF2 check, so the first five are recorded
+    // directly, from other addresses (only the account's count may block), and the sixth is real.
+    for i in 0..ACCOUNT_POLICY.free_failures {
+        gateway.limiter.lock().unwrap().begin(ALICE, [198, 51, 100, i as u8].into(), Instant::now()).expect("admitted");
+    }
+    let sixth = login(&gateway, credentials(ALICE, "a guess at a password")).await;
+    sixth.assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    assert!(sixth.headers.get(header::RETRY_AFTER).is_none(), "the sixth attempt was still allowed");
+
+    let limited = login(&gateway, credentials(ALICE, PASSWORD)).await;
+    limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    assert_eq!(limited.header(header::RETRY_AFTER), "1");
+    let differently_typed = login(&gateway, credentials(" ALICE@acme.example", PASSWORD)).await;
+    differently_typed.assert_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+#[tokio::test]
+async fn the_api_without_a_valid_bearer_token_is_401() {
+    let gateway = gateway();
+    send(&gateway, api(Method::GET, "/api/me", None)).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let basic = Request::get("/api/me")
+        .header(header::HOST, API_HOST)
+        .header(header::AUTHORIZATION, "Basic YWxpY2U6cGFzc3dvcmQ=")
+        .body(Body::empty())
+        .unwrap();
+    send(&gateway, basic).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let valid = claims(&gateway, ALICE, memberships(&gateway, ALICE));
+    let expired = gateway.keys().issue(&Claims { iat: valid.iat - 7200, exp: valid.iat - 3600, ..valid.clone() });
+    let foreign = KeyRing::new(SigningKey::generate(), None).issue(&valid);
+    for token in [expired.as_str(), foreign.as_str(), "not-a-token", ""] {
+        get(&gateway, "/api/me", token).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn api_me_lists_the_callers_organisations_from_the_cache() {
+    let gateway = gateway();
+    let reply = get(&gateway, "/api/me", &session(&gateway, BOB)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({ "email": BOB, "organisations": [{ "org": "acme", "role": "member" }] }));
+}
+
+#[tokio::test]
+async fn an_organisation_the_caller_is_not_in_is_404_as_if_it_did_not_exist() {
+    let gateway = gateway();
+    let bob = session(&gateway, BOB);
+    let theirs = get(&gateway, "/api/orgs/globex", &bob).await;
+    theirs.assert_error(StatusCode::NOT_FOUND, "not_found");
+    get(&gateway, "/api/orgs/nowhere", &bob).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    get(&gateway, "/api/orgs/globex/members", &bob).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    get(&gateway, "/api/orgs/globex/projects", &bob).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+
+    let own = get(&gateway, "/api/orgs/acme", &bob).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!((&own.json()["name"], &own.json()["yourRole"]), (&json!("acme"), &json!("member")));
+}
+
+#[tokio::test]
+async fn a_token_claiming_an_organisation_the_user_has_left_is_401_there() {
+    let gateway = gateway();
+    let stale = session_claiming(&gateway, BOB, vec![membership("acme", "member"), membership("globex", "admin")]);
+    get(&gateway, "/api/orgs/globex", &stale).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    get(&gateway, "/api/orgs/globex/projects", &stale).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(get(&gateway, "/api/orgs/acme", &stale).await.status, StatusCode::OK, "still a member of acme");
+}
+
+#[tokio::test]
+async fn a_member_may_not_change_members_403() {
+    let gateway = gateway();
+    let bob = session(&gateway, BOB);
+    let delete = send(&gateway, api(Method::DELETE, &format!("/api/orgs/acme/members/{ALICE}"), Some(&bob))).await;
+    delete.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let put = Request::put(format!("/api/orgs/acme/members/{CAROL}"))
+        .header(header::HOST, API_HOST)
+        .header(header::AUTHORIZATION, format!("Bearer {bob}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "role": "admin" }).to_string()))
+        .unwrap();
+    send(&gateway, put).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Projects, from the cache
+
+#[tokio::test]
+async fn a_member_lists_and_reads_their_organisations_projects() {
+    let gateway = gateway();
+    let bob = session(&gateway, BOB);
+    let list = get(&gateway, "/api/orgs/acme/projects", &bob).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let projects = list.json()["projects"].as_array().expect("a list").clone();
+    let names: Vec<&str> = projects.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["blog", "shop"], "sorted by name, only acme's");
+
+    let one = get(&gateway, "/api/orgs/acme/projects/shop", &bob).await;
+    assert_eq!(one.status, StatusCode::OK);
+    let shop = one.json();
+    assert_eq!(shop, projects[1]);
+    assert_eq!(shop["organisation"], "acme");
+    assert_eq!(shop["phase"], "Running");
+    assert_eq!(shop["state"], "Running");
+    assert_eq!(shop["previewHost"], "shop--acme.preview.ooda.localhost");
+    assert_eq!(shop["spec"]["ports"], json!([{ "name": "web", "port": 3000, "preview": true }]));
+}
+
+#[tokio::test]
+async fn another_organisations_project_is_404() {
+    let gateway = gateway();
+    let bob = session(&gateway, BOB);
+    let by_own_org = get(&gateway, "/api/orgs/acme/projects/portal", &bob).await;
+    by_own_org.assert_error(StatusCode::NOT_FOUND, "not_found");
+    let by_its_org = get(&gateway, "/api/orgs/globex/projects/portal", &bob).await;
+    by_its_org.assert_error(StatusCode::NOT_FOUND, "not_found");
+    let preview = get(&gateway, "/api/orgs/acme/projects/portal/preview", &bob).await;
+    preview.assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn the_preview_link_from_the_api_opens_the_preview_as_a_cookie() {
+    let gateway = gateway();
+    let reply = get(&gateway, "/api/orgs/acme/projects/shop/preview", &session(&gateway, BOB)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = reply.json();
+    let url = format!("http://shop--acme.preview.ooda.localhost/?{TOKEN_QUERY}={SHOP_TOKEN}");
+    assert_eq!(
+        body,
+        json!({ "host": "shop--acme.preview.ooda.localhost", "url": url, "token": SHOP_TOKEN, "header": TOKEN_HEADER })
+    );
+
+    let link = preview(&gateway, "acme", "shop", &format!("/?{TOKEN_QUERY}={SHOP_TOKEN}")).body(Body::empty()).unwrap();
+    let opened = send(&gateway, link).await;
+    assert_eq!(opened.status, StatusCode::SEE_OTHER);
+    assert_eq!(opened.header(header::LOCATION), "/");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The preview proxy, up to the point it would wake or forward
+
+#[tokio::test]
+async fn a_preview_request_without_a_token_is_401() {
+    let gateway = gateway();
+    let reply = send(&gateway, preview(&gateway, "acme", "shop", "/").body(Body::empty()).unwrap()).await;
+    reply.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn a_wrong_preview_token_is_401_in_header_cookie_or_query() {
+    let gateway = gateway();
+    let requests = [
+        preview(&gateway, "acme", "shop", "/").header(TOKEN_HEADER, PORTAL_TOKEN),
+        preview(&gateway, "acme", "shop", "/").header(header::COOKIE, format!("ooda_preview={PORTAL_TOKEN}")),
+        preview(&gateway, "acme", "shop", &format!("/?{TOKEN_QUERY}={PORTAL_TOKEN}")),
+        preview(&gateway, "acme", "shop", "/").header(TOKEN_HEADER, format!("{SHOP_TOKEN}x")),
+        preview(&gateway, "globex", "portal", "/").header(TOKEN_HEADER, SHOP_TOKEN),
+    ];
+    for request in requests {
+        let reply = send(&gateway, request.body(Body::empty()).unwrap()).await;
+        reply.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn the_token_of_a_project_whose_preview_secret_is_marked_stopped_is_403() {
+    let gateway = gateway();
+    let request = preview(&gateway, "acme", "blog", "/").header(TOKEN_HEADER, BLOG_TOKEN).body(Body::empty()).unwrap();
+    send(&gateway, request).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+    let link = preview(&gateway, "acme", "blog", &format!("/?{TOKEN_QUERY}={BLOG_TOKEN}")).body(Body::empty()).unwrap();
+    send(&gateway, link).await.assert_error(StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn an_unknown_preview_host_is_404() {
+    let gateway = gateway();
+    for (org, project) in [("acme", "nope"), ("nowhere", "shop"), ("globex", "shop")] {
+        let request =
+            preview(&gateway, org, project, "/").header(TOKEN_HEADER, SHOP_TOKEN).body(Body::empty()).unwrap();
+        send(&gateway, request).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+}
+
+#[tokio::test]
+async fn a_link_token_is_swapped_for_a_secure_cookie_and_dropped_from_the_url() {
+    let gateway = gateway();
+    let link = preview(&gateway, "acme", "shop", &format!("/page?x=1&{TOKEN_QUERY}={SHOP_TOKEN}&y=2"))
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&gateway, link).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.header(header::LOCATION), "/page?x=1&y=2");
+    assert_eq!(
+        reply.header(header::SET_COOKIE),
+        format!("ooda_preview={SHOP_TOKEN}; Path=/; Secure; HttpOnly; SameSite=Lax")
+    );
+    assert_eq!(reply.header(header::CACHE_CONTROL), "no-store");
+    assert_eq!(reply.header(header::REFERRER_POLICY), "no-referrer");
+    assert!(reply.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_fresh_link_replaces_a_stale_cookie_from_before_the_token_rotated() {
+    let gateway = gateway();
+    let link = preview(&gateway, "acme", "shop", &format!("/?{TOKEN_QUERY}={SHOP_TOKEN}"))
+        .header(header::COOKIE, "ooda_preview=the-token-before-the-project-was-stopped")
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&gateway, link).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&reply.body));
+    assert!(reply.header(header::SET_COOKIE).starts_with(&format!("ooda_preview={SHOP_TOKEN};")));
+}
+
+#[tokio::test]
+async fn a_wrong_link_token_never_becomes_the_cookie() {
+    let gateway = gateway();
+    let link = preview(&gateway, "acme", "shop", &format!("/?{TOKEN_QUERY}={PORTAL_TOKEN}"))
+        .header(header::COOKIE, format!("ooda_preview={SHOP_TOKEN}"))
+        .header(TOKEN_HEADER, SHOP_TOKEN)
+        .body(Body::empty())
+        .unwrap();
+    let reply = send(&gateway, link).await;
+    reply.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(reply.headers.get(header::SET_COOKIE).is_none());
+}
+
+#[tokio::test]
+async fn api_paths_on_a_preview_host_go_to_the_proxy_not_the_api() {
+    let gateway = gateway();
+    let alice = session(&gateway, ALICE);
+    let request = preview(&gateway, "acme", "shop", "/api/me")
+        .header(header::AUTHORIZATION, format!("Bearer {alice}"))
+        .body(Body::empty())
+        .unwrap();
+    let body = send(&gateway, request).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(body["message"].as_str().unwrap().contains("preview token"), "the proxy's answer: {body}");
+    let with_port = Request::get("/api/me")
+        .header(header::HOST, "shop--acme.preview.ooda.localhost:8443")
+        .header(header::AUTHORIZATION, format!("Bearer {alice}"))
+        .body(Body::empty())
+        .unwrap();
+    send(&gateway, with_port).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+#[tokio::test]
+async fn an_unknown_route_is_a_json_404() {
+    let gateway = gateway();
+    for path in ["/", "/api", "/api/nothing", "/api/orgs/acme/projects/shop/extra", "/healthz", "/metrics"] {
+        send(&gateway, api(Method::GET, path, None)).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405() {
+    let gateway = gateway();
+    send(&gateway, api(Method::GET, "/api/auth/login", None))
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    send(&gateway, api(Method::POST, "/api/me", None))
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn every_api_answer_carries_no_store_and_nosniff() {
+    // `send` asserts the headers on every API-host answer; these cover each kind of answer.
+    let gateway = gateway();
+    let token = session(&gateway, ALICE);
+    let statuses = [
+        send(&gateway, api(Method::GET, "/api/me", Some(&token))).await.status,
+        send(&gateway, api(Method::GET, "/api/openapi.json", None)).await.status,
+        send(&gateway, api(Method::GET, "/.well-known/jwks.json", None)).await.status,
+        send(&gateway, api(Method::GET, "/api/me", None)).await.status,
+        send(&gateway, api(Method::GET, "/api/orgs/initech", Some(&token))).await.status,
+        send(&gateway, api(Method::PATCH, "/api/me", None)).await.status,
+        login(&gateway, "not json").await.status,
+        login(&gateway, credentials(ALICE, &"p".repeat(MAX_API_BODY))).await.status,
+    ];
+    assert_eq!(statuses.map(|s| s.as_u16()), [200, 200, 200, 401, 404, 405, 400, 413]);
+}
+
+#[tokio::test]
+async fn the_jwks_lists_the_key_that_signs_sessions() {
+    let gateway = gateway();
+    let reply = send(&gateway, api(Method::GET, "/.well-known/jwks.json", None)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let keys = reply.json()["keys"].as_array().expect("a key list").clone();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kid"], gateway.keys().current_kid());
+}
+
+#[tokio::test]
+async fn the_route_list_matches_the_router() {
+    // Every listed method of every listed path is routed (not the 404 or 405 fallback) and every
+    // other method is 405, so ROUTES cannot drift from `router()` unnoticed. No request gets as far
+    // as the API server: each is refused for want of a session or a JSON body first.
+    let gateway = gateway();
+    for (path, methods) in ROUTES {
+        let uri = path.replace("{org}", "acme").replace("{project}", "shop").replace("{email}", BOB);
+        for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            let reply = send(&gateway, api(method.clone(), &uri, None)).await;
+            let listed = methods.contains(&method.as_str().to_lowercase().as_str());
+            let want = match (listed, path) {
+                (false, _) => StatusCode::METHOD_NOT_ALLOWED,
+                (true, "/api/auth/login" | "/api/auth/accept-invite") => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                (true, "/api/openapi.json" | "/.well-known/jwks.json") => StatusCode::OK,
+                (true, _) => StatusCode::UNAUTHORIZED,
+            };
+            assert_eq!(reply.status, want, "{method} {uri}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_of_the_router() {
+    let gateway = gateway();
+    let reply = send(&gateway, api(Method::GET, "/api/openapi.json", None)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header(header::CONTENT_TYPE), "application/json");
+    let document = reply.json();
+    let paths = document["paths"].as_object().expect("a paths object");
+    for (path, methods) in ROUTES {
+        let described = paths.get(path).and_then(Value::as_object).unwrap_or_else(|| panic!("{path} is undocumented"));
+        let mut described: Vec<&str> = described
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !matches!(*k, "parameters" | "summary" | "description"))
+            .collect();
+        let mut routed = methods.to_vec();
+        described.sort_unstable();
+        routed.sort_unstable();
+        assert_eq!(described, routed, "methods of {path}");
+    }
+    let routed: Vec<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
+    let extra: Vec<&String> = paths.keys().filter(|p| !routed.contains(&p.as_str())).collect();
+    assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+}
