@@ -153,4 +153,17 @@ kubectl wait --for=condition=Ready node --all --timeout=60s >/dev/null
 # The service-account controller creating `default` proves the controller manager is working.
 wait_for kube-controller-manager 60 kubectl get serviceaccount default -n default
 
+# --- a local S3 API (moto) for published sites, with one bucket per jurisdiction ---
+if [[ ! -x "$moto_dir/bin/moto_server" ]]; then
+  log "installing moto $MOTO_VERSION into $moto_dir"
+  rm -rf "$moto_dir"
+  python3 -m venv "$moto_dir"
+  "$moto_dir/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+start s3 "$moto_dir/bin/moto_server" -H 127.0.0.1 -p "$s3_port"
+wait_for s3 60 curl -fsS --max-time 2 "http://127.0.0.1:$s3_port/moto-api/"
+for bucket in "${s3_buckets[@]}"; do
+  curl -fsS -X PUT "http://127.0.0.1:$s3_port/$bucket" >/dev/null
+done
+
 log "ready in $(awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s; kubeconfig: $kubeconfig"

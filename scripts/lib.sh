@@ -10,6 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 k8s_bin="$cache/controlplane/kubernetes-$KUBERNETES_VERSION"
 etcd_bin="$cache/controlplane/etcd-$ETCD_VERSION"
 kwok_dir="$cache/controlplane/kwok-$KWOK_VERSION"
+moto_dir="$cache/moto-$MOTO_VERSION"       # a Python virtualenv holding the local S3 server
 
 state="$repo/.local/cluster"       # pki, etcd data, pids: removed by cluster-down
 logs="$repo/.local/logs"           # component logs: kept after cluster-down for inspection
@@ -22,8 +23,11 @@ apiserver_port="${OODA_APISERVER_PORT:-26443}"
 controller_manager_port="${OODA_CONTROLLER_MANAGER_PORT:-20257}"
 scheduler_port="${OODA_SCHEDULER_PORT:-20259}"
 kwok_port="${OODA_KWOK_PORT:-20250}"
+s3_port="${OODA_S3_PORT:-24566}"
 
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok s3)
+# The local S3's buckets: one per jurisdiction of examples/operator-config.yaml.
+s3_buckets=(ooda-sites-eu ooda-sites-us)
 
 kubectl() { "$k8s_bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }

@@ -25,6 +25,12 @@ pub struct OperatorConfig {
     pub gateway: GatewaySelector,
     /// Domain under which `<project>--<org>.<previewDomain>` preview hosts live.
     pub preview_domain: String,
+    /// Domain under which `<project>--<org>.<sitesDomain>` serves published sites; none: not served.
+    #[serde(default)]
+    pub sites_domain: Option<String>,
+    /// Limits on published archives.
+    #[serde(default)]
+    pub publishing: PublishLimits,
     /// Egress rules of every project.
     #[serde(default)]
     pub network: NetworkConfig,
@@ -44,12 +50,65 @@ pub struct Jurisdiction {
     pub sites: Option<SitesStorage>,
 }
 
+/// An S3-compatible bucket for one jurisdiction's published sites (AWS, R2, Garage, MinIO…).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SitesStorage {
+    /// `https://…` (or `http://` for a local server).
     pub endpoint: String,
     pub region: String,
     pub bucket: String,
+    /// Secret in ooda's own namespace holding `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret: String,
+    /// `bucket` in the path rather than the host name (MinIO, Garage, most local servers).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// When the SDK adds request checksums: `whenRequired` (the default; what every
+    /// S3-compatible server accepts) or `whenSupported` (AWS's default).
+    #[serde(default)]
+    pub request_checksum: ChecksumMode,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum ChecksumMode {
+    #[default]
+    WhenRequired,
+    WhenSupported,
+}
+
+/// Limits on a published site's archive.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PublishLimits {
+    pub max_bytes: Quantity,
+    pub max_files: u64,
+    pub max_file_bytes: Quantity,
+    /// Inflated bytes per compressed byte (gzip bombs).
+    pub max_compression_ratio: u64,
+}
+
+impl Default for PublishLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: Quantity("512Mi".into()),
+            max_files: 20_000,
+            max_file_bytes: Quantity("100Mi".into()),
+            max_compression_ratio: 100,
+        }
+    }
+}
+
+impl PublishLimits {
+    /// In bytes (validated at load).
+    pub fn archive_limits(&self) -> crate::sites::archive::Limits {
+        crate::sites::archive::Limits {
+            max_bytes: quantity_bytes(&self.max_bytes.0).expect("validated at load"),
+            max_files: self.max_files,
+            max_file_bytes: quantity_bytes(&self.max_file_bytes.0).expect("validated at load"),
+            max_ratio: self.max_compression_ratio,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -81,6 +140,10 @@ pub struct GatewaySelector {
     pub namespace: String,
     /// Labels every gateway pod carries.
     pub pod_labels: BTreeMap<String, String>,
+    /// Where the gateway's API is reached (`https://ooda.example.com`): environments get their
+    /// publish URL from it. Without it they get only the token.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -186,6 +249,9 @@ impl OperatorConfig {
                 if sites.bucket.is_empty() || sites.region.is_empty() {
                     return invalid(&at("sites"), "bucket and region are required");
                 }
+                if !is_dns_subdomain(&sites.credentials_secret) {
+                    return invalid(&at("sites.credentialsSecret"), "must be a Secret name");
+                }
             }
         }
         for (setting, class) in [
@@ -198,6 +264,11 @@ impl OperatorConfig {
         }
         if !is_dns_label(&self.gateway.namespace, 63) {
             return invalid("gateway.namespace", "must be a namespace name");
+        }
+        if let Some(url) = &self.gateway.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return invalid("gateway.publicUrl", "must be an http:// or https:// URL");
         }
         if self.gateway.pod_labels.is_empty() {
             return invalid(
@@ -225,6 +296,24 @@ impl OperatorConfig {
                 }
                 Some(_) => {}
             }
+        }
+        if let Some(domain) = &self.sites_domain
+            && (!domain.split('.').all(|label| is_dns_label(label, 63))
+                || !domain.contains('.')
+                || *domain == self.preview_domain)
+        {
+            return invalid("sitesDomain", "must be a DNS domain such as sites.example.com, other than previewDomain");
+        }
+        for (setting, quantity) in [
+            ("publishing.maxBytes", &self.publishing.max_bytes),
+            ("publishing.maxFileBytes", &self.publishing.max_file_bytes),
+        ] {
+            if quantity_bytes(&quantity.0).is_none_or(|b| b == 0) {
+                return invalid(setting, "must be a positive size such as 100Mi");
+            }
+        }
+        if self.publishing.max_files == 0 || self.publishing.max_compression_ratio == 0 {
+            return invalid("publishing", "maxFiles and maxCompressionRatio must be positive");
         }
         if self.defaults.image.trim().is_empty() {
             return invalid("defaults.image", "an image is required");
@@ -288,6 +377,23 @@ fn is_positive_quantity(s: &str) -> bool {
     valid_number && valid_suffix && number.bytes().any(|b| (b'1'..=b'9').contains(&b))
 }
 
+/// A byte size written as a Kubernetes quantity without fractions: `512Mi`, `100M`, `4096`.
+fn quantity_bytes(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(multiplier)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_yaml::Value;
@@ -342,7 +448,10 @@ mod tests {
         let eu = &config.jurisdictions["eu"];
         assert_eq!(eu.regions, ["europe-west1", "eu-central-1"]);
         assert_eq!(eu.storage_class, "eu-ssd");
-        assert_eq!(eu.sites, None);
+        let sites = eu.sites.as_ref().expect("the example publishes to the local S3");
+        assert_eq!((sites.bucket.as_str(), sites.credentials_secret.as_str()), ("ooda-sites-eu", "ooda-sites-s3"));
+        assert!(sites.force_path_style);
+        assert_eq!(config.sites_domain.as_deref(), Some("sites.ooda.localhost"));
         assert_eq!(config.runtime_classes, RuntimeClasses { gvisor: "gvisor".into(), kata: "kata".into() });
         assert_eq!(config.gateway.namespace, "ooda-system");
         assert_eq!(
@@ -441,23 +550,54 @@ mod tests {
     }
 
     #[test]
-    fn sites_storage_needs_an_http_endpoint_a_bucket_and_a_region() {
+    fn sites_storage_needs_an_http_endpoint_a_bucket_a_region_and_credentials() {
         let sites = |yaml: &str| parse_with(&["jurisdictions", "eu", "sites"], yaml);
-        let config = sites("{ endpoint: 'https://s3.example', region: eu-1, bucket: sites }").unwrap();
+        let full = "{ endpoint: 'https://s3.example', region: eu-1, bucket: sites, credentialsSecret: s3-eu }";
         assert_eq!(
-            config.jurisdictions["eu"].sites,
-            Some(SitesStorage { endpoint: "https://s3.example".into(), region: "eu-1".into(), bucket: "sites".into() })
+            sites(full).unwrap().jurisdictions["eu"].sites,
+            Some(SitesStorage {
+                endpoint: "https://s3.example".into(),
+                region: "eu-1".into(),
+                bucket: "sites".into(),
+                credentials_secret: "s3-eu".into(),
+                force_path_style: false,
+                request_checksum: ChecksumMode::WhenRequired,
+            })
         );
-        assert!(sites("{ endpoint: 'http://minio:9000', region: eu-1, bucket: sites }").is_ok());
-        assert_refused(
-            sites("{ endpoint: 's3.example', region: eu-1, bucket: sites }"),
-            "jurisdictions.eu.sites.endpoint",
+        let minio = "{ endpoint: 'http://minio:9000', region: eu-1, bucket: sites, credentialsSecret: s3, \
+                     forcePathStyle: true, requestChecksum: whenSupported }";
+        let minio = sites(minio).unwrap().jurisdictions["eu"].sites.clone().unwrap();
+        assert!(minio.force_path_style);
+        assert_eq!(minio.request_checksum, ChecksumMode::WhenSupported);
+        let with = |field: &str| full.replace("endpoint: 'https://s3.example'", field);
+        assert_refused(sites(&with("endpoint: 's3.example'")), "jurisdictions.eu.sites.endpoint");
+        assert_refused(sites(&full.replace("bucket: sites", "bucket: ''")), "jurisdictions.eu.sites");
+        assert_refused(sites(&full.replace("region: eu-1", "region: ''")), "jurisdictions.eu.sites");
+        assert_refused(sites(&full.replace("s3-eu", "'S3 EU'")), "jurisdictions.eu.sites.credentialsSecret");
+        let unknown_mode = sites(&full.replace("s3-eu }", "s3-eu, requestChecksum: always }")).unwrap_err().to_string();
+        assert!(
+            unknown_mode.contains("jurisdictions.eu.sites.requestChecksum: unknown variant `always`"),
+            "{unknown_mode}"
         );
-        assert_refused(sites("{ endpoint: 'https://s3.example', region: eu-1, bucket: '' }"), "jurisdictions.eu.sites");
-        assert_refused(
-            sites("{ endpoint: 'https://s3.example', region: '', bucket: sites }"),
-            "jurisdictions.eu.sites",
-        );
+    }
+
+    #[test]
+    fn the_sites_domain_is_a_domain_apart_from_the_preview_domain() {
+        assert!(parse_with(&["sitesDomain"], "sites.example.com").is_ok());
+        assert_refused(parse_with(&["sitesDomain"], "localhost"), "sitesDomain");
+        assert_refused(parse_with(&["sitesDomain"], "preview.ooda.localhost"), "sitesDomain");
+    }
+
+    #[test]
+    fn publishing_limits_are_positive_sizes() {
+        let limits = example().publishing.archive_limits();
+        assert_eq!((limits.max_bytes, limits.max_file_bytes), (512 << 20, 100 << 20));
+        assert_refused(parse_with(&["publishing", "maxBytes"], "'0'"), "publishing.maxBytes");
+        assert_refused(parse_with(&["publishing", "maxFileBytes"], "1.5Gi"), "publishing.maxFileBytes");
+        assert_refused(parse_with(&["publishing", "maxFiles"], "0"), "publishing");
+        assert_eq!(quantity_bytes("4096"), Some(4096));
+        assert_eq!(quantity_bytes("2Gi"), Some(2 << 30));
+        assert_eq!(quantity_bytes("1e3"), None);
     }
 
     #[test]

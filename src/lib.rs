@@ -4,6 +4,7 @@
 //! - [`config`]: the operator's configuration (jurisdictions, runtime classes, defaults).
 //! - [`operator`]: the controllers, leader election, metrics and health endpoints.
 //! - [`gateway`]: the HTTP(S) edge: sessions, the REST API, the preview proxy.
+//! - [`sites`]: published static sites: archives, versions and purging in S3.
 //! - [`accounts`]: user accounts (PBKDF2 password hashes in Secrets).
 //! - [`cli`]: the `ooda` command line.
 
@@ -14,3 +15,4 @@ pub mod crd;
 pub mod duration;
 pub mod gateway;
 pub mod operator;
+pub mod sites;

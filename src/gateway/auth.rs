@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use futures::future::BoxFuture;
@@ -45,7 +46,14 @@ impl FromRequestParts<Arc<Gateway>> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, gateway: &Arc<Gateway>) -> ApiResult<Self> {
-        let header = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        Session::from_headers(gateway, &parts.headers)
+    }
+}
+
+impl Session {
+    /// The session a request's `Authorization: Bearer` header carries, re-verified now.
+    pub fn from_headers(gateway: &Gateway, headers: &HeaderMap) -> ApiResult<Self> {
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else {
             return Err(ApiError::unauthorized("sign in: send `Authorization: Bearer <token>` from /api/auth/login"));
         };

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `api` or `preview`.
+    /// `api`, `preview` or `sites`.
     pub surface: &'static str,
     /// `2xx`, `3xx`, `4xx` or `5xx`.
     pub class: &'static str,

@@ -15,6 +15,7 @@ pub mod members;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod sites;
 #[cfg(test)]
 mod tests;
 pub mod token;
@@ -112,6 +113,8 @@ pub struct Gateway {
     /// Checked against when the email is unknown, so that costs what a wrong password does.
     pub decoy_hash: PasswordHash,
     pub upstream: HttpClient<HttpConnector, Body>,
+    /// Each jurisdiction's bucket for published sites.
+    pub buckets: crate::sites::Buckets,
     keys: Arc<RwLock<Arc<KeyRing>>>,
 }
 
@@ -145,6 +148,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let settings = options.settings.clone();
     let secrets = kube::Api::namespaced(client.clone(), &settings.namespace);
     let keys = Arc::new(RwLock::new(Arc::new(keys::load_or_create(&secrets).await?)));
+    let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
     keys::follow(secrets, keys.clone());
     let caches = Caches::start(&client);
     let metrics = Arc::new(Metrics::default());
@@ -156,6 +160,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         decoy_hash: PasswordHash::new(&random_token(24), settings.password_iterations.max(MIN_ITERATIONS))
             .expect("a random decoy password is long enough"),
         upstream: upstream_client(),
+        buckets,
         client,
         config,
         settings,
@@ -211,6 +216,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/orgs/{org}/projects/{project}/stop", post(api::stop_project))
         .route("/api/orgs/{org}/projects/{project}/wake", post(api::wake_project))
         .route("/api/orgs/{org}/projects/{project}/preview", get(api::preview))
+        .route("/api/orgs/{org}/projects/{project}/publish", post(sites::publish))
+        .route("/api/orgs/{org}/projects/{project}/versions", get(sites::versions))
+        .route("/api/orgs/{org}/projects/{project}/versions/{version}/activate", post(sites::activate))
         .route("/api/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
         .fallback(|| async { ApiError::not_found("route") })
@@ -235,7 +243,12 @@ async fn edge(State(gateway): State<Arc<Gateway>>, request: Request, next: Next)
     if !gateway.caches.synced() {
         return ApiError::unavailable("the gateway is starting", 1).into_response();
     }
-    if let Some(label) = proxy::preview_label(&host, &gateway.config.preview_domain) {
+    if let Some(label) = gateway.config.sites_domain.as_deref().and_then(|domain| proxy::host_label(&host, domain)) {
+        let response = sites::serve(gateway.clone(), label, request).await;
+        gateway.metrics.answered("sites", response.status().as_u16(), started.elapsed());
+        return response;
+    }
+    if let Some(label) = proxy::host_label(&host, &gateway.config.preview_domain) {
         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let peer = peer.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let response = proxy::handle(gateway.clone(), label, peer, request).await;

@@ -30,15 +30,16 @@ const TOKEN_COOKIE: &str = "ooda_preview";
 /// Longest token accepted from a client (ours are 43 characters).
 const MAX_TOKEN_LEN: usize = 128;
 
-/// The project a preview host names: `<project>--<org>.<domain>`. Names may themselves contain
-/// `--`, so every split is tried against the cache.
-pub fn preview_label<'a>(host: &'a str, preview_domain: &str) -> Option<&'a str> {
+/// The label of a project host under `domain`: `<project>--<org>.<domain>`. Names may themselves
+/// contain `--`, so every split is tried against the cache.
+pub fn host_label<'a>(host: &'a str, preview_domain: &str) -> Option<&'a str> {
     let host = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |h| h.0);
     let label = host.strip_suffix(preview_domain)?.strip_suffix('.')?;
     (!label.is_empty() && !label.contains('.')).then_some(label)
 }
 
-fn splits(label: &str) -> impl Iterator<Item = (&str, &str)> {
+/// Every `(project, org)` reading of a host label.
+pub fn split_label(label: &str) -> impl Iterator<Item = (&str, &str)> {
     label.match_indices("--").map(move |(at, _)| (&label[..at], &label[at + 2..]))
 }
 
@@ -94,7 +95,8 @@ fn authorise(gateway: &Gateway, org: &str, name: &str, presented: &[u8]) -> Resu
 
 #[instrument(skip_all, fields(host = label))]
 pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, request: Request<Body>) -> Response<Body> {
-    let Some((name, org)) = splits(label).find(|(project, org)| gateway.caches.project(org, project).is_some()) else {
+    let Some((name, org)) = split_label(label).find(|(project, org)| gateway.caches.project(org, project).is_some())
+    else {
         return Refusal::UnknownProject.into_response();
     };
     let (org, name) = (org.to_owned(), name.to_owned());
@@ -408,19 +410,19 @@ mod tests {
     #[test]
     fn preview_hosts_name_a_label_under_the_domain() {
         let domain = "preview.ooda.localhost";
-        assert_eq!(preview_label("shop--acme.preview.ooda.localhost", domain), Some("shop--acme"));
-        assert_eq!(preview_label("shop--acme.preview.ooda.localhost:8443", domain), Some("shop--acme"));
-        assert_eq!(preview_label("preview.ooda.localhost", domain), None);
-        assert_eq!(preview_label("a.b.preview.ooda.localhost", domain), None);
-        assert_eq!(preview_label("shop--acme.evilpreview.ooda.localhost", domain), None);
-        assert_eq!(preview_label("api.ooda.localhost", domain), None);
+        assert_eq!(host_label("shop--acme.preview.ooda.localhost", domain), Some("shop--acme"));
+        assert_eq!(host_label("shop--acme.preview.ooda.localhost:8443", domain), Some("shop--acme"));
+        assert_eq!(host_label("preview.ooda.localhost", domain), None);
+        assert_eq!(host_label("a.b.preview.ooda.localhost", domain), None);
+        assert_eq!(host_label("shop--acme.evilpreview.ooda.localhost", domain), None);
+        assert_eq!(host_label("api.ooda.localhost", domain), None);
     }
 
     #[test]
     fn every_double_dash_is_a_candidate_split() {
-        let all: Vec<_> = splits("my--shop--acme").collect();
+        let all: Vec<_> = split_label("my--shop--acme").collect();
         assert_eq!(all, [("my", "shop--acme"), ("my--shop", "acme")]);
-        assert_eq!(splits("shop").count(), 0);
+        assert_eq!(split_label("shop").count(), 0);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::auth::{Accounts, memberships};
 use super::cache::Caches;
 use super::limiter::{ACCOUNT_POLICY, LoginLimiter};
 use super::metrics::Metrics;
-use super::proxy::{TOKEN_HEADER, TOKEN_QUERY, preview_label};
+use super::proxy::{TOKEN_HEADER, TOKEN_QUERY, host_label};
 use super::token::{Claims, Expectations, KeyRing, Membership, SigningKey};
 use super::{Gateway, MAX_API_BODY, Settings, random_token, router, upstream_client};
 use crate::accounts::{AccountError, MAX_PASSWORD_LEN, MIN_ITERATIONS, PasswordHash};
@@ -53,7 +53,7 @@ const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
 
 /// The routes `router()` registers, with their methods: keep in step with `super::router`.
-const ROUTES: [(&str, &[&str]); 15] = [
+const ROUTES: [(&str, &[&str]); 18] = [
     ("/api/auth/login", &["post"]),
     ("/api/auth/accept-invite", &["post"]),
     ("/api/me", &["get"]),
@@ -67,6 +67,9 @@ const ROUTES: [(&str, &[&str]); 15] = [
     ("/api/orgs/{org}/projects/{project}/stop", &["post"]),
     ("/api/orgs/{org}/projects/{project}/wake", &["post"]),
     ("/api/orgs/{org}/projects/{project}/preview", &["get"]),
+    ("/api/orgs/{org}/projects/{project}/publish", &["post"]),
+    ("/api/orgs/{org}/projects/{project}/versions", &["get"]),
+    ("/api/orgs/{org}/projects/{project}/versions/{version}/activate", &["post"]),
     ("/api/openapi.json", &["get"]),
     ("/.well-known/jwks.json", &["get"]),
 ];
@@ -185,6 +188,7 @@ fn gateway() -> Arc<Gateway> {
         hashing: Semaphore::new(settings.hashing_slots),
         decoy_hash: hash,
         upstream: upstream_client(),
+        buckets: crate::sites::Buckets::default(),
         keys: Arc::new(RwLock::new(Arc::new(KeyRing::new(SigningKey::generate(), None)))),
         client,
         settings,
@@ -260,7 +264,7 @@ impl Reply {
 async fn send(gateway: &Arc<Gateway>, mut request: Request<Body>) -> Reply {
     request.extensions_mut().insert(ConnectInfo(SocketAddr::from(PEER)));
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let api = preview_label(host, &gateway.config.preview_domain).is_none();
+    let api = host_label(host, &gateway.config.preview_domain).is_none();
     let response = router(gateway.clone()).oneshot(request).await.expect("the router never fails");
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.expect("a readable body").to_vec();

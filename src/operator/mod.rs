@@ -105,7 +105,10 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         client.clone(),
         Reporter { controller: "ooda-operator".into(), instance: Some(options.identity.clone()) },
     );
-    let cleanups: Vec<Arc<dyn ExternalCleanup>> = Vec::new();
+    let secrets = Api::namespaced(client.clone(), &options.namespace);
+    let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
+    let cleanups: Vec<Arc<dyn ExternalCleanup>> =
+        vec![Arc::new(crate::sites::SitesPurge { buckets, client: client.clone() })];
     let shared = Arc::new(Context::new(
         client.clone(),
         config,

@@ -55,8 +55,19 @@ impl Gateway {
         kubeconfig: std::path::PathBuf,
         client: reqwest::ClientBuilder,
     ) -> Self {
+        let config = crate::operator_harness::example_config();
+        Self::start_with(namespace, &config, args, kubeconfig, client).await
+    }
+
+    /// The same with the configuration file `config`.
+    pub async fn start_with(
+        namespace: &str,
+        config: &std::path::Path,
+        args: &[&str],
+        kubeconfig: std::path::PathBuf,
+        client: reqwest::ClientBuilder,
+    ) -> Self {
         let (addr, http) = (free_port(), free_port());
-        let config = crate::harness::repo().join("examples/operator-config.yaml");
         let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-gateway-{namespace}.log")))
             .expect("gateway log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ooda"))

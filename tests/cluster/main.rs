@@ -9,3 +9,4 @@ mod harness;
 mod operator;
 mod operator_harness;
 mod rbac;
+mod sites;

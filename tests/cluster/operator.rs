@@ -217,7 +217,8 @@ async fn a_project_becomes_an_isolated_environment_pinned_to_its_jurisdiction() 
     let expected: BTreeMap<String, i32> =
         ["Lease", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service", "ServiceAccount", "StatefulSet"]
             .iter()
-            .map(|k| ((*k).to_owned(), 1))
+            // Two Secrets: the preview token and the publish token.
+            .map(|k| ((*k).to_owned(), if *k == "Secret" { 2 } else { 1 }))
             .collect();
     assert_eq!(kinds, expected);
 
@@ -441,7 +442,7 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates_or_orphans(
     }
     // Mid-way: as soon as the first project has a status, the operator dies without warning.
     wait_for(&projects, "p0", |p: Option<&Project>| p.is_some_and(|p| p.status.is_some())).await;
-    let World { client: _, test, home, operator } = world;
+    let World { client: _, test, home, operator, config } = world;
     operator.kill().await;
 
     let replacement = Operator::start(&test, &home.name, "ooda-operator").await;
@@ -463,7 +464,16 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates_or_orphans(
             }
         )*};
     }
-    exactly_one_each!(PersistentVolumeClaim, StatefulSet, Service, NetworkPolicy, Secret, Lease, ServiceAccount);
+    exactly_one_each!(PersistentVolumeClaim, StatefulSet, Service, NetworkPolicy, Lease, ServiceAccount);
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=ooda,ooda.run/project"))
+        .await
+        .expect("list")
+        .items;
+    for suffix in ["-preview", "-publish"] {
+        let count = secrets.iter().filter(|s| s.name_any().ends_with(suffix)).count();
+        assert_eq!(count, names.len(), "one {suffix} Secret per project");
+    }
     // Pods belong to their StatefulSet, one each, and an EU organisation's land only on EU nodes.
     let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.expect("pods").items;
     assert_eq!(pods.len(), names.len());
@@ -473,7 +483,7 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates_or_orphans(
         let region = nodes.get(&node).await.expect("node").labels()["topology.kubernetes.io/region"].clone();
         assert!(["europe-west1", "eu-central-1"].contains(&region.as_str()), "{} landed in {region}", pod.name_any());
     }
-    World { client: client.clone(), test, home, operator: replacement }.cleanup().await;
+    World { client: client.clone(), test, home, operator: replacement, config }.cleanup().await;
 }
 
 #[tokio::test]
@@ -496,12 +506,12 @@ async fn with_two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     assert!(metric_sum(&world.operator.metrics().await, "ooda_api_writes_total") > 0.0);
 
     // The leader crashes; after the Lease runs out (4s here) the standby leads.
-    let World { client: _, test, home, operator } = world;
+    let World { client: _, test, home, operator, config } = world;
     operator.kill().await;
     standby.wait_ready("leader").await;
     world_create_and_wait(&client, &ns, "second").await;
     assert!(metric_sum(&standby.metrics().await, "ooda_api_writes_total") > 0.0);
-    World { client: client.clone(), test, home, operator: standby }.cleanup().await;
+    World { client: client.clone(), test, home, operator: standby, config }.cleanup().await;
 }
 
 async fn world_create_and_wait(client: &kube::Client, ns: &str, name: &str) {

@@ -3,7 +3,7 @@
 //! own leader Lease, so tests run side by side without stepping on each other.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -32,8 +32,12 @@ impl Operator {
 
     /// The same, with the identity in `kubeconfig`.
     pub async fn start_as(test: &str, namespace: &str, lease: &str, kubeconfig: PathBuf) -> Self {
+        Self::start_with(test, namespace, lease, kubeconfig, &example_config()).await
+    }
+
+    /// The same, with the configuration file `config`.
+    pub async fn start_with(test: &str, namespace: &str, lease: &str, kubeconfig: PathBuf, config: &Path) -> Self {
         let http = free_port();
-        let config = crate::harness::repo().join("examples/operator-config.yaml");
         let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", http.port())))
             .expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_ooda"))
@@ -112,15 +116,24 @@ pub struct World {
     pub test: String,
     pub home: TestNamespace,
     pub operator: Operator,
+    /// The configuration file the operator runs with (gateways use it too).
+    pub config: PathBuf,
 }
 
 impl World {
     pub async fn start(client: &Client, test: &str) -> Self {
+        Self::start_with(client, test, example_config()).await
+    }
+
+    /// A world whose operator runs with the configuration file `config`.
+    pub async fn start_with(client: &Client, test: &str, config: PathBuf) -> Self {
         let test = unique_name(test);
         let home = TestNamespace::create(client, &test).await;
-        let operator = Operator::start(&test, &home.name, "ooda-operator").await;
+        add_s3_credentials(&home).await;
+        let kubeconfig = crate::harness::kubeconfig_path();
+        let operator = Operator::start_with(&test, &home.name, "ooda-operator", kubeconfig, &config).await;
         operator.wait_ready("leader").await;
-        Self { client: client.clone(), test, home, operator }
+        Self { client: client.clone(), test, home, operator, config }
     }
 
     pub fn organisation_manifest(&self, name: &str, jurisdiction: &str) -> Value {
@@ -175,6 +188,21 @@ impl World {
         }
         self.home.cleanup().await;
     }
+}
+
+pub fn example_config() -> PathBuf {
+    crate::harness::repo().join("examples/operator-config.yaml")
+}
+
+/// The credentials Secret the example configuration names for its buckets, in ooda's namespace
+/// (the local S3 accepts any key).
+pub async fn add_s3_credentials(home: &TestNamespace) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": { "name": "ooda-sites-s3" },
+        "stringData": { "accessKeyId": "ooda-test", "secretAccessKey": "ooda-test-secret" },
+    }))
+    .expect("secret");
+    home.api().create(&PostParams::default(), &secret).await.expect("create the S3 credentials Secret");
 }
 
 pub fn organisation_ready() -> impl Condition<Organisation> {

@@ -23,11 +23,13 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
     install_crds(&client).await;
     let test = unique_name("rbac");
     let home = TestNamespace::create(&client, &test).await;
+    crate::operator_harness::add_s3_credentials(&home).await;
     let identity = ServiceAccountIdentity::create(&client, &test, &home, "operator", false).await;
 
     let operator = Operator::start_as(&test, &home.name, "ooda-operator", identity.kubeconfig.clone()).await;
     operator.wait_ready("leader").await;
-    let world = World { client: client.clone(), test: test.clone(), home, operator };
+    let config = crate::operator_harness::example_config();
+    let world = World { client: client.clone(), test: test.clone(), home, operator, config };
     let org = world.ready_organisation("eu").await;
     let ns = format!("org-{}", org.metadata.name.clone().expect("name"));
     world.create_project(&ns, "least", json!({ "ports": [{ "name": "web", "port": 3000, "preview": true }] })).await;
@@ -48,10 +50,12 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
     install_crds(&client).await;
     let test = unique_name("rbac-gw");
     let home = TestNamespace::create(&client, &test).await;
+    crate::operator_harness::add_s3_credentials(&home).await;
     let operator = Operator::start(&test, &home.name, "ooda-operator").await;
     operator.wait_ready("leader").await;
     let identity = ServiceAccountIdentity::create(&client, &test, &home, "gateway", true).await;
-    let world = World { client: client.clone(), test: test.clone(), home, operator };
+    let config = crate::operator_harness::example_config();
+    let world = World { client: client.clone(), test: test.clone(), home, operator, config };
     let org = world.ready_organisation("eu").await.metadata.name.expect("name");
     add_user(&world, &world.home.name, "alice@acme.example").await;
 

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EnvVar, NodeAffinity, NodeSelector, NodeSelectorRequirement,
-    NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecurityContext,
-    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -39,6 +40,10 @@ pub fn workspace_name(project: &str) -> String {
 pub fn preview_secret_name(project: &str) -> String {
     format!("{project}-preview")
 }
+/// The Secret holding the token with which the environment publishes its own site.
+pub fn publish_secret_name(project: &str) -> String {
+    format!("{project}-publish")
+}
 pub fn activity_lease_name(project: &str) -> String {
     format!("{project}-activity")
 }
@@ -59,6 +64,8 @@ pub struct Inputs<'a> {
     pub token: &'a str,
     /// `running` or `stopped`: which desired state the token belongs to.
     pub token_state: &'a str,
+    /// The project's publish token (kept for the project's life).
+    pub publish_token: &'a str,
 }
 
 /// Every child a project should have. `service` is absent when the project has no ports.
@@ -69,6 +76,7 @@ pub struct Desired {
     pub service: Option<Service>,
     pub network_policy: NetworkPolicy,
     pub preview_secret: Secret,
+    pub publish_secret: Secret,
 }
 
 struct Names<'a> {
@@ -119,6 +127,13 @@ pub fn desired(inputs: &Inputs) -> Desired {
         ..Default::default()
     };
 
+    let mut publish_secret = Secret {
+        metadata: names.meta(publish_secret_name(name)),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(inputs.publish_token.as_bytes().to_vec()))])),
+        ..Default::default()
+    };
+
     stamp(&mut service_account);
     stamp(&mut workspace);
     stamp(&mut stateful_set);
@@ -127,7 +142,8 @@ pub fn desired(inputs: &Inputs) -> Desired {
     }
     stamp(&mut network_policy);
     stamp(&mut preview_secret);
-    Desired { service_account, workspace, stateful_set, service, network_policy, preview_secret }
+    stamp(&mut publish_secret);
+    Desired { service_account, workspace, stateful_set, service, network_policy, preview_secret, publish_secret }
 }
 
 struct Resources {
@@ -250,14 +266,41 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
         image: Some(image),
         working_dir: Some(WORKSPACE_PATH.into()),
         ports: (!ports.is_empty()).then_some(ports),
-        env: Some(vec![
-            EnvVar {
-                name: "OODA_ORGANISATION".into(),
-                value: Some(inputs.organisation.to_owned()),
+        env: Some(
+            vec![
+                EnvVar {
+                    name: "OODA_ORGANISATION".into(),
+                    value: Some(inputs.organisation.to_owned()),
+                    ..Default::default()
+                },
+                EnvVar { name: "OODA_PROJECT".into(), value: Some(names.project.to_owned()), ..Default::default() },
+                // The environment publishes its own site with this token (and only its own).
+                EnvVar {
+                    name: "OODA_PUBLISH_TOKEN".into(),
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: publish_secret_name(names.project),
+                            key: TOKEN_KEY.into(),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(inputs.config.gateway.public_url.as_ref().map(|url| EnvVar {
+                name: "OODA_PUBLISH_URL".into(),
+                value: Some(format!(
+                    "{}/api/orgs/{}/projects/{}/publish",
+                    url.trim_end_matches('/'),
+                    inputs.organisation,
+                    names.project
+                )),
                 ..Default::default()
-            },
-            EnvVar { name: "OODA_PROJECT".into(), value: Some(names.project.to_owned()), ..Default::default() },
-        ]),
+            }))
+            .collect(),
+        ),
         resources: Some(requests_equal_limits(dedicated)),
         security_context: Some(restricted_container_context()),
         volume_mounts: Some(workspace_mount()),
@@ -483,6 +526,7 @@ mod tests {
             replicas,
             token: "secret-token",
             token_state: "running",
+            publish_token: "publish-token-of-the-tests",
         })
     }
 
@@ -519,6 +563,7 @@ mod tests {
             ("StatefulSet", &d.stateful_set.metadata),
             ("NetworkPolicy", &d.network_policy.metadata),
             ("Secret", &d.preview_secret.metadata),
+            ("Secret", &d.publish_secret.metadata),
         ];
         if let Some(service) = &d.service {
             all.push(("Service", &service.metadata));
@@ -708,7 +753,7 @@ mod tests {
     fn every_child_is_labelled_namespaced_and_controlled_by_the_project() {
         let d = build(&full_project());
         let children = metas(&d);
-        assert_eq!(children.len(), 6, "the full project has a Service too");
+        assert_eq!(children.len(), 7, "the full project has a Service too");
         for (kind, meta) in children {
             let labels = meta.labels.as_ref().unwrap_or_else(|| panic!("{kind}: no labels"));
             assert_eq!(labels.get(MANAGED_BY).map(String::as_str), Some("ooda"), "{kind}");
@@ -905,6 +950,7 @@ mod tests {
             replicas: 0,
             token: "tok-123",
             token_state: "stopped",
+            publish_token: "publish-token-of-the-tests",
         });
         let secret = &d.preview_secret;
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
@@ -928,6 +974,7 @@ mod tests {
                 replicas: 1,
                 token,
                 token_state: "running",
+                publish_token: "publish-token-of-the-tests",
             })
         };
         let (a, b) = (with_token("first"), with_token("second"));

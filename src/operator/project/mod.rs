@@ -196,6 +196,15 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         _ => new_token(),
     };
 
+    // The publish token: created once, kept for the project's life.
+    let publish_secret = ctx.children.secrets.get(&child(&namespace, build::publish_secret_name(&name)));
+    let publish_token = match publish_secret.as_ref().and_then(|s| s.data.as_ref()?.get(build::TOKEN_KEY)) {
+        Some(token) => {
+            String::from_utf8(token.0.clone()).map_err(|_| Error::Invalid("publish token is not UTF-8".into()))?
+        }
+        None => new_token(),
+    };
+
     let desired = build::desired(&build::Inputs {
         project,
         organisation: &org_name,
@@ -204,6 +213,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         replicas: decision.replicas,
         token: &token,
         token_state,
+        publish_token: &publish_token,
     });
     let children = &ctx.children;
     apply_child(
@@ -214,6 +224,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     )
     .await?;
     apply_child(shared, &in_namespace(shared, &namespace), &desired.preview_secret, secret.as_deref()).await?;
+    apply_child(shared, &in_namespace(shared, &namespace), &desired.publish_secret, publish_secret.as_deref()).await?;
     let workspace = children.claims.get(&child(&namespace, build::workspace_name(&name)));
     apply_child(shared, &in_namespace(shared, &namespace), &desired.workspace, workspace.as_deref()).await?;
     apply_child(
@@ -320,13 +331,30 @@ async fn finish(project: &Project, old: &ProjectStatus, status: ProjectStatus, c
 async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
     let shared = &ctx.shared;
     let old = project.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    status.phase = Some(Phase::Deleting);
-    finish(project, &old, status, shared).await?;
+    let mut deleting = old.clone();
+    deleting.phase = Some(Phase::Deleting);
+    finish(project, &old, deleting.clone(), shared).await?;
     let namespace = project.namespace().unwrap_or_default();
     let organisation = organisation_of_namespace(&namespace).unwrap_or_default();
     for cleanup in &shared.cleanups {
-        cleanup.purge(organisation, project).await.map_err(|e| Error::Cleanup(format!("{}: {e}", cleanup.name())))?;
+        if let Err(problem) = cleanup.purge(organisation, project).await {
+            // Say why the deletion waits, on the object people are looking at.
+            let mut blocked = deleting.clone();
+            let message = format!("{}: {problem}; retrying", cleanup.name());
+            let now = Time(Timestamp::now());
+            let generation = project.metadata.generation;
+            conditions::set(
+                &mut blocked.conditions,
+                "CleanupBlocked",
+                true,
+                "ExternalCleanupFailed",
+                message,
+                generation,
+                &now,
+            );
+            finish(project, &deleting, blocked, shared).await?;
+            return Err(Error::Cleanup(format!("{}: {problem}", cleanup.name())));
+        }
     }
     shared.forget_status(project.metadata.uid.as_deref().unwrap_or_default());
     Ok(Action::await_change())

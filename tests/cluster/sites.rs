@@ -1,0 +1,451 @@
+//! Published sites against the real control plane, the real operator and gateway, and a real S3
+//! API server on loopback (moto, started by `make cluster-up`): publish, serve, roll back,
+//! hostile archives, S3 outages mid-publish and mid-delete, residency, and the environment's own
+//! publish token.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_s3::config::Credentials;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use ooda::config::{ChecksumMode, SitesStorage};
+use ooda::crd::{Organisation, Phase, Project};
+use ooda::sites::Bucket;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use crate::gateway_harness::{Gateway, add_user};
+use crate::harness::{client, install_crds, unique_name, wait_deleted, wait_for};
+use crate::operator_harness::{World, organisation_ready, project_phase};
+
+const ALICE: &str = "alice@acme.example";
+const SITES_DOMAIN: &str = "sites.ooda.localhost";
+const S3: &str = "127.0.0.1:24566";
+
+/// A tar archive of `(path, contents)`, gzip-compressed if asked. Paths are written as given,
+/// even the ones `tar` itself would refuse.
+fn archive(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, data) in files {
+        out.extend_from_slice(&header(path, tokio_tar::EntryType::Regular, data.len() as u64, None));
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(512), 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    if gzip { gzipped(&out) } else { out }
+}
+
+fn header(path: &str, kind: tokio_tar::EntryType, size: u64, link: Option<&str>) -> Vec<u8> {
+    let mut header = tokio_tar::Header::new_gnu();
+    header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(0o644);
+    if let Some(target) = link {
+        header.set_link_name(target).expect("link name");
+    }
+    header.set_cksum();
+    header.as_bytes().to_vec()
+}
+
+fn gzipped(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(data).expect("compress");
+    encoder.finish().expect("compress")
+}
+
+/// The test's view of a bucket, straight from S3 (not through ooda).
+fn bucket(name: &str, endpoint: &str) -> Bucket {
+    let storage = SitesStorage {
+        endpoint: format!("http://{endpoint}"),
+        region: "eu-central-1".into(),
+        bucket: name.into(),
+        credentials_secret: "unused".into(),
+        force_path_style: true,
+        request_checksum: ChecksumMode::WhenRequired,
+    };
+    Bucket::new(&storage, Credentials::new("ooda-test", "ooda-test-secret", None, None, "tests"))
+}
+
+struct Site {
+    world: World,
+    gateway: Gateway,
+    org: String,
+    alice: String,
+}
+
+impl Site {
+    async fn start(test: &str, config: Option<std::path::PathBuf>) -> Self {
+        let client = client().await;
+        install_crds(&client).await;
+        let config = config.unwrap_or_else(crate::operator_harness::example_config);
+        let world = World::start_with(&client, test, config.clone()).await;
+        let org = world.ready_organisation("eu").await.metadata.name.expect("name");
+        add_user(&world, &world.home.name, ALICE).await;
+        let gateway = Gateway::start_with(
+            &world.home.name,
+            &config,
+            &["--insecure-http"],
+            crate::harness::kubeconfig_path(),
+            reqwest::Client::builder(),
+        )
+        .await;
+        let alice = gateway.session(ALICE).await;
+        Site { world, gateway, org, alice }
+    }
+
+    async fn project(&self, name: &str) {
+        let path = format!("/api/orgs/{}/projects", self.org);
+        let body = json!({ "name": name, "spec": { "ports": [{ "name": "web", "port": 3000, "preview": true }] } });
+        let created = self.gateway.call(Method::POST, &path, Some(&self.alice), Some(body)).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let projects: Api<Project> = Api::namespaced(self.world.client.clone(), &format!("org-{}", self.org));
+        wait_for(&projects, name, project_phase(Phase::Running)).await;
+    }
+
+    async fn publish(&self, project: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let url = self.gateway.url(&format!("/api/orgs/{}/projects/{project}/publish", self.org));
+        let response = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(&self.alice)
+            .header("content-type", "application/gzip")
+            .body(body)
+            .send()
+            .await
+            .expect("answer");
+        (response.status(), response.json().await.unwrap_or(Value::Null))
+    }
+
+    fn host(&self, project: &str) -> String {
+        format!("{project}--{}.{SITES_DOMAIN}", self.org)
+    }
+
+    async fn get(&self, project: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let host = self.host(project);
+        let client = self.gateway.preview_client(&host);
+        let mut request = client.get(self.gateway.url_at(&host, path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("answer")
+    }
+
+    /// Waits until the site's `/` answers `expected` (the live version moves through the
+    /// project's status, which the gateway sees by watch).
+    async fn serves(&self, project: &str, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let response = self.get(project, "/", &[]).await;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if status == StatusCode::OK && text == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the site serves {status} {text:?}, not {expected:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn site_v(n: u8) -> Vec<u8> {
+    let index = format!("<h1>version {n}</h1>");
+    archive(
+        &[
+            ("index.html", index.as_bytes()),
+            ("style.css", b"body { color: teal }"),
+            ("docs/index.html", b"<h1>docs</h1>"),
+            ("404.html", b"<h1>lost</h1>"),
+        ],
+        true,
+    )
+}
+
+#[tokio::test]
+async fn versions_are_published_served_and_rolled_back() {
+    let s = Site::start("sites-publish", None).await;
+    s.project("blog").await;
+    let (status, v1) = s.publish("blog", site_v(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v1}");
+    assert_eq!((v1["version"].as_i64(), v1["files"].as_i64()), (Some(1), Some(4)));
+    s.serves("blog", "<h1>version 1</h1>").await;
+    let (status, v2) = s.publish("blog", site_v(2)).await;
+    assert_eq!((status, v2["version"].as_i64()), (StatusCode::CREATED, Some(2)));
+    s.serves("blog", "<h1>version 2</h1>").await;
+
+    let css = s.get("blog", "/style.css", &[]).await;
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert!(css.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+    let etag = css.headers()["etag"].to_str().expect("etag").to_owned();
+    let again = s.get("blog", "/style.css", &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let range = s.get("blog", "/style.css", &[("range", "bytes=0-3")]).await;
+    assert_eq!(range.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(range.headers()["content-range"], "bytes 0-3/20");
+    assert_eq!(range.text().await.unwrap(), "body");
+
+    let directory = s.get("blog", "/docs", &[]).await;
+    assert_eq!(
+        (directory.status(), directory.headers()["location"].to_str().unwrap()),
+        (StatusCode::MOVED_PERMANENTLY, "/docs/")
+    );
+    assert_eq!(s.get("blog", "/docs/", &[]).await.text().await.unwrap(), "<h1>docs</h1>");
+    let missing = s.get("blog", "/nope.html", &[]).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.text().await.unwrap(), "<h1>lost</h1>");
+    assert_eq!(s.get("blog", "/../../etc/passwd", &[]).await.status(), StatusCode::NOT_FOUND);
+
+    let versions_path = format!("/api/orgs/{}/projects/blog/versions", s.org);
+    let versions = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await;
+    assert_eq!(versions.body["current"], 2);
+    let listed = versions.body["versions"].as_array().expect("versions");
+    assert_eq!(listed.len(), 2);
+    assert_eq!((listed[0]["version"].as_i64(), listed[0]["files"].as_i64()), (Some(1), Some(4)));
+    assert_eq!(listed[0]["publisher"], ALICE);
+
+    let rollback = s.gateway.call(Method::POST, &format!("{versions_path}/1/activate"), Some(&s.alice), None).await;
+    assert_eq!(rollback.status, StatusCode::OK, "{:?}", rollback.body);
+    s.serves("blog", "<h1>version 1</h1>").await;
+    let absent = s.gateway.call(Method::POST, &format!("{versions_path}/9/activate"), Some(&s.alice), None).await;
+    assert_eq!(absent.status, StatusCode::NOT_FOUND);
+
+    // Both versions' files stay in the bucket until the project is deleted.
+    let objects = bucket("ooda-sites-eu", S3).list(&format!("{}/blog/", s.org)).await.expect("list");
+    assert!(
+        objects.iter().any(|k| k.ends_with("/v1/index.html")) && objects.iter().any(|k| k.ends_with("/v2/index.html"))
+    );
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn hostile_archives_are_refused_and_leave_nothing_behind() {
+    let s = Site::start("sites-hostile", None).await;
+    s.project("safe").await;
+    let mut symlink = header("evil", tokio_tar::EntryType::Symlink, 0, Some("/etc/passwd"));
+    symlink.resize(symlink.len() + 1024, 0);
+    let mut with_good_first = archive(&[("index.html", b"fine")], false);
+    with_good_first.truncate(with_good_first.len() - 1024);
+    with_good_first.extend_from_slice(&symlink);
+    // Under every size limit, so only the ratio can stop it.
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = gzipped(&archive(&[("zeros.bin", &zeros)], false));
+    let cases: [(&str, Vec<u8>, StatusCode, &str); 5] = [
+        (
+            "traversal",
+            archive(&[("index.html", b"ok"), ("../../escape.html", b"x")], true),
+            StatusCode::BAD_REQUEST,
+            "escape.html",
+        ),
+        ("absolute", archive(&[("/etc/cron.d/evil", b"x")], false), StatusCode::BAD_REQUEST, "/etc/cron.d/evil"),
+        ("symlink after a good file", with_good_first, StatusCode::BAD_REQUEST, "links are not allowed"),
+        ("gzip bomb", bomb, StatusCode::PAYLOAD_TOO_LARGE, "inflates"),
+        ("not an archive", b"<html>definitely not a tarball</html>".repeat(30), StatusCode::BAD_REQUEST, "tar"),
+    ];
+    for (case, body, status, named) in cases {
+        let (answer, error) = s.publish("safe", body).await;
+        assert_eq!(answer, status, "{case}: {error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{case}: the message should name the problem: {message}");
+    }
+    let objects = bucket("ooda-sites-eu", S3).list(&format!("{}/safe/", s.org)).await.expect("list");
+    assert_eq!(objects, Vec::<String>::new(), "nothing written, not even a half version");
+    let versions_path = format!("/api/orgs/{}/projects/safe/versions", s.org);
+    let versions = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await;
+    assert_eq!(versions.body["versions"], json!([]));
+    s.world.cleanup().await;
+}
+
+/// A TCP forwarder to the local S3 that can be cut (connections dropped, new ones refused by
+/// closing at once) and restored: an S3 outage without losing the server's contents.
+struct Outage {
+    address: SocketAddr,
+    down: Arc<AtomicBool>,
+}
+
+impl Outage {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind forwarder");
+        let address = listener.local_addr().expect("address");
+        let down = Arc::new(AtomicBool::new(false));
+        let flag = down.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection close
+                }
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(S3).await else { return };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    tokio::pin!(copy);
+                    loop {
+                        tokio::select! {
+                            _ = &mut copy => return,
+                            () = tokio::time::sleep(Duration::from_millis(20)) => if flag.load(Ordering::SeqCst) { return },
+                        }
+                    }
+                });
+            }
+        });
+        Self { address, down }
+    }
+
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    /// The example configuration with the EU bucket reached through this forwarder.
+    fn config(&self, test: &str) -> std::path::PathBuf {
+        let example = std::fs::read_to_string(crate::operator_harness::example_config()).expect("example config");
+        let endpoint = format!("http://{}", self.address);
+        let text = example.replacen("endpoint: http://127.0.0.1:24566", &format!("endpoint: {endpoint}"), 1);
+        assert_ne!(text, example, "the example configuration names the local S3");
+        let path = std::env::temp_dir().join(format!("ooda-{test}-config.yaml"));
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+#[tokio::test]
+async fn an_s3_outage_mid_publish_keeps_the_live_version_and_delays_deletion_until_it_ends() {
+    let outage = Outage::start().await;
+    let test = unique_name("sites-outage");
+    let s = Site::start("sites-outage", Some(outage.config(&test))).await;
+    s.project("steady").await;
+    let (status, v1) = s.publish("steady", site_v(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v1}");
+    s.serves("steady", "<h1>version 1</h1>").await;
+
+    // A large publish streams slowly; S3 goes away in the middle of it.
+    let big: Vec<(String, Vec<u8>)> = (0..40).map(|i| (format!("asset-{i}.bin"), vec![i as u8; 256 << 10])).collect();
+    let files: Vec<(&str, &[u8])> = big.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+    let body = archive(&files, false);
+    let (sender, receiver) = futures::channel::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let url = s.gateway.url(&format!("/api/orgs/{}/projects/steady/publish", s.org));
+    let upload =
+        reqwest::Client::new().post(url).bearer_auth(&s.alice).body(reqwest::Body::wrap_stream(receiver)).send();
+    let feed = async move {
+        let mut sender = sender;
+        for (i, chunk) in body.chunks(64 << 10).enumerate() {
+            if i == 40 {
+                outage.cut();
+            }
+            if futures::SinkExt::send(&mut sender, Ok(chunk.to_vec())).await.is_err() {
+                break;
+            }
+        }
+        outage
+    };
+    let (answer, outage) = tokio::join!(upload, feed);
+    let answer = answer.expect("an answer");
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{:?}", answer.text().await);
+    outage.restore();
+    s.serves("steady", "<h1>version 1</h1>").await;
+    let versions_path = format!("/api/orgs/{}/projects/steady/versions", s.org);
+    let versions = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await;
+    assert_eq!(
+        (versions.body["current"].as_i64(), versions.body["versions"].as_array().map(Vec::len)),
+        (Some(1), Some(1))
+    );
+    let manifests = bucket("ooda-sites-eu", S3).list(&format!("{}/steady/manifests/v2", s.org)).await.expect("list");
+    assert!(manifests.iter().all(|k| !k.ends_with(".json")), "no manifest of the failed version: {manifests:?}");
+
+    // Deleting while S3 is down waits, and says why; once it is back the project goes, and so
+    // does everything under its prefix.
+    outage.cut();
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
+    let uid = projects.get("steady").await.expect("project").metadata.uid.expect("uid");
+    let project_path = format!("/api/orgs/{}/projects/steady", s.org);
+    let deleted = s.gateway.call(Method::DELETE, &project_path, Some(&s.alice), None).await;
+    assert_eq!(deleted.status, StatusCode::ACCEPTED);
+    let blocked = wait_for(&projects, "steady", |p: Option<&Project>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "CleanupBlocked" && c.status == "True"))
+    })
+    .await;
+    let condition =
+        blocked.status.expect("status").conditions.into_iter().find(|c| c.type_ == "CleanupBlocked").unwrap();
+    assert!(condition.message.contains("published-sites"), "{}", condition.message);
+    outage.restore();
+    wait_deleted(&projects, "steady", &uid).await;
+    let left = bucket("ooda-sites-eu", S3).list(&format!("{}/steady/", s.org)).await.expect("list");
+    assert_eq!(left, Vec::<String>::new());
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn sites_stay_in_their_jurisdiction_and_environments_publish_only_their_own() {
+    // The US jurisdiction has no sites storage in this configuration.
+    let example = std::fs::read_to_string(crate::operator_harness::example_config()).expect("example config");
+    let us_start = example.find("  us:").expect("a us jurisdiction");
+    let us_sites = us_start + example[us_start..].find("    sites:").expect("us sites");
+    let us_end = us_sites + example[us_sites..].find("runtimeClasses").expect("after jurisdictions");
+    let without_us_sites = format!("{}{}", &example[..us_sites], &example[us_end..]);
+    let path = std::env::temp_dir().join(format!("ooda-{}-config.yaml", unique_name("no-us-sites")));
+    std::fs::write(&path, without_us_sites).expect("write config");
+    let s = Site::start("sites-residency", Some(path)).await;
+    s.project("eusite").await;
+
+    // The environment's token publishes its own project, and no other.
+    let secrets: Api<Secret> = Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
+    let token = secrets.get("eusite-publish").await.expect("publish Secret").data.expect("data")["token"].0.clone();
+    let token = String::from_utf8(token).expect("utf-8");
+    let publish = |project: &str, token: &str| {
+        reqwest::Client::new()
+            .post(s.gateway.url(&format!("/api/orgs/{}/projects/{project}/publish", s.org)))
+            .header("x-ooda-publish-token", token)
+            .body(site_v(1))
+            .send()
+    };
+    let own = publish("eusite", &token).await.expect("answer");
+    assert_eq!(own.status(), StatusCode::CREATED);
+    s.project("other").await;
+    assert_eq!(publish("other", &token).await.expect("answer").status(), StatusCode::UNAUTHORIZED);
+    let versions_path = format!("/api/orgs/{}/projects/eusite/versions", s.org);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut listed = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await.body;
+    while listed["versions"].as_array().is_none_or(Vec::is_empty) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        listed = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await.body;
+    }
+    assert_eq!(listed["versions"][0]["publisher"], "project");
+
+    // The EU organisation's objects are in the EU bucket, and nowhere else.
+    let prefix = format!("{}/eusite/", s.org);
+    assert!(!bucket("ooda-sites-eu", S3).list(&prefix).await.expect("list").is_empty());
+    assert_eq!(bucket("ooda-sites-us", S3).list(&prefix).await.expect("list"), Vec::<String>::new());
+
+    // A jurisdiction without sites storage refuses to publish, saying so.
+    let us = unique_name("org");
+    let mut manifest = s.world.organisation_manifest(&us, "us");
+    manifest["spec"]["members"] = json!([{ "email": ALICE, "role": "admin" }]);
+    let orgs: Api<Organisation> = Api::all(s.world.client.clone());
+    orgs.create(&PostParams::default(), &serde_json::from_value(manifest).expect("org")).await.expect("create");
+    wait_for(&orgs, &us, organisation_ready()).await;
+    let alice = s.gateway.session(ALICE).await;
+    let body = json!({ "name": "ussite", "spec": {} });
+    let created = s.gateway.call(Method::POST, &format!("/api/orgs/{us}/projects"), Some(&alice), Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let refused = reqwest::Client::new()
+        .post(s.gateway.url(&format!("/api/orgs/{us}/projects/ussite/publish")))
+        .bearer_auth(&alice)
+        .body(site_v(1))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["error"], "sites_not_configured");
+    assert!(error["message"].as_str().unwrap().contains("\"us\""), "{error}");
+    s.world.cleanup().await;
+}
