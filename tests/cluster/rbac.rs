@@ -82,6 +82,17 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
     wait_for(&projects, "least", project_phase(Phase::Running)).await;
     let preview = gateway.call(Method::GET, &format!("{projects_path}/least/preview"), Some(&alice), None).await;
     assert_eq!(preview.status, StatusCode::OK, "{:?}", preview.body);
+    let site = sites_archive();
+    let published = reqwest::Client::new()
+        .post(gateway.url(&format!("{projects_path}/least/publish")))
+        .bearer_auth(&alice)
+        .body(site)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(published.status(), StatusCode::CREATED, "{:?}", published.text().await);
+    let versions = gateway.call(Method::GET, &format!("{projects_path}/least/versions"), Some(&alice), None).await;
+    assert_eq!(versions.body["current"], 1, "{:?}", versions.body);
     let wake = gateway.call(Method::POST, &format!("{projects_path}/least/wake"), Some(&alice), None).await;
     assert_eq!(wake.status, StatusCode::ACCEPTED, "{:?}", wake.body);
     let stop = gateway.call(Method::POST, &format!("{projects_path}/least/stop"), Some(&alice), None).await;
@@ -91,6 +102,19 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
 
     world.cleanup().await;
     identity.remove(&client).await;
+}
+
+/// A one-file site, as a plain tar archive.
+fn sites_archive() -> Vec<u8> {
+    let mut header = tokio_tar::Header::new_gnu();
+    header.set_path("index.html").expect("path");
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut archive = header.as_bytes().to_vec();
+    archive.extend_from_slice(b"hello");
+    archive.resize(archive.len().next_multiple_of(512) + 1024, 0);
+    archive
 }
 
 /// A ServiceAccount `ooda-<component>` in `home` bound to the chart's ClusterRole of that
