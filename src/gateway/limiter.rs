@@ -6,7 +6,10 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedMutexGuard;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -149,6 +152,41 @@ impl LoginLimiter {
     }
 }
 
+/// One sign-in attempt at a time per account: the next is admitted only once the previous one's
+/// outcome is on record, so a burst of guesses cannot outrun the limiter while it hashes, and a
+/// queue of right passwords is served in turn rather than counted against the account.
+#[derive(Default)]
+pub struct Turns {
+    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds an account's turn; the next attempt goes when it is dropped.
+pub struct Turn<'a> {
+    turns: &'a Turns,
+    key: String,
+    queue: Arc<tokio::sync::Mutex<()>>,
+    held: Option<OwnedMutexGuard<()>>,
+}
+
+impl Turns {
+    pub async fn take(&self, key: &str) -> Turn<'_> {
+        let queue = self.queues.lock().expect("turns lock").entry(key.to_owned()).or_default().clone();
+        let held = Some(queue.clone().lock_owned().await);
+        Turn { turns: self, key: key.to_owned(), queue, held }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.held.take();
+        let mut queues = self.turns.queues.lock().expect("turns lock");
+        // Only the map and this turn hold the queue: nobody waits, so it can go (bounded map).
+        if Arc::strong_count(&self.queue) == 2 {
+            queues.remove(&self.key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +277,21 @@ mod tests {
         let much_later = now + ACCOUNT_POLICY.forget_after + Duration::from_secs(1);
         let (admitted, _) = admit_until_refused(&mut limiter, "a@x.example", addr(2), much_later);
         assert_eq!(admitted, ACCOUNT_POLICY.free_failures + 1, "a fresh allowance");
+    }
+
+    #[tokio::test]
+    async fn attempts_on_one_account_take_turns_and_leave_no_queue_behind() {
+        let turns = Turns::default();
+        let first = turns.take("a@x.example").await;
+        let other = turns.take("b@x.example").await;
+        let second = turns.take("a@x.example");
+        tokio::pin!(second);
+        assert!(futures::poll!(&mut second).is_pending(), "the same account waits its turn");
+        drop(other);
+        drop(first);
+        let second = second.await;
+        drop(second);
+        assert!(turns.queues.lock().unwrap().is_empty());
     }
 
     #[test]

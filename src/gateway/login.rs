@@ -45,6 +45,7 @@ pub async fn login(
             "email is at most {MAX_EMAIL_LEN} bytes and password at most {MAX_PASSWORD_LEN}"
         )));
     }
+    let _turn = gateway.turns.take(&email).await;
     let admitted = gateway.limiter.lock().expect("limiter lock").begin(&email, peer.ip(), Instant::now());
     if let Err(wait) = admitted {
         gateway.metrics.login("limited");

@@ -109,6 +109,8 @@ pub struct Gateway {
     pub activity: Arc<Activity>,
     pub metrics: Arc<Metrics>,
     pub limiter: Mutex<LoginLimiter>,
+    /// Sign-in attempts wait their turn per account.
+    pub turns: limiter::Turns,
     pub hashing: Semaphore,
     /// Checked against when the email is unknown, so that costs what a wrong password does.
     pub decoy_hash: PasswordHash,
@@ -156,6 +158,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         accounts: Arc::new(AccountStore::new(client.clone(), &settings.namespace)),
         activity: Arc::new(Activity::new(client.clone(), settings.activity_interval, metrics.clone())),
         limiter: Mutex::new(LoginLimiter::default()),
+        turns: limiter::Turns::default(),
         hashing: Semaphore::new(settings.hashing_slots.max(1)),
         decoy_hash: PasswordHash::new(&random_token(24), settings.password_iterations.max(MIN_ITERATIONS))
             .expect("a random decoy password is long enough"),

@@ -185,6 +185,7 @@ fn gateway() -> Arc<Gateway> {
         caches: Caches::from_objects(organisations, projects, Vec::new(), secrets),
         config: Arc::new(config),
         limiter: Mutex::new(LoginLimiter::default()),
+        turns: super::limiter::Turns::default(),
         hashing: Semaphore::new(settings.hashing_slots),
         decoy_hash: hash,
         upstream: upstream_client(),
