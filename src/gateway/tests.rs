@@ -379,20 +379,19 @@ async fn a_login_body_over_64_kib_is_413_too_large() {
 #[tokio::test]
 async fn after_six_failures_an_email_gets_429_with_retry_after_even_with_the_right_password() {
     let gateway = gateway();
-    // A failure through the router costs a full PBKDF2 check, so the first five are recorded
-    // directly, from other addresses (only the account's count may block), and the sixth is real.
-    for i in 0..ACCOUNT_POLICY.free_failures {
+    // The failures are recorded directly, from other addresses (only the account's count may
+    // block): through the router each would cost a PBKDF2 check, and the time it takes would
+    // eat into the one-second wait this test looks at.
+    for i in 0..=ACCOUNT_POLICY.free_failures {
         gateway.limiter.lock().unwrap().begin(ALICE, [198, 51, 100, i as u8].into(), Instant::now()).expect("admitted");
     }
-    let sixth = login(&gateway, credentials(ALICE, "a guess at a password")).await;
-    sixth.assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
-    assert!(sixth.headers.get(header::RETRY_AFTER).is_none(), "the sixth attempt was still allowed");
-
     let limited = login(&gateway, credentials(ALICE, PASSWORD)).await;
     limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
     assert_eq!(limited.header(header::RETRY_AFTER), "1");
     let differently_typed = login(&gateway, credentials(" ALICE@acme.example", PASSWORD)).await;
     differently_typed.assert_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    let other = login(&gateway, credentials(BOB, "a guess at a password")).await;
+    other.assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
 }
 
 // ---------------------------------------------------------------------------------------------
