@@ -172,6 +172,10 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         keys,
     });
 
+    // The public address first: once /readyz says ready, it must already accept connections.
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RunError::Listen { addr: options.listen, source })?;
     let health = tokio::net::TcpListener::bind(options.http_addr)
         .await
         .map_err(|source| RunError::Listen { addr: options.http_addr, source })?;
@@ -181,9 +185,6 @@ pub async fn run(options: Options) -> Result<(), RunError> {
             error!(%error, "gateway health endpoints stopped");
         }
     });
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| RunError::Listen { addr: options.listen, source })?;
     info!(addr = %options.listen, tls = tls.is_some(), "gateway listening");
     server::serve(listener, router(gateway), tls, crate::operator::shutdown_signal(), Duration::from_secs(10)).await;
     Ok(())

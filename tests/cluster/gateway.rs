@@ -222,7 +222,12 @@ async fn fifty_requests_to_a_hibernated_project_wake_it_once_and_are_all_served(
     let ns = format!("org-{}", s.org);
     let _dev = follow_pod(&s.world.client, &ns, "nap", port);
     let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &ns);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.world.client.clone(), &ns);
+    let pod_uid = pods.get("nap-0").await.expect("the running pod").metadata.uid.expect("uid");
     wait_for(&projects, "nap", project_phase(Phase::Hibernated)).await;
+    // Hibernated is decided when the StatefulSet is scaled down; until its pod is gone, requests
+    // still reach it (and keep it awake). Asleep means no pod.
+    crate::harness::wait_deleted(&pods, "nap-0", &pod_uid).await;
 
     let browser = s.gateway.preview_client(&host);
     let requests = (0..50).map(|i| {
@@ -432,26 +437,23 @@ async fn an_unknown_email_and_a_wrong_password_look_the_same_and_guessing_is_lim
     let s = setup("gw-login").await;
     let mut wrong = Vec::new();
     let mut unknown = Vec::new();
-    for i in 0..4 {
+    for i in 0..5 {
         let started = Instant::now();
         wrong.push((s.gateway.login(ALICE, "not the password at all").await, started.elapsed()));
         let started = Instant::now();
-        unknown.push((
-            s.gateway.login(&format!("nobody{i}@acme.example"), "not the password at all").await,
-            started.elapsed(),
-        ));
+        let email = format!("nobody{i}@acme.example");
+        unknown.push((s.gateway.login(&email, "not the password at all").await, started.elapsed()));
     }
     for ((a, _), (b, _)) in wrong.iter().zip(&unknown) {
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
         assert_eq!((a.status, &a.body), (b.status, &b.body), "same status and body");
     }
-    let median = |runs: &[(crate::gateway_harness::Answer, Duration)]| {
-        let mut times: Vec<Duration> = runs.iter().map(|(_, t)| *t).collect();
-        times.sort();
-        times[times.len() / 2].as_secs_f64()
+    // The fastest of each: other tests share the machine, and load only ever adds time. Without
+    // the decoy hash an unknown email would answer ~100× faster than a wrong password.
+    let fastest = |runs: &[(crate::gateway_harness::Answer, Duration)]| {
+        runs.iter().map(|(_, t)| *t).min().expect("runs").as_secs_f64()
     };
-    // Without the decoy hash an unknown email would answer ~100× faster than a wrong password.
-    let ratio = median(&unknown) / median(&wrong);
+    let ratio = fastest(&unknown) / fastest(&wrong);
     assert!((0.5..2.0).contains(&ratio), "unknown/wrong time ratio {ratio:.2}");
 
     // Past the free failures the account must wait, whatever the password. Each wait starts
@@ -465,7 +467,7 @@ async fn an_unknown_email_and_a_wrong_password_look_the_same_and_guessing_is_lim
             break answer;
         }
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-        assert!(attempts < 6, "still no limit after {} failures", 4 + attempts);
+        assert!(attempts < 6, "still no limit after {} failures", 5 + attempts);
     };
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", limited.body);
     assert!(limited.headers.contains_key("retry-after"));

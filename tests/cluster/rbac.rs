@@ -91,8 +91,17 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
         .await
         .expect("answer");
     assert_eq!(published.status(), StatusCode::CREATED, "{:?}", published.text().await);
-    let versions = gateway.call(Method::GET, &format!("{projects_path}/least/versions"), Some(&alice), None).await;
-    assert_eq!(versions.body["current"], 1, "{:?}", versions.body);
+    // The version list comes from the project's status, which the gateway sees by watch.
+    let versions_path = format!("{projects_path}/least/versions");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let versions = gateway.call(Method::GET, &versions_path, Some(&alice), None).await;
+        if versions.body["current"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no current version: {:?}", versions.body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let wake = gateway.call(Method::POST, &format!("{projects_path}/least/wake"), Some(&alice), None).await;
     assert_eq!(wake.status, StatusCode::ACCEPTED, "{:?}", wake.body);
     let stop = gateway.call(Method::POST, &format!("{projects_path}/least/stop"), Some(&alice), None).await;
