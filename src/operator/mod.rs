@@ -87,6 +87,12 @@ pub async fn run(options: Options) -> Result<(), RunError> {
 
     wait_for_crds(&client).await?;
     health.crds_established.store(true, Ordering::Release);
+    // Everything slow happens before the Lease is taken: once leading, the operator must renew
+    // it within the lease duration.
+    let secrets = Api::namespaced(client.clone(), &options.namespace);
+    let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
+    let cleanups: Vec<Arc<dyn ExternalCleanup>> =
+        vec![Arc::new(crate::sites::SitesPurge { buckets, client: client.clone() })];
 
     let mut elector = leader::LeaderElector::new(
         Api::namespaced(client.clone(), &options.namespace),
@@ -105,10 +111,6 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         client.clone(),
         Reporter { controller: "ooda-operator".into(), instance: Some(options.identity.clone()) },
     );
-    let secrets = Api::namespaced(client.clone(), &options.namespace);
-    let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
-    let cleanups: Vec<Arc<dyn ExternalCleanup>> =
-        vec![Arc::new(crate::sites::SitesPurge { buckets, client: client.clone() })];
     let shared = Arc::new(Context::new(
         client.clone(),
         config,
