@@ -86,6 +86,11 @@ impl Buckets {
         Self { by_jurisdiction }
     }
 
+    /// Every configured bucket; fails if any is unavailable.
+    pub fn all(&self) -> Result<Vec<&Bucket>, SitesError> {
+        self.by_jurisdiction.keys().map(|jurisdiction| self.for_jurisdiction(jurisdiction)).collect()
+    }
+
     /// The bucket of `jurisdiction`; publishing elsewhere is refused, never redirected.
     pub fn for_jurisdiction(&self, jurisdiction: &str) -> Result<&Bucket, SitesError> {
         match self.by_jurisdiction.get(jurisdiction) {
@@ -274,18 +279,29 @@ impl ExternalCleanup for SitesPurge {
 
     fn purge<'a>(&'a self, organisation: &'a str, project: &'a Project) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            // The organisation outlives its projects' finalizers (its own finalizer waits for them).
+            // A provisioned organisation outlives its projects' finalizers (its own finalizer
+            // waits for them); one that never was (an unknown jurisdiction) may already be gone.
             let organisations: Api<crate::crd::Organisation> = Api::all(self.client.clone());
             let org = organisations
-                .get(organisation)
+                .get_opt(organisation)
                 .await
                 .map_err(|e| format!("reading organisation {organisation} to find its bucket: {e}"))?;
-            let Ok(bucket) = self.buckets.for_jurisdiction(&org.spec.jurisdiction) else {
-                return Ok(()); // No sites storage there: nothing was ever published.
+            let buckets: Vec<&Bucket> = match org {
+                Some(org) => match self.buckets.for_jurisdiction(&org.spec.jurisdiction) {
+                    Ok(bucket) => vec![bucket],
+                    // No sites storage there: nothing was ever published.
+                    Err(SitesError::NotConfigured(_)) => Vec::new(),
+                    Err(unavailable) => return Err(unavailable.to_string()),
+                },
+                // Its jurisdiction is unknown now: look under the project's prefix everywhere
+                // (deleting writes nothing anywhere, so residency holds).
+                None => self.buckets.all().map_err(|e| e.to_string())?,
             };
             let name = project.metadata.name.as_deref().unwrap_or_default();
-            let removed = bucket.purge(&layout::project(organisation, name)).await.map_err(|e| e.to_string())?;
-            tracing::info!(organisation, project = name, removed, "purged published sites");
+            for bucket in buckets {
+                let removed = bucket.purge(&layout::project(organisation, name)).await.map_err(|e| e.to_string())?;
+                tracing::info!(organisation, project = name, bucket = bucket.name, removed, "purged published sites");
+            }
             Ok(())
         })
     }
