@@ -5,7 +5,7 @@ OODA_CACHE ?= $(HOME)/.cache/ooda
 CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
 export OODA_CACHE CARGO_TARGET_DIR
 
-.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint bench-operator bench-gateway
+.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint bench-operator bench-gateway bench-sites
 
 all: build
 
@@ -49,3 +49,7 @@ bench-operator:
 ## Gateway preview proxy vs direct and nginx, sign-ins, wakes; writes benches/reports/gateway-proxy.md.
 bench-gateway:
 	scripts/bench-gateway.sh
+
+## Publishing a 50 MB site (tar, tar.gz) and serving it, gateway vs S3; writes benches/reports/sites.md.
+bench-sites:
+	scripts/bench-sites.sh

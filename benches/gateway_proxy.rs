@@ -20,6 +20,7 @@
 //! brings one up for the run). The report goes to `benches/reports/gateway-proxy.md` and stdout;
 //! the operator's and gateway's logs stay in the temporary directory.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -93,6 +94,9 @@ async fn main() {
         gateway_http: free_port(),
         operator_log: std::env::temp_dir().join(format!("ooda-bench-operator-{run}.log")),
         gateway_log: std::env::temp_dir().join(format!("ooda-bench-gateway-{run}.log")),
+        nginx_dir: std::env::temp_dir().join(format!("ooda-bench-nginx-{run}")),
+        load_at_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
+        checkout: checkout(&repo),
         client,
         run,
     });
@@ -109,18 +113,16 @@ async fn main() {
     let selector = format!("{TEST_LABEL}={}", bench.run);
     let (operator_http, gateway, gateway_http) =
         (bench.operator_http.to_string(), bench.gateway.to_string(), bench.gateway_http.to_string());
-    let mut operator = ooda(
-        &["operator", "--config", config, "--http-addr", &operator_http, "--namespace", &bench.home],
-        &["--organisation-selector", &selector],
-        &kubeconfig,
-        &bench.operator_log,
-    );
-    let mut gateway = ooda(
-        &["gateway", "--config", config, "--listen", &gateway, "--http-addr", &gateway_http],
-        &["--insecure-http", "--namespace", &bench.home, "--activity-interval", "2s"],
-        &kubeconfig,
-        &bench.gateway_log,
-    );
+    let mut operator = ooda(&kubeconfig, &bench.operator_log)
+        .args(["operator", "--config", config, "--http-addr", &operator_http, "--namespace", &bench.home])
+        .args(["--organisation-selector", &selector])
+        .spawn()
+        .expect("start the operator");
+    let mut gateway = ooda(&kubeconfig, &bench.gateway_log)
+        .args(["gateway", "--config", config, "--listen", &gateway, "--http-addr", &gateway_http])
+        .args(["--insecure-http", "--namespace", &bench.home, "--activity-interval", "2s"])
+        .spawn()
+        .expect("start the gateway");
 
     // Clean up whether or not the measurement panics (its message is printed when it does).
     let outcome = tokio::spawn(measure(bench.clone())).await;
@@ -148,6 +150,12 @@ struct Bench {
     gateway_http: SocketAddr,
     operator_log: PathBuf,
     gateway_log: PathBuf,
+    /// nginx's configuration, error log and temporary files.
+    nginx_dir: PathBuf,
+    /// `/proc/loadavg` before anything started: other work on the machine adds noise.
+    load_at_start: String,
+    /// The commit checked out when the run started.
+    checkout: String,
 }
 
 impl Bench {
@@ -168,20 +176,18 @@ fn free_port() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
-/// Starts the release `ooda` binary, logging warnings and errors to `log`.
-fn ooda(args: &[&str], more: &[&str], kubeconfig: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ooda"))
-        .args(args)
-        .args(more)
+/// The release `ooda` binary, logging warnings and errors to `log`; killed when dropped.
+fn ooda(kubeconfig: &Path, log: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ooda"));
+    command
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ooda")
+        .kill_on_drop(true);
+    command
 }
 
 struct Results {
@@ -228,15 +234,10 @@ async fn measure(b: Arc<Bench>) -> Results {
     let (host, token) = api.running_project("bench", port, "15m").await;
     let upstream = SocketAddr::new(pod_ip(&b, "bench").await, port);
     serve(upstream).await;
-    let nginx = Nginx::start(upstream);
+    let nginx = Nginx::start(upstream, &b.nginx_dir);
     let targets = [
         Target { name: "direct", addr: upstream, host: upstream.to_string(), token: None },
-        Target {
-            name: "gateway",
-            addr: b.gateway,
-            host: format!("{host}:{}", b.gateway.port()),
-            token: Some(token.clone()),
-        },
+        Target { name: "gateway", addr: b.gateway, host: format!("{host}:{}", b.gateway.port()), token: Some(token) },
         Target { name: "nginx", addr: nginx.addr, host: nginx.addr.to_string(), token: None },
     ]
     .map(Arc::new);
@@ -369,8 +370,9 @@ impl GatewayApi {
     }
 }
 
-/// The stand-in dev server: every request gets the same 64 bytes.
-async fn serve(address: SocketAddr) -> JoinHandle<()> {
+/// Binds the stand-in dev server on `address` and serves in the background: every request gets
+/// the same 64 bytes.
+async fn serve(address: SocketAddr) {
     let listener = TcpListener::bind(address).await.unwrap_or_else(|e| panic!("bind upstream on {address}: {e}"));
     tokio::spawn(async move {
         loop {
@@ -389,7 +391,7 @@ async fn serve(address: SocketAddr) -> JoinHandle<()> {
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
-    })
+    });
 }
 
 /// nginx as a plain reverse proxy to the dev server, with pooled keep-alive upstream
@@ -400,10 +402,9 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(upstream: SocketAddr) -> Self {
+    fn start(upstream: SocketAddr, dir: &Path) -> Self {
         let addr = free_port();
-        let dir = std::env::temp_dir().join(format!("ooda-bench-nginx-{}", addr.port()));
-        std::fs::create_dir_all(&dir).expect("nginx directory");
+        std::fs::create_dir_all(dir).expect("nginx directory");
         let d = dir.display();
         // Keep-alive without a request limit on either side, as the gateway and the load have.
         let config = format!(
@@ -424,7 +425,7 @@ impl Nginx {
         std::fs::write(dir.join("nginx.conf"), config).expect("nginx.conf");
         let child = std::process::Command::new("nginx")
             .arg("-p")
-            .arg(&dir)
+            .arg(dir)
             .arg("-c")
             .arg(dir.join("nginx.conf"))
             .arg("-e")
@@ -568,18 +569,20 @@ async fn connection(target: Arc<Target>, measured_from: Instant, until: Instant)
 struct SignIns {
     issued: usize,
     accepted: Vec<Duration>,
-    /// Answers other than 200, and requests that got no answer.
-    failed: usize,
+    /// Answers other than 200 (by status), and requests that got no answer.
+    failed: BTreeMap<String, usize>,
     /// Still waiting when the load ended; cancelled, so the gateway stops hashing for them.
     unfinished: usize,
 }
 
 impl SignIns {
     fn record(&mut self, (answer, took): (Result<StatusCode, reqwest::Error>, Duration)) {
-        match answer {
-            Ok(StatusCode::OK) => self.accepted.push(took),
-            _ => self.failed += 1,
-        }
+        let failure = match answer {
+            Ok(StatusCode::OK) => return self.accepted.push(took),
+            Ok(status) => status.to_string(),
+            Err(_) => "no answer".into(),
+        };
+        *self.failed.entry(failure).or_default() += 1;
     }
 }
 
@@ -734,12 +737,27 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted.get(rank.saturating_sub(1)).copied().unwrap_or_default()
 }
 
+/// Milliseconds, with decimals only where they matter.
 fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    let ms = d.as_secs_f64() * 1000.0;
+    match ms {
+        ..10.0 => format!("{ms:.2} ms"),
+        ..100.0 => format!("{ms:.1} ms"),
+        _ => format!("{ms:.0} ms"),
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {
     format!("{:.2}×", a / b)
+}
+
+/// `commit <hash>`, and whether the working tree differs from it.
+fn checkout(repo: &Path) -> String {
+    let Some(commit) = command_output("git", &["rev-parse", "--short", "HEAD"], repo) else {
+        return "commit unknown".into();
+    };
+    let changed = command_output("git", &["status", "--porcelain"], repo).is_some_and(|s| !s.is_empty());
+    format!("commit {commit}{}", if changed { " with local changes" } else { "" })
 }
 
 /// What a command prints, if it succeeds.
@@ -748,10 +766,10 @@ fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
     output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-/// Lines at WARN or ERROR in a log (timestamps dropped, repeats counted once).
-fn warnings(log: &Path) -> (usize, Vec<String>) {
+/// The lines of a log that `matters` picks, and each message once (timestamps dropped).
+fn warnings(log: &Path, matters: fn(&str) -> bool) -> (usize, Vec<String>) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+    let lines: Vec<&str> = text.lines().filter(|l| matters(l)).collect();
     let mut distinct: Vec<String> = Vec::new();
     for line in &lines {
         let message = line.split_once(' ').map_or(*line, |(_, rest)| rest).trim().to_owned();
@@ -789,19 +807,23 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
     let operators: Vec<f64> = r.wakes.iter().map(|w| w.operator_ms as f64).collect();
     let max = |v: &[f64]| v.iter().copied().fold(f64::NAN, f64::max);
     let list = |v: &[f64]| v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ");
-    let logs: String = [("gateway", &b.gateway_log), ("operator", &b.operator_log)]
-        .iter()
-        .map(|(name, path)| {
-            let (count, distinct) = warnings(path);
-            let mut text = format!("- {name}: {count} line(s) at WARN or ERROR (`{}`)\n", path.display());
-            for message in distinct.iter().take(5) {
-                text += &format!("  - `{}`\n", message.chars().take(300).collect::<String>());
-            }
-            text
-        })
-        .collect();
-    let commit = command_output("git", &["rev-parse", "--short", "HEAD"], repo).unwrap_or_else(|| "unknown".into());
-    let dirty = command_output("git", &["status", "--porcelain"], repo).is_some_and(|s| !s.is_empty());
+    let ooda_warning: fn(&str) -> bool = |l| l.contains(" WARN ") || l.contains(" ERROR ");
+    let logs: String = [
+        ("gateway", b.gateway_log.clone(), ooda_warning),
+        ("operator", b.operator_log.clone(), ooda_warning),
+        // Its error log is at level warn: every line counts.
+        ("nginx", b.nginx_dir.join("error.log"), |_| true),
+    ]
+    .iter()
+    .map(|(name, path, matters)| {
+        let (count, distinct) = warnings(path, *matters);
+        let mut text = format!("- {name}: {count} line(s) at WARN or above (`{}`)\n", path.display());
+        for message in distinct.iter().take(5) {
+            text += &format!("  - `{}`\n", message.chars().take(300).collect::<String>());
+        }
+        text
+    })
+    .collect();
     let kubernetes = b.client.apiserver_version().await.map(|v| v.git_version).unwrap_or_else(|_| "unknown".into());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -810,12 +832,13 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let iterations = format!("{},{:03}", MIN_ITERATIONS / 1000, MIN_ITERATIONS % 1000);
 
     format!(
         "# Gateway preview proxy: throughput, latency, sign-ins and wakes\n\n\
-         Generated by `make bench-gateway` on {date}. Machine: {cores} cores ({cpu}), Linux {kernel}. \
-         ooda {version} (commit {commit}{dirty}), release build; {rustc}; Kubernetes {kubernetes} \
-         (local control plane, kwok pods on loopback IPs); nginx {nginx}.\n\n\
+         Generated by `make bench-gateway` on {date}. Machine: {cores} cores ({cpu}), Linux {kernel}, load \
+         average {load} before the run. ooda {version} ({checkout}), release build; {rustc}; \
+         Kubernetes {kubernetes} (local control plane, kwok pods on loopback IPs); {nginx}.\n\n\
          Everything runs on this one machine: the load generator and the stand-in dev server (hyper, \
          HTTP/1.1, a fixed {body}-byte `text/plain` answer, bound to the project pod's IP) in the benchmark's \
          tokio runtime, the gateway (`--insecure-http`), nginx (one worker), the operator and the control plane.\n\n\
@@ -833,17 +856,18 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
          request limit per connection, access log off): what a proxy with no per-request logic costs here.\n\n\
          ## Proxied traffic while people sign in\n\n\
          A gateway run as above, then one with alice signing in {SIGN_INS_PER_SECOND} times a second alongside \
-         (each a `POST /api/auth/login` with the right password, so the per-account limiter, which counts \
-         failures, never applies).\n\n\
+         (each a `POST /api/auth/login` with the right password, sent on its own whether or not earlier ones \
+         have been answered).\n\n\
          | gateway run | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|\n\
          | without sign-ins | {q_rps:.0} | {q50} | {q99} | {q_err} |\n\
          | with {SIGN_INS_PER_SECOND} sign-ins/s | {b_rps:.0} | {b50} | {b99} | {b_err} |\n\
          | with / without | {rps_ratio} | {p50_ratio} | {p99_ratio} | |\n\n\
-         Sign-ins: {issued} sent, {ok} accepted, {failed} failed, {unfinished} still queued when the run ended \
-         (then cancelled). Accepted sign-ins took {login50} (median), {login_max} at most. One PBKDF2 hash \
+         Sign-ins: {issued} sent, {ok} accepted, {failed} refused ({refusals}), {unfinished} still waiting when the \
+         run ended (then cancelled). Accepted sign-ins took {login50} (median), {login_max} at most. One PBKDF2 hash \
          ({iterations} iterations) took {hash} on this machine, and the gateway hashes {slots} at a time \
          (its default: half the cores), so it accepts at most about {capacity:.1} sign-ins a second here; \
-         more queue behind its hashing semaphore rather than taking the cores the proxy uses.\n\n\
+         more wait behind its hashing semaphore rather than take the cores the proxy uses. Every attempt carried the \
+         right password: a refusal is the limiter's or the gateway's, never the password's.\n\n\
          ## Waking a hibernated project\n\n\
          A second project with a 10 s idle timeout; {WAKES} times: wait (by watch) until it is Hibernated and \
          its pod is gone, then send one `GET /` through the gateway (token header, no `Accept: text/html`, so \
@@ -853,24 +877,29 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
          | `status.lastWake.milliseconds` (operator: Lease renewal to pod Ready) | {o_med:.0} ms | {o_max:.0} ms | {o_all} |\n\n\
          ## Logs\n\n{logs}\n\
          ## How to read this\n\n\
-         The ratios matter more than the absolute numbers: load generator, dev server, proxies and control \
-         plane share {cores} cores, so a proxy's CPU comes out of the same budget as the load that measures it, \
-         and the direct row is the most this setup can push, not what the dev server could do alone. The \
-         gateway over nginx is the price of its per-request work (preview-host parsing, the constant-time token \
-         check, header rewriting, the activity bookkeeping, metrics) over a proxy that does none; the gateway \
-         over direct adds the extra hop itself. Latency is under saturation ({CONNECTIONS} connections always \
-         busy), so p50 is mostly queueing: compare rows, not with an idle request. The sign-in rows show \
-         whether password hashing takes the proxy's cores: the hashing semaphore bounds it to {slots} core(s), \
-         so the proxy keeps the rest; sign-ins above the hashing capacity wait in the queue. A wake's first \
-         response includes the operator's part (the lastWake row, which ends when the operator sees the pod \
-         Ready) plus the gateway seeing the Ready pod in its watch cache and reaching the dev server, which the \
-         benchmark binds once its own watch sees the new pod IP; on a real cluster the image pull and the dev \
-         server's start come on top.\n",
+         The ratios matter more than the absolute numbers. Load generator, dev server, proxies and control \
+         plane share {cores} cores, so a proxy's CPU comes out of the budget of the load that measures it: the \
+         direct row is the most this setup can push, not what the dev server alone could do, and the spread \
+         between rounds of one target shows the machine's noise (builds or tests running alongside add to \
+         it: see the load average above). Gateway over nginx is the price of the gateway's per-request work \
+         (preview-host lookup, constant-time token check, header rewriting, activity bookkeeping, metrics) \
+         over a proxy that does none; gateway over direct includes the extra hop itself. Latencies are under \
+         saturation ({CONNECTIONS} connections always busy), so p50 is mostly queueing: compare rows with each \
+         other, not with a single idle request. The sign-in rows show what password hashing costs the proxy: \
+         the semaphore bounds hashing to {slots} core(s), so the drop is the share of the machine hashing is \
+         allowed, not hashing escaping its bound. A wake's first response covers the operator's part (the \
+         lastWake row: from the gateway's Lease renewal to the operator seeing the pod Ready; it can read a \
+         little above the client's view, since the operator notes the end when it reconciles, possibly after \
+         the gateway already saw the pod) plus the gateway seeing the Ready pod in its watch cache and reaching \
+         the dev server, which the benchmark binds when its own watch sees the new pod IP. kwok makes pods \
+         Ready at once: on a real cluster scheduling, volume attachment, container and dev-server start come \
+         on top.\n",
         date = Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         cores = std::thread::available_parallelism().map_or(1, |n| n.get()),
         kernel = kernel.trim(),
+        load = b.load_at_start.split_whitespace().take(3).collect::<Vec<_>>().join(" / "),
         version = env!("CARGO_PKG_VERSION"),
-        dirty = if dirty { ", with local changes" } else { "" },
+        checkout = b.checkout,
         rustc = command_output("rustc", &["--version"], repo).unwrap_or_else(|| "rustc unknown".into()),
         nginx = r.nginx_version,
         body = BODY.len(),
@@ -891,11 +920,15 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
         p99_ratio = ratio(busy.p99.as_secs_f64(), quiet.p99.as_secs_f64()),
         issued = r.sign_ins.issued,
         ok = accepted.len(),
-        failed = r.sign_ins.failed,
+        failed = r.sign_ins.failed.values().sum::<usize>(),
+        refusals = if r.sign_ins.failed.is_empty() {
+            "none".to_owned()
+        } else {
+            r.sign_ins.failed.iter().map(|(why, n)| format!("{n}× {why}")).collect::<Vec<_>>().join(", ")
+        },
         unfinished = r.sign_ins.unfinished,
         login50 = ms(percentile(&accepted, 0.5)),
         login_max = ms(accepted.last().copied().unwrap_or_default()),
-        iterations = MIN_ITERATIONS,
         hash = ms(r.hash),
         slots = hashing_slots(),
         f_med = median(&firsts),
