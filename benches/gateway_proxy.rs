@@ -107,6 +107,17 @@ async fn main() {
         .create(&PostParams::default(), &home)
         .await
         .expect("create the home namespace");
+    // The example configuration's sites buckets need their credentials Secret in ooda's
+    // namespace (any key does for the local S3); without it deleting a project would wait.
+    let credentials: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": { "name": "ooda-sites-s3" },
+        "stringData": { ooda::sites::ACCESS_KEY_ID: "bench", ooda::sites::SECRET_ACCESS_KEY: "bench-secret" },
+    }))
+    .expect("secret");
+    Api::namespaced(bench.client.clone(), &bench.home)
+        .create(&PostParams::default(), &credentials)
+        .await
+        .expect("create the S3 credentials Secret");
 
     let config = repo.join("examples/operator-config.yaml");
     let config = config.to_str().expect("utf-8 path");
