@@ -96,10 +96,8 @@ async fn main() {
     )
     .expect("client");
     let config = repo.join("examples/operator-config.yaml");
-    let storage = OperatorConfig::load(&config).expect("the example configuration").jurisdictions[JURISDICTION]
-        .sites
-        .clone()
-        .expect("the example configuration has sites storage in the EU");
+    let example = OperatorConfig::load(&config).expect("the example configuration");
+    let storage = example.jurisdictions[JURISDICTION].sites.clone().expect("sites storage in the EU");
 
     let run = run_id();
     let bench = Arc::new(Bench {
@@ -110,6 +108,7 @@ async fn main() {
         gateway_http: free_port(),
         operator_log: std::env::temp_dir().join(format!("ooda-bench-operator-{run}.log")),
         gateway_log: std::env::temp_dir().join(format!("ooda-bench-gateway-{run}.log")),
+        sites_domain: example.sites_domain.clone().expect("a sites domain"),
         s3: storage.endpoint.trim_start_matches("http://").parse().expect("the local S3 endpoint is http://IP:port"),
         bucket: Bucket::new(&storage, Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY, None, None, "ooda-bench")),
         load_at_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
@@ -177,6 +176,8 @@ struct Bench {
     gateway_http: SocketAddr,
     operator_log: PathBuf,
     gateway_log: PathBuf,
+    /// Sites are served on `<project>--<org>.<sites_domain>`.
+    sites_domain: String,
     /// The local S3 server (moto), and the EU bucket as the benchmark reads it directly.
     s3: SocketAddr,
     bucket: Bucket,
@@ -295,7 +296,7 @@ async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
     for file in [SMALL, LARGE] {
         let contents = site.contents(file.path).to_vec();
         let key = format!("{}/{PROJECT}/v{live}/{}", b.org, file.path);
-        let host = format!("{PROJECT}--{}.sites.ooda.localhost:{}", b.org, b.gateway.port());
+        let host = format!("{PROJECT}--{}.{}:{}", b.org, b.sites_domain, b.gateway.port());
         for via in [Via::Gateway { addr: b.gateway, host }, Via::Direct { bucket: b.bucket.clone(), key }] {
             let target = Arc::new(Target { file, via });
             answers(&target, &contents).await;
@@ -1138,7 +1139,7 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
          | file | target | requests/s | per round | MB/s | p50 | p99 | errors | moto CPU | gateway CPU per request | benchmark CPU per request |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n{serving_rows}\n\
          | file | gateway / direct requests/s | p50 | p99 |\n|---|---|---|---|\n{ratio_rows}\n\
-         - **gateway**: `GET /<path>` with `Host: {PROJECT}--<org>.sites.ooda.localhost`, each worker on its own \
+         - **gateway**: `GET /<path>` with `Host: {PROJECT}--<org>.{sites_domain}`, each worker on its own \
          keep-alive connection. The gateway finds the project and its live version in its watch cache and \
          streams the object from S3 with `GetObject` (AWS SDK, SigV4-signed).\n\
          - **direct**: the same object (`<org>/{PROJECT}/v<N>/<path>`) with `GetObject` from the benchmark, \
@@ -1196,5 +1197,6 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
         measured = MEASURED.as_secs(),
         warm = WARM_UP.as_secs(),
         org = b.org,
+        sites_domain = b.sites_domain,
     )
 }
