@@ -603,6 +603,8 @@ struct CpuSample {
     benchmark: f64,
     gateway: f64,
     moto: Option<f64>,
+    /// Every process on the machine (all cores together).
+    machine: f64,
 }
 
 /// Cores kept busy between two samples (1.0 is one core all the time).
@@ -611,6 +613,8 @@ struct CpuUse {
     benchmark: f64,
     gateway: f64,
     moto: Option<f64>,
+    /// Everything else: the operator, the control plane, and whatever else runs on the machine.
+    others: Option<f64>,
 }
 
 impl Processes {
@@ -627,17 +631,26 @@ impl Processes {
             benchmark: seconds(self.benchmark).expect("the benchmark's CPU time"),
             gateway: seconds(self.gateway).expect("the gateway's CPU time"),
             moto: self.moto.and_then(seconds),
+            machine: machine_busy_ticks() / self.ticks_per_second,
         }
     }
 }
 
+/// Ticks all cores spent on anything but idling and waiting for I/O, from `/proc/stat`.
+fn machine_busy_ticks() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let total = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")).expect("the cpu line of /proc/stat");
+    // user nice system idle iowait irq softirq steal (guest time is counted in user already).
+    let ticks: Vec<f64> = total.split_whitespace().take(8).map(|t| t.parse().expect("ticks")).collect();
+    ticks.iter().sum::<f64>() - ticks[3] - ticks[4]
+}
+
 fn busy(from: &CpuSample, to: &CpuSample) -> CpuUse {
     let wall = (to.at - from.at).as_secs_f64();
-    CpuUse {
-        benchmark: (to.benchmark - from.benchmark) / wall,
-        gateway: (to.gateway - from.gateway) / wall,
-        moto: from.moto.zip(to.moto).map(|(from, to)| (to - from) / wall),
-    }
+    let (benchmark, gateway) = ((to.benchmark - from.benchmark) / wall, (to.gateway - from.gateway) / wall);
+    let moto = from.moto.zip(to.moto).map(|(from, to)| (to - from) / wall);
+    let machine = (to.machine - from.machine) / wall;
+    CpuUse { benchmark, gateway, moto, others: moto.map(|moto| (machine - benchmark - gateway - moto).max(0.0)) }
 }
 
 /// The process listening on `addr`, as `ss` reports it.
@@ -845,8 +858,9 @@ struct Summary {
     p50: Duration,
     p99: Duration,
     errors: u64,
-    /// moto's share of a core, mean over the rounds.
+    /// moto's and everything else's share of a core, mean over the rounds.
     moto: Option<f64>,
+    others: Option<f64>,
     /// CPU time per request (median over the rounds) of the benchmark (the load generator, and
     /// the S3 client of the direct target) and of the gateway.
     benchmark_per_request: Duration,
@@ -866,6 +880,7 @@ fn summarise(runs: &[Run]) -> Summary {
         p99: percentile(&latencies, 0.99),
         errors: runs.iter().map(|r| r.errors).sum(),
         moto: mean(runs.iter().map(|r| r.cpu.moto)),
+        others: mean(runs.iter().map(|r| r.cpu.others)),
         benchmark_per_request: per_request(|c| c.benchmark),
         gateway_per_request: per_request(|c| c.gateway),
         rounds,
@@ -924,6 +939,11 @@ fn micros(d: Duration) -> String {
 /// Cores kept busy, as a share of one core.
 fn cores(cpu: Option<f64>) -> String {
     cpu.map_or_else(|| "?".into(), |c| format!("{:.0}%", c * 100.0))
+}
+
+/// The 1, 5 and 15 minute load averages of a `/proc/loadavg`.
+fn load_average(loadavg: &str) -> String {
+    loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" / ")
 }
 
 /// `commit <hash>`, and whether the working tree differs from it.
@@ -1006,13 +1026,15 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
         .map(|p| {
             let seconds = p.took.as_secs_f64();
             format!(
-                "| v{} | {} | {seconds:.2} s | {:.1} | {:.1} | {} | {} |\n",
+                "| v{} | {} | {seconds:.2} s | {:.1} | {:.1} | {} | {} | {} | {} |\n",
                 p.version,
                 p.format,
                 SITE_BYTES as f64 / MB / seconds,
                 p.bytes as f64 / MB / seconds,
                 cores(Some(p.cpu.gateway)),
                 cores(p.cpu.moto),
+                cores(Some(p.cpu.benchmark)),
+                cores(p.cpu.others),
             )
         })
         .collect();
@@ -1044,7 +1066,7 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
         .map(|(t, s)| {
             let rounds = s.rounds.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
             format!(
-                "| {} ({} bytes) | {} | {:.0} | {rounds} | {:.1} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} ({} bytes) | {} | {:.0} | {rounds} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
                 t.file.path,
                 t.file.size,
                 t.via.name(),
@@ -1054,7 +1076,11 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
                 ms(s.p99),
                 s.errors,
                 cores(s.moto),
-                micros(s.gateway_per_request),
+                cores(s.others),
+                match t.via {
+                    Via::Gateway { .. } => micros(s.gateway_per_request),
+                    Via::Direct { .. } => "–".into(),
+                },
                 micros(s.benchmark_per_request),
             )
         })
@@ -1100,7 +1126,7 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
     format!(
         "# Published sites: publishing and serving\n\n\
          Generated by `make bench-sites` on {date}. Machine: {cores_available} cores ({cpu}), Linux {kernel}, \
-         load average {load} before the run. ooda {version} ({checkout}), release build; {rustc}; Kubernetes \
+         load average {load} before the run and {load_after} after it. ooda {version} ({checkout}), release build; {rustc}; Kubernetes \
          {kubernetes} (local control plane); S3: moto {moto} ({server}) on {s3}, bucket `{bucket}`.\n\n\
          Everything runs on this one machine: the benchmark (archive upload, load generator, its own S3 \
          client), the gateway (`--insecure-http`), the operator, the control plane and moto, a mock S3 written \
@@ -1120,9 +1146,11 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
          same project. Site MB/s is the site's {site_mb} over the time; archive MB/s what went over the wire.\n\n\
          | format | archive | median | each run | site MB/s (median) | archive MB/s (median) |\n\
          |---|---|---|---|---|---|\n{publish_rows}\n\
-         | version | format | time | site MB/s | archive MB/s | gateway CPU | moto CPU |\n\
-         |---|---|---|---|---|---|---|\n{publish_runs}\n\
-         CPU is the share of one core the process used during that publish (from `/proc/<pid>/stat`).\n\n\
+         | version | format | time | site MB/s | archive MB/s | gateway CPU | moto CPU | benchmark CPU | others' CPU |\n\
+         |---|---|---|---|---|---|---|---|---|\n{publish_runs}\n\
+         CPU is the share of one core a process used during that publish (from `/proc/<pid>/stat`); others' is \
+         every other process on the machine together (from `/proc/stat`): the operator, the control plane and \
+         anything else running.\n\n\
          ## The gateway's memory\n\n\
          From `/proc/<gateway pid>/status`: VmRSS (resident now) and VmHWM (the peak resident size since it \
          started).\n\n\
@@ -1133,11 +1161,12 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
          {CONNECTIONS} workers send GETs back to back for {measured} s after {warm} s of warm-up; {ROUNDS} \
          rounds, each running every target in the order below. Requests/s is the median over the rounds; \
          percentiles are over every request of every round (send to last body byte). moto CPU is its mean \
-         share of one core over the measured part of the rounds; CPU per request is a process's CPU time \
+         share of one core over the measured part of the rounds, others' CPU the same for every other process \
+         on the machine (the operator, the control plane, anything else running); CPU per request is a process's CPU time \
          over the requests answered (median of the rounds): the benchmark's is the load generator's, and \
          on the direct rows also its S3 client's. An error is anything but a 200 with the whole file.\n\n\
-         | file | target | requests/s | per round | MB/s | p50 | p99 | errors | moto CPU | gateway CPU per request | benchmark CPU per request |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n{serving_rows}\n\
+         | file | target | requests/s | per round | MB/s | p50 | p99 | errors | moto CPU | others' CPU | gateway CPU per request | benchmark CPU per request |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n{serving_rows}\n\
          | file | gateway / direct requests/s | p50 | p99 |\n|---|---|---|---|\n{ratio_rows}\n\
          - **gateway**: `GET /<path>` with `Host: {PROJECT}--<org>.{sites_domain}`, each worker on its own \
          keep-alive connection. The gateway finds the project and its live version in its watch cache and \
@@ -1153,8 +1182,9 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
          ## Logs\n\n{logs}\n\
          ## How to read this\n\n\
          moto is the bottleneck on both paths. It is one Python process (Werkzeug, a thread per connection, \
-         all sharing one interpreter lock, so about one core at most) that closes every connection, and it \
-         used {moto_serving} of a core on average while serving and {moto_publishing} while publishing. \
+         all sharing one interpreter lock, so about one core at most) that closes every connection; it \
+         used {moto_serving} of a core on average while serving and {moto_publishing} while publishing (well \
+         short of a whole core only when others' CPU shows the machine busy with something else). \
          Publishing writes the files to S3 one after another, so its time is mostly a thousand PUT round \
          trips to moto, whatever the archive's format; serving a file is one GetObject, through the gateway \
          or not. The absolute numbers therefore describe moto on {cores_available} shared cores rather than \
@@ -1166,11 +1196,13 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
          on the same GetObject directly. The gateway CPU of the tar.gz publishes over the tar ones is the \
          price of inflating; the memory table shows whether publishing streams. Latencies are under \
          saturation ({CONNECTIONS} workers always busy), so p50 is mostly queueing at moto: compare rows \
-         with each other, not with a single idle request. The spread between rounds shows the machine's \
-         noise (builds or tests running alongside add to it: see the load average above).\n",
+         with each other, not with a single idle request. The spread between rounds and the others' CPU \
+         columns show the machine's noise: on {cores_available} cores whatever else runs (builds, tests; see \
+         also the load averages above) takes CPU from moto directly, and every number drops with it.\n",
         date = Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         kernel = kernel.trim(),
-        load = b.load_at_start.split_whitespace().take(3).collect::<Vec<_>>().join(" / "),
+        load = load_average(&b.load_at_start),
+        load_after = load_average(&std::fs::read_to_string("/proc/loadavg").unwrap_or_default()),
         version = env!("CARGO_PKG_VERSION"),
         checkout = b.checkout,
         rustc = command_output("rustc", &["--version"], repo).unwrap_or_else(|| "rustc unknown".into()),

@@ -143,6 +143,13 @@ impl LoginLimiter {
         Ok(())
     }
 
+    /// An attempt whose client went away before its answer: it told them nothing, so it counts
+    /// as no guess at all (otherwise abandoned sign-ins behind one NAT could lock everyone out).
+    pub fn abandoned(&mut self, email: &str, address: IpAddr) {
+        self.accounts.refund(&email.to_owned());
+        self.addresses.refund(&address);
+    }
+
     /// A correct password clears the account's record and refunds the address the attempt; the
     /// address keeps its other failures, so one valid account cannot be used to reset an address
     /// that is guessing others.
@@ -265,6 +272,17 @@ mod tests {
         assert_eq!(limiter.begin("a@x.example", addr(1), now), Ok(()), "the address had one attempt left");
         assert!(limiter.begin("b@x.example", addr(1), now).is_err(), "and its guesses still count");
         assert_eq!(limiter.begin("a@x.example", addr(2), now), Ok(()), "the account itself is clear");
+    }
+
+    #[test]
+    fn an_abandoned_attempt_counts_as_no_guess() {
+        let mut limiter = LoginLimiter::default();
+        let now = Instant::now();
+        for _ in 0..=ADDRESS_POLICY.free_failures {
+            limiter.begin("a@x.example", addr(1), now).ok();
+            limiter.abandoned("a@x.example", addr(1));
+        }
+        assert_eq!(limiter.begin("a@x.example", addr(1), now), Ok(()), "neither the account nor the address is held");
     }
 
     #[test]

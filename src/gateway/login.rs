@@ -51,6 +51,7 @@ pub async fn login(
         gateway.metrics.login("limited");
         return Err(ApiError::too_many_requests(wait.as_secs().max(1)));
     }
+    let mut attempt = Attempt { gateway: &gateway, email: &email, address: peer.ip(), settled: false };
     let stored = gateway.accounts.password_hash(&email).await.map_err(|error| {
         warn!(%error, "could not read an account");
         ApiError::unavailable("accounts are unavailable; try again", 1)
@@ -58,6 +59,7 @@ pub async fn login(
     let known = stored.is_some();
     let hash = stored.unwrap_or_else(|| gateway.decoy_hash.clone());
     let correct = gateway.check_password(hash, request.password).await? && known;
+    attempt.settled = true;
     if !correct {
         gateway.metrics.login("refused");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
@@ -85,6 +87,23 @@ pub async fn login(
         "email": email,
         "organisations": orgs,
     })))
+}
+
+/// An admitted sign-in attempt. If it ends without an answer (the client went away, or the
+/// accounts could not be read) it is handed back to the limiter: it revealed nothing.
+struct Attempt<'a> {
+    gateway: &'a Gateway,
+    email: &'a str,
+    address: std::net::IpAddr,
+    settled: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.gateway.limiter.lock().expect("limiter lock").abandoned(self.email, self.address);
+        }
+    }
 }
 
 impl Gateway {

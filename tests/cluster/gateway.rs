@@ -449,13 +449,14 @@ async fn an_unknown_email_and_a_wrong_password_look_the_same_and_guessing_is_lim
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
         assert_eq!((a.status, &a.body), (b.status, &b.body), "same status and body");
     }
-    // The fastest of each: other tests share the machine, and load only ever adds time. Without
-    // the decoy hash an unknown email would answer ~100× faster than a wrong password.
+    // The fastest of each: other tests share the machine, and load only ever adds time. On a
+    // loaded machine timing is coarse, so the bounds are wide; they still separate the same work
+    // (a ratio near 1) from none: without the decoy hash an unknown email answers ~30–100× faster.
     let fastest = |runs: &[(crate::gateway_harness::Answer, Duration)]| {
         runs.iter().map(|(_, t)| *t).min().expect("runs").as_secs_f64()
     };
     let ratio = fastest(&unknown) / fastest(&wrong);
-    assert!((0.5..2.0).contains(&ratio), "unknown/wrong time ratio {ratio:.2}");
+    assert!((0.25..4.0).contains(&ratio), "unknown/wrong time ratio {ratio:.2}");
 
     // Past the free failures the account must wait, whatever the password. Each wait starts
     // when its attempt does, and a wrong password takes a while to check, so the first waits
