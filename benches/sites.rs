@@ -16,6 +16,9 @@
 //!   and straight from S3 with the AWS SDK (the client the gateway itself uses); three rounds,
 //!   the targets interleaved in each.
 //!
+//! Throughout, the CPU time of the gateway, moto, the benchmark and the rest of the machine is
+//! read from `/proc`: moto (Python) is the bottleneck, and the machine is shared.
+//!
 //! Run with `make bench-sites` (uses the running local cluster and its S3, or brings them up for
 //! the run). The report goes to `benches/reports/sites.md` and stdout; the operator's and
 //! gateway's logs stay in the temporary directory.
@@ -153,11 +156,12 @@ async fn main() {
     // Clean up whether or not the measurement panics (its message is printed when it does).
     let outcome = tokio::spawn(measure(bench.clone(), processes)).await;
     let left = cleanup(&bench).await;
+    let moto_after = processes.moto.map(memory);
     let _ = gateway.kill().await;
     let _ = operator.kill().await;
     let results = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 
-    let report = report(&bench, &results, left, &repo).await;
+    let report = report(&bench, &results, left, moto_after, &repo).await;
     let out = repo.join("benches/reports/sites.md");
     std::fs::write(&out, &report).expect("write report");
     println!("{report}\nreport written to {}", out.display());
@@ -241,12 +245,15 @@ struct Results {
     /// Per target, one run per round.
     targets: Vec<(Arc<Target>, Vec<Run>)>,
     moto_server: String,
+    /// moto's memory when the run started.
+    moto_before: Option<Memory>,
 }
 
 async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
     wait_answers(b.operator_http, "operator", |body| body.contains("leader")).await;
     wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
     let idle = memory(processes.gateway);
+    let moto_before = processes.moto.map(memory);
     let org: Organisation = serde_json::from_value(json!({
         "metadata": { "name": b.org, "labels": { TEST_LABEL: b.run } },
         "spec": {
@@ -323,6 +330,7 @@ async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
         publishes,
         targets,
         moto_server: server_header(b.s3).await.unwrap_or_else(|| "server unknown".into()),
+        moto_before,
     }
 }
 
@@ -578,7 +586,7 @@ struct Memory {
 }
 
 fn memory(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the gateway's /proc status");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
     let field = |name: &str| {
         status
             .lines()
@@ -589,6 +597,7 @@ fn memory(pid: u32) -> Memory {
 }
 
 /// The processes whose CPU time the benchmark follows.
+#[derive(Clone, Copy)]
 struct Processes {
     benchmark: u32,
     gateway: u32,
@@ -862,17 +871,19 @@ struct Summary {
     moto: Option<f64>,
     others: Option<f64>,
     /// CPU time per request (median over the rounds) of the benchmark (the load generator, and
-    /// the S3 client of the direct target) and of the gateway.
+    /// the S3 client of the direct target), of the gateway and of moto.
     benchmark_per_request: Duration,
     gateway_per_request: Duration,
+    moto_per_request: Option<Duration>,
 }
 
 fn summarise(runs: &[Run]) -> Summary {
     let rounds: Vec<f64> = runs.iter().map(Run::rps).collect();
     let mut latencies: Vec<Duration> = runs.iter().flat_map(|r| r.latencies.iter().copied()).collect();
     latencies.sort_unstable();
-    let per_request = |cores: fn(&CpuUse) -> f64| {
-        Duration::from_secs_f64(median(&runs.iter().map(|r| cores(&r.cpu) / r.rps()).collect::<Vec<_>>()))
+    let per_request = |cores: fn(&CpuUse) -> Option<f64>| {
+        let seconds: Option<Vec<f64>> = runs.iter().map(|r| Some(cores(&r.cpu)? / r.rps())).collect();
+        Some(Duration::from_secs_f64(median(&seconds?)))
     };
     Summary {
         rps: median(&rounds),
@@ -881,8 +892,9 @@ fn summarise(runs: &[Run]) -> Summary {
         errors: runs.iter().map(|r| r.errors).sum(),
         moto: mean(runs.iter().map(|r| r.cpu.moto)),
         others: mean(runs.iter().map(|r| r.cpu.others)),
-        benchmark_per_request: per_request(|c| c.benchmark),
-        gateway_per_request: per_request(|c| c.gateway),
+        benchmark_per_request: per_request(|c| Some(c.benchmark)).expect("always known"),
+        gateway_per_request: per_request(|c| Some(c.gateway)).expect("always known"),
+        moto_per_request: per_request(|c| c.moto),
         rounds,
     }
 }
@@ -1000,7 +1012,8 @@ fn site_table(site: &Site) -> String {
     )
 }
 
-async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
+/// `left`: objects left in the bucket after the clean-up; `moto_after`: moto's memory then.
+async fn report(b: &Bench, r: &Results, left: usize, moto_after: Option<Memory>, repo: &Path) -> String {
     let [tar, tar_gz] = &r.site.archives;
     let publish_rows: String = r
         .site
@@ -1066,7 +1079,7 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
         .map(|(t, s)| {
             let rounds = s.rounds.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
             format!(
-                "| {} ({} bytes) | {} | {:.0} | {rounds} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} ({} bytes) | {} | {:.0} | {rounds} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 t.file.path,
                 t.file.size,
                 t.via.name(),
@@ -1077,6 +1090,7 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
                 s.errors,
                 cores(s.moto),
                 cores(s.others),
+                s.moto_per_request.map_or_else(|| "?".into(), micros),
                 match t.via {
                     Via::Gateway { .. } => micros(s.gateway_per_request),
                     Via::Direct { .. } => "–".into(),
@@ -1126,8 +1140,10 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
     format!(
         "# Published sites: publishing and serving\n\n\
          Generated by `make bench-sites` on {date}. Machine: {cores_available} cores ({cpu}), Linux {kernel}, \
-         load average {load} before the run and {load_after} after it. ooda {version} ({checkout}), release build; {rustc}; Kubernetes \
-         {kubernetes} (local control plane); S3: moto {moto} ({server}) on {s3}, bucket `{bucket}`.\n\n\
+         load average {load} before the run and {load_after} after it. ooda {version} ({checkout}), release \
+         build; {rustc}; Kubernetes {kubernetes} (local control plane); S3: moto {moto} ({server}) on {s3}, \
+         bucket `{bucket}`; moto's resident memory {moto_before} when the run started and {moto_after} at its \
+         end, after the run's objects were deleted.\n\n\
          Everything runs on this one machine: the benchmark (archive upload, load generator, its own S3 \
          client), the gateway (`--insecure-http`), the operator, the control plane and moto, a mock S3 written \
          in Python. Sizes and throughput are in decimal megabytes (1 MB = 10⁶ bytes).\n\n\
@@ -1146,7 +1162,8 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
          same project. Site MB/s is the site's {site_mb} over the time; archive MB/s what went over the wire.\n\n\
          | format | archive | median | each run | site MB/s (median) | archive MB/s (median) |\n\
          |---|---|---|---|---|---|\n{publish_rows}\n\
-         | version | format | time | site MB/s | archive MB/s | gateway CPU | moto CPU | benchmark CPU | others' CPU |\n\
+         | version | format | time | site MB/s | archive MB/s | gateway CPU | moto CPU | benchmark CPU \
+         | others' CPU |\n\
          |---|---|---|---|---|---|---|---|---|\n{publish_runs}\n\
          CPU is the share of one core a process used during that publish (from `/proc/<pid>/stat`); others' is \
          every other process on the machine together (from `/proc/stat`): the operator, the control plane and \
@@ -1161,12 +1178,14 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
          {CONNECTIONS} workers send GETs back to back for {measured} s after {warm} s of warm-up; {ROUNDS} \
          rounds, each running every target in the order below. Requests/s is the median over the rounds; \
          percentiles are over every request of every round (send to last body byte). moto CPU is its mean \
-         share of one core over the measured part of the rounds, others' CPU the same for every other process \
-         on the machine (the operator, the control plane, anything else running); CPU per request is a process's CPU time \
-         over the requests answered (median of the rounds): the benchmark's is the load generator's, and \
-         on the direct rows also its S3 client's. An error is anything but a 200 with the whole file.\n\n\
-         | file | target | requests/s | per round | MB/s | p50 | p99 | errors | moto CPU | others' CPU | gateway CPU per request | benchmark CPU per request |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n{serving_rows}\n\
+         share of one core over the measured part of the rounds, others' CPU the same for every other \
+         process on the machine (the operator, the control plane, anything else running); CPU per request is \
+         a process's CPU time over the requests answered (median of the rounds): the benchmark's is the load \
+         generator's, and on the direct rows also its S3 client's. An error is anything but a 200 with the \
+         whole file.\n\n\
+         | file | target | requests/s | per round | MB/s | p50 | p99 | errors | moto CPU | others' CPU \
+         | CPU per request: moto | gateway | benchmark |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n{serving_rows}\n\
          | file | gateway / direct requests/s | p50 | p99 |\n|---|---|---|---|\n{ratio_rows}\n\
          - **gateway**: `GET /<path>` with `Host: {PROJECT}--<org>.{sites_domain}`, each worker on its own \
          keep-alive connection. The gateway finds the project and its live version in its watch cache and \
@@ -1193,12 +1212,15 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
          (judge them against the spread between rounds); its own cost is in the CPU per request columns: \
          what the gateway spends on a request (the client's HTTP request, the watch-cache lookup, a signed \
          GetObject over a new connection to moto, streaming the body back) next to what the benchmark spends \
-         on the same GetObject directly. The gateway CPU of the tar.gz publishes over the tar ones is the \
-         price of inflating; the memory table shows whether publishing streams. Latencies are under \
-         saturation ({CONNECTIONS} workers always busy), so p50 is mostly queueing at moto: compare rows \
-         with each other, not with a single idle request. The spread between rounds and the others' CPU \
-         columns show the machine's noise: on {cores_available} cores whatever else runs (builds, tests; see \
-         also the load averages above) takes CPU from moto directly, and every number drops with it.\n",
+         on the same GetObject directly. moto's CPU per request, the same on both paths, says how costly \
+         moto itself was: compare it before comparing requests/s between runs (a moto that has run for long, \
+         see its resident memory above, can be slower than a fresh one). The gateway CPU of the tar.gz \
+         publishes over the tar ones is the price of inflating; the memory table shows whether publishing \
+         streams. Latencies are under saturation ({CONNECTIONS} workers always busy), so p50 is mostly \
+         queueing at moto: compare rows with each other, not with a single idle request. The spread between \
+         rounds and the others' CPU columns show the machine's noise: on {cores_available} cores whatever else \
+         runs (builds, tests; see also the load averages above) takes CPU from moto directly, and every number \
+         drops with it.\n",
         date = Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         kernel = kernel.trim(),
         load = load_average(&b.load_at_start),
@@ -1208,6 +1230,8 @@ async fn report(b: &Bench, r: &Results, left: usize, repo: &Path) -> String {
         rustc = command_output("rustc", &["--version"], repo).unwrap_or_else(|| "rustc unknown".into()),
         server = r.moto_server,
         s3 = b.s3,
+        moto_before = r.moto_before.map_or_else(|| "unknown".into(), |m| mb_of_kb(m.rss)),
+        moto_after = moto_after.map_or_else(|| "unknown".into(), |m| mb_of_kb(m.rss)),
         bucket = b.bucket.name,
         site_mb = mb(SITE_BYTES as f64),
         small = SMALL.path,
