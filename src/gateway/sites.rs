@@ -227,10 +227,11 @@ pub async fn serve(gateway: Arc<Gateway>, label: &str, request: Request) -> Resp
         vec![path.clone(), format!("{path}/index.html")]
     };
     for (i, candidate) in candidates.iter().enumerate() {
+        // The second candidate only decides a redirect: its body is never wanted.
+        let head = head || i == 1;
         match fetch(bucket, &format!("{prefix}{candidate}"), headers, head, StatusCode::OK).await {
-            Fetched::Found(response) if i == 1 => {
+            Fetched::Found(_) if i == 1 => {
                 // A directory without its slash: send the browser to it, so relative links work.
-                let _ = response;
                 let location = format!("{}/", request.uri().path());
                 return Response::builder()
                     .status(StatusCode::MOVED_PERMANENTLY)
