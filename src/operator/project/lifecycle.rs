@@ -18,6 +18,8 @@ pub struct Facts {
     pub idle_timeout: Duration,
     /// Whether the project has a Ready pod that is not terminating.
     pub pod_ready: bool,
+    /// When that pod became Ready, if it is.
+    pub ready_since: Option<Timestamp>,
     pub now: Timestamp,
 }
 
@@ -47,9 +49,12 @@ pub fn decide(facts: &Facts) -> Decision {
     }
     let restarting = facts.previous_phase == Some(Phase::Stopped);
     let last_activity = if restarting { facts.now } else { facts.last_activity };
-    // A renewal stamped ahead of this clock counts as activity now.
-    let idle_for =
-        if facts.now > last_activity { facts.now.duration_since(last_activity).unsigned_abs() } else { Duration::ZERO };
+    // Nobody can use a project before its pod is Ready, so it is not idle while it starts or
+    // wakes, however long that takes, and its idle clock starts no earlier than the pod's Ready.
+    let starting = !facts.pod_ready
+        && matches!(facts.previous_phase, None | Some(Phase::Pending | Phase::Provisioning | Phase::Waking));
+    let idle_since = facts.ready_since.filter(|ready| *ready > last_activity).unwrap_or(last_activity);
+    let idle_for = if starting { Duration::ZERO } else { elapsed(idle_since, facts.now) };
     if idle_for >= facts.idle_timeout && !restarting {
         return Decision {
             replicas: 0,
@@ -61,7 +66,7 @@ pub fn decide(facts: &Facts) -> Decision {
     }
     let waking = matches!(facts.previous_phase, Some(Phase::Hibernated | Phase::Waking));
     let (phase, completed_wake) = match (facts.pod_ready, waking) {
-        (true, true) => (Phase::Running, Some(idle_for)),
+        (true, true) => (Phase::Running, Some(elapsed(last_activity, facts.now))),
         (true, false) => (Phase::Running, None),
         (false, true) => (Phase::Waking, None),
         (false, false) => (Phase::Provisioning, None),
@@ -74,6 +79,11 @@ pub fn decide(facts: &Facts) -> Decision {
         renew_activity: restarting,
         completed_wake,
     }
+}
+
+/// Time from `since` to `now`; a time stamped ahead of this clock counts as now.
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    if now > since { now.duration_since(since).unsigned_abs() } else { Duration::ZERO }
 }
 
 #[cfg(test)]
@@ -91,6 +101,7 @@ mod tests {
             last_activity: at(0),
             idle_timeout: Duration::from_secs(60),
             pod_ready: true,
+            ready_since: Some(at(-5)),
             now: at(10),
         }
     }
@@ -116,10 +127,43 @@ mod tests {
     }
 
     #[test]
+    fn a_project_that_takes_longer_than_its_idle_timeout_to_start_is_not_hibernated_before_it_runs() {
+        let slow = Facts {
+            previous_phase: Some(Phase::Provisioning),
+            pod_ready: false,
+            ready_since: None,
+            now: at(500),
+            ..facts()
+        };
+        assert_eq!(decide(&slow).phase, Phase::Provisioning);
+
+        // Once Ready, the idle clock starts from the pod's Ready, not from the old activity.
+        let ready = Facts { pod_ready: true, ready_since: Some(at(500)), now: at(520), ..slow };
+        let d = decide(&ready);
+        assert_eq!((d.replicas, d.phase), (1, Phase::Running));
+        assert_eq!(d.recheck_after, Some(Duration::from_secs(41)));
+        assert_eq!(decide(&Facts { now: at(560), ..ready }).phase, Phase::Hibernated);
+    }
+
+    #[test]
+    fn a_slow_wake_is_not_cut_short_by_the_idle_timeout() {
+        let waking =
+            Facts { previous_phase: Some(Phase::Waking), pod_ready: false, ready_since: None, now: at(300), ..facts() };
+        assert_eq!((decide(&waking).replicas, decide(&waking).phase), (1, Phase::Waking));
+    }
+
+    #[test]
+    fn a_running_project_whose_pod_fails_still_hibernates_when_idle() {
+        let d = decide(&Facts { pod_ready: false, ready_since: None, now: at(60), ..facts() });
+        assert_eq!((d.replicas, d.phase), (0, Phase::Hibernated));
+    }
+
+    #[test]
     fn a_renewed_lease_wakes_a_hibernated_project() {
         let hibernated = Facts {
             previous_phase: Some(Phase::Hibernated),
             pod_ready: false,
+            ready_since: None,
             last_activity: at(100),
             now: at(101),
             ..facts()
@@ -127,7 +171,13 @@ mod tests {
         let d = decide(&hibernated);
         assert_eq!((d.replicas, d.phase), (1, Phase::Waking));
 
-        let ready = Facts { previous_phase: Some(Phase::Waking), pod_ready: true, now: at(103), ..hibernated };
+        let ready = Facts {
+            previous_phase: Some(Phase::Waking),
+            pod_ready: true,
+            ready_since: Some(at(103)),
+            now: at(103),
+            ..hibernated
+        };
         let d = decide(&ready);
         assert_eq!(d.phase, Phase::Running);
         assert_eq!(d.completed_wake, Some(Duration::from_secs(3)));

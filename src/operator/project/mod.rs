@@ -159,20 +159,19 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     let mut last_signal = lease.annotations().get(LAST_SIGNAL).cloned();
 
     let pod = ctx.children.pods.get(&child(&namespace, format!("{name}-0")));
-    let pod_ready = pod.is_some_and(|pod| {
-        pod.metadata.deletion_timestamp.is_none()
-            && pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    let ready_condition = pod.as_deref().filter(|pod| pod.metadata.deletion_timestamp.is_none()).and_then(|pod| {
+        let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+        conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True")
     });
+    let pod_ready = ready_condition.is_some();
+    let ready_since = ready_condition.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
     let decision = lifecycle::decide(&lifecycle::Facts {
         desired: project.spec.lifecycle.state,
         previous_phase: old.phase,
         last_activity,
         idle_timeout,
         pod_ready,
+        ready_since,
         now,
     });
     let last_activity = if decision.renew_activity {
