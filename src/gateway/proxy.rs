@@ -169,11 +169,12 @@ async fn wake(
     let address = SocketAddr::new(ip, target.port);
     let mut pause = Duration::from_millis(5);
     while tokio::net::TcpStream::connect(address).await.is_err() {
-        if Instant::now() + pause > deadline {
+        if Instant::now() >= deadline {
             gateway.metrics.woke("timeout", started.elapsed());
             return Err(still_waking(browser, settings.wake_timeout));
         }
-        tokio::time::sleep(pause).await;
+        // The last try is at the deadline itself: the whole timeout is given.
+        tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }
     gateway.metrics.woke("ready", started.elapsed());

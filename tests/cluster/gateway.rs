@@ -62,13 +62,19 @@ struct Setup {
 }
 
 async fn setup(test: &str) -> Setup {
+    setup_with(test, &[]).await
+}
+
+/// The same with extra gateway arguments.
+async fn setup_with(test: &str, gateway_args: &[&str]) -> Setup {
     let client = client().await;
     install_crds(&client).await;
     let world = World::start(&client, test).await;
     let org = organisation(&world).await;
     add_user(&world, &world.home.name, ALICE).await;
     add_user(&world, &world.home.name, BOB).await;
-    let gateway = Gateway::start(&world.home.name, &["--activity-interval", "2s"]).await;
+    let args = [&["--activity-interval", "2s"], gateway_args].concat();
+    let gateway = Gateway::start(&world.home.name, &args).await;
     let alice = gateway.session(ALICE).await;
     Setup { world, gateway, org, alice }
 }
@@ -245,6 +251,65 @@ async fn fifty_requests_to_a_hibernated_project_wake_it_once_and_are_all_served(
         .await;
     let metrics = s.gateway.metrics().await;
     assert_eq!(crate::operator_harness::metric_sum(&metrics, "ooda_gateway_wakes_total{outcome=\"ready\"}"), 50.0);
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_wake_that_outlasts_its_timeout_answers_503_and_browsers_get_a_page_that_retries() {
+    let s = setup_with("gw-slow-wake", &["--wake-timeout", "4s"]).await;
+    let port = dev_port();
+    // No dev server yet: the pod comes back Ready, but nothing accepts on its port.
+    let (host, token) = running_project(&s, "slow", port, "10s").await;
+    let ns = format!("org-{}", s.org);
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &ns);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(s.world.client.clone(), &ns);
+    let pod_uid = pods.get("slow-0").await.expect("the running pod").metadata.uid.expect("uid");
+    wait_for(&projects, "slow", project_phase(Phase::Hibernated)).await;
+    crate::harness::wait_deleted(&pods, "slow-0", &pod_uid).await;
+
+    let client = s.gateway.preview_client(&host);
+    let request = |accept: &str| {
+        let request = client
+            .get(s.gateway.preview_url(&host, "/"))
+            .header("x-ooda-preview-token", &token)
+            .header("accept", accept.to_owned());
+        async move {
+            let started = Instant::now();
+            let response = request.send().await.expect("answer");
+            let waited = started.elapsed();
+            (response.status(), response.headers().clone(), response.text().await.expect("body"), waited)
+        }
+    };
+    let (api, browser) =
+        tokio::join!(request("application/json"), request("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"));
+
+    let (status, headers, body, waited) = api;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], "2");
+    let error: Value = serde_json::from_str(&body).expect("a JSON error");
+    assert_eq!(error["error"], "unavailable", "{error}");
+    assert!(error["message"].as_str().expect("message").contains("within 4s"), "{error}");
+    assert!(waited >= Duration::from_secs(4), "an API client is held for the whole wake timeout: {waited:?}");
+
+    let (status, headers, page, waited) = browser;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(headers["retry-after"], "2");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(page.contains(r#"<meta http-equiv="refresh" content="2">"#), "the page reloads by itself: {page}");
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(4), "a browser is not held: {waited:?}");
+    let metrics = s.gateway.metrics().await;
+    assert_eq!(crate::operator_harness::metric_sum(&metrics, "ooda_gateway_wakes_total{outcome=\"timeout\"}"), 2.0);
+
+    // The page's reload, once the dev server listens, gets the project.
+    let _dev = follow_pod(&s.world.client, &ns, "slow", port);
+    let mut reload = request("text/html").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reload.0 != StatusCode::OK && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reload = request("text/html").await;
+    }
+    assert_eq!(reload.0, StatusCode::OK, "{}", reload.2);
     s.world.cleanup().await;
 }
 
