@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::accounts::{self, AccountError, AccountStore, PasswordHash};
+use crate::gateway::forwarded::TrustedProxies;
 use crate::{crd, duration, gateway, operator};
 
 #[derive(Parser, Debug)]
@@ -142,6 +143,11 @@ pub struct GatewayArgs {
     /// Password hashes computed at once (the rest queue); default half the cores.
     #[arg(long)]
     hashing_slots: Option<usize>,
+    /// Load balancers or ingress proxies in front of the gateway (comma-separated addresses and
+    /// CIDR networks): their X-Forwarded-For names the client for sign-in limits. Default none:
+    /// the connection's own address is the client.
+    #[arg(long, env = "OODA_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: TrustedProxies,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -240,6 +246,7 @@ fn gateway_options(args: GatewayArgs) -> Result<gateway::Options, CliError> {
             public_port: args.public_port,
             password_iterations: args.password_iterations,
             hashing_slots: args.hashing_slots.unwrap_or((cores / 2).max(1)),
+            trusted_proxies: args.trusted_proxies,
         },
         tls,
     })

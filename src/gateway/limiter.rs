@@ -1,5 +1,6 @@
 //! Brute-force protection for sign-in: failures are counted per account (the email as typed, so
-//! unknown emails are limited exactly like real ones) and per client address; past a free
+//! unknown emails are limited exactly like real ones) and per client network (the IPv4 address,
+//! or the IPv6 /64 that one subscriber typically holds whole); past a free
 //! allowance each further failure doubles the wait before the next attempt, up to a ceiling.
 //! State is in memory and per replica, bounded in size.
 
@@ -131,6 +132,7 @@ impl LoginLimiter {
     /// limit while the first ones are still hashing.
     pub fn begin(&mut self, email: &str, address: IpAddr, now: Instant) -> Result<(), Duration> {
         let email = email.to_owned();
+        let address = network_of(address);
         let wait = match (self.accounts.wait(&email, now), self.addresses.wait(&address, now)) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -147,7 +149,7 @@ impl LoginLimiter {
     /// as no guess at all (otherwise abandoned sign-ins behind one NAT could lock everyone out).
     pub fn abandoned(&mut self, email: &str, address: IpAddr) {
         self.accounts.refund(&email.to_owned());
-        self.addresses.refund(&address);
+        self.addresses.refund(&network_of(address));
     }
 
     /// A correct password clears the account's record and refunds the address the attempt; the
@@ -155,7 +157,16 @@ impl LoginLimiter {
     /// that is guessing others.
     pub fn succeeded(&mut self, email: &str, address: IpAddr) {
         self.accounts.succeed(&email.to_owned());
-        self.addresses.refund(&address);
+        self.addresses.refund(&network_of(address));
+    }
+}
+
+/// What the address limit counts: an IPv4 address, or an IPv6 address's /64 (a subscriber gets
+/// a whole /64, so counting single IPv6 addresses would give an attacker 2^64 fresh starts).
+fn network_of(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((v6.to_bits() & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -258,6 +269,21 @@ mod tests {
         }
         assert_eq!(limiter.begin("new@x.example", addr(7), now), Err(Duration::from_secs(1)));
         assert_eq!(limiter.begin("new@x.example", addr(8), now), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_a_limit_and_mapped_ipv4_is_ipv4() {
+        let mut limiter = LoginLimiter::default();
+        let now = Instant::now();
+        for i in 0..=ADDRESS_POLICY.free_failures {
+            let rotating: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
+            assert_eq!(limiter.begin(&format!("user{i}@x.example"), rotating, now), Ok(()));
+        }
+        let same_64: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert!(limiter.begin("new@x.example", same_64, now).is_err(), "a fresh address in the same /64");
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limiter.begin("new@x.example", next_64, now), Ok(()));
+        assert_eq!(network_of("::ffff:198.51.100.7".parse().unwrap()), "198.51.100.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]

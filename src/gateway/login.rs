@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,12 +32,15 @@ pub struct LoginRequest {
     password: String,
 }
 
-#[instrument(skip_all, fields(peer = %peer.ip()))]
+#[instrument(skip_all, fields(client))]
 pub async fn login(
     State(gateway): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
+    let client = gateway.settings.trusted_proxies.client(peer.ip(), &headers);
+    tracing::Span::current().record("client", tracing::field::display(client));
     let Json(request) = body?;
     let email = request.email.trim().to_lowercase();
     if email.len() > MAX_EMAIL_LEN || request.password.len() > MAX_PASSWORD_LEN {
@@ -46,12 +49,12 @@ pub async fn login(
         )));
     }
     let _turn = gateway.turns.take(&email).await;
-    let admitted = gateway.limiter.lock().expect("limiter lock").begin(&email, peer.ip(), Instant::now());
+    let admitted = gateway.limiter.lock().expect("limiter lock").begin(&email, client, Instant::now());
     if let Err(wait) = admitted {
         gateway.metrics.login("limited");
         return Err(ApiError::too_many_requests(wait.as_secs().max(1)));
     }
-    let mut attempt = Attempt { gateway: &gateway, email: &email, address: peer.ip(), settled: false };
+    let mut attempt = Attempt { gateway: &gateway, email: &email, address: client, settled: false };
     let stored = gateway.accounts.password_hash(&email).await.map_err(|error| {
         warn!(%error, "could not read an account");
         ApiError::unavailable("accounts are unavailable; try again", 1)
@@ -64,7 +67,7 @@ pub async fn login(
         gateway.metrics.login("refused");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
     }
-    gateway.limiter.lock().expect("limiter lock").succeeded(&email, peer.ip());
+    gateway.limiter.lock().expect("limiter lock").succeeded(&email, client);
     gateway.metrics.login("accepted");
     let now = Timestamp::now();
     let expires = now.as_second() + gateway.settings.session_ttl.as_secs() as i64;

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod error;
+pub mod forwarded;
 pub mod invites;
 pub mod keys;
 pub mod limiter;
@@ -87,6 +88,8 @@ pub struct Settings {
     pub password_iterations: u32,
     /// Password hashes computed at once; the rest queue.
     pub hashing_slots: usize,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: forwarded::TrustedProxies,
 }
 
 impl Settings {

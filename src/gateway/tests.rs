@@ -24,7 +24,7 @@ use tower::ServiceExt;
 use super::activity::Activity;
 use super::auth::{Accounts, memberships};
 use super::cache::Caches;
-use super::limiter::{ACCOUNT_POLICY, LoginLimiter};
+use super::limiter::{ACCOUNT_POLICY, ADDRESS_POLICY, LoginLimiter};
 use super::metrics::Metrics;
 use super::proxy::{TOKEN_HEADER, TOKEN_QUERY, host_label};
 use super::token::{Claims, Expectations, KeyRing, Membership, SigningKey};
@@ -135,6 +135,11 @@ fn preview_secret(org: &str, project: &str, token: &str, state: &str) -> Secret 
 /// acme: alice (admin), bob (member); projects shop and blog (its preview token marked stopped).
 /// globex: carol (admin), alice (member); project portal.
 fn gateway() -> Arc<Gateway> {
+    gateway_with(|_| {})
+}
+
+/// The fixture gateway with `edit` applied to its settings.
+fn gateway_with(edit: impl FnOnce(&mut Settings)) -> Arc<Gateway> {
     let config =
         OperatorConfig::parse("examples/operator-config.yaml", include_str!("../../examples/operator-config.yaml"))
             .expect("the example configuration is valid");
@@ -163,7 +168,7 @@ fn gateway() -> Arc<Gateway> {
     let accounts = [ALICE, BOB, CAROL].map(|email| (email.to_owned(), hash.clone()));
     let unreachable = kube::Config::new("http://127.0.0.1:9".parse().expect("a valid URL"));
     let client = kube::Client::try_from(unreachable).expect("a client for a plain HTTP URL");
-    let settings = Settings {
+    let mut settings = Settings {
         namespace: "ooda-system".into(),
         issuer: "ooda".into(),
         audience: "ooda-api".into(),
@@ -177,7 +182,9 @@ fn gateway() -> Arc<Gateway> {
         public_port: None,
         password_iterations: MIN_ITERATIONS,
         hashing_slots: 4,
+        trusted_proxies: Default::default(),
     };
+    edit(&mut settings);
     let metrics = Arc::new(Metrics::default());
     Arc::new(Gateway {
         activity: Arc::new(Activity::new(client.clone(), settings.activity_interval, metrics.clone())),
@@ -290,12 +297,19 @@ async fn get(gateway: &Arc<Gateway>, uri: &str, token: &str) -> Reply {
 }
 
 async fn login(gateway: &Arc<Gateway>, body: impl Into<Body>) -> Reply {
-    let request = Request::post("/api/auth/login")
-        .header(header::HOST, API_HOST)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body.into())
-        .expect("a valid request");
-    send(gateway, request).await
+    send(gateway, login_request().body(body.into()).expect("a valid request")).await
+}
+
+fn login_request() -> axum::http::request::Builder {
+    Request::post("/api/auth/login").header(header::HOST, API_HOST).header(header::CONTENT_TYPE, "application/json")
+}
+
+/// Records an address's whole free allowance of failures, as guesses at other accounts would.
+fn exhaust_address(gateway: &Gateway, address: [u8; 4]) {
+    for i in 0..=ADDRESS_POLICY.free_failures {
+        let guess = format!("guess{i}@elsewhere.example");
+        gateway.limiter.lock().unwrap().begin(&guess, address.into(), Instant::now()).expect("admitted");
+    }
 }
 
 fn credentials(email: &str, password: &str) -> String {
@@ -392,6 +406,28 @@ async fn after_six_failures_an_email_gets_429_with_retry_after_even_with_the_rig
     differently_typed.assert_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
     let other = login(&gateway, credentials(BOB, "a guess at a password")).await;
     other.assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+}
+
+#[tokio::test]
+async fn x_forwarded_for_from_an_untrusted_peer_cannot_evade_the_address_limit() {
+    let gateway = gateway();
+    exhaust_address(&gateway, PEER.0);
+    let spoofed =
+        login_request().header("x-forwarded-for", "198.51.100.99").body(Body::from(credentials(ALICE, PASSWORD)));
+    send(&gateway, spoofed.unwrap()).await.assert_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_address_limit() {
+    let gateway = gateway_with(|settings| settings.trusted_proxies = "192.0.2.0/24".parse().unwrap());
+    let guesser = [198, 51, 100, 66];
+    exhaust_address(&gateway, guesser);
+    let from =
+        |client: &str| login_request().header("x-forwarded-for", client).body(Body::from(credentials(ALICE, PASSWORD)));
+    let limited = send(&gateway, from("198.51.100.66").unwrap()).await;
+    limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+    // Another client behind the same proxy is not locked out by the guesser.
+    assert_eq!(send(&gateway, from("203.0.113.5").unwrap()).await.status, StatusCode::OK);
 }
 
 // ---------------------------------------------------------------------------------------------

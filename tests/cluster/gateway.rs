@@ -549,6 +549,31 @@ async fn an_unknown_email_and_a_wrong_password_look_the_same_and_guessing_is_lim
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_limited_not_the_proxy() {
+    // The test client connects from 127.0.0.1: here it plays the ingress in front of the gateway.
+    let s = setup_with("gw-proxied", &["--trusted-proxies", "127.0.0.0/8"]).await;
+    let (guesser, neighbour) = ("198.51.100.66", "203.0.113.5");
+    let mut guesses = 0;
+    let limited = loop {
+        guesses += 1;
+        let email = format!("guess{guesses}@acme.example");
+        let answer = s.gateway.login_forwarded_for(guesser, &email, "a guess").await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            break answer;
+        }
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{:?}", answer.body);
+        assert!(guesses <= 30, "the guessing client is never limited");
+    };
+    assert!(guesses > 20, "the first 20 failures are free, limited after {guesses}: {:?}", limited.body);
+    let password = crate::gateway_harness::PASSWORD;
+    let held = s.gateway.login_forwarded_for(guesser, ALICE, password).await;
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "the guessing client waits even with a right password");
+    // Everyone else behind the same ingress signs in: the limit is the client's, not the proxy's.
+    assert_eq!(s.gateway.login_forwarded_for(neighbour, ALICE, password).await.status, StatusCode::OK);
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
 async fn an_invite_is_redeemed_once_to_set_a_password() {
     let s = setup("gw-invite").await;
     let invites = format!("/api/orgs/{}/invites", s.org);

@@ -122,6 +122,13 @@ impl Gateway {
             .await
     }
 
+    /// A sign-in as relayed by a proxy that names the client in `X-Forwarded-For`.
+    pub async fn login_forwarded_for(&self, client: &str, email: &str, password: &str) -> Answer {
+        let request = self.client.post(self.url("/api/auth/login")).header("x-forwarded-for", client);
+        let request = request.json(&json!({ "email": email, "password": password }));
+        Answer::from(request.send().await.expect("gateway answers")).await
+    }
+
     /// Signs in and returns the session token.
     pub async fn session(&self, email: &str) -> String {
         let answer = self.login(email, PASSWORD).await;

@@ -80,9 +80,14 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
+    .or_else(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => Err(e),
+        // A reconcile queued from a cache that had not yet seen the project go: the cleanup ran
+        // again (it is idempotent) and the finalizer it would remove is gone with the project.
+        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) if status.code == 404 => {
+            Ok(Action::await_change())
+        }
+        other => Err(Error::Finalizer(other.to_string())),
     });
     ctx.shared.metrics.reconciled(CONTROLLER, started.elapsed());
     if result.is_ok() {
