@@ -177,7 +177,7 @@ async fn sign_in_create_a_project_and_reach_it_through_the_preview_proxy() {
 }
 
 #[tokio::test]
-async fn a_stopped_project_is_refused_within_a_second_and_not_woken() {
+async fn a_stopped_or_deleted_project_is_refused_within_a_second_and_not_woken() {
     let s = setup("gw-stop").await;
     let port = dev_port();
     let (host, token) = running_project(&s, "halt", port, "15m").await;
@@ -214,9 +214,26 @@ async fn a_stopped_project_is_refused_within_a_second_and_not_woken() {
     assert_eq!(wake.status, StatusCode::CONFLICT);
     assert_eq!(projects.get("halt").await.expect("project").status.expect("status").phase, Some(Phase::Stopped));
 
-    // Deleting it (admin) makes its host unknown.
-    let delete = format!("/api/orgs/{}/projects/halt", s.org);
+    // Deleting a running project (admin) closes its preview as promptly.
+    let port = dev_port();
+    let (host, token) = running_project(&s, "gone", port, "15m").await;
+    let ip = pod_ip(&s.world.client, &format!("org-{}", s.org), "gone").await;
+    let _dev = upstream(std::net::SocketAddr::new(ip, port)).await;
+    let browser = s.gateway.preview_client(&host);
+    let get = || browser.get(s.gateway.preview_url(&host, "/")).header("x-ooda-preview-token", &token).send();
+    assert_eq!(get().await.expect("answer").status(), StatusCode::OK);
+    let delete = format!("/api/orgs/{}/projects/gone", s.org);
     assert_eq!(s.gateway.call(Method::DELETE, &delete, Some(&s.alice), None).await.status, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let status = get().await.expect("answer").status();
+        if status != StatusCode::OK {
+            assert_eq!(status, StatusCode::NOT_FOUND, "a deleted project's host is unknown");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still proxied a second after the delete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     s.world.cleanup().await;
 }
 
