@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the local control plane, the operator, the gateway and the examples: an
-# organisation, a project, a sign-in, and a request through the preview proxy to a stand-in dev
-# server on the project pod's address. Everything keeps running; `make cluster-down` stops it all.
+# organisation, a project, a sign-in, a request through the preview proxy to a stand-in dev
+# server on the project pod's address, and a published site. Everything keeps running; `make cluster-down` stops it all.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$repo"
@@ -10,6 +10,9 @@ cargo build --locked
 "$repo/scripts/cluster-up.sh"
 kubectl apply --server-side --force-conflicts --field-manager ooda-bed -f crds/ >/dev/null
 kubectl create namespace ooda-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# Credentials of the local S3 that holds published sites (it takes any key).
+kubectl create secret generic ooda-sites-s3 -n ooda-system --from-literal=accessKeyId=demo \
+  --from-literal=secretAccessKey=demo-secret --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 operator_addr="127.0.0.1:${OODA_OPERATOR_PORT:-18080}"
 if ! alive ooda-operator; then
@@ -79,7 +82,7 @@ if ! alive ooda-demo-devserver; then
   echo $! >"$state/pids/ooda-demo-devserver"
 fi
 deadline=$((SECONDS + 10))
-until curl -fsS -o /dev/null "http://$pod_ip:3000/"; do
+until curl -fs -o /dev/null "http://$pod_ip:3000/"; do
   ((SECONDS < deadline)) || { log "the stand-in dev server did not start"; exit 1; }
   sleep 0.1
 done
@@ -87,6 +90,16 @@ echo
 echo "Through the preview proxy ($host → $pod_ip:3000):"
 curl -sS --resolve "$host:${gateway_addr##*:}:127.0.0.1" -H "x-ooda-preview-token: $token" \
   "http://$host:${gateway_addr##*:}/" | head -5
+
+# Publishing: the example site as a tar.gz, a new version in the EU bucket, served at once.
+published=$(tar -C examples/site -czf - . |
+  curl -fsS "http://$gateway_addr/api/orgs/acme/projects/shop/publish" -H "authorization: Bearer $session" \
+    -H "content-type: application/gzip" --data-binary @-)
+site_host="shop--acme.sites.ooda.localhost"
+echo
+echo "Published version $(jq -r .version <<<"$published") of examples/site ($(jq -r .files <<<"$published") files):"
+curl -sS --resolve "$site_host:${gateway_addr##*:}:127.0.0.1" "http://$site_host:${gateway_addr##*:}/" | head -4
+echo "Site in a browser: $(jq -r .url <<<"$published")"
 echo
 echo "Gateway: http://$gateway_addr/api/openapi.json (log: $logs/ooda-gateway.log); alice's password: $password_file"
 echo "Preview in a browser: $(jq -r .url <<<"$preview")  (resolve *.localhost to 127.0.0.1)"
