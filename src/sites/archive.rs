@@ -99,7 +99,11 @@ type Source = Pin<Box<dyn AsyncRead + Send>>;
 
 /// The regular files of an archive, in archive order.
 pub struct Files {
+    /// The archive's stream, read to its end once the tar reader is done with it.
+    archive: Archive<Source>,
     entries: Entries<Source>,
+    /// Zero bytes at the end of what the tar reader has consumed so far.
+    trailing_zeros: Arc<AtomicU64>,
     limits: Limits,
     files: u64,
     bytes: u64,
@@ -132,15 +136,18 @@ impl Files {
         } else {
             Box::pin(counted)
         };
-        let entries = Archive::new(source).entries().map_err(ArchiveError::from_io)?;
-        Ok(Self { entries, limits, files: 0, bytes: 0 })
+        let trailing_zeros = Arc::new(AtomicU64::new(0));
+        let source: Source = Box::pin(ZeroTail { inner: source, trailing_zeros: trailing_zeros.clone() });
+        let mut archive = Archive::new(source);
+        let entries = archive.entries().map_err(ArchiveError::from_io)?;
+        Ok(Self { archive, entries, trailing_zeros, limits, files: 0, bytes: 0 })
     }
 
     /// The next regular file, after checking it against the limits; directories are skipped
     /// (a site's directories exist through its files' paths).
     pub async fn next(&mut self) -> Result<Option<File>, ArchiveError> {
         loop {
-            let Some(entry) = self.entries.next().await else { return Ok(None) };
+            let Some(entry) = self.entries.next().await else { return self.ended().await };
             let entry = entry.map_err(ArchiveError::from_io)?;
             let raw = String::from_utf8_lossy(&entry.path_bytes().map_err(ArchiveError::from_io)?).into_owned();
             match entry.header().entry_type() {
@@ -170,6 +177,22 @@ impl Files {
             }
             return Ok(Some(File { path, size, entry }));
         }
+    }
+}
+
+impl Files {
+    /// The tar reader ends at an all-zero header block, or at the end of the stream. Only the
+    /// first is a whole archive: a stream that stops between two files (an upload cut short,
+    /// a `tar` that died) would otherwise publish a site with files missing. What follows the
+    /// end marker (padding) is read too, within the same limits, so gzip checks its trailer.
+    async fn ended(&mut self) -> Result<Option<File>, ArchiveError> {
+        if self.trailing_zeros.load(Ordering::Relaxed) < 512 {
+            return Err(ArchiveError::Malformed(
+                "the archive stops before its end-of-archive marker: it was cut short".into(),
+            ));
+        }
+        tokio::io::copy(&mut self.archive, &mut tokio::io::sink()).await.map_err(ArchiveError::from_io)?;
+        Ok(None)
     }
 }
 
@@ -206,6 +229,26 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = (buf.filled().len() - before) as u64;
         self.count.fetch_add(read, Ordering::Relaxed);
+        polled
+    }
+}
+
+/// Counts the zero bytes at the end of what has been read through it.
+struct ZeroTail<R> {
+    inner: R,
+    trailing_zeros: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for ZeroTail<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = &buf.filled()[before..];
+        if let Some(last_nonzero) = read.iter().rposition(|&b| b != 0) {
+            self.trailing_zeros.store((read.len() - last_nonzero - 1) as u64, Ordering::Relaxed);
+        } else {
+            self.trailing_zeros.fetch_add(read.len() as u64, Ordering::Relaxed);
+        }
         polled
     }
 }
@@ -301,6 +344,29 @@ mod tests {
             vec![("index.html".to_owned(), b"<h1>hi</h1>".to_vec()), ("assets/app.js".to_owned(), vec![b'x'; 3000])];
         assert_eq!(read_all(archive.clone(), Limits::default()).await.unwrap(), expected);
         assert_eq!(read_all(gzip(&archive), Limits::default()).await.unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn an_archive_cut_short_is_refused_even_at_a_file_boundary() {
+        let whole = tar(&[("index.html", FILE, b"<h1>hi</h1>", None), ("about.html", FILE, &[b'a'; 700], None)]);
+        // Without its end-of-archive blocks, and cut after the first file's last block.
+        let unterminated = whole[..whole.len() - 1024].to_vec();
+        let after_first = whole[..1024].to_vec();
+        let mid_file = whole[..1024 + 512 + 100].to_vec();
+        for (name, cut) in
+            [("unterminated", unterminated), ("after the first file", after_first), ("mid-file", mid_file)]
+        {
+            let error = read_all(cut.clone(), Limits::default()).await.expect_err(name);
+            assert!(matches!(error, ArchiveError::Malformed(_)), "{name}: {error}");
+            let gzipped = gzip(&cut);
+            let error = read_all(gzipped, Limits::default()).await.expect_err(name);
+            assert!(matches!(error, ArchiveError::Malformed(_)), "{name}, gzipped: {error}");
+        }
+        // A whole gzip stream whose trailer is cut off.
+        let compressed = gzip(&whole);
+        let error =
+            read_all(compressed[..compressed.len() - 4].to_vec(), Limits::default()).await.expect_err("trailer");
+        assert!(matches!(error, ArchiveError::Malformed(_)), "{error}");
     }
 
     #[tokio::test]

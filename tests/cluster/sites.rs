@@ -234,7 +234,11 @@ async fn hostile_archives_are_refused_and_leave_nothing_behind() {
     // Under every size limit, so only the ratio can stop it.
     let zeros = vec![0u8; 64 << 20];
     let bomb = gzipped(&archive(&[("zeros.bin", &zeros)], false));
-    let cases: [(&str, Vec<u8>, StatusCode, &str); 5] = [
+    // A whole first file, then nothing: the stream ends where the next header would be.
+    let mut cut_short = archive(&[("index.html", b"fine"), ("about.html", b"also fine")], false);
+    cut_short.truncate(1024);
+    let cases: [(&str, Vec<u8>, StatusCode, &str); 6] = [
+        ("cut short between two files", cut_short, StatusCode::BAD_REQUEST, "cut short"),
         (
             "traversal",
             archive(&[("index.html", b"ok"), ("../../escape.html", b"x")], true),
@@ -380,6 +384,55 @@ async fn an_s3_outage_mid_publish_keeps_the_live_version_and_delays_deletion_unt
     wait_deleted(&projects, "steady", &uid).await;
     let left = bucket("ooda-sites-eu", S3).list(&format!("{}/steady/", s.org)).await.expect("list");
     assert_eq!(left, Vec::<String>::new());
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_upload_leaves_the_live_version_and_nothing_of_its_own() {
+    let s = Site::start("sites-abandoned", None).await;
+    s.project("steady").await;
+    let (status, v1) = s.publish("steady", site_v(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v1}");
+
+    let big: Vec<(String, Vec<u8>)> = (0..40).map(|i| (format!("asset-{i}.bin"), vec![i as u8; 256 << 10])).collect();
+    let files: Vec<(&str, &[u8])> = big.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+    let body = archive(&files, false);
+    let mut connection = TcpStream::connect(s.gateway.addr).await.expect("connect to the gateway");
+    let head = format!(
+        "POST /api/orgs/{}/projects/steady/publish HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/x-tar\r\ncontent-length: {}\r\n\r\n",
+        s.org,
+        s.gateway.addr,
+        s.alice,
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut connection, head.as_bytes()).await.expect("send the head");
+    tokio::io::AsyncWriteExt::write_all(&mut connection, &body[..body.len() / 2]).await.expect("send half");
+
+    // Once files of version 2 are in the bucket, the client goes away.
+    let s3 = bucket("ooda-sites-eu", S3);
+    let v2 = format!("{}/steady/v2/", s.org);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s3.list(&v2).await.expect("list").is_empty() {
+        assert!(Instant::now() < deadline, "the publish never started writing version 2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(connection);
+
+    let reservation = format!("{}/steady/manifests/v2", s.org);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (files, manifests) = (s3.list(&v2).await.expect("list"), s3.list(&reservation).await.expect("list"));
+        if files.is_empty() && manifests.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {files:?} {manifests:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.serves("steady", "<h1>version 1</h1>").await;
+    let versions_path = format!("/api/orgs/{}/projects/steady/versions", s.org);
+    let versions = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await;
+    assert_eq!(versions.body["versions"].as_array().map(Vec::len), Some(1), "{:?}", versions.body);
     s.world.cleanup().await;
 }
 
