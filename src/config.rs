@@ -77,15 +77,19 @@ pub enum ChecksumMode {
     WhenSupported,
 }
 
-/// Limits on a published site's archive.
+/// Limits on publishing sites; each setting left out keeps its default.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct PublishLimits {
     pub max_bytes: Quantity,
     pub max_files: u64,
     pub max_file_bytes: Quantity,
     /// Inflated bytes per compressed byte (gzip bombs).
     pub max_compression_ratio: u64,
+    /// Publishes one gateway replica runs at once; more are answered 503 with Retry-After.
+    pub max_concurrent: u32,
+    /// How long an upload may send nothing before it is abandoned (408).
+    pub upload_idle_timeout: String,
 }
 
 impl Default for PublishLimits {
@@ -95,6 +99,8 @@ impl Default for PublishLimits {
             max_files: 20_000,
             max_file_bytes: Quantity("100Mi".into()),
             max_compression_ratio: 100,
+            max_concurrent: 8,
+            upload_idle_timeout: "60s".into(),
         }
     }
 }
@@ -108,6 +114,10 @@ impl PublishLimits {
             max_file_bytes: quantity_bytes(&self.max_file_bytes.0).expect("validated at load"),
             max_ratio: self.max_compression_ratio,
         }
+    }
+
+    pub fn upload_idle_timeout(&self) -> Duration {
+        duration::parse(&self.upload_idle_timeout).expect("validated at load")
     }
 }
 
@@ -312,8 +322,15 @@ impl OperatorConfig {
                 return invalid(setting, "must be a positive size such as 100Mi");
             }
         }
-        if self.publishing.max_files == 0 || self.publishing.max_compression_ratio == 0 {
-            return invalid("publishing", "maxFiles and maxCompressionRatio must be positive");
+        if self.publishing.max_files == 0
+            || self.publishing.max_compression_ratio == 0
+            || self.publishing.max_concurrent == 0
+        {
+            return invalid("publishing", "maxFiles, maxCompressionRatio and maxConcurrent must be positive");
+        }
+        match duration::parse(&self.publishing.upload_idle_timeout) {
+            Ok(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => {}
+            _ => return invalid("publishing.uploadIdleTimeout", "must be a duration such as 60s, between 1s and 1h"),
         }
         if self.defaults.image.trim().is_empty() {
             return invalid("defaults.image", "an image is required");
@@ -598,6 +615,16 @@ mod tests {
         assert_eq!(quantity_bytes("4096"), Some(4096));
         assert_eq!(quantity_bytes("2Gi"), Some(2 << 30));
         assert_eq!(quantity_bytes("1e3"), None);
+    }
+
+    #[test]
+    fn publishing_settings_left_out_keep_their_defaults_and_bounds_are_enforced() {
+        let partial = parse_with(&["publishing"], "{ maxFiles: 10 }").expect("a partial publishing section");
+        assert_eq!(partial.publishing, PublishLimits { max_files: 10, ..PublishLimits::default() });
+        assert_eq!(partial.publishing.upload_idle_timeout(), Duration::from_secs(60));
+        assert_refused(parse_with(&["publishing", "maxConcurrent"], "0"), "publishing");
+        assert_refused(parse_with(&["publishing", "uploadIdleTimeout"], "0s"), "publishing.uploadIdleTimeout");
+        assert_refused(parse_with(&["publishing", "uploadIdleTimeout"], "2h"), "publishing.uploadIdleTimeout");
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct Gateway {
     pub upstream: HttpClient<HttpConnector, Body>,
     /// Each jurisdiction's bucket for published sites.
     pub buckets: crate::sites::Buckets,
+    /// Publishes in progress on this replica, up to `publishing.maxConcurrent`.
+    pub publishes: Semaphore,
     keys: Arc<RwLock<Arc<KeyRing>>>,
 }
 
@@ -167,6 +169,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
             .expect("a random decoy password is long enough"),
         upstream: upstream_client(),
         buckets,
+        publishes: Semaphore::new(config.publishing.max_concurrent as usize),
         client,
         config,
         settings,

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -11,7 +12,8 @@ use axum::extract::{Path, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, Response, StatusCode};
 use axum::response::IntoResponse;
-use futures::TryStreamExt;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Limited};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -29,7 +31,7 @@ use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::operator::labels::{child, organisation_namespace};
 use crate::operator::project::build::{TOKEN_KEY, publish_secret_name};
-use crate::sites::archive::{ArchiveError, UploadTooLarge};
+use crate::sites::archive::{ArchiveError, UploadStalled, UploadTooLarge};
 use crate::sites::publish::{self, PublishError};
 use crate::sites::{Manifest, SitesError, layout};
 
@@ -49,6 +51,11 @@ pub async fn publish(
     let publisher = publisher(&gateway, &org, &name, request.headers())?;
     let bucket = bucket(&gateway, &org)?.clone();
     let project = live_project(&gateway, &org, &name)?;
+    let Ok(_slot) = gateway.publishes.try_acquire() else {
+        let limit = gateway.config.publishing.max_concurrent;
+        let message = format!("this gateway is running as many publishes as it allows ({limit}); try again shortly");
+        return Err(ApiError::unavailable(message, 5));
+    };
     let limits = gateway.config.publishing.archive_limits();
     // Archive bytes plus tar's own: a header per file, padding, and the end marker.
     let upload_limit = limits.max_bytes + limits.max_files * 1024 + (1 << 20);
@@ -59,6 +66,7 @@ pub async fn publish(
             io::Error::other(error)
         }
     });
+    let body = stall_after(body, gateway.config.publishing.upload_idle_timeout());
     let manifest = publish::publish(&bucket, &org, &name, &publisher, StreamReader::new(body), limits)
         .await
         .map_err(publish_error)?;
@@ -138,8 +146,28 @@ fn site_url(gateway: &Gateway, org: &str, name: &str) -> Option<String> {
     Some(format!("{}/", gateway.settings.public_origin(&format!("{name}--{org}.{domain}"))))
 }
 
+/// `stream`, failing with [`UploadStalled`] once nothing has arrived for `idle`: a client that
+/// stops sending would otherwise hold a publish slot, and S3 uploads, open for ever.
+fn stall_after<S>(stream: S, idle: Duration) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + 'static
+where
+    S: futures::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
+{
+    futures::stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(item) => item.map(|item| (item, Some(stream))),
+            Err(_) => Some((Err(io::Error::new(io::ErrorKind::TimedOut, UploadStalled(idle))), None)),
+        }
+    })
+}
+
 fn publish_error(error: PublishError) -> ApiError {
     match error {
+        PublishError::Archive(ArchiveError::Stalled(idle)) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "upload_stalled",
+            format!("nothing arrived for {}s; the publish was abandoned", idle.as_secs()),
+        ),
         PublishError::Archive(ArchiveError::Read(error)) => {
             warn!(%error, "a publish upload broke off");
             ApiError::bad_request(format!("reading the upload failed: {error}"))

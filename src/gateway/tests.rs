@@ -186,6 +186,7 @@ fn gateway_with(edit: impl FnOnce(&mut Settings)) -> Arc<Gateway> {
     };
     edit(&mut settings);
     let metrics = Arc::new(Metrics::default());
+    let publishes = Semaphore::new(config.publishing.max_concurrent as usize);
     Arc::new(Gateway {
         activity: Arc::new(Activity::new(client.clone(), settings.activity_interval, metrics.clone())),
         accounts: Arc::new(MemoryAccounts(Mutex::new(HashMap::from(accounts)))),
@@ -197,6 +198,7 @@ fn gateway_with(edit: impl FnOnce(&mut Settings)) -> Arc<Gateway> {
         decoy_hash: hash,
         upstream: upstream_client(),
         buckets: crate::sites::Buckets::default(),
+        publishes,
         keys: Arc::new(RwLock::new(Arc::new(KeyRing::new(SigningKey::generate(), None)))),
         client,
         settings,

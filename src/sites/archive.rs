@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_compression::tokio::bufread::GzipDecoder;
 use futures::StreamExt;
@@ -57,6 +58,8 @@ pub enum ArchiveError {
     Malformed(String),
     #[error("the upload is larger than {0} bytes")]
     UploadTooLarge(u64),
+    #[error("the upload sent nothing for {}s", .0.as_secs())]
+    Stalled(Duration),
     #[error("reading the upload failed: {0}")]
     Read(io::Error),
 }
@@ -65,6 +68,11 @@ pub enum ArchiveError {
 #[derive(Debug, thiserror::Error)]
 #[error("the upload is larger than {0} bytes")]
 pub struct UploadTooLarge(pub u64);
+
+/// The error an upload's reader fails with when the client stops sending (inside an `io::Error`).
+#[derive(Debug, thiserror::Error)]
+#[error("the upload sent nothing for {}s", .0.as_secs())]
+pub struct UploadStalled(pub Duration);
 
 impl ArchiveError {
     /// Past a limit: the request is too large (413); otherwise it is a bad request (400).
@@ -85,6 +93,9 @@ impl ArchiveError {
         }
         if let Some(limit) = error.get_ref().and_then(|e| e.downcast_ref::<UploadTooLarge>()) {
             return Self::UploadTooLarge(limit.0);
+        }
+        if let Some(stalled) = error.get_ref().and_then(|e| e.downcast_ref::<UploadStalled>()) {
+            return Self::Stalled(stalled.0);
         }
         match error.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::Other => {

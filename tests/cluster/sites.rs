@@ -436,6 +436,76 @@ async fn a_client_gone_mid_upload_leaves_the_live_version_and_nothing_of_its_own
     s.world.cleanup().await;
 }
 
+/// The example configuration with its `publishing` line replaced by `publishing`.
+fn config_with_publishing(test: &str, publishing: &str) -> std::path::PathBuf {
+    let example = std::fs::read_to_string(crate::operator_harness::example_config()).expect("example config");
+    let line = example.lines().find(|l| l.starts_with("publishing:")).expect("a publishing line");
+    let path = std::env::temp_dir().join(format!("ooda-{test}-config.yaml"));
+    std::fs::write(&path, example.replace(line, &format!("publishing: {publishing}"))).expect("write config");
+    path
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_dropped_with_408_and_publishes_beyond_the_limit_wait_their_turn() {
+    let test = unique_name("sites-busy");
+    let s =
+        Site::start("sites-busy", Some(config_with_publishing(&test, "{ maxConcurrent: 1, uploadIdleTimeout: 2s }")))
+            .await;
+    s.project("busy").await;
+
+    // One whole file, half of the next, then silence: the publish holds the only slot.
+    let first = vec![b'1'; 64 << 10];
+    let second = vec![b'2'; 64 << 10];
+    let body = archive(&[("first.bin", &first), ("second.bin", &second)], false);
+    let mut stalled = TcpStream::connect(s.gateway.addr).await.expect("connect to the gateway");
+    let head = format!(
+        "POST /api/orgs/{}/projects/busy/publish HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-length: {}\r\n\r\n",
+        s.org,
+        s.gateway.addr,
+        s.alice,
+        body.len()
+    );
+    let sent = 512 + first.len() + 512 + second.len() / 2;
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes()).await.expect("send the head");
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, &body[..sent]).await.expect("send part of the body");
+    let s3 = bucket("ooda-sites-eu", S3);
+    let prefix = format!("{}/busy/", s.org);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s3.list(&prefix).await.expect("list").iter().any(|k| k.ends_with("/first.bin")) {
+        assert!(Instant::now() < deadline, "the stalled publish never wrote its first file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (status, refused) = s.publish("busy", site_v(1)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap_or_default().contains("as many publishes as it allows (1)"),
+        "{refused}"
+    );
+
+    // The answer's JSON body ends with `}`; the connection may stay open after it.
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !answer.ends_with(b"}") {
+        let mut chunk = [0u8; 4096];
+        let read = tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(&mut stalled, &mut chunk)).await;
+        let n = read.expect("an answer to the stalled upload in time").expect("read");
+        assert!(n > 0, "closed without an answer: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("upload_stalled") && answer.contains("nothing arrived for 2s"), "{answer}");
+
+    // The slot is free again, and the abandoned version left nothing behind.
+    let (status, published) = s.publish("busy", site_v(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let left: Vec<String> = s3.list(&prefix).await.expect("list");
+    assert!(!left.iter().any(|k| k.ends_with("first.bin")), "the stalled version's files are gone: {left:?}");
+    s.world.cleanup().await;
+}
+
 #[tokio::test]
 async fn sites_stay_in_their_jurisdiction_and_environments_publish_only_their_own() {
     // The US jurisdiction has no sites storage in this configuration.
