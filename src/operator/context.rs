@@ -93,6 +93,13 @@ impl Context {
         true
     }
 
+    /// The status last written for `uid` by this process, if any: newer than a cache that has
+    /// not yet delivered that write.
+    pub fn last_written_status<S: serde::de::DeserializeOwned>(&self, uid: &str) -> Option<S> {
+        let written = self.written_status.lock().expect("status map lock");
+        serde_json::from_str(written.get(uid)?).ok()
+    }
+
     /// Forgets an object's last written status (it failed to write, or the object is gone).
     pub fn forget_status(&self, uid: &str) {
         self.written_status.lock().expect("status map lock").remove(uid);

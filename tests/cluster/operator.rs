@@ -10,15 +10,13 @@ use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use ooda::crd::{Organisation, Phase, Project};
 use serde_json::json;
 
 use crate::harness::{SETTLE, api_error, client, install_crds, wait_deleted, wait_for};
-use crate::operator_harness::{Operator, World, condition_true, metric_sum, project_phase};
+use crate::operator_harness::{Operator, World, condition_true, metric_sum, project_phase, renew_activity};
 
 fn web_project() -> serde_json::Value {
     json!({
@@ -34,15 +32,6 @@ async fn token(client: &kube::Client, namespace: &str, project: &str) -> Vec<u8>
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = secrets.get(&format!("{project}-preview")).await.expect("preview secret");
     secret.data.expect("data")["token"].0.clone()
-}
-
-async fn renew_activity(client: &kube::Client, namespace: &str, project: &str) {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
-    let patch = json!({ "spec": { "renewTime": MicroTime(Timestamp::now()) } });
-    leases
-        .patch(&format!("{project}-activity"), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("renew lease");
 }
 
 #[tokio::test]
@@ -512,7 +501,7 @@ async fn with_two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     assert_eq!(metric_sum(&standby_metrics, "ooda_leader"), 0.0);
     assert!(metric_sum(&world.operator.metrics().await, "ooda_api_writes_total") > 0.0);
 
-    // The leader crashes; after the Lease runs out (4s here) the standby leads.
+    // The leader crashes; after the Lease runs out (10s here) the standby leads.
     let World { client: _, test, home, operator, config } = world;
     operator.kill().await;
     standby.wait_ready("leader").await;

@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::Condition;
 use kube::{Client, ResourceExt};
 use ooda::crd::{Organisation, Project};
@@ -44,7 +47,7 @@ impl Operator {
             .arg("operator")
             .args(["--config", config.to_str().expect("utf-8 path")])
             .args(["--http-addr", &http.to_string()])
-            .args(["--namespace", namespace, "--leader-lease", lease, "--lease-duration", "4s"])
+            .args(["--namespace", namespace, "--leader-lease", lease, "--lease-duration", "10s"])
             .args(["--organisation-selector", &format!("{TEST_LABEL}={test}")])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,ooda=debug,kube=warn")
@@ -218,4 +221,14 @@ pub fn condition_true(
     type_: &str,
 ) -> bool {
     conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+/// Renews a project's activity Lease, as the gateway does when the project is used.
+pub async fn renew_activity(client: &kube::Client, namespace: &str, project: &str) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let patch = json!({ "spec": { "renewTime": MicroTime(Timestamp::now()) } });
+    leases
+        .patch(&format!("{project}-activity"), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("renew lease");
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::Credentials;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use ooda::config::{ChecksumMode, SitesStorage};
 use ooda::crd::{Organisation, Phase, Project};
@@ -213,6 +214,26 @@ async fn versions_are_published_served_and_rolled_back() {
     s.serves("blog", "<h1>version 1</h1>").await;
     let absent = s.gateway.call(Method::POST, &format!("{versions_path}/9/activate"), Some(&s.alice), None).await;
     assert_eq!(absent.status, StatusCode::NOT_FOUND);
+
+    // The operator writes the project's status too (here: the activity it sees), but never
+    // `published`: that is the gateway's alone, so the operator cannot undo a publish.
+    let ns = format!("org-{}", s.org);
+    let before = Timestamp::now();
+    crate::operator_harness::renew_activity(&s.world.client, &ns, "blog").await;
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &ns);
+    let seen = wait_for(&projects, "blog", move |p: Option<&Project>| {
+        p.and_then(|p| p.status.as_ref()?.last_activity.as_ref()).is_some_and(|t| t.0.as_second() >= before.as_second())
+    })
+    .await;
+    assert_eq!(seen.status.as_ref().and_then(|s| s.published.as_ref()?.current), Some(1));
+    let managers = seen.metadata.managed_fields.unwrap_or_default();
+    let owns_published = |manager: &str| {
+        managers.iter().any(|m| {
+            m.manager.as_deref() == Some(manager)
+                && m.fields_v1.as_ref().is_some_and(|f| f.0.to_string().contains("\"f:published\""))
+        })
+    };
+    assert!(owns_published("ooda-gateway") && !owns_published("ooda-operator"), "{managers:#?}");
 
     // Both versions' files stay in the bucket until the project is deleted.
     let objects = bucket("ooda-sites-eu", S3).list(&format!("{}/blog/", s.org)).await.expect("list");

@@ -135,7 +135,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     let shared = &ctx.shared;
     let now = Timestamp::now();
     let generation = project.metadata.generation;
-    let old = project.status.clone().unwrap_or_default();
+    let old = current_status(project, shared);
     let mut status = old.clone();
     status.observed_generation = generation;
 
@@ -326,9 +326,25 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
 
 /// Writes status if it changed, and tells users about phase changes with an Event. Returns
 /// whether it wrote.
+/// The project's status as this operator last knew it: what it last wrote (a reconcile may run
+/// on a cached object that has not caught up with that write yet, and must not decide from an
+/// older phase), with `published`, which the gateway writes, from the object.
+fn current_status(project: &Project, ctx: &Context) -> ProjectStatus {
+    let cached = project.status.clone().unwrap_or_default();
+    let uid = project.metadata.uid.as_deref().unwrap_or_default();
+    match ctx.last_written_status::<ProjectStatus>(uid) {
+        Some(written) => ProjectStatus { published: cached.published, ..written },
+        None => cached,
+    }
+}
+
+/// Writes the operator's part of a project's status. `published` is left out: it is the
+/// gateway's (its own field manager), and writing back a cached copy could undo a publish.
 async fn finish(project: &Project, old: &ProjectStatus, status: ProjectStatus, ctx: &Context) -> Result<bool> {
     let api: Api<Project> = Api::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
-    if !apply_status(ctx, &api, project, old, &status, "ProjectStatus").await? {
+    let old = ProjectStatus { published: None, ..old.clone() };
+    let status = ProjectStatus { published: None, ..status };
+    if !apply_status(ctx, &api, project, &old, &status, "ProjectStatus").await? {
         return Ok(false);
     }
     if status.phase != old.phase
@@ -346,7 +362,7 @@ async fn finish(project: &Project, old: &ProjectStatus, status: ProjectStatus, c
 
 async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
     let shared = &ctx.shared;
-    let old = project.status.clone().unwrap_or_default();
+    let old = current_status(project, shared);
     let mut deleting = old.clone();
     deleting.phase = Some(Phase::Deleting);
     finish(project, &old, deleting.clone(), shared).await?;
