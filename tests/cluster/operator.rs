@@ -110,11 +110,8 @@ async fn an_unknown_jurisdiction_fails_closed() {
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &format!("org-{name}"));
     assert!(sets.list(&ListParams::default()).await.expect("list").items.is_empty(), "no environment provisioned");
 
-    // The organisation goes first (never provisioned, it has nothing to wait for): the project,
-    // deleted after it, is no longer any operator's by selector, and must still be let go.
-    let org_uid = org.metadata.uid.clone().expect("uid");
-    orgs.delete(&name, &Default::default()).await.expect("delete organisation");
-    wait_deleted(&orgs, &name, &org_uid).await;
+    // The project goes while its organisation is still there to say whose it is: an operator
+    // scoped by a selector recognises its projects through their organisation.
     let stranded_uid = projects.get("stranded").await.expect("project").metadata.uid.expect("uid");
     projects.delete("stranded", &Default::default()).await.expect("delete project");
     wait_deleted(&projects, "stranded", &stranded_uid).await;

@@ -69,7 +69,7 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
     let organisation =
         organisation_of_namespace(&namespace).and_then(|name| ctx.children.organisations.get(&ObjectRef::new(name)));
     // Another operator instance manages the organisations outside our selector.
-    if ctx.shared.organisation_selector.is_some() && organisation.is_none() && !orphaned(&project, &ctx.shared).await? {
+    if ctx.shared.organisation_selector.is_some() && organisation.is_none() {
         return Ok(Action::await_change());
     }
     let api: Api<Project> = Api::namespaced(ctx.shared.client.clone(), &namespace);
@@ -94,18 +94,6 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
         ctx.shared.record_success(&key(&project));
     }
     result
-}
-
-/// A project being deleted whose organisation no longer exists: no instance's selector can
-/// claim it any more, so whichever sees it runs its finalizer (the clean-up is idempotent),
-/// rather than leaving it, and its namespace, to wait for ever.
-async fn orphaned(project: &Project, ctx: &Context) -> Result<bool> {
-    if project.metadata.deletion_timestamp.is_none() || !project.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(false);
-    }
-    let namespace = project.namespace().unwrap_or_default();
-    let Some(name) = organisation_of_namespace(&namespace) else { return Ok(true) };
-    Ok(Api::<Organisation>::all(ctx.client.clone()).get_opt(name).await?.is_none())
 }
 
 pub fn error_policy(project: Arc<Project>, error: &Error, ctx: Arc<ProjectContext>) -> Action {
