@@ -24,6 +24,8 @@ use super::schema::{NAME_MESSAGE, NAME_RULE, positive_quantity};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Preview", type_ = "string", json_path = ".status.previewHost"),
+    printcolumn(name = "Site", type_ = "integer", json_path = ".status.published.current"),
+    printcolumn(name = "Last Activity", type_ = "date", json_path = ".status.lastActivity", priority = 1),
     printcolumn(name = "Isolation", type_ = "string", json_path = ".spec.isolation", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new(NAME_RULE).message(NAME_MESSAGE).reason(Reason::FieldValueInvalid),

@@ -235,6 +235,17 @@ async fn versions_are_published_served_and_rolled_back() {
     };
     assert!(owns_published("ooda-gateway") && !owns_published("ooda-operator"), "{managers:#?}");
 
+    // `kubectl get projects` shows the live version: the API server's table, as kubectl asks.
+    let table = http::Request::get(format!("/apis/ooda.run/v1alpha1/namespaces/{ns}/projects/blog"))
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .expect("request");
+    let table: Value = s.world.client.request(table).await.expect("table");
+    let columns: Vec<&str> =
+        table["columnDefinitions"].as_array().expect("columns").iter().filter_map(|c| c["name"].as_str()).collect();
+    let site = columns.iter().position(|c| *c == "Site").expect("a Site column");
+    assert_eq!(table["rows"][0]["cells"][site], 1, "{table}");
+
     // Both versions' files stay in the bucket until the project is deleted.
     let objects = bucket("ooda-sites-eu", S3).list(&format!("{}/blog/", s.org)).await.expect("list");
     assert!(
