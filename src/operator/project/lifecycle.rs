@@ -37,6 +37,10 @@ pub struct Decision {
     pub completed_wake: Option<Duration>,
 }
 
+/// How much longer than its idle timeout a start may take, without activity, before the project
+/// is hibernated anyway.
+pub const START_GRACE: Duration = Duration::from_secs(10 * 60);
+
 pub fn decide(facts: &Facts) -> Decision {
     if facts.desired == DesiredState::Stopped {
         return Decision {
@@ -50,9 +54,12 @@ pub fn decide(facts: &Facts) -> Decision {
     let restarting = facts.previous_phase == Some(Phase::Stopped);
     let last_activity = if restarting { facts.now } else { facts.last_activity };
     // Nobody can use a project before its pod is Ready, so it is not idle while it starts or
-    // wakes, however long that takes, and its idle clock starts no earlier than the pod's Ready.
+    // wakes (a slow image pull, say), and its idle clock starts no earlier than the pod's Ready.
+    // A start that never finishes is let go once it has also outlasted [`START_GRACE`] with
+    // nobody asking for it, so a pod that cannot start does not hold its resources for ever.
     let starting = !facts.pod_ready
-        && matches!(facts.previous_phase, None | Some(Phase::Pending | Phase::Provisioning | Phase::Waking));
+        && matches!(facts.previous_phase, None | Some(Phase::Pending | Phase::Provisioning | Phase::Waking))
+        && elapsed(last_activity, facts.now) < facts.idle_timeout + START_GRACE;
     let idle_since = facts.ready_since.filter(|ready| *ready > last_activity).unwrap_or(last_activity);
     let idle_for = if starting { Duration::ZERO } else { elapsed(idle_since, facts.now) };
     if idle_for >= facts.idle_timeout && !restarting {
@@ -143,6 +150,15 @@ mod tests {
         assert_eq!((d.replicas, d.phase), (1, Phase::Running));
         assert_eq!(d.recheck_after, Some(Duration::from_secs(41)));
         assert_eq!(decide(&Facts { now: at(560), ..ready }).phase, Phase::Hibernated);
+    }
+
+    #[test]
+    fn a_start_that_never_finishes_is_let_go_after_the_idle_timeout_and_the_grace() {
+        let stuck = Facts { previous_phase: Some(Phase::Provisioning), pod_ready: false, ready_since: None, ..facts() };
+        let deadline = 60 + START_GRACE.as_secs() as i64;
+        assert_eq!(decide(&Facts { now: at(deadline - 1), ..stuck.clone() }).phase, Phase::Provisioning);
+        let d = decide(&Facts { now: at(deadline), ..stuck });
+        assert_eq!((d.replicas, d.phase), (0, Phase::Hibernated));
     }
 
     #[test]
