@@ -21,7 +21,6 @@
 //! the operator's and gateway's logs stay in the temporary directory.
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,26 +30,29 @@ use std::time::Duration;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::runtime::wait::{Condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use ooda::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
 use ooda::crd::{Organisation, Phase, Project};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+
+mod common;
+
+use common::{
+    SETTLE, Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
+    percentile, ratio, run_id, wait_for,
+};
 
 const CONNECTIONS: usize = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
@@ -58,14 +60,11 @@ const MEASURED: Duration = Duration::from_secs(8);
 const ROUNDS: usize = 3;
 const SIGN_INS_PER_SECOND: u32 = 10;
 const WAKES: usize = 5;
-/// The deadline for things the control plane does on its own.
-const SETTLE: Duration = Duration::from_secs(60);
 
 /// What the stand-in dev server answers to every request.
 const BODY: &[u8] = b"ooda gateway benchmark: a small fixed answer from the dev server";
 const _: () = assert!(BODY.len() == 64);
 
-const TEST_LABEL: &str = "ooda.run/test";
 const TOKEN_HEADER: &str = "x-ooda-preview-token";
 const ALICE: &str = "alice@acme.example";
 const PASSWORD: &str = "correct horse battery staple";
@@ -75,15 +74,7 @@ async fn main() {
     // Read at run time: the target directory is shared between clones.
     let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
-    let client = Client::try_from(
-        Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&kubeconfig).expect("kubeconfig (run `make cluster-up`)"),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kubeconfig"),
-    )
-    .expect("client");
+    let client = client(&kubeconfig).await;
 
     let run = run_id();
     let bench = Arc::new(Bench {
@@ -100,13 +91,7 @@ async fn main() {
         client,
         run,
     });
-    let home: Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": bench.home, "labels": { TEST_LABEL: bench.run } } }))
-            .expect("namespace");
-    Api::<Namespace>::all(bench.client.clone())
-        .create(&PostParams::default(), &home)
-        .await
-        .expect("create the home namespace");
+    create_home(&bench.client, &bench.home, &bench.run).await;
     // The example configuration's sites buckets need their credentials Secret in ooda's
     // namespace (any key does for the local S3); without it deleting a project would wait.
     let credentials: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
@@ -173,32 +158,6 @@ impl Bench {
     fn org_namespace(&self) -> String {
         format!("org-{}", self.org)
     }
-}
-
-/// Six hex digits, unique enough for names on one cluster.
-fn run_id() -> String {
-    let mut bytes = [0u8; 3];
-    getrandom::fill(&mut bytes).expect("randomness");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr")
-}
-
-/// The release `ooda` binary, logging warnings and errors to `log`; killed when dropped.
-fn ooda(kubeconfig: &Path, log: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ooda"));
-    command
-        .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .kill_on_drop(true);
-    command
 }
 
 struct Results {
@@ -298,19 +257,6 @@ async fn wait_answers(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool
         }
         assert!(Instant::now() < deadline, "{what} on {addr} not ready in time");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits, by watch, until `condition` holds for the named object; returns it (`None` if the
-/// condition holds for its absence).
-async fn wait_for<K>(api: &Api<K>, name: &str, condition: impl Condition<K>) -> Option<K>
-where
-    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
-{
-    match tokio::time::timeout(SETTLE, await_condition(api.clone(), name, condition)).await {
-        Ok(Ok(object)) => object,
-        Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => panic!("{name} did not reach the expected state within {SETTLE:?}"),
     }
 }
 
@@ -477,14 +423,6 @@ impl Target {
         }
         request.body(Empty::new()).expect("request")
     }
-}
-
-type Sender = SendRequest<Empty<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Option<(Sender, Connection<TokioIo<TcpStream>, Empty<Bytes>>)> {
-    let stream = TcpStream::connect(addr).await.ok()?;
-    stream.set_nodelay(true).ok()?;
-    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()
 }
 
 /// Sends one request and reads the whole answer.
@@ -730,51 +668,6 @@ fn summarise(runs: &[&Run]) -> Summary {
         errors: runs.iter().map(|r| r.errors).sum(),
         rounds,
     }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.saturating_sub(1)).copied().unwrap_or_default()
-}
-
-/// Milliseconds, with decimals only where they matter.
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    match ms {
-        ..10.0 => format!("{ms:.2} ms"),
-        ..100.0 => format!("{ms:.1} ms"),
-        _ => format!("{ms:.0} ms"),
-    }
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    format!("{:.2}×", a / b)
-}
-
-/// `commit <hash>`, and whether the working tree differs from it.
-fn checkout(repo: &Path) -> String {
-    let Some(commit) = command_output("git", &["rev-parse", "--short", "HEAD"], repo) else {
-        return "commit unknown".into();
-    };
-    let changed = command_output("git", &["status", "--porcelain"], repo).is_some_and(|s| !s.is_empty());
-    format!("commit {commit}{}", if changed { " with local changes" } else { "" })
-}
-
-/// What a command prints, if it succeeds.
-fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
-    let output = std::process::Command::new(program).args(args).current_dir(dir).output().ok()?;
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// The lines of a log that `matters` picks, and each message once (timestamps dropped).

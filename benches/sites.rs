@@ -23,37 +23,37 @@
 //! the run). The report goes to `benches/reports/sites.md` and stdout; the operator's and
 //! gateway's logs stay in the temporary directory.
 
-use std::fmt::Debug;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::config::Credentials;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::wait::{Condition, await_condition, conditions};
-use kube::{Client, Config, Resource, ResourceExt};
+use kube::runtime::wait::conditions;
+use kube::{Client, ResourceExt};
 use ooda::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
 use ooda::config::{OperatorConfig, SitesStorage};
 use ooda::crd::{Organisation, Phase, Project};
 use ooda::sites::{ACCESS_KEY_ID, Bucket, SECRET_ACCESS_KEY};
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
 use tokio::time::Instant;
+
+mod common;
+
+use common::{
+    SETTLE, Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
+    percentile, ratio, run_id, wait_for,
+};
 
 /// Files of the generated site, and what they add up to.
 const FILES: usize = 1_000;
@@ -66,8 +66,6 @@ const CONNECTIONS: usize = 16;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURED: Duration = Duration::from_secs(5);
 const ROUNDS: usize = 3;
-/// The deadline for things the control plane does on its own.
-const SETTLE: Duration = Duration::from_secs(60);
 /// Throughput and sizes are in decimal megabytes.
 const MB: f64 = 1e6;
 
@@ -77,7 +75,6 @@ const LARGE: Served = Served { path: "img/hero.png", size: 256 << 10 };
 
 const JURISDICTION: &str = "eu";
 const PROJECT: &str = "site";
-const TEST_LABEL: &str = "ooda.run/test";
 const ALICE: &str = "alice@acme.example";
 const PASSWORD: &str = "correct horse battery staple";
 /// Any credentials do for moto; the Secret and the benchmark's own S3 client use these.
@@ -89,15 +86,7 @@ async fn main() {
     // Read at run time: the target directory is shared between clones.
     let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
-    let client = Client::try_from(
-        Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&kubeconfig).expect("kubeconfig (run `make cluster-up`)"),
-            &KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kubeconfig"),
-    )
-    .expect("client");
+    let client = client(&kubeconfig).await;
     let config = repo.join("examples/operator-config.yaml");
     let example = OperatorConfig::load(&config).expect("the example configuration");
     let storage = example.jurisdictions[JURISDICTION].sites.clone().expect("sites storage in the EU");
@@ -122,13 +111,7 @@ async fn main() {
     bench.bucket.client.head_bucket().bucket(&bench.bucket.name).send().await.unwrap_or_else(|e| {
         panic!("bucket {} on {} (`make cluster-up` starts the local S3): {e}", bench.bucket.name, bench.s3)
     });
-    let home: Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": bench.home, "labels": { TEST_LABEL: bench.run } } }))
-            .expect("namespace");
-    Api::<Namespace>::all(bench.client.clone())
-        .create(&PostParams::default(), &home)
-        .await
-        .expect("create the home namespace");
+    create_home(&bench.client, &bench.home, &bench.run).await;
     // Both read it when they start.
     add_s3_credentials(&bench, &storage).await;
 
@@ -195,32 +178,6 @@ impl Bench {
     fn org_namespace(&self) -> String {
         format!("org-{}", self.org)
     }
-}
-
-/// Six hex digits, unique enough for names on one cluster.
-fn run_id() -> String {
-    let mut bytes = [0u8; 3];
-    getrandom::fill(&mut bytes).expect("randomness");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr")
-}
-
-/// The release `ooda` binary, logging warnings and errors to `log`; killed when dropped.
-fn ooda(kubeconfig: &Path, log: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ooda"));
-    command
-        .env("KUBECONFIG", kubeconfig)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .kill_on_drop(true);
-    command
 }
 
 /// The Secret the configuration names, in the home namespace, with the benchmark's credentials.
@@ -362,19 +319,6 @@ async fn server_header(addr: SocketAddr) -> Option<String> {
     let response = http_get(addr, "/moto-api/").await?;
     let (head, _) = response.split_once("\r\n\r\n")?;
     head.lines().find_map(|l| l.strip_prefix("Server: ").map(str::to_owned))
-}
-
-/// Waits, by watch, until `condition` holds for the named object; returns it (`None` if the
-/// condition holds for its absence).
-async fn wait_for<K>(api: &Api<K>, name: &str, condition: impl Condition<K>) -> Option<K>
-where
-    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
-{
-    match tokio::time::timeout(SETTLE, await_condition(api.clone(), name, condition)).await {
-        Ok(Ok(object)) => object,
-        Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => panic!("{name} did not reach the expected state within {SETTLE:?}"),
-    }
 }
 
 /// Alice's session with the gateway's REST API.
@@ -700,14 +644,6 @@ impl Via {
     }
 }
 
-type Sender = SendRequest<Empty<Bytes>>;
-
-async fn connect(addr: SocketAddr) -> Option<(Sender, Connection<TokioIo<TcpStream>, Empty<Bytes>>)> {
-    let stream = TcpStream::connect(addr).await.ok()?;
-    stream.set_nodelay(true).ok()?;
-    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()
-}
-
 /// Sends one GET for `path` to the gateway and reads the whole answer.
 async fn exchange(sender: &mut Sender, host: &str, path: &str) -> Result<(StatusCode, Bytes), hyper::Error> {
     let request = Request::get(format!("/{path}")).header(HOST, host).body(Empty::new()).expect("request");
@@ -905,36 +841,6 @@ fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     Some(values.iter().sum::<f64>() / values.len() as f64)
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.saturating_sub(1)).copied().unwrap_or_default()
-}
-
-/// Milliseconds, with decimals only where they matter.
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    match ms {
-        ..10.0 => format!("{ms:.2} ms"),
-        ..100.0 => format!("{ms:.1} ms"),
-        _ => format!("{ms:.0} ms"),
-    }
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    format!("{:.2}×", a / b)
-}
-
 fn mb(bytes: f64) -> String {
     format!("{:.1} MB", bytes / MB)
 }
@@ -956,21 +862,6 @@ fn cores(cpu: Option<f64>) -> String {
 /// The 1, 5 and 15 minute load averages of a `/proc/loadavg`.
 fn load_average(loadavg: &str) -> String {
     loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" / ")
-}
-
-/// `commit <hash>`, and whether the working tree differs from it.
-fn checkout(repo: &Path) -> String {
-    let Some(commit) = command_output("git", &["rev-parse", "--short", "HEAD"], repo) else {
-        return "commit unknown".into();
-    };
-    let changed = command_output("git", &["status", "--porcelain"], repo).is_some_and(|s| !s.is_empty());
-    format!("commit {commit}{}", if changed { " with local changes" } else { "" })
-}
-
-/// What a command prints, if it succeeds.
-fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
-    let output = std::process::Command::new(program).args(args).current_dir(dir).output().ok()?;
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// The WARN and ERROR lines of a log, and each message once (timestamps dropped).

@@ -1,0 +1,139 @@
+//! What the benchmarks share: names for a run, the release `ooda` as a child process, waiting
+//! on the control plane, raw HTTP/1.1 connections, and the arithmetic and provenance of reports.
+//! Each benchmark includes it as `mod common`.
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Client, Config, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+/// The deadline for things the control plane does on its own.
+pub const SETTLE: Duration = Duration::from_secs(60);
+/// Labels what a run creates, so the operator manages only it and clean-up finds it.
+pub const TEST_LABEL: &str = "ooda.run/test";
+
+pub type Sender = SendRequest<Empty<Bytes>>;
+
+/// A client for the cluster in `kubeconfig`.
+pub async fn client(kubeconfig: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig (run `make cluster-up`)");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// The run's namespace for the operator and gateway (Lease, accounts, keys, credentials),
+/// labelled with the run so clean-up finds it.
+pub async fn create_home(client: &Client, name: &str, run: &str) {
+    let home: Namespace =
+        serde_json::from_value(json!({ "metadata": { "name": name, "labels": { TEST_LABEL: run } } }))
+            .expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &home)
+        .await
+        .expect("create the home namespace");
+}
+
+/// Six hex digits, unique enough for names on one cluster.
+pub fn run_id() -> String {
+    let mut bytes = [0u8; 3];
+    getrandom::fill(&mut bytes).expect("randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
+/// The release `ooda` binary, logging warnings and errors to `log`; killed when dropped.
+pub fn ooda(kubeconfig: &Path, log: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ooda"));
+    command
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .kill_on_drop(true);
+    command
+}
+
+/// Waits, by watch, until `condition` holds for the named object; returns it (`None` if the
+/// condition holds for its absence).
+pub async fn wait_for<K>(api: &Api<K>, name: &str, condition: impl Condition<K>) -> Option<K>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(SETTLE, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(object)) => object,
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => panic!("{name} did not reach the expected state within {SETTLE:?}"),
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Option<(Sender, Connection<TokioIo<TcpStream>, Empty<Bytes>>)> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.saturating_sub(1)).copied().unwrap_or_default()
+}
+
+/// Milliseconds, with decimals only where they matter.
+pub fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    match ms {
+        ..10.0 => format!("{ms:.2} ms"),
+        ..100.0 => format!("{ms:.1} ms"),
+        _ => format!("{ms:.0} ms"),
+    }
+}
+
+pub fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}×", a / b)
+}
+
+/// `commit <hash>`, and whether the working tree differs from it.
+pub fn checkout(repo: &Path) -> String {
+    let Some(commit) = command_output("git", &["rev-parse", "--short", "HEAD"], repo) else {
+        return "commit unknown".into();
+    };
+    let changed = command_output("git", &["status", "--porcelain"], repo).is_some_and(|s| !s.is_empty());
+    format!("commit {commit}{}", if changed { " with local changes" } else { "" })
+}
+
+/// What a command prints, if it succeeds.
+pub fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
+    let output = std::process::Command::new(program).args(args).current_dir(dir).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
