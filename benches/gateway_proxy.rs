@@ -39,7 +39,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::{Condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use ooda::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
+use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
 use ooda::crd::{Organisation, Phase, Project};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -192,12 +192,12 @@ async fn measure(b: Arc<Bench>) -> Results {
     .await;
 
     let started = Instant::now();
-    let hash = tokio::task::spawn_blocking(|| PasswordHash::new(PASSWORD, MIN_ITERATIONS))
+    let account = tokio::task::spawn_blocking(|| Account::platform(ALICE, PASSWORD, MIN_ITERATIONS))
         .await
         .expect("hashing")
         .expect("a long enough password");
     let hash_time = started.elapsed();
-    AccountStore::new(b.client.clone(), &b.home).add(ALICE, &hash).await.expect("add account");
+    AccountStore::new(b.client.clone(), &b.home).create(&account).await.expect("add account");
     let api = GatewayApi::sign_in(&b).await;
 
     let port = free_port().port();

@@ -39,7 +39,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Client, ResourceExt};
-use ooda::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
+use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
 use ooda::config::{OperatorConfig, SitesStorage};
 use ooda::crd::{Organisation, Phase, Project};
 use ooda::sites::{ACCESS_KEY_ID, Bucket, SECRET_ACCESS_KEY};
@@ -227,11 +227,11 @@ async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     })
     .await;
-    let hash = tokio::task::spawn_blocking(|| PasswordHash::new(PASSWORD, MIN_ITERATIONS))
+    let account = tokio::task::spawn_blocking(|| Account::platform(ALICE, PASSWORD, MIN_ITERATIONS))
         .await
         .expect("hashing")
         .expect("a long enough password");
-    AccountStore::new(b.client.clone(), &b.home).add(ALICE, &hash).await.expect("add account");
+    AccountStore::new(b.client.clone(), &b.home).create(&account).await.expect("add account");
     let api = GatewayApi::sign_in(&b).await;
     api.running_project(&b).await;
 

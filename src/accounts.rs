@@ -1,14 +1,28 @@
-//! User accounts: one Secret per user in the operator's namespace, holding a PBKDF2-HMAC-SHA256
-//! hash of the password with its parameters. No plaintext password is ever stored or logged.
+//! User accounts: one Secret per email in the operator's namespace. No plaintext password is
+//! ever stored or logged.
+//!
+//! An account holds one or more *credentials*: a PBKDF2-HMAC-SHA256 hash and the organisations
+//! it was admitted to. A platform operator's `ooda user add` makes a credential good for every
+//! organisation that lists the email; redeeming an organisation's invite makes (or extends) a
+//! credential good for that organisation only. Invites are handed out by organisation admins,
+//! so an invite proves nothing about the email beyond that organisation: whoever redeems it,
+//! even for an email that other organisations list, gets into the inviting one and no other.
+//!
+//! Every credential of an account shares the account's salt and work factor, so a sign-in
+//! derives one key and compares it with each stored hash in constant time: how long it takes
+//! says nothing about how many credentials, or whether any, an email has.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::future::BoxFuture;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -19,10 +33,14 @@ const HASH_LEN: usize = 32;
 /// Longer passwords only cost hashing time: bounded so a request cannot make the server spin.
 pub const MAX_PASSWORD_LEN: usize = 1024;
 pub const MIN_PASSWORD_LEN: usize = 12;
+/// Credentials one account may hold: one per organisation that invited it is the most anyone
+/// needs; the bound keeps the Secret (and a sign-in's comparisons) small.
+pub const MAX_CREDENTIALS: usize = 64;
 
 pub const USER_LABEL: &str = "ooda.run/user";
+pub const SECRET_TYPE: &str = "ooda.run/user";
 const EMAIL_KEY: &str = "email";
-const PASSWORD_KEY: &str = "password";
+const ACCOUNT_KEY: &str = "account";
 const FIELD_MANAGER: &str = "ooda-accounts";
 
 #[derive(Debug, thiserror::Error)]
@@ -37,80 +55,256 @@ pub enum AccountError {
     Exists(String),
     #[error("there is no account for {0}")]
     NotFound(String),
-    #[error("the stored password hash of {0} is unreadable")]
-    CorruptHash(String),
+    #[error("the account of {0} is unreadable")]
+    Corrupt(String),
+    #[error("the account of {0} already has {MAX_CREDENTIALS} credentials")]
+    TooManyCredentials(String),
+    #[error("the account of {0} changed meanwhile; try again")]
+    Conflict(String),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 }
 
-/// A salted PBKDF2-HMAC-SHA256 hash and the parameters that made it, stored as
-/// `pbkdf2-sha256$<iterations>$<salt>$<hash>` (standard base64 without padding).
-#[derive(Clone, PartialEq, Eq)]
-pub struct PasswordHash {
+/// How a password becomes a key: PBKDF2-HMAC-SHA256 with this salt and round count.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kdf {
     iterations: u32,
+    #[serde(with = "base64_array")]
     salt: [u8; SALT_LEN],
-    hash: [u8; HASH_LEN],
 }
 
-impl std::fmt::Debug for PasswordHash {
+impl std::fmt::Debug for Kdf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHash").field("iterations", &self.iterations).finish_non_exhaustive()
+        f.debug_struct("Kdf").field("iterations", &self.iterations).finish_non_exhaustive()
     }
 }
 
-impl PasswordHash {
-    /// Hashes `password` with a fresh random salt. CPU-heavy: call it off the async workers.
-    pub fn new(password: &str, iterations: u32) -> Result<Self, AccountError> {
-        check_password(password)?;
+/// A derived key: what is stored for a credential, and what a sign-in compares with it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key([u8; HASH_LEN]);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+impl Kdf {
+    /// A fresh random salt with `iterations` rounds (at least [`MIN_ITERATIONS`]).
+    pub fn new(iterations: u32) -> Result<Kdf, AccountError> {
         if iterations < MIN_ITERATIONS {
             return Err(AccountError::WeakIterations(iterations));
         }
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).expect("the operating system provides randomness");
-        Ok(Self { iterations, salt, hash: derive(password, &salt, iterations) })
-    }
-
-    /// Whether `password` matches, compared in constant time. CPU-heavy, like [`PasswordHash::new`].
-    pub fn verify(&self, password: &str) -> bool {
-        if password.len() > MAX_PASSWORD_LEN {
-            return false;
-        }
-        derive(password, &self.salt, self.iterations).ct_eq(&self.hash).into()
+        Ok(Kdf { iterations, salt })
     }
 
     pub fn iterations(&self) -> u32 {
         self.iterations
     }
 
-    pub fn encode(&self) -> String {
-        format!(
-            "pbkdf2-sha256${}${}${}",
-            self.iterations,
-            STANDARD_NO_PAD.encode(self.salt),
-            STANDARD_NO_PAD.encode(self.hash)
-        )
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.split('$');
-        if parts.next()? != "pbkdf2-sha256" {
-            return None;
+    /// Derives the key of `password`. CPU-heavy: call it off the async workers. Over-long
+    /// passwords derive nothing that any credential could match.
+    pub fn derive(&self, password: &str) -> Key {
+        if password.len() > MAX_PASSWORD_LEN {
+            return Key([0u8; HASH_LEN]);
         }
-        let iterations = parts.next()?.parse().ok()?;
-        let salt = STANDARD_NO_PAD.decode(parts.next()?).ok()?.try_into().ok()?;
-        let hash = STANDARD_NO_PAD.decode(parts.next()?).ok()?.try_into().ok()?;
-        parts.next().is_none().then_some(Self { iterations, salt, hash })
+        Key(pbkdf2(password.as_bytes(), &self.salt, self.iterations))
     }
 }
 
-fn derive(password: &str, salt: &[u8], iterations: u32) -> [u8; HASH_LEN] {
+fn pbkdf2(password: &[u8], salt: &[u8], iterations: u32) -> [u8; HASH_LEN] {
     let mut out = [0u8; HASH_LEN];
     let rounds = std::num::NonZeroU32::new(iterations.max(1)).expect("at least one round");
-    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, rounds, salt, password.as_bytes(), &mut out);
+    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, rounds, salt, password, &mut out);
     out
 }
 
-fn check_password(password: &str) -> Result<(), AccountError> {
+/// Which organisations a credential may act in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Admission {
+    /// Made by a platform operator (`ooda user`): every organisation that lists the email.
+    Platform,
+    /// Made or extended by redeeming these organisations' invites.
+    Organisations(BTreeSet<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credential {
+    /// Named in the sessions it opens, so they end with it.
+    pub id: String,
+    #[serde(with = "base64_array")]
+    hash: [u8; HASH_LEN],
+    pub admission: Admission,
+    /// Sessions of this credential issued at or before this Unix second are over ("sign out
+    /// everywhere").
+    #[serde(default)]
+    pub sessions_not_before: i64,
+}
+
+impl Credential {
+    fn new(key: Key, admission: Admission) -> Credential {
+        Credential { id: random_id(), hash: key.0, admission, sessions_not_before: 0 }
+    }
+
+    pub fn admits(&self, organisation: &str) -> bool {
+        match &self.admission {
+            Admission::Platform => true,
+            Admission::Organisations(admitted) => admitted.contains(organisation),
+        }
+    }
+
+    /// Adds `organisation` to what this credential may act in.
+    pub fn admit(&mut self, organisation: &str) {
+        if let Admission::Organisations(admitted) = &mut self.admission {
+            admitted.insert(organisation.to_owned());
+        }
+    }
+}
+
+/// One email's account, as stored in its Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    #[serde(skip)]
+    pub email: String,
+    pub kdf: Kdf,
+    pub credentials: Vec<Credential>,
+    /// Per organisation: sessions issued at or before this Unix second may no longer act there
+    /// (an organisation admin's "sign out everywhere" for this member).
+    #[serde(default)]
+    pub organisation_sessions_not_before: BTreeMap<String, i64>,
+    /// The Secret's version this was read at; writes are conditional on it.
+    #[serde(skip)]
+    resource_version: Option<String>,
+}
+
+impl Account {
+    /// A new account whose one credential, `key` (derived with `kdf`), has `admission`.
+    pub fn new(email: &str, kdf: Kdf, key: Key, admission: Admission) -> Account {
+        Account {
+            email: email.to_owned(),
+            kdf,
+            credentials: vec![Credential::new(key, admission)],
+            organisation_sessions_not_before: BTreeMap::new(),
+            resource_version: None,
+        }
+    }
+
+    /// A platform operator's account (`ooda user add`): one credential, good wherever the email
+    /// is a member. CPU-heavy (one key derivation): call it off the async workers.
+    pub fn platform(email: &str, password: &str, iterations: u32) -> Result<Account, AccountError> {
+        check_email(email)?;
+        check_password(password)?;
+        let kdf = Kdf::new(iterations)?;
+        let key = kdf.derive(password);
+        Ok(Account::new(email, kdf, key, Admission::Platform))
+    }
+
+    /// The credential `key` opens. Every stored hash is compared, in constant time, whether or
+    /// not an earlier one matched.
+    pub fn credential_for(&self, key: &Key) -> Option<&Credential> {
+        let mut found = None;
+        for credential in &self.credentials {
+            if bool::from(credential.hash.ct_eq(&key.0)) {
+                found = Some(credential);
+            }
+        }
+        found
+    }
+
+    pub fn credential(&self, id: &str) -> Option<&Credential> {
+        self.credentials.iter().find(|c| c.id == id)
+    }
+
+    pub fn credential_mut(&mut self, id: &str) -> Option<&mut Credential> {
+        self.credentials.iter_mut().find(|c| c.id == id)
+    }
+
+    /// Admits `organisation` for the holder of `key`: the credential it opens, or a new one good
+    /// for that organisation alone.
+    pub fn admit_key(&mut self, key: Key, organisation: &str) -> Result<(), AccountError> {
+        if let Some(id) = self.credential_for(&key).map(|c| c.id.clone()) {
+            self.credential_mut(&id).expect("just found").admit(organisation);
+            return Ok(());
+        }
+        if self.credentials.len() >= MAX_CREDENTIALS {
+            return Err(AccountError::TooManyCredentials(self.email.clone()));
+        }
+        let admitted = BTreeSet::from([organisation.to_owned()]);
+        self.credentials.push(Credential::new(key, Admission::Organisations(admitted)));
+        Ok(())
+    }
+
+    /// Whether a session of credential `id` issued at `issued_at` may act in `organisation` now.
+    pub fn session_admits(&self, id: &str, issued_at: i64, organisation: &str) -> bool {
+        let Some(credential) = self.credential(id) else { return false };
+        let not_before = self.organisation_sessions_not_before.get(organisation).copied().unwrap_or(i64::MIN);
+        credential.admits(organisation) && issued_at > not_before
+    }
+
+    /// Whether a session of credential `id` issued at `issued_at` is still a session at all.
+    pub fn session_valid(&self, id: &str, issued_at: i64) -> bool {
+        self.credential(id).is_some_and(|c| issued_at > c.sessions_not_before)
+    }
+
+    /// The earliest second a new session of credential `id` may carry as its issue time: after
+    /// every sign-out that could apply to it, so a sign-in right after one is not caught by it.
+    pub fn next_session_time(&self, id: &str, now: i64) -> i64 {
+        let credential = self.credential(id).map_or(i64::MIN, |c| c.sessions_not_before);
+        let organisations = self.organisation_sessions_not_before.values().copied().max().unwrap_or(i64::MIN);
+        now.max(credential.saturating_add(1)).max(organisations.saturating_add(1))
+    }
+
+    fn from_secret(secret: &Secret) -> Result<Account, AccountError> {
+        let data = secret.data.as_ref();
+        let field = |key: &str| data.and_then(|d| d.get(key)).map(|v| v.0.as_slice());
+        let email = field(EMAIL_KEY).and_then(|e| std::str::from_utf8(e).ok()).unwrap_or_default().to_owned();
+        let corrupt = || AccountError::Corrupt(email.clone());
+        let mut account: Account = serde_json::from_slice(field(ACCOUNT_KEY).ok_or_else(corrupt)?)
+            .map_err(|_| corrupt())?;
+        if account.credentials.is_empty() || account.credentials.len() > MAX_CREDENTIALS {
+            return Err(corrupt());
+        }
+        account.email = email;
+        account.resource_version = secret.metadata.resource_version.clone();
+        Ok(account)
+    }
+
+    /// The Secret this account is stored as.
+    pub fn to_secret(&self) -> Secret {
+        let document = serde_json::to_vec(self).expect("an account serialises to JSON");
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(secret_name(&self.email)),
+                labels: Some(BTreeMap::from([(USER_LABEL.to_owned(), "true".to_owned())])),
+                resource_version: self.resource_version.clone(),
+                ..Default::default()
+            },
+            type_: Some(SECRET_TYPE.into()),
+            data: Some(BTreeMap::from([
+                (EMAIL_KEY.to_owned(), ByteString(self.email.as_bytes().to_vec())),
+                (ACCOUNT_KEY.to_owned(), ByteString(document)),
+            ])),
+            ..Default::default()
+        }
+    }
+
+    /// The account in `secret`, if it is one (the gateway reads accounts from its watch cache).
+    pub fn from_cached(secret: &Secret) -> Option<Account> {
+        Account::from_secret(secret).ok()
+    }
+
+    /// The resource version of the Secret this account was read from or last written as.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.resource_version.as_deref()
+    }
+}
+
+pub fn check_password(password: &str) -> Result<(), AccountError> {
     if (MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&password.len()) {
         Ok(())
     } else {
@@ -136,9 +330,41 @@ pub fn check_email(email: &str) -> Result<(), AccountError> {
 
 /// The Secret holding `email`'s account: emails are not valid object names, so a digest is.
 pub fn secret_name(email: &str) -> String {
-    let digest = Sha256::digest(email.as_bytes());
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("user-{hex}")
+    format!("user-{}", digest_hex(email.as_bytes()))
+}
+
+/// The first 128 bits of SHA-256, in hex: a stable, name-safe digest.
+pub fn digest_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where accounts are kept: Secrets ([`AccountStore`]) in the gateway, memory in its unit tests.
+pub trait Accounts: Send + Sync {
+    fn get<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<Option<Account>, AccountError>>;
+    /// Refuses with [`AccountError::Exists`] if the email has an account.
+    fn create<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, Result<Account, AccountError>>;
+    /// Refuses with [`AccountError::Conflict`] if the account changed since it was read.
+    fn replace<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, Result<Account, AccountError>>;
+}
+
+impl Accounts for AccountStore {
+    fn get<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<Option<Account>, AccountError>> {
+        Box::pin(AccountStore::get(self, email))
+    }
+
+    fn create<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, Result<Account, AccountError>> {
+        Box::pin(AccountStore::create(self, account))
+    }
+
+    fn replace<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, Result<Account, AccountError>> {
+        Box::pin(AccountStore::replace(self, account))
+    }
 }
 
 /// Accounts stored as Secrets in one namespace.
@@ -151,110 +377,145 @@ impl AccountStore {
         Self { secrets: Api::namespaced(client, namespace) }
     }
 
-    /// Creates an account; refuses if one exists for `email`.
-    pub async fn add(&self, email: &str, hash: &PasswordHash) -> Result<(), AccountError> {
-        check_email(email)?;
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(secret_name(email)),
-                labels: Some(BTreeMap::from([(USER_LABEL.to_owned(), "true".to_owned())])),
-                ..Default::default()
-            },
-            type_: Some("ooda.run/user".into()),
-            data: Some(data(email, hash)),
-            ..Default::default()
-        };
+    /// Creates `account`; refuses if one exists for its email. Returns it as written.
+    pub async fn create(&self, account: &Account) -> Result<Account, AccountError> {
+        check_email(&account.email)?;
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        match self.secrets.create(&params, &secret).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 409 => Err(AccountError::Exists(email.to_owned())),
+        match self.secrets.create(&params, &account.to_secret()).await {
+            Ok(secret) => Account::from_secret(&secret),
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(AccountError::Exists(account.email.clone())),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Replaces the password of an existing account.
-    pub async fn reset_password(&self, email: &str, hash: &PasswordHash) -> Result<(), AccountError> {
-        check_email(email)?;
-        let name = secret_name(email);
-        if self.secrets.get_opt(&name).await?.is_none() {
-            return Err(AccountError::NotFound(email.to_owned()));
+    /// Writes `account` back, only if its Secret has not changed since it was read.
+    pub async fn replace(&self, account: &Account) -> Result<Account, AccountError> {
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        match self.secrets.replace(&secret_name(&account.email), &params, &account.to_secret()).await {
+            Ok(secret) => Account::from_secret(&secret),
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(AccountError::Conflict(account.email.clone())),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(AccountError::NotFound(account.email.clone())),
+            Err(e) => Err(e.into()),
         }
-        let patch = serde_json::json!({ "data": data(email, hash) });
-        self.secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        Ok(())
     }
 
-    /// The stored hash of `email`'s password, if the account exists.
-    pub async fn password_hash(&self, email: &str) -> Result<Option<PasswordHash>, AccountError> {
+    /// A platform operator's reset: one new credential good wherever the email is a member, with
+    /// a fresh salt; every other credential, and so every session, ends.
+    /// `replacement` is a new [`Account::platform`] for the same email.
+    pub async fn reset_password(&self, replacement: &Account) -> Result<Account, AccountError> {
+        let email = &replacement.email;
+        let mut account = self.get(email).await?.ok_or_else(|| AccountError::NotFound(email.clone()))?;
+        account.kdf = replacement.kdf.clone();
+        account.credentials = replacement.credentials.clone();
+        self.replace(&account).await
+    }
+
+    /// `email`'s account, if there is one.
+    pub async fn get(&self, email: &str) -> Result<Option<Account>, AccountError> {
         let Some(secret) = self.secrets.get_opt(&secret_name(email)).await? else { return Ok(None) };
-        let stored =
-            secret.data.as_ref().and_then(|d| d.get(PASSWORD_KEY)).map(|v| String::from_utf8_lossy(&v.0).into_owned());
-        stored
-            .as_deref()
-            .and_then(PasswordHash::parse)
-            .map(Some)
-            .ok_or_else(|| AccountError::CorruptHash(email.to_owned()))
+        Account::from_secret(&secret).map(Some)
     }
 }
 
-fn data(email: &str, hash: &PasswordHash) -> BTreeMap<String, ByteString> {
-    BTreeMap::from([
-        (EMAIL_KEY.to_owned(), ByteString(email.as_bytes().to_vec())),
-        (PASSWORD_KEY.to_owned(), ByteString(hash.encode().into_bytes())),
-    ])
+/// Fixed-size byte arrays as standard base64 without padding.
+mod base64_array {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer, const N: usize>(bytes: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD_NO_PAD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = STANDARD_NO_PAD.decode(text).map_err(serde::de::Error::custom)?;
+        bytes.try_into().map_err(|_| serde::de::Error::custom(format!("expected {N} bytes")))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_hash_verifies_its_password_and_nothing_else() {
-        let hash = PasswordHash::new("correct horse battery", MIN_ITERATIONS).unwrap();
-        assert!(hash.verify("correct horse battery"));
-        assert!(!hash.verify("correct horse batterY"));
-        assert!(!hash.verify(""));
-        assert!(!hash.verify(&"x".repeat(MAX_PASSWORD_LEN + 1)));
+    fn kdf() -> Kdf {
+        Kdf::new(MIN_ITERATIONS).unwrap()
     }
 
     #[test]
-    fn every_hash_has_its_own_salt() {
-        let a = PasswordHash::new("the same password", MIN_ITERATIONS).unwrap();
-        let b = PasswordHash::new("the same password", MIN_ITERATIONS).unwrap();
+    fn a_key_opens_its_credential_and_nothing_else() {
+        let kdf = kdf();
+        let account = Account::new("a@b.example", kdf.clone(), kdf.derive("correct horse battery"), Admission::Platform);
+        assert!(account.credential_for(&kdf.derive("correct horse battery")).is_some());
+        assert!(account.credential_for(&kdf.derive("correct horse batterY")).is_none());
+        assert!(account.credential_for(&kdf.derive("")).is_none());
+        assert!(account.credential_for(&kdf.derive(&"x".repeat(MAX_PASSWORD_LEN + 1))).is_none());
+    }
+
+    #[test]
+    fn every_account_has_its_own_salt() {
+        let (a, b) = (kdf(), kdf());
         assert_ne!(a.salt, b.salt);
-        assert_ne!(a.hash, b.hash);
+        assert_ne!(a.derive("the same password"), b.derive("the same password"));
     }
 
     #[test]
-    fn the_encoding_keeps_the_parameters_and_round_trips() {
-        let hash = PasswordHash::new("a long enough one", MIN_ITERATIONS + 1).unwrap();
-        let text = hash.encode();
-        assert!(text.starts_with("pbkdf2-sha256$600001$"), "{text}");
+    fn an_invite_admits_one_organisation_to_the_credential_that_redeemed_it() {
+        let kdf = kdf();
+        let mut account = Account::new("bob@b.example", kdf.clone(), kdf.derive("bob's own password"), Admission::Platform);
+        // Someone else redeems acme's invite for bob's email with a password of their own.
+        account.admit_key(kdf.derive("acme admin's choice"), "acme").unwrap();
+        let squatter = account.credential_for(&kdf.derive("acme admin's choice")).unwrap();
+        assert!(squatter.admits("acme") && !squatter.admits("globex"));
+        let bob = account.credential_for(&kdf.derive("bob's own password")).unwrap();
+        assert!(bob.admits("globex"), "bob's own credential is untouched");
+        assert_ne!(bob.id, squatter.id);
+        // Redeeming another invite with a password that opens a credential extends that one.
+        account.admit_key(kdf.derive("acme admin's choice"), "initech").unwrap();
+        assert_eq!(account.credentials.len(), 2);
+        let squatter = account.credential_for(&kdf.derive("acme admin's choice")).unwrap();
+        assert!(squatter.admits("initech"));
+    }
+
+    #[test]
+    fn sign_outs_end_the_sessions_issued_before_them() {
+        let kdf = kdf();
+        let mut account = Account::new("a@b.example", kdf.clone(), kdf.derive("a password, long"), Admission::Platform);
+        let id = account.credentials[0].id.clone();
+        assert!(account.session_valid(&id, 100) && account.session_admits(&id, 100, "acme"));
+        account.credential_mut(&id).unwrap().sessions_not_before = 100;
+        assert!(!account.session_valid(&id, 100) && account.session_valid(&id, 101));
+        account.organisation_sessions_not_before.insert("acme".into(), 200);
+        assert!(!account.session_admits(&id, 200, "acme") && account.session_admits(&id, 200, "globex"));
+        assert_eq!(account.next_session_time(&id, 150), 201);
+        assert_eq!(account.next_session_time(&id, 300), 300);
+        assert!(!account.session_valid("another", 1000));
+    }
+
+    #[test]
+    fn an_account_round_trips_through_its_secret_without_the_password() {
+        let kdf = kdf();
+        let mut account = Account::new("a@b.example", kdf.clone(), kdf.derive("a long enough one"), Admission::Platform);
+        account.admit_key(kdf.derive("another long one"), "acme").unwrap();
+        let secret = account.to_secret();
+        let text = format!("{:?}", secret.data);
         assert!(!text.contains("a long enough one"));
-        assert_eq!(PasswordHash::parse(&text), Some(hash));
-        for bad in ["", "md5$1$a$b", "pbkdf2-sha256$x$AAAA$AAAA", "pbkdf2-sha256$600000$AAAA$AAAA$extra"] {
-            assert_eq!(PasswordHash::parse(bad), None, "{bad:?}");
-        }
+        assert_eq!(Account::from_secret(&secret).unwrap(), account);
+        let mut broken = secret.clone();
+        broken.data.as_mut().unwrap().insert(ACCOUNT_KEY.into(), ByteString(b"{}".to_vec()));
+        assert!(matches!(Account::from_secret(&broken), Err(AccountError::Corrupt(_))));
     }
 
     #[test]
     fn weak_parameters_and_bad_passwords_are_refused() {
-        assert!(matches!(
-            PasswordHash::new("long enough password", 100_000),
-            Err(AccountError::WeakIterations(100_000))
-        ));
-        assert!(matches!(PasswordHash::new("short", MIN_ITERATIONS), Err(AccountError::PasswordLength)));
-        assert!(matches!(
-            PasswordHash::new(&"p".repeat(MAX_PASSWORD_LEN + 1), MIN_ITERATIONS),
-            Err(AccountError::PasswordLength)
-        ));
+        assert!(matches!(Kdf::new(100_000), Err(AccountError::WeakIterations(100_000))));
+        assert!(matches!(check_password("short"), Err(AccountError::PasswordLength)));
+        assert!(matches!(check_password(&"p".repeat(MAX_PASSWORD_LEN + 1)), Err(AccountError::PasswordLength)));
     }
 
     #[test]
     fn the_derivation_matches_a_known_pbkdf2_sha256_vector() {
         // RFC 7914 section 11: PBKDF2-HMAC-SHA256("passwd", "salt", 1, 64), first 32 bytes.
         let expected = "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc";
-        let hex: String = derive("passwd", b"salt", 1).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = pbkdf2(b"passwd", b"salt", 1).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, expected);
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::accounts::{self, AccountError, AccountStore, PasswordHash};
+use crate::accounts::{self, Account, AccountError, AccountStore};
 use crate::gateway::forwarded::TrustedProxies;
 use crate::{crd, duration, gateway, operator};
 
@@ -24,11 +24,15 @@ pub enum Command {
     Operator(OperatorArgs),
     /// Run the HTTP(S) edge: sign-in, the REST API and the preview proxy (stateless: run many).
     Gateway(Box<GatewayArgs>),
-    /// Replace the session signing key; the previous one keeps verifying until the next rotation.
+    /// Replace the session signing key. The previous one keeps verifying the sessions it signed
+    /// until they expire (one session lifetime), unless `--emergency`.
     RotateSigningKey {
         /// Namespace of the gateway's signing keys: the operator's own.
         #[arg(long, env = "POD_NAMESPACE", default_value = "ooda-system")]
         namespace: String,
+        /// Drop the previous key at once, ending every session it signed (the key may have leaked).
+        #[arg(long)]
+        emergency: bool,
     },
     /// Manage user accounts (platform-operator bootstrap): stored as Secrets, passwords hashed.
     #[command(subcommand)]
@@ -45,7 +49,8 @@ pub enum Command {
 pub enum UserCommand {
     /// Create an account. The password is read from standard input, never from arguments.
     Add(UserArgs),
-    /// Set a new password for an existing account, read from standard input.
+    /// Set a new password for an existing account, read from standard input. Ends every session
+    /// of the account, and every credential its invites made.
     ResetPassword(UserArgs),
 }
 
@@ -201,10 +206,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             gateway::run(gateway_options(*args)?).await?;
             Ok(())
         }
-        Command::RotateSigningKey { namespace } => {
+        Command::RotateSigningKey { namespace, emergency } => {
             let secrets = kube::Api::namespaced(kube::Client::try_default().await?, &namespace);
-            let ring = gateway::keys::rotate(&secrets).await?;
-            eprintln!("rotated the session signing key; new key id {}", ring.current_kid());
+            let rotation = if emergency { gateway::keys::Rotation::Emergency } else { gateway::keys::Rotation::Graceful };
+            let ring = gateway::keys::rotate(&secrets, rotation).await?;
+            let previous = if emergency { "dropped the previous key" } else { "the previous key verifies its sessions until they expire" };
+            eprintln!("rotated the session signing key; new key id {}; {previous}", ring.current_kid());
             Ok(())
         }
         Command::User(command) => user(command).await,
@@ -262,18 +269,18 @@ async fn user(command: UserCommand) -> Result<(), CliError> {
     Read::read_to_string(&mut std::io::stdin().take(accounts::MAX_PASSWORD_LEN as u64 + 2), &mut password)
         .map_err(CliError::Stdin)?;
     let password = password.strip_suffix('\n').unwrap_or(&password).trim_end_matches('\r').to_owned();
-    let iterations = args.iterations;
+    let (email, iterations) = (args.email.clone(), args.iterations);
     // Hundreds of thousands of HMAC rounds: keep them off the async workers.
-    let hash = tokio::task::spawn_blocking(move || PasswordHash::new(&password, iterations))
+    let account = tokio::task::spawn_blocking(move || Account::platform(&email, &password, iterations))
         .await
         .expect("hashing does not panic")?;
     let store = AccountStore::new(kube::Client::try_default().await?, &args.namespace);
     if adding {
-        store.add(&args.email, &hash).await?;
+        store.create(&account).await?;
         eprintln!("created the account of {}", args.email);
     } else {
-        store.reset_password(&args.email, &hash).await?;
-        eprintln!("reset the password of {}", args.email);
+        store.reset_password(&account).await?;
+        eprintln!("reset the password of {}; its sessions have ended", args.email);
     }
     Ok(())
 }

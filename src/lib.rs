@@ -15,4 +15,5 @@ pub mod crd;
 pub mod duration;
 pub mod gateway;
 pub mod operator;
+pub mod signal;
 pub mod sites;

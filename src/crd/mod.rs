@@ -1,5 +1,7 @@
 //! The custom resources of group `ooda.run`, and the CRD YAML generated from them.
 
+pub mod conditions;
+pub mod names;
 mod organisation;
 mod project;
 mod schema;

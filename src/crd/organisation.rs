@@ -76,6 +76,16 @@ pub enum Role {
     Member,
 }
 
+impl Role {
+    /// As written in manifests and API answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+}
+
 /// Limits on an organisation's total use, enforced in its namespace by a ResourceQuota.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct OrganisationQuota {

@@ -15,11 +15,9 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::gateway::metrics::Metrics;
-use crate::operator::labels::organisation_namespace;
-use crate::operator::project::LAST_SIGNAL;
-use crate::operator::project::build::activity_lease_name;
+use crate::gateway::FIELD_MANAGER;
+use crate::crd::names::{LAST_SIGNAL, activity_lease_name, organisation_namespace};
 
-pub const FIELD_MANAGER: &str = "ooda-gateway";
 
 pub struct Activity {
     client: Client,

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
@@ -18,23 +18,28 @@ use tracing::{info, instrument};
 use crate::accounts;
 use crate::crd::{DesiredState, Phase, Project, ProjectSpec, Role};
 use crate::gateway::Gateway;
-use crate::gateway::activity::FIELD_MANAGER;
-use crate::gateway::auth::{Session, access, memberships, role_name};
+use crate::gateway::FIELD_MANAGER;
+use crate::gateway::auth::{Session, access, memberships, role_of};
+use crate::gateway::login::{READ_YOUR_WRITE, update_account};
 use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::extract::{ApiJson, ApiPath};
 use crate::gateway::members;
-use crate::operator::conditions;
-use crate::operator::labels::organisation_namespace;
-use crate::operator::project::build::activity_lease_name;
+use crate::crd::conditions;
+use crate::crd::names::{activity_lease_name, organisation_namespace, organisation_of_namespace, project_host};
 
 pub async fn me(State(gateway): State<Arc<Gateway>>, session: Session) -> Json<Value> {
-    Json(json!({ "email": session.email, "organisations": memberships(&gateway, &session.email) }))
+    let organisations: Vec<_> = memberships(&gateway, &session.account, &session.credential)
+        .into_iter()
+        .filter(|m| session.account.session_admits(&session.credential, session.issued_at, &m.org))
+        .collect();
+    Json(json!({ "email": session.email, "organisations": organisations }))
 }
 
 #[instrument(skip_all, fields(org = %org))]
 pub async fn organisation(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let access = access(&gateway, &session, &org, Role::Member)?;
     let o = &access.organisation;
@@ -44,7 +49,7 @@ pub async fn organisation(
         "displayName": o.spec.display_name,
         "jurisdiction": o.spec.jurisdiction,
         "ready": conditions::is_true(conditions, "Ready"),
-        "yourRole": role_name(access.role),
+        "yourRole": access.role.as_str(),
         "quota": o.spec.quota,
     })))
 }
@@ -52,7 +57,7 @@ pub async fn organisation(
 pub async fn list_members(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let access = access(&gateway, &session, &org, Role::Member)?;
     Ok(Json(json!({ "members": access.organisation.spec.members })))
@@ -68,22 +73,21 @@ pub struct MemberRequest {
 pub async fn put_member(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, email)): Path<(String, String)>,
-    body: Result<Json<MemberRequest>, JsonRejection>,
+    ApiPath((org, email)): ApiPath<(String, String)>,
+    ApiJson(request): ApiJson<MemberRequest>,
 ) -> ApiResult<Json<Value>> {
     let access = access(&gateway, &session, &org, Role::Admin)?;
-    let Json(request) = body?;
     accounts::check_email(&email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     members::set(&gateway, &access.organisation, &email, request.role).await?;
-    info!(by = session.email, role = role_name(request.role), "member set");
-    Ok(Json(json!({ "email": email, "role": role_name(request.role) })))
+    info!(by = session.email, role = request.role.as_str(), "member set");
+    Ok(Json(json!({ "email": email, "role": request.role.as_str() })))
 }
 
 #[instrument(skip_all, fields(org = %org, member = %email))]
 pub async fn delete_member(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, email)): Path<(String, String)>,
+    ApiPath((org, email)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let access = access(&gateway, &session, &org, Role::Admin)?;
     members::remove(&gateway, &access.organisation, &email).await?;
@@ -91,10 +95,38 @@ pub async fn delete_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /api/orgs/{org}/members/{email}/sign-out` (admin): ends every session of the member
+/// in this organisation (they sign in again to come back). Other organisations' sessions of the
+/// same account are not this organisation's to end, and the answer is the same whether or not
+/// the email has an account.
+#[instrument(skip_all, fields(org = %org, member = %email))]
+pub async fn sign_out_member(
+    State(gateway): State<Arc<Gateway>>,
+    session: Session,
+    ApiPath((org, email)): ApiPath<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let access = access(&gateway, &session, &org, Role::Admin)?;
+    if role_of(&access.organisation, &email).is_none() {
+        return Err(ApiError::not_found(format!("member {email:?}")));
+    }
+    let now = Timestamp::now().as_second();
+    let written = update_account(&gateway, &email, |account| {
+        let not_before = account.organisation_sessions_not_before.entry(org.clone()).or_insert(now);
+        *not_before = (*not_before).max(now);
+        Ok(())
+    })
+    .await?;
+    if let Some(account) = written {
+        gateway.caches.await_account(&email, account.resource_version(), READ_YOUR_WRITE).await;
+    }
+    info!(by = session.email, "member signed out everywhere");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn list_projects(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     access(&gateway, &session, &org, Role::Member)?;
     let namespace = organisation_namespace(&org);
@@ -116,11 +148,10 @@ pub struct CreateProject {
 pub async fn create_project(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path(org): Path<String>,
-    body: Result<Json<CreateProject>, JsonRejection>,
+    ApiPath(org): ApiPath<String>,
+    ApiJson(request): ApiJson<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     access(&gateway, &session, &org, Role::Member)?;
-    let Json(request) = body?;
     let spec = request.spec.unwrap_or_else(|| serde_json::from_value(json!({})).expect("every field has a default"));
     let project = Project::new(&request.name, spec);
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
@@ -137,7 +168,7 @@ pub async fn create_project(
 pub async fn get_project(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     access(&gateway, &session, &org, Role::Member)?;
     Ok(Json(summary(project(&gateway, &org, &name)?.as_ref())))
@@ -147,7 +178,7 @@ pub async fn get_project(
 pub async fn delete_project(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     access(&gateway, &session, &org, Role::Admin)?;
     project(&gateway, &org, &name)?;
@@ -159,7 +190,7 @@ pub async fn delete_project(
 pub async fn start_project(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     set_state(&gateway, &session, &org, &name, DesiredState::Running).await
 }
@@ -167,7 +198,7 @@ pub async fn start_project(
 pub async fn stop_project(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     set_state(&gateway, &session, &org, &name, DesiredState::Stopped).await
 }
@@ -198,7 +229,7 @@ async fn set_state(
 pub async fn wake_project(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     access(&gateway, &session, &org, Role::Member)?;
     let project = project(&gateway, &org, &name)?;
@@ -217,7 +248,7 @@ pub async fn wake_project(
 pub async fn preview(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     access(&gateway, &session, &org, Role::Member)?;
     let project = project(&gateway, &org, &name)?;
@@ -229,7 +260,7 @@ pub async fn preview(
         .preview_token(&org, &name)
         .ok_or_else(|| ApiError::conflict("provisioning", "the project is still being provisioned"))?;
     let token = String::from_utf8(token.token).map_err(|_| ApiError::internal("unreadable preview token"))?;
-    let host = crate::operator::project::build::preview_host(&name, &org, &gateway.config.preview_domain);
+    let host = project_host(&name, &org, &gateway.config.preview_domain);
     let origin = gateway.settings.public_origin(&host);
     Ok(Json(json!({
         "host": host,
@@ -255,7 +286,7 @@ fn summary(project: &Project) -> Value {
     let status = project.status.as_ref();
     let conditions = status.map(|s| &s.conditions[..]).unwrap_or_default();
     let org =
-        project.namespace().as_deref().and_then(crate::operator::labels::organisation_of_namespace).map(str::to_owned);
+        project.namespace().as_deref().and_then(organisation_of_namespace).map(str::to_owned);
     json!({
         "name": project.name_any(),
         "organisation": org,

@@ -1,6 +1,8 @@
-//! Who is asking and what they may do. A session is a JWT re-verified on every request; what it
-//! may do comes from the Organisation cache at that moment, not from the token, so removing or
-//! demoting a member takes effect on their next request.
+//! Who is asking and what they may do. A session is a JWT re-verified on every request, and
+//! checked against the account it was opened with, from the watch cache: a password reset or a
+//! "sign out everywhere" ends it. What it may do comes from the Organisation cache at that
+//! moment, not from the token, so removing or demoting a member takes effect on their next
+//! request; and only in organisations its credential was admitted to (see [`crate::accounts`]).
 
 use std::sync::Arc;
 
@@ -8,38 +10,26 @@ use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use tracing::debug;
 
-use crate::accounts::{AccountError, AccountStore, PasswordHash};
+use crate::accounts::Account;
 use crate::crd::{Organisation, Role};
 use crate::gateway::Gateway;
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::token::{Expectations, Membership};
 
-/// Where passwords are kept. The gateway uses Secrets ([`AccountStore`]).
-pub trait Accounts: Send + Sync {
-    fn password_hash<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<Option<PasswordHash>, AccountError>>;
-    fn create<'a>(&'a self, email: &'a str, hash: &'a PasswordHash) -> BoxFuture<'a, Result<(), AccountError>>;
-}
-
-impl Accounts for AccountStore {
-    fn password_hash<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<Option<PasswordHash>, AccountError>> {
-        Box::pin(AccountStore::password_hash(self, email))
-    }
-
-    fn create<'a>(&'a self, email: &'a str, hash: &'a PasswordHash) -> BoxFuture<'a, Result<(), AccountError>> {
-        Box::pin(self.add(email, hash))
-    }
-}
-
-/// A verified session: the bearer of a valid, unexpired token issued by this gateway.
+/// A verified session: the bearer of a valid, unexpired token issued by this gateway, whose
+/// credential still exists and has not been signed out since.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub email: String,
+    /// The credential the session was opened with.
+    pub credential: String,
+    pub issued_at: i64,
     /// The memberships the token was issued with (what the user was when signing in).
     pub claimed: Vec<Membership>,
+    pub account: Arc<Account>,
 }
 
 impl FromRequestParts<Arc<Gateway>> for Session {
@@ -54,18 +44,41 @@ impl Session {
     /// The session a request's `Authorization: Bearer` header carries, re-verified now.
     pub fn from_headers(gateway: &Gateway, headers: &HeaderMap) -> ApiResult<Self> {
         let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let Some(token) = header.strip_prefix("Bearer ").map(str::trim) else {
+        let Some(token) = bearer_token(header) else {
             return Err(ApiError::unauthorized("sign in: send `Authorization: Bearer <token>` from /api/auth/login"));
         };
         let settings = &gateway.settings;
-        let expect =
-            Expectations { issuer: &settings.issuer, audience: &settings.audience, leeway: settings.token_leeway };
+        let expect = Expectations {
+            issuer: &settings.issuer,
+            audience: &settings.audience,
+            leeway: settings.token_leeway,
+            session_ttl: settings.session_ttl,
+        };
+        let ended = || ApiError::unauthorized("the session token is invalid or expired; sign in again");
         let claims = gateway.keys().verify(token, &expect, Timestamp::now()).map_err(|error| {
             debug!(%error, "refused a session token");
-            ApiError::unauthorized("the session token is invalid or expired; sign in again")
+            ended()
         })?;
-        Ok(Session { email: claims.sub, claimed: claims.orgs })
+        let account = gateway.caches.account(&claims.sub).ok_or_else(ended)?;
+        if !account.session_valid(&claims.cred, claims.iat) {
+            debug!("refused a session of an ended credential");
+            return Err(ended());
+        }
+        Ok(Session {
+            email: claims.sub,
+            credential: claims.cred,
+            issued_at: claims.iat,
+            claimed: claims.orgs,
+            account: Arc::new(account),
+        })
     }
+}
+
+/// The token of an `Authorization` header using the `Bearer` scheme, whose name is
+/// case-insensitive (RFC 9110 §11.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// A member's access to one organisation, as of this request.
@@ -75,11 +88,15 @@ pub struct Access {
 }
 
 /// The caller's current role in `org`, which must be at least `needed`. An organisation the
-/// caller does not belong to answers 404, as if it did not exist; a token that still names an
-/// organisation the user was removed from is no longer a valid session (401).
+/// caller does not belong to, or that the session's credential was never admitted to, answers
+/// 404, as if it did not exist; a token that still names an organisation the user was removed
+/// from (or signed out of) is no longer a valid session there (401).
 pub fn access(gateway: &Gateway, session: &Session, org: &str, needed: Role) -> ApiResult<Access> {
     let organisation = gateway.caches.organisation(org);
-    let role = organisation.as_deref().and_then(|o| role_of(o, &session.email));
+    let role = organisation
+        .as_deref()
+        .and_then(|o| role_of(o, &session.email))
+        .filter(|_| session.account.session_admits(&session.credential, session.issued_at, org));
     let Some(role) = role else {
         if session.claimed.iter().any(|m| m.org == org) {
             return Err(ApiError::unauthorized("your membership has changed; sign in again"));
@@ -97,8 +114,10 @@ pub fn role_of(organisation: &Organisation, email: &str) -> Option<Role> {
     organisation.spec.members.iter().find(|m| m.email == email).map(|m| m.role)
 }
 
-/// Every organisation `email` belongs to, with the role, from the cache.
-pub fn memberships(gateway: &Gateway, email: &str) -> Vec<Membership> {
+/// Every organisation the holder of `credential` may act in, with the role, from the cache:
+/// those that list the email and that the credential was admitted to.
+pub fn memberships(gateway: &Gateway, account: &Account, credential: &str) -> Vec<Membership> {
+    let Some(credential) = account.credential(credential) else { return Vec::new() };
     let mut found: Vec<Membership> = gateway
         .caches
         .organisations
@@ -106,17 +125,26 @@ pub fn memberships(gateway: &Gateway, email: &str) -> Vec<Membership> {
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter_map(|o| {
-            let role = role_of(o, email)?;
-            Some(Membership { org: o.metadata.name.clone()?, role: role_name(role).to_owned() })
+            let name = o.metadata.name.clone()?;
+            let role = role_of(o, &account.email).filter(|_| credential.admits(&name))?;
+            Some(Membership { org: name, role: role.as_str().to_owned() })
         })
         .collect();
     found.sort_by(|a, b| a.org.cmp(&b.org));
     found
 }
 
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Admin => "admin",
-        Role::Member => "member",
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc ", " Bearer abc"] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        for header in ["Basic abc", "Bearer", "Bearer ", "Bearerabc", ""] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
     }
 }

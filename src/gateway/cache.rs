@@ -1,5 +1,5 @@
-//! The gateway's view of the cluster: watch caches of Organisations, Projects, project pods and
-//! project Secrets. Every change bumps one generation counter, so a request waiting for a pod
+//! The gateway's view of the cluster: watch caches of Organisations, Projects, project pods,
+//! project Secrets and the accounts in the gateway's namespace. Every change bumps one generation counter, so a request waiting for a pod
 //! to become ready (or for its project to stop) wakes on the watch event, not on a timer.
 
 use std::fmt::Debug;
@@ -16,9 +16,11 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::accounts::{Account, USER_LABEL, secret_name};
 use crate::crd::{Organisation, Project};
-use crate::operator::labels::{self, child, organisation_namespace};
-use crate::operator::project::build::{TOKEN_KEY, TOKEN_STATE, preview_secret_name};
+use crate::crd::names::{
+    self, TOKEN_KEY, TOKEN_STATE, TokenState, object_ref, organisation_namespace, pod_name, preview_secret_name,
+};
 
 #[derive(Clone)]
 pub struct Caches {
@@ -26,23 +28,28 @@ pub struct Caches {
     pub projects: Store<Project>,
     pub pods: Store<Pod>,
     pub secrets: Store<Secret>,
+    /// Account Secrets (label `ooda.run/user`) in the gateway's own namespace.
+    pub accounts: Store<Secret>,
+    accounts_namespace: String,
     changes: watch::Receiver<u64>,
     synced: Arc<AtomicUsize>,
 }
 
-const WATCHES: usize = 4;
+const WATCHES: usize = 5;
 
 impl Caches {
     /// Starts the watches; they run for as long as the process.
-    pub fn start(client: &Client) -> Self {
+    pub fn start(client: &Client, namespace: &str) -> Self {
         let (changed, changes) = watch::channel(0u64);
         let synced = Arc::new(AtomicUsize::new(0));
-        let managed = watcher::Config::default().labels(&labels::managed_selector());
+        let managed = watcher::Config::default().labels(&names::managed_selector());
         let organisations = reflect(Api::all(client.clone()), watcher::Config::default(), &changed, &synced, false);
         let projects = reflect(Api::all(client.clone()), watcher::Config::default(), &changed, &synced, true);
         let pods = reflect(Api::all(client.clone()), managed.clone(), &changed, &synced, true);
         let secrets = reflect(Api::all(client.clone()), managed, &changed, &synced, true);
-        Self { organisations, projects, pods, secrets, changes, synced }
+        let users = watcher::Config::default().labels(&format!("{USER_LABEL}=true"));
+        let accounts = reflect(Api::namespaced(client.clone(), namespace), users, &changed, &synced, true);
+        Self { organisations, projects, pods, secrets, accounts, accounts_namespace: namespace.to_owned(), changes, synced }
     }
 
     /// Caches holding exactly these objects, synced, as if each watch had just listed them.
@@ -54,6 +61,8 @@ impl Caches {
         projects: Vec<Project>,
         pods: Vec<Pod>,
         secrets: Vec<Secret>,
+        accounts: Vec<Secret>,
+        accounts_namespace: &str,
     ) -> Self {
         fn listed<K>(objects: Vec<K>) -> Store<K>
         where
@@ -74,6 +83,8 @@ impl Caches {
             projects: listed(projects),
             pods: listed(pods),
             secrets: listed(secrets),
+            accounts: listed(accounts),
+            accounts_namespace: accounts_namespace.to_owned(),
             changes,
             synced: Arc::new(AtomicUsize::new(WATCHES)),
         }
@@ -89,26 +100,51 @@ impl Caches {
         self.changes.clone()
     }
 
+    /// `email`'s account as the watch last saw it.
+    pub fn account(&self, email: &str) -> Option<Account> {
+        let secret = self.accounts.get(&object_ref(&self.accounts_namespace, secret_name(email)))?;
+        Account::from_cached(&secret).filter(|account| account.email == email)
+    }
+
+    /// Waits (up to `timeout`) until the watch has delivered the account Secret as written at
+    /// `resource_version`, so this replica's next request sees its own write.
+    pub async fn await_account(&self, email: &str, resource_version: Option<&str>, timeout: std::time::Duration) {
+        let mut changes = self.changes();
+        let key = object_ref(&self.accounts_namespace, secret_name(email));
+        let seen = |caches: &Caches| {
+            caches.accounts.get(&key).is_some_and(|s| s.metadata.resource_version.as_deref() == resource_version)
+        };
+        let _ = tokio::time::timeout(timeout, async {
+            while !seen(self) {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     pub fn organisation(&self, name: &str) -> Option<Arc<Organisation>> {
         self.organisations.get(&reflector::ObjectRef::new(name))
     }
 
     pub fn project(&self, org: &str, name: &str) -> Option<Arc<Project>> {
-        self.projects.get(&child(&organisation_namespace(org), name))
+        self.projects.get(&object_ref(&organisation_namespace(org), name))
     }
 
     /// The project's pod, if it exists and is not being deleted.
     pub fn pod(&self, org: &str, project: &str) -> Option<Arc<Pod>> {
         self.pods
-            .get(&child(&organisation_namespace(org), format!("{project}-0")))
+            .get(&object_ref(&organisation_namespace(org), pod_name(project)))
             .filter(|pod| pod.metadata.deletion_timestamp.is_none())
     }
 
     /// The project's current preview token, unless the project is stopped (the operator marks
     /// the Secret the moment it rotates the token on stop).
     pub fn preview_token(&self, org: &str, project: &str) -> Option<PreviewToken> {
-        let secret = self.secrets.get(&child(&organisation_namespace(org), preview_secret_name(project)))?;
-        let stopped = secret.annotations().get(TOKEN_STATE).is_some_and(|state| state == "stopped");
+        let secret = self.secrets.get(&object_ref(&organisation_namespace(org), preview_secret_name(project)))?;
+        let state = TokenState::from_annotation(secret.annotations().get(TOKEN_STATE).map(String::as_str));
+        let stopped = state == TokenState::Stopped;
         let token = secret.data.as_ref()?.get(TOKEN_KEY)?.0.clone();
         Some(PreviewToken { token, stopped })
     }

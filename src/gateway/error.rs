@@ -78,6 +78,12 @@ impl From<kube::Error> for ApiError {
         match &error {
             kube::Error::Api(status) => match status.code {
                 400 | 422 => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", status.message.clone()),
+                // The ResourceQuota admission plugin answers 403 too, but it is the organisation's
+                // limit, not the gateway's permissions: the caller can act on it.
+                403 if status.message.contains("exceeded quota") => {
+                    let message = status.message.find("exceeded quota").map_or(&status.message[..], |at| &status.message[at..]);
+                    Self::conflict("quota_exceeded", format!("the organisation's quota does not allow this: {message}"))
+                }
                 403 => {
                     warn!(message = %status.message, "the API server refused the gateway");
                     Self::internal("the gateway is not allowed to do this; see its logs")

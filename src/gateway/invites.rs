@@ -1,15 +1,18 @@
-//! Invites: how a new member gets an account. An admin invites an email into the organisation;
-//! if that email has no account yet, the gateway issues a single-use, expiring token (only its
-//! SHA-256 is stored, in a Secret beside the accounts) that lets the holder set a password.
-//! Knowing an email is never enough to claim an account.
+//! Invites: how a member gets into an organisation. An admin invites an email; the gateway adds
+//! the member and issues a single-use, expiring token (only its SHA-256 is stored, in a Secret
+//! beside the accounts), which the admin passes on. Redeeming it admits one organisation, the
+//! inviting one, to whoever redeems it (see [`crate::accounts`]): signed in, the session's own
+//! credential; otherwise a credential with the password given, made for this organisation alone
+//! whether or not the email already has an account. So an admin who redeems their own invite
+//! for someone else's email gets into their own organisation and no other, and the answers
+//! never tell whether the email had an account.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -19,18 +22,20 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
-use crate::accounts::{self, AccountError};
+use crate::accounts::{self, Account, AccountError, Admission, Kdf};
 use crate::crd::Role;
-use crate::gateway::Gateway;
-use crate::gateway::activity::FIELD_MANAGER;
-use crate::gateway::auth::{Session, access, role_name};
+use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
-use crate::gateway::members;
+use crate::gateway::login::{READ_YOUR_WRITE, update_account};
+use crate::gateway::extract::{ApiJson, ApiPath};
+use crate::gateway::{FIELD_MANAGER, Gateway, members};
 
 pub const INVITE_LABEL: &str = "ooda.run/invite";
 const SECRET_TYPE: &str = "ooda.run/invite";
+/// Attempts at an account write that keeps meeting a concurrent one.
+const WRITE_ATTEMPTS: usize = 5;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,101 +48,202 @@ pub struct InviteRequest {
 pub async fn create(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path(org): Path<String>,
-    body: Result<Json<InviteRequest>, JsonRejection>,
+    ApiPath(org): ApiPath<String>,
+    ApiJson(request): ApiJson<InviteRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let access = access(&gateway, &session, &org, Role::Admin)?;
-    let Json(request) = body?;
     accounts::check_email(&request.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
     members::set(&gateway, &access.organisation, &request.email, request.role).await?;
-    let has_account = gateway.accounts.password_hash(&request.email).await.map_err(account_error)?.is_some();
-    let mut answer = json!({ "email": request.email, "role": role_name(request.role), "hasAccount": has_account });
-    if !has_account {
-        let secret = random_secret();
-        let expires = Timestamp::now() + gateway.settings.invite_ttl;
-        let name = invite_name(&request.email);
-        let invite = Secret {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(BTreeMap::from([(INVITE_LABEL.to_owned(), "true".to_owned())])),
-                ..Default::default()
-            },
-            type_: Some(SECRET_TYPE.into()),
-            data: Some(BTreeMap::from([
-                ("email".to_owned(), ByteString(request.email.clone().into_bytes())),
-                ("organisation".to_owned(), ByteString(org.clone().into_bytes())),
-                ("invited-by".to_owned(), ByteString(session.email.clone().into_bytes())),
-                ("expires-at".to_owned(), ByteString(expires.to_string().into_bytes())),
-                ("token-sha256".to_owned(), ByteString(Sha256::digest(secret.as_bytes()).to_vec())),
-            ])),
+    let secret = crate::gateway::random_token(32);
+    let expires = Timestamp::now() + gateway.settings.invite_ttl;
+    let id = invite_id(&org, &request.email);
+    let invite = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("invite-{id}")),
+            labels: Some(BTreeMap::from([(INVITE_LABEL.to_owned(), "true".to_owned())])),
             ..Default::default()
-        };
-        // One invite per email: inviting again replaces the token, so the older one dies.
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        gateway.own_secrets().patch(&name, &params, &Patch::Apply(&invite)).await?;
-        let token = format!("{}.{secret}", name.trim_start_matches("invite-"));
-        answer["inviteToken"] = json!(token);
-        answer["expiresAt"] = json!(expires.to_string());
-        info!(email = request.email, by = session.email, "invited");
-    }
-    Ok((StatusCode::CREATED, Json(answer)))
+        },
+        type_: Some(SECRET_TYPE.into()),
+        data: Some(BTreeMap::from([
+            ("email".to_owned(), ByteString(request.email.clone().into_bytes())),
+            ("organisation".to_owned(), ByteString(org.clone().into_bytes())),
+            ("invited-by".to_owned(), ByteString(session.email.clone().into_bytes())),
+            ("expires-at".to_owned(), ByteString(expires.to_string().into_bytes())),
+            ("token-sha256".to_owned(), ByteString(Sha256::digest(secret.as_bytes()).to_vec())),
+        ])),
+        ..Default::default()
+    };
+    // One invite per organisation and email: inviting again replaces the token, so the older
+    // one dies; another organisation's invite for the same email is a different Secret.
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    gateway.own_secrets().patch(&format!("invite-{id}"), &params, &Patch::Apply(&invite)).await?;
+    info!(email = request.email, by = session.email, "invited");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "email": request.email,
+            "role": request.role.as_str(),
+            "inviteToken": format!("{id}.{secret}"),
+            "expiresAt": expires.to_string(),
+        })),
+    ))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptRequest {
     token: String,
-    password: String,
+    /// Without a session: the password of the credential to admit (a new one if it opens none).
+    #[serde(default)]
+    password: Option<String>,
 }
 
-/// Redeems an invite: creates the account with the chosen password and consumes the invite.
+/// Redeems an invite: admits its organisation to the session's credential (signed in) or to the
+/// credential the password opens or makes, and consumes the invite.
 #[instrument(skip_all)]
 pub async fn accept(
     State(gateway): State<Arc<Gateway>>,
-    body: Result<Json<AcceptRequest>, JsonRejection>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<AcceptRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(request) = body?;
-    let invalid = || ApiError::new(StatusCode::BAD_REQUEST, "invalid_invite", "the invite is invalid or has expired");
-    let (id, secret) = request.token.split_once('.').ok_or_else(invalid)?;
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() > 64 {
-        return Err(invalid());
-    }
-    let name = format!("invite-{id}");
-    let invite = gateway.own_secrets().get_opt(&name).await?.ok_or_else(invalid)?;
-    let field = |key: &str| invite.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_default();
-    let matches: bool = Sha256::digest(secret.as_bytes()).as_slice().ct_eq(&field("token-sha256")).into();
-    let expires: Option<Timestamp> = String::from_utf8(field("expires-at")).ok().and_then(|t| t.parse().ok());
-    if !matches || expires.is_none_or(|e| e <= Timestamp::now()) {
-        return Err(invalid());
-    }
-    let email = String::from_utf8(field("email")).map_err(|_| invalid())?;
-    let hash = gateway.hash_password(request.password).await?;
-    // The account's creation is the single use: a second redemption finds it exists.
-    gateway.accounts.create(&email, &hash).await.map_err(account_error)?;
-    // Tidy-up only: once the account exists the invite can no longer be redeemed.
-    let preconditions = Preconditions { uid: invite.metadata.uid.clone(), resource_version: None };
-    let params = DeleteParams { preconditions: Some(preconditions), ..Default::default() };
-    if let Err(error) = gateway.own_secrets().delete(&name, &params).await {
-        warn!(%error, "could not delete a redeemed invite");
-    }
-    info!(email, "accepted an invite");
-    Ok((StatusCode::CREATED, Json(json!({ "email": email }))))
+    let session = match headers.contains_key(AUTHORIZATION) {
+        true => Some(Session::from_headers(&gateway, &headers)?),
+        false => None,
+    };
+    let invite = Invite::redeemable(&gateway, &request.token).await?;
+    let password = match (&session, request.password) {
+        (Some(session), None) if session.email == invite.email => None,
+        (Some(_), None) => {
+            return Err(ApiError::conflict("invite_for_another_email", "this invite is for another email address"));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("signed in, accept without a password: the invite joins this session's account"));
+        }
+        (None, Some(password)) => {
+            accounts::check_password(&password).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Some(password)
+        }
+        (None, None) => return Err(ApiError::bad_request("a password is required, or accept while signed in")),
+    };
+    invite.consume(&gateway).await?;
+    let written = match (&session, password) {
+        (Some(session), _) => admit_session(&gateway, session, &invite.organisation).await?,
+        (None, Some(password)) => admit_password(&gateway, &invite.email, password, &invite.organisation).await?,
+        (None, None) => unreachable!("refused above"),
+    };
+    gateway.caches.await_account(&invite.email, written.resource_version(), READ_YOUR_WRITE).await;
+    info!(email = invite.email, organisation = invite.organisation, "accepted an invite");
+    Ok((StatusCode::CREATED, Json(json!({ "email": invite.email, "organisation": invite.organisation }))))
 }
 
-fn account_error(error: AccountError) -> ApiError {
+/// An invite whose token checked out and that has not expired.
+struct Invite {
+    name: String,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    email: String,
+    organisation: String,
+}
+
+impl Invite {
+    async fn redeemable(gateway: &Gateway, token: &str) -> ApiResult<Invite> {
+        let invalid = || ApiError::new(StatusCode::BAD_REQUEST, "invalid_invite", "the invite is invalid or has expired");
+        let (id, secret) = token.split_once('.').ok_or_else(invalid)?;
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() > 64 {
+            return Err(invalid());
+        }
+        let name = format!("invite-{id}");
+        let invite = gateway.own_secrets().get_opt(&name).await?.ok_or_else(invalid)?;
+        let field = |key: &str| invite.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_default();
+        let matches: bool = Sha256::digest(secret.as_bytes()).as_slice().ct_eq(&field("token-sha256")).into();
+        let expires: Option<Timestamp> = String::from_utf8(field("expires-at")).ok().and_then(|t| t.parse().ok());
+        if !matches || expires.is_none_or(|e| e <= Timestamp::now()) {
+            return Err(invalid());
+        }
+        Ok(Invite {
+            name,
+            uid: invite.metadata.uid.clone(),
+            resource_version: invite.metadata.resource_version.clone(),
+            email: String::from_utf8(field("email")).map_err(|_| invalid())?,
+            organisation: String::from_utf8(field("organisation")).map_err(|_| invalid())?,
+        })
+    }
+
+    /// Deletes the invite, only as it was read: of two redemptions at once, one wins.
+    async fn consume(&self, gateway: &Gateway) -> ApiResult<()> {
+        let preconditions = Preconditions { uid: self.uid.clone(), resource_version: self.resource_version.clone() };
+        let params = DeleteParams { preconditions: Some(preconditions), ..Default::default() };
+        match gateway.own_secrets().delete(&self.name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {
+                Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_invite", "the invite is invalid or has expired"))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Admits `organisation` to the credential the session was opened with.
+async fn admit_session(gateway: &Gateway, session: &Session, organisation: &str) -> ApiResult<Account> {
+    let written = update_account(gateway, &session.email, |account| {
+        let credential =
+            account.credential_mut(&session.credential).ok_or(AccountError::NotFound(session.email.clone()))?;
+        credential.admit(organisation);
+        Ok(())
+    })
+    .await?;
+    written.ok_or_else(|| ApiError::unauthorized("the session has ended; sign in again"))
+}
+
+/// Admits `organisation` to the credential `password` opens on `email`'s account, or to a new
+/// one; makes the account if the email has none. Costs one key derivation either way.
+async fn admit_password(gateway: &Gateway, email: &str, password: String, organisation: &str) -> ApiResult<Account> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let existing = gateway.accounts.get(email).await.map_err(account_error)?;
+        let kdf = match &existing {
+            Some(account) => account.kdf.clone(),
+            None => Kdf::new(gateway.settings.password_iterations).map_err(account_error)?,
+        };
+        let key = gateway.derive_key(kdf.clone(), password.clone()).await?;
+        let written = match existing {
+            Some(mut account) => {
+                account.admit_key(key, organisation).map_err(account_error)?;
+                gateway.accounts.replace(&account).await
+            }
+            None => {
+                let admitted = Admission::Organisations([organisation.to_owned()].into());
+                gateway.accounts.create(&Account::new(email, kdf, key, admitted)).await
+            }
+        };
+        match written {
+            Err(AccountError::Conflict(_) | AccountError::Exists(_)) => continue,
+            written => return written.map_err(account_error),
+        }
+    }
+    Err(busy())
+}
+
+fn busy() -> ApiError {
+    ApiError::unavailable("the account kept changing; try again", 1)
+}
+
+pub fn account_error(error: AccountError) -> ApiError {
     match error {
-        AccountError::Exists(_) => ApiError::conflict("account_exists", "this account already exists; sign in"),
         AccountError::Kube(e) => e.into(),
+        AccountError::TooManyCredentials(_) => ApiError::conflict("too_many_credentials", error.to_string()),
+        AccountError::Conflict(_) => busy(),
+        AccountError::NotFound(_) => ApiError::unauthorized("the session has ended; sign in again"),
+        AccountError::Corrupt(_) => {
+            tracing::warn!(%error, "an account Secret is unreadable");
+            ApiError::internal("the account is unreadable; ask a platform operator")
+        }
         other => ApiError::bad_request(other.to_string()),
     }
 }
 
-fn invite_name(email: &str) -> String {
-    accounts::secret_name(email).replacen("user-", "invite-", 1)
-}
-
-fn random_secret() -> String {
-    crate::gateway::random_token(32)
+/// Invites are per organisation and email, so one organisation's invite never replaces another's.
+fn invite_id(organisation: &str, email: &str) -> String {
+    accounts::digest_hex(format!("{organisation}\n{email}").as_bytes())
 }
 
 impl Gateway {

@@ -1,7 +1,7 @@
 //! The session signing keys, kept in one Secret in the gateway's namespace so every replica signs
 //! and verifies with the same keys. The first replica to start creates it; a rotation (by
-//! `ooda rotate-signing-key`) keeps the previous key for verification, and every replica picks the
-//! change up from its watch.
+//! `ooda rotate-signing-key`) keeps the previous key verifying for one session lifetime (an
+//! emergency rotation drops it at once), and every replica picks the change up from its watch.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -12,7 +12,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
-use crate::gateway::activity::FIELD_MANAGER;
+use crate::gateway::FIELD_MANAGER;
 use crate::gateway::token::{KeyError, KeyRing, SigningKey};
 
 pub const SECRET_NAME: &str = "ooda-gateway-signing-keys";
@@ -30,7 +30,7 @@ pub async fn load_or_create(secrets: &Api<Secret>) -> Result<KeyRing, KeysError>
     if let Some(secret) = secrets.get_opt(SECRET_NAME).await? {
         return Ok(KeyRing::from_secret(&secret)?);
     }
-    let ring = KeyRing::new(SigningKey::generate(), None);
+    let ring = KeyRing::new(SigningKey::generate());
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     match secrets.create(&params, &labelled(ring.to_secret(SECRET_NAME, ""))).await {
         Ok(_) => {
@@ -45,10 +45,23 @@ pub async fn load_or_create(secrets: &Api<Secret>) -> Result<KeyRing, KeysError>
     }
 }
 
-/// Replaces the current key with a new one; the old one still verifies until the next rotation.
-pub async fn rotate(secrets: &Api<Secret>) -> Result<KeyRing, KeysError> {
+/// How a rotation treats the sessions the old key signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// They stay valid until they expire: the old key verifies for one session lifetime.
+    Graceful,
+    /// They end now: the old key is dropped (it may have leaked).
+    Emergency,
+}
+
+/// Replaces the current key with a new one.
+pub async fn rotate(secrets: &Api<Secret>, rotation: Rotation) -> Result<KeyRing, KeysError> {
     let live = secrets.get(SECRET_NAME).await?;
-    let ring = KeyRing::from_secret(&live)?.rotated();
+    let ring = KeyRing::from_secret(&live)?;
+    let ring = match rotation {
+        Rotation::Graceful => ring.rotated(k8s_openapi::jiff::Timestamp::now()),
+        Rotation::Emergency => ring.replaced(),
+    };
     let mut secret = labelled(ring.to_secret(SECRET_NAME, ""));
     // Conditional on what was read: two rotations at once cannot lose a key silently.
     secret.metadata.resource_version = live.metadata.resource_version;

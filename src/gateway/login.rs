@@ -1,6 +1,6 @@
 //! Signing in. An unknown email and a wrong password are the same to the caller: the same
-//! status and body, and the same work (an unknown email is checked against a decoy hash with the
-//! same parameters). Hashing runs on the blocking pool behind a semaphore, so a flood of sign-ins
+//! status and body, and the same work (an unknown email derives a key with a decoy salt and the
+//! same parameters; a known one derives one key, however many credentials it has). Hashing runs on the blocking pool behind a semaphore, so a flood of sign-ins
 //! queues instead of taking the cores the proxy needs.
 
 use std::net::SocketAddr;
@@ -16,9 +16,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
-use crate::accounts::{MAX_PASSWORD_LEN, PasswordHash};
+use crate::accounts::{Account, AccountError, Kdf, Key, MAX_PASSWORD_LEN};
 use crate::gateway::Gateway;
-use crate::gateway::auth::memberships;
+use crate::gateway::auth::{Session, memberships};
+use crate::gateway::invites::account_error;
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::token::Claims;
 
@@ -55,30 +56,32 @@ pub async fn login(
         return Err(ApiError::too_many_requests(wait.as_secs().max(1)));
     }
     let mut attempt = Attempt { gateway: &gateway, email: &email, address: client, settled: false };
-    let stored = gateway.accounts.password_hash(&email).await.map_err(|error| {
+    let account = gateway.accounts.get(&email).await.map_err(|error| {
         warn!(%error, "could not read an account");
         ApiError::unavailable("accounts are unavailable; try again", 1)
     })?;
-    let known = stored.is_some();
-    let hash = stored.unwrap_or_else(|| gateway.decoy_hash.clone());
-    let correct = gateway.check_password(hash, request.password).await? && known;
+    let kdf = account.as_ref().map_or_else(|| gateway.decoy_kdf.clone(), |a| a.kdf.clone());
+    let key = gateway.derive_key(kdf, request.password).await?;
+    let credential = account.as_ref().and_then(|a| Some((a, a.credential_for(&key)?.id.clone())));
     attempt.settled = true;
-    if !correct {
+    let Some((account, credential)) = credential else {
         gateway.metrics.login("refused");
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
-    }
+    };
     gateway.limiter.lock().expect("limiter lock").succeeded(&email, client);
     gateway.metrics.login("accepted");
-    let now = Timestamp::now();
-    let expires = now.as_second() + gateway.settings.session_ttl.as_secs() as i64;
-    let orgs = memberships(&gateway, &email);
+    let issued = account.next_session_time(&credential, Timestamp::now().as_second());
+    let expires = issued + gateway.settings.session_ttl.as_secs() as i64;
+    let orgs = memberships(&gateway, account, &credential);
     let claims = Claims {
         iss: gateway.settings.issuer.clone(),
         aud: gateway.settings.audience.clone(),
         sub: email.clone(),
-        iat: now.as_second(),
+        iat: issued,
         exp: expires,
+        nbf: None,
         jti: crate::gateway::random_token(16),
+        cred: credential,
         orgs: orgs.clone(),
     };
     let token = gateway.keys().issue(&claims);
@@ -111,20 +114,51 @@ impl Drop for Attempt<'_> {
 
 impl Gateway {
     /// PBKDF2 on the blocking pool, at most `hashing_slots` at a time.
-    pub async fn check_password(&self, hash: PasswordHash, password: String) -> ApiResult<bool> {
+    pub async fn derive_key(&self, kdf: Kdf, password: String) -> ApiResult<Key> {
         let _slot = self.hashing.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
-        tokio::task::spawn_blocking(move || hash.verify(&password))
+        tokio::task::spawn_blocking(move || kdf.derive(&password))
             .await
             .map_err(|_| ApiError::internal("password check failed"))
     }
+}
 
-    /// Hashes a new password on the blocking pool, sharing the sign-in slots.
-    pub async fn hash_password(&self, password: String) -> ApiResult<PasswordHash> {
-        let _slot = self.hashing.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
-        let iterations = self.settings.password_iterations;
-        tokio::task::spawn_blocking(move || PasswordHash::new(&password, iterations))
-            .await
-            .map_err(|_| ApiError::internal("password hashing failed"))?
-            .map_err(|error| ApiError::bad_request(error.to_string()))
+/// `POST /api/auth/sign-out-everywhere`: ends every session of the credential this one was
+/// opened with, this one included. Other credentials of the account (other organisations'
+/// invites) are not this session's to end.
+#[instrument(skip_all)]
+pub async fn sign_out_everywhere(State(gateway): State<Arc<Gateway>>, session: Session) -> ApiResult<StatusCode> {
+    let now = Timestamp::now().as_second();
+    let written = update_account(&gateway, &session.email, |account| {
+        let credential = account.credential_mut(&session.credential).ok_or(AccountError::NotFound(session.email.clone()))?;
+        credential.sessions_not_before = credential.sessions_not_before.max(now);
+        Ok(())
+    })
+    .await?;
+    if let Some(account) = written {
+        gateway.caches.await_account(&session.email, account.resource_version(), READ_YOUR_WRITE).await;
     }
+    info!(email = session.email, "signed out everywhere");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How long a write waits for this replica's cache to show it, so the next request here sees it.
+pub const READ_YOUR_WRITE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads `email`'s account, changes it with `change` and writes it back, again if it changed
+/// meanwhile. `None` if there is no account.
+pub async fn update_account(
+    gateway: &Gateway,
+    email: &str,
+    change: impl Fn(&mut Account) -> Result<(), AccountError>,
+) -> ApiResult<Option<Account>> {
+    for _ in 0..5 {
+        let Some(mut account) = gateway.accounts.get(email).await.map_err(account_error)? else { return Ok(None) };
+        change(&mut account).map_err(account_error)?;
+        match gateway.accounts.replace(&account).await {
+            Err(AccountError::Conflict(_)) => continue,
+            Err(AccountError::NotFound(_)) => return Ok(None),
+            written => return written.map(Some).map_err(account_error),
+        }
+    }
+    Err(ApiError::unavailable("the account kept changing; try again", 1))
 }

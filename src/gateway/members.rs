@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::crd::{Member, Organisation, Role};
 use crate::gateway::Gateway;
-use crate::gateway::activity::FIELD_MANAGER;
+use crate::gateway::FIELD_MANAGER;
 use crate::gateway::error::{ApiError, ApiResult};
 
 /// Gives `email` the `role` in `organisation` (adding the member if new).

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod error;
+pub mod extract;
 pub mod forwarded;
 pub mod invites;
 pub mod keys;
@@ -41,17 +42,19 @@ use kube::Client;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
-use crate::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
+use crate::accounts::{AccountStore, Accounts, Kdf, MIN_ITERATIONS};
 use crate::config::{ConfigError, OperatorConfig};
 use crate::crd::Project;
 use crate::duration;
 use activity::Activity;
-use auth::Accounts;
 use cache::Caches;
 use error::ApiError;
 use limiter::LoginLimiter;
 use metrics::Metrics;
 use token::KeyRing;
+
+/// The field manager of every write the gateway makes.
+pub const FIELD_MANAGER: &str = "ooda-gateway";
 
 /// How `ooda gateway` was started.
 #[derive(Debug, Clone)]
@@ -115,8 +118,8 @@ pub struct Gateway {
     /// Sign-in attempts wait their turn per account.
     pub turns: limiter::Turns,
     pub hashing: Semaphore,
-    /// Checked against when the email is unknown, so that costs what a wrong password does.
-    pub decoy_hash: PasswordHash,
+    /// Used when the email is unknown, so that costs what a wrong password does.
+    pub decoy_kdf: Kdf,
     pub upstream: HttpClient<HttpConnector, Body>,
     /// Each jurisdiction's bucket for published sites.
     pub buckets: crate::sites::Buckets,
@@ -126,6 +129,38 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The one way a gateway is assembled, by `run` and by the tests alike: what the rest
+    /// (semaphores, limiter, activity, the upstream client) follows from these.
+    pub fn new(
+        client: Client,
+        config: Arc<OperatorConfig>,
+        settings: Settings,
+        caches: Caches,
+        accounts: Arc<dyn Accounts>,
+        keys: Arc<RwLock<Arc<KeyRing>>>,
+        buckets: crate::sites::Buckets,
+    ) -> Gateway {
+        let metrics = Arc::new(Metrics::default());
+        Gateway {
+            accounts,
+            activity: Arc::new(Activity::new(client.clone(), settings.activity_interval, metrics.clone())),
+            limiter: Mutex::new(LoginLimiter::default()),
+            turns: limiter::Turns::default(),
+            hashing: Semaphore::new(settings.hashing_slots.max(1)),
+            decoy_kdf: Kdf::new(settings.password_iterations.max(MIN_ITERATIONS))
+                .expect("at least the minimum iterations"),
+            upstream: upstream_client(),
+            buckets,
+            publishes: Semaphore::new(config.publishing.max_concurrent as usize),
+            client,
+            config,
+            settings,
+            caches,
+            metrics,
+            keys,
+        }
+    }
+
     pub fn keys(&self) -> Arc<KeyRing> {
         self.keys.read().expect("key ring lock").clone()
     }
@@ -157,26 +192,9 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let keys = Arc::new(RwLock::new(Arc::new(keys::load_or_create(&secrets).await?)));
     let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
     keys::follow(secrets, keys.clone());
-    let caches = Caches::start(&client);
-    let metrics = Arc::new(Metrics::default());
-    let gateway = Arc::new(Gateway {
-        accounts: Arc::new(AccountStore::new(client.clone(), &settings.namespace)),
-        activity: Arc::new(Activity::new(client.clone(), settings.activity_interval, metrics.clone())),
-        limiter: Mutex::new(LoginLimiter::default()),
-        turns: limiter::Turns::default(),
-        hashing: Semaphore::new(settings.hashing_slots.max(1)),
-        decoy_hash: PasswordHash::new(&random_token(24), settings.password_iterations.max(MIN_ITERATIONS))
-            .expect("a random decoy password is long enough"),
-        upstream: upstream_client(),
-        buckets,
-        publishes: Semaphore::new(config.publishing.max_concurrent as usize),
-        client,
-        config,
-        settings,
-        caches,
-        metrics,
-        keys,
-    });
+    let caches = Caches::start(&client, &settings.namespace);
+    let accounts = Arc::new(AccountStore::new(client.clone(), &settings.namespace));
+    let gateway = Arc::new(Gateway::new(client, config, settings, caches, accounts, keys, buckets));
 
     // The public address first: once /readyz says ready, it must already accept connections.
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -192,7 +210,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         }
     });
     info!(addr = %options.listen, tls = tls.is_some(), "gateway listening");
-    server::serve(listener, router(gateway), tls, crate::operator::shutdown_signal(), Duration::from_secs(10)).await;
+    server::serve(listener, router(gateway), tls, crate::signal::shutdown(), Duration::from_secs(10)).await;
     Ok(())
 }
 
@@ -215,10 +233,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/api/auth/login", post(login::login))
         .route("/api/auth/accept-invite", post(invites::accept))
+        .route("/api/auth/sign-out-everywhere", post(login::sign_out_everywhere))
         .route("/api/me", get(api::me))
         .route("/api/orgs/{org}", get(api::organisation))
         .route("/api/orgs/{org}/members", get(api::list_members))
         .route("/api/orgs/{org}/members/{email}", put(api::put_member).delete(api::delete_member))
+        .route("/api/orgs/{org}/members/{email}/sign-out", post(api::sign_out_member))
         .route("/api/orgs/{org}/invites", post(invites::create))
         .route("/api/orgs/{org}/projects", get(api::list_projects).post(api::create_project))
         .route("/api/orgs/{org}/projects/{project}", get(api::get_project).delete(api::delete_project))

@@ -20,27 +20,28 @@ use tracing::{debug, instrument, warn};
 use crate::crd::{DesiredState, Project};
 use crate::gateway::Gateway;
 use crate::gateway::cache::ready_pod_ip;
+use crate::crd::names::parse_host_label;
 use crate::gateway::error::ApiError;
 
 /// Query parameter carrying the token on a preview link; swapped for a cookie at once.
 pub const TOKEN_QUERY: &str = "ooda_token";
 /// Header carrying the token for API clients and scripts.
 pub const TOKEN_HEADER: &str = "x-ooda-preview-token";
+/// The cookie on plain HTTP (local use only).
 const TOKEN_COOKIE: &str = "ooda_preview";
+/// The cookie under TLS: browsers keep a `__Host-` cookie only if it is Secure, host-only and
+/// for `/`, so no sibling host (another tenant's preview) can set or shadow it.
+const TOKEN_COOKIE_TLS: &str = "__Host-ooda_preview";
+/// Both names, for what must never pass the proxy in either direction.
+const TOKEN_COOKIES: [&str; 2] = [TOKEN_COOKIE, TOKEN_COOKIE_TLS];
 /// Longest token accepted from a client (ours are 43 characters).
 const MAX_TOKEN_LEN: usize = 128;
 
-/// The label of a project host under `domain`: `<project>--<org>.<domain>`. Names may themselves
-/// contain `--`, so every split is tried against the cache.
+/// The label of a project host under `domain`: `<project>--<org>.<domain>`.
 pub fn host_label<'a>(host: &'a str, preview_domain: &str) -> Option<&'a str> {
     let host = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |h| h.0);
     let label = host.strip_suffix(preview_domain)?.strip_suffix('.')?;
     (!label.is_empty() && !label.contains('.')).then_some(label)
-}
-
-/// Every `(project, org)` reading of a host label.
-pub fn split_label(label: &str) -> impl Iterator<Item = (&str, &str)> {
-    label.match_indices("--").map(move |(at, _)| (&label[..at], &label[at + 2..]))
 }
 
 /// Why a preview request is not served.
@@ -56,9 +57,10 @@ enum Refusal {
 impl IntoResponse for Refusal {
     fn into_response(self) -> axum::response::Response {
         let error = match self {
-            Self::UnknownProject => ApiError::not_found("project"),
-            Self::NoToken => ApiError::unauthorized("a preview token is required: open the project's preview link"),
-            Self::WrongToken => ApiError::unauthorized("the preview token is not valid for this project"),
+            // One answer for all three: a host must not tell whether its project exists.
+            Self::UnknownProject | Self::NoToken | Self::WrongToken => {
+                ApiError::unauthorized("a valid preview token is required: open the project's preview link")
+            }
             Self::Stopped => ApiError::forbidden("the project is stopped"),
             Self::NoPreviewPort => ApiError::not_found("preview port"),
         };
@@ -95,16 +97,16 @@ fn authorise(gateway: &Gateway, org: &str, name: &str, presented: &[u8]) -> Resu
 
 #[instrument(skip_all, fields(host = label))]
 pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, request: Request<Body>) -> Response<Body> {
-    let Some((name, org)) = split_label(label).find(|(project, org)| gateway.caches.project(org, project).is_some())
-    else {
+    let Some((name, org)) = parse_host_label(label) else {
         return Refusal::UnknownProject.into_response();
     };
     let (org, name) = (org.to_owned(), name.to_owned());
+    let cookie = cookie_name(gateway.settings.tls);
     let query_token = query_token(request.uri());
     // A link's token comes first: it is the one that becomes the cookie, and it replaces a stale
     // cookie left from before the token rotated.
     let presented =
-        query_token.clone().or_else(|| header_token(request.headers())).or_else(|| cookie_token(request.headers()));
+        query_token.clone().or_else(|| header_token(request.headers())).or_else(|| cookie_token(request.headers(), cookie));
     let presented = presented.filter(|t| t.len() <= MAX_TOKEN_LEN).unwrap_or_default();
     let target = match authorise(&gateway, &org, &name, presented.as_bytes()) {
         Ok(target) => target,
@@ -114,7 +116,7 @@ pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, reques
     if let Some(token) = query_token
         && matches!(*request.method(), Method::GET | Method::HEAD)
     {
-        return swap_query_for_cookie(request.uri(), &token);
+        return swap_query_for_cookie(request.uri(), &token, cookie);
     }
     let idle_timeout = crate::gateway::idle_timeout(&gateway, &target.project);
     let ip = match gateway.caches.pod(&org, &name).as_deref().and_then(ready_pod_ip) {
@@ -218,14 +220,25 @@ fn header_token(headers: &HeaderMap) -> Option<String> {
     headers.get(TOKEN_HEADER)?.to_str().ok().map(str::to_owned)
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// The preview cookie's name: `__Host-` prefixed where TLS makes that possible.
+fn cookie_name(tls: bool) -> &'static str {
+    if tls { TOKEN_COOKIE_TLS } else { TOKEN_COOKIE }
+}
+
+fn cookie_token(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
         .map(str::to_owned)
+}
+
+/// Whether a `name=value` cookie pair, or a `Set-Cookie` value, is one of ooda's own.
+fn is_token_cookie(pair: &[u8]) -> bool {
+    let name = pair.split(|b| *b == b'=').next().unwrap_or_default().trim_ascii();
+    TOKEN_COOKIES.iter().any(|ours| name.eq_ignore_ascii_case(ours.as_bytes()))
 }
 
 /// The query without the token parameter, if anything is left.
@@ -234,14 +247,17 @@ fn query_without_token(uri: &Uri) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
-fn swap_query_for_cookie(uri: &Uri, token: &str) -> Response<Body> {
+fn swap_query_for_cookie(uri: &Uri, token: &str, cookie_name: &str) -> Response<Body> {
+    // One leading slash: `//other.example/` or `/\other.example/` would be read by browsers as
+    // another host, and this redirect must stay on this one.
+    let path = format!("/{}", uri.path().trim_start_matches(['/', '\\']));
     let location = match query_without_token(uri) {
-        Some(query) => format!("{}?{query}", uri.path()),
-        None => uri.path().to_owned(),
+        Some(query) => format!("{path}?{query}"),
+        None => path,
     };
     // Secure even on plain HTTP: browsers accept it from localhost, the only place plain HTTP
     // is meant for.
-    let cookie = format!("{TOKEN_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Lax");
+    let cookie = format!("{cookie_name}={token}; Path=/; Secure; HttpOnly; SameSite=Lax");
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, location)
@@ -277,6 +293,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// A project must not set, replace or expire ooda's own cookie on its preview host.
+fn strip_token_cookies(headers: &mut HeaderMap) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|value| !is_token_cookie(value.as_bytes()))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in kept {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection = headers.get(header::CONNECTION)?.to_str().ok()?;
     connection
@@ -310,7 +340,7 @@ fn upstream_request(mut request: Request<Body>, address: SocketAddr, peer: Socke
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(&format!("{TOKEN_COOKIE}=")))
+        .filter(|pair| !pair.is_empty() && !is_token_cookie(pair.as_bytes()))
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
@@ -360,10 +390,12 @@ async fn forward(
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(tunnel(gateway, target, name, presented, client_upgrade, upstream_upgrade));
-        let (parts, _) = response.into_parts();
+        let (mut parts, _) = response.into_parts();
+        strip_token_cookies(&mut parts.headers);
         return Response::from_parts(parts, Body::empty());
     }
     strip_hop_by_hop(response.headers_mut());
+    strip_token_cookies(response.headers_mut());
     response.map(Body::new)
 }
 
@@ -420,17 +452,45 @@ mod tests {
     }
 
     #[test]
-    fn every_double_dash_is_a_candidate_split() {
-        let all: Vec<_> = split_label("my--shop--acme").collect();
-        assert_eq!(all, [("my", "shop--acme"), ("my--shop", "acme")]);
-        assert_eq!(split_label("shop").count(), 0);
+    fn only_ooda_s_own_cookies_are_recognised_as_the_token() {
+        for ours in [&b"ooda_preview=x"[..], b"__Host-ooda_preview=x; Path=/", b" OODA_PREVIEW=x", b"ooda_preview"] {
+            assert!(is_token_cookie(ours), "{}", String::from_utf8_lossy(ours));
+        }
+        for theirs in [&b"ooda_preview_x=1"[..], b"theme=ooda_preview", b"session=\xff"] {
+            assert!(!is_token_cookie(theirs), "{}", String::from_utf8_lossy(theirs));
+        }
+    }
+
+    #[test]
+    fn an_upstream_cannot_set_ooda_s_cookie() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("theme=dark; Path=/"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("ooda_preview=evil; Path=/"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("__Host-ooda_preview=evil; Path=/; Secure"));
+        strip_token_cookies(&mut headers);
+        let left: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, ["theme=dark; Path=/"]);
+    }
+
+    #[test]
+    fn the_token_swap_redirect_stays_on_this_host() {
+        for (path, expected) in [
+            ("//evil.example/x?ooda_token=t", "/evil.example/x"),
+            ("/\\evil.example/?ooda_token=t&a=1", "/evil.example/?a=1"),
+            ("///x?ooda_token=t", "/x"),
+            ("/?ooda_token=t", "/"),
+        ] {
+            let response = swap_query_for_cookie(&path.parse().unwrap(), "t", TOKEN_COOKIE);
+            assert_eq!(response.headers()[header::LOCATION], expected, "{path}");
+        }
     }
 
     #[test]
     fn the_token_is_found_in_header_cookie_or_query() {
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, HeaderValue::from_static("a=1; ooda_preview=tok; b=2"));
-        assert_eq!(cookie_token(&headers).as_deref(), Some("tok"));
+        assert_eq!(cookie_token(&headers, TOKEN_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(cookie_token(&headers, TOKEN_COOKIE_TLS), None);
         headers.insert(TOKEN_HEADER, HeaderValue::from_static("hdr"));
         assert_eq!(header_token(&headers).as_deref(), Some("hdr"));
         let uri: Uri = "/x?a=1&ooda_token=q&b=2".parse().unwrap();
@@ -481,11 +541,11 @@ mod tests {
 
     #[test]
     fn a_link_token_becomes_a_host_only_secure_cookie() {
-        let response = swap_query_for_cookie(&"/page?ooda_token=abc&x=1".parse().unwrap(), "abc");
+        let response = swap_query_for_cookie(&"/page?ooda_token=abc&x=1".parse().unwrap(), "abc", TOKEN_COOKIE_TLS);
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(response.headers().get(header::LOCATION).unwrap(), "/page?x=1");
         let cookie = response.headers().get(header::SET_COOKIE).unwrap().to_str().unwrap();
-        assert_eq!(cookie, "ooda_preview=abc; Path=/; Secure; HttpOnly; SameSite=Lax");
+        assert_eq!(cookie, "__Host-ooda_preview=abc; Path=/; Secure; HttpOnly; SameSite=Lax");
         assert!(!cookie.contains("Domain"));
     }
 }

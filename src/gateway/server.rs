@@ -19,6 +19,10 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info};
 
+/// Longest a client may take to finish the TLS handshake: a connection that never does would
+/// otherwise hold its socket and task for ever (the HTTP header timeout starts only after it).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {message}")]
@@ -83,13 +87,17 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => {
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
                         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(connection.into_owned()).await
                     }
-                    Err(error) => {
+                    Ok(Err(error)) => {
                         debug!(%error, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "TLS handshake timed out");
                         return;
                     }
                 },

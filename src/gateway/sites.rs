@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap};
 use axum::http::{Method, Response, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -26,11 +26,11 @@ use tracing::{instrument, warn};
 
 use crate::crd::{Project, PublishedStatus, PublishedVersion, Role};
 use crate::gateway::Gateway;
-use crate::gateway::activity::FIELD_MANAGER;
+use crate::gateway::FIELD_MANAGER;
 use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
-use crate::operator::labels::{child, organisation_namespace};
-use crate::operator::project::build::{TOKEN_KEY, publish_secret_name};
+use crate::gateway::extract::ApiPath;
+use crate::crd::names::{TOKEN_KEY, object_ref, organisation_namespace, parse_host_label, publish_secret_name};
 use crate::sites::archive::{ArchiveError, UploadStalled, UploadTooLarge};
 use crate::sites::publish::{self, PublishError};
 use crate::sites::{Manifest, SitesError, layout};
@@ -45,7 +45,7 @@ const ENVIRONMENT_PUBLISHER: &str = "project";
 #[instrument(skip_all, fields(org = %org, project = %name))]
 pub async fn publish(
     State(gateway): State<Arc<Gateway>>,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let publisher = publisher(&gateway, &org, &name, request.headers())?;
@@ -86,7 +86,7 @@ pub async fn publish(
 pub async fn versions(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     access(&gateway, &session, &org, Role::Member)?;
     let project = live_project(&gateway, &org, &name)?;
@@ -99,7 +99,7 @@ pub async fn versions(
 pub async fn activate(
     State(gateway): State<Arc<Gateway>>,
     session: Session,
-    Path((org, name, version)): Path<(String, String, i64)>,
+    ApiPath((org, name, version)): ApiPath<(String, String, i64)>,
 ) -> ApiResult<Json<Value>> {
     access(&gateway, &session, &org, Role::Member)?;
     let project = live_project(&gateway, &org, &name)?;
@@ -117,7 +117,7 @@ fn publisher(gateway: &Gateway, org: &str, name: &str, headers: &HeaderMap) -> A
         access(gateway, &session, org, Role::Member)?;
         return Ok(session.email);
     };
-    let secret = gateway.caches.secrets.get(&child(&organisation_namespace(org), publish_secret_name(name)));
+    let secret = gateway.caches.secrets.get(&object_ref(&organisation_namespace(org), publish_secret_name(name)));
     let expected = secret.as_ref().and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)).map(|t| t.0.clone());
     if expected.is_some_and(|t| bool::from(t.as_slice().ct_eq(presented.as_bytes()))) {
         Ok(ENVIRONMENT_PUBLISHER.to_owned())
@@ -236,8 +236,8 @@ pub async fn serve(gateway: Arc<Gateway>, label: &str, request: Request) -> Resp
         return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "sites are read-only")
             .into_response();
     }
-    let found = crate::gateway::proxy::split_label(label).find_map(|(name, org)| {
-        let project = gateway.caches.project(org, name)?;
+    let found = parse_host_label(label).and_then(|(name, org)| {
+        let project = gateway.caches.project(org, name).filter(|p| p.metadata.deletion_timestamp.is_none())?;
         Some((org.to_owned(), name.to_owned(), project))
     });
     let Some((org, name, project)) = found else { return not_found_page() };
@@ -386,11 +386,9 @@ fn percent_decode(path: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The same for a path the site lacks, a site never published and a host that is no project's.
 fn not_found_page() -> Response<Body> {
-    let mut response = Response::new(Body::from("not found\n"));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
+    ApiError::not_found("page").into_response()
 }
 
 #[cfg(test)]

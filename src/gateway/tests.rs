@@ -18,33 +18,31 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use super::activity::Activity;
-use super::auth::{Accounts, memberships};
+use super::auth::memberships;
 use super::cache::Caches;
-use super::limiter::{ACCOUNT_POLICY, ADDRESS_POLICY, LoginLimiter};
-use super::metrics::Metrics;
+use super::limiter::{ACCOUNT_POLICY, ADDRESS_POLICY};
 use super::proxy::{TOKEN_HEADER, TOKEN_QUERY, host_label};
 use super::token::{Claims, Expectations, KeyRing, Membership, SigningKey};
-use super::{Gateway, MAX_API_BODY, Settings, random_token, router, upstream_client};
-use crate::accounts::{AccountError, MAX_PASSWORD_LEN, MIN_ITERATIONS, PasswordHash};
+use super::{Gateway, MAX_API_BODY, Settings, random_token, router};
+use crate::accounts::{Account, AccountError, Accounts, MAX_PASSWORD_LEN, MIN_ITERATIONS};
 use crate::config::OperatorConfig;
 use crate::crd::{
     DesiredState, Member, Organisation, OrganisationSpec, Phase, Project, ProjectSpec, ProjectStatus, Role,
 };
-use crate::operator::labels::organisation_namespace;
-use crate::operator::project::build::{TOKEN_KEY, TOKEN_STATE, preview_host, preview_secret_name};
+use crate::crd::names::{TOKEN_KEY, TOKEN_STATE, organisation_namespace, preview_secret_name, project_host};
 
 const ALICE: &str = "alice@acme.example";
 const BOB: &str = "bob@acme.example";
 const CAROL: &str = "carol@globex.example";
 const PASSWORD: &str = "correct horse battery staple";
-/// `PasswordHash::new(PASSWORD, MIN_ITERATIONS)` with a fixed salt, computed independently with
-/// Python's `hashlib.pbkdf2_hmac`: sign-ins that succeed also check ring's derivation against
-/// another implementation.
-const PASSWORD_HASH: &str = "pbkdf2-sha256$600000$AQIDBAUGBwgJCgsMDQ4PEA$AAjmm4n/rBqnux9EKJumWvqnEd1FDwqrbDIuTNV7shY";
+/// PBKDF2-HMAC-SHA256 of PASSWORD with [`PASSWORD_SALT`] (bytes 1 to 16) and 600,000 rounds,
+/// computed independently with Python's `hashlib.pbkdf2_hmac`: sign-ins that succeed also check
+/// ring's derivation against another implementation.
+const PASSWORD_SALT: &str = "AQIDBAUGBwgJCgsMDQ4PEA";
+const PASSWORD_KEY: &str = "AAjmm4n/rBqnux9EKJumWvqnEd1FDwqrbDIuTNV7shY";
+const NAMESPACE: &str = "ooda-system";
 
 const API_HOST: &str = "ooda.localhost";
 const SHOP_TOKEN: &str = "c2hvcC1wcmV2aWV3LXRva2VuLWZvci10aGUtdGVzdHM";
@@ -77,26 +75,55 @@ const ROUTES: [(&str, &[&str]); 18] = [
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
-/// Passwords in memory instead of Secrets.
-struct MemoryAccounts(Mutex<HashMap<String, PasswordHash>>);
+/// Accounts in memory instead of Secrets.
+struct MemoryAccounts(Mutex<HashMap<String, Account>>);
 
 impl Accounts for MemoryAccounts {
-    fn password_hash<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<Option<PasswordHash>, AccountError>> {
+    fn get<'a>(&'a self, email: &'a str) -> BoxFuture<'a, Result<Option<Account>, AccountError>> {
         let found = self.0.lock().expect("accounts lock").get(email).cloned();
         Box::pin(async move { Ok(found) })
     }
 
-    fn create<'a>(&'a self, email: &'a str, hash: &'a PasswordHash) -> BoxFuture<'a, Result<(), AccountError>> {
+    fn create<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, Result<Account, AccountError>> {
         let mut accounts = self.0.lock().expect("accounts lock");
-        let result = match accounts.contains_key(email) {
-            true => Err(AccountError::Exists(email.to_owned())),
+        let result = match accounts.contains_key(&account.email) {
+            true => Err(AccountError::Exists(account.email.clone())),
             false => {
-                accounts.insert(email.to_owned(), hash.clone());
-                Ok(())
+                accounts.insert(account.email.clone(), account.clone());
+                Ok(account.clone())
             }
         };
         Box::pin(async move { result })
     }
+
+    fn replace<'a>(&'a self, account: &'a Account) -> BoxFuture<'a, Result<Account, AccountError>> {
+        self.0.lock().expect("accounts lock").insert(account.email.clone(), account.clone());
+        let written = account.clone();
+        Box::pin(async move { Ok(written) })
+    }
+}
+
+/// The id of `email`'s one credential in the fixtures.
+fn credential_id(email: &str) -> String {
+    format!("cred-{}", email.split('@').next().unwrap_or_default())
+}
+
+/// `email`'s account as `ooda user add` makes it, with [`PASSWORD_KEY`] as its one credential.
+fn account(email: &str) -> Account {
+    let mut account: Account = serde_json::from_value(json!({
+        "kdf": { "iterations": MIN_ITERATIONS, "salt": PASSWORD_SALT },
+        "credentials": [{ "id": credential_id(email), "hash": PASSWORD_KEY, "admission": "platform" }],
+    }))
+    .expect("a valid account");
+    account.email = email.to_owned();
+    account
+}
+
+/// The account's Secret as the gateway's watch sees it.
+fn account_secret(email: &str) -> Secret {
+    let mut secret = account(email).to_secret();
+    secret.metadata.namespace = Some(NAMESPACE.into());
+    secret
 }
 
 fn organisation(name: &str, members: &[(&str, Role)]) -> Organisation {
@@ -112,7 +139,7 @@ fn project(org: &str, name: &str, phase: Phase, preview_domain: &str) -> Project
     project.metadata.namespace = Some(organisation_namespace(org));
     project.status = Some(ProjectStatus {
         phase: Some(phase),
-        preview_host: Some(preview_host(name, org, preview_domain)),
+        preview_host: Some(project_host(name, org, preview_domain)),
         ..Default::default()
     });
     project
@@ -163,13 +190,11 @@ fn gateway_with(edit: impl FnOnce(&mut Settings)) -> Arc<Gateway> {
         preview_secret("globex", "portal", PORTAL_TOKEN, "running"),
     ];
 
-    let hash = PasswordHash::parse(PASSWORD_HASH).expect("a well-formed hash");
-    assert_eq!(hash.iterations(), MIN_ITERATIONS, "recompute PASSWORD_HASH at the new MIN_ITERATIONS");
-    let accounts = [ALICE, BOB, CAROL].map(|email| (email.to_owned(), hash.clone()));
+    let accounts = [ALICE, BOB, CAROL].map(|email| (email.to_owned(), account(email)));
     let unreachable = kube::Config::new("http://127.0.0.1:9".parse().expect("a valid URL"));
     let client = kube::Client::try_from(unreachable).expect("a client for a plain HTTP URL");
     let mut settings = Settings {
-        namespace: "ooda-system".into(),
+        namespace: NAMESPACE.into(),
         issuer: "ooda".into(),
         audience: "ooda-api".into(),
         session_ttl: Duration::from_secs(3600),
@@ -185,30 +210,28 @@ fn gateway_with(edit: impl FnOnce(&mut Settings)) -> Arc<Gateway> {
         trusted_proxies: Default::default(),
     };
     edit(&mut settings);
-    let metrics = Arc::new(Metrics::default());
-    let publishes = Semaphore::new(config.publishing.max_concurrent as usize);
-    Arc::new(Gateway {
-        activity: Arc::new(Activity::new(client.clone(), settings.activity_interval, metrics.clone())),
-        accounts: Arc::new(MemoryAccounts(Mutex::new(HashMap::from(accounts)))),
-        caches: Caches::from_objects(organisations, projects, Vec::new(), secrets),
-        config: Arc::new(config),
-        limiter: Mutex::new(LoginLimiter::default()),
-        turns: super::limiter::Turns::default(),
-        hashing: Semaphore::new(settings.hashing_slots),
-        decoy_hash: hash,
-        upstream: upstream_client(),
-        buckets: crate::sites::Buckets::default(),
-        publishes,
-        keys: Arc::new(RwLock::new(Arc::new(KeyRing::new(SigningKey::generate(), None)))),
-        client,
-        settings,
-        metrics,
-    })
+    let caches = Caches::from_objects(
+        organisations,
+        projects,
+        Vec::new(),
+        secrets,
+        [ALICE, BOB, CAROL].map(account_secret).to_vec(),
+        NAMESPACE,
+    );
+    let keys = Arc::new(RwLock::new(Arc::new(KeyRing::new(SigningKey::generate()))));
+    let accounts = Arc::new(MemoryAccounts(Mutex::new(HashMap::from(accounts))));
+    let buckets = crate::sites::Buckets::default();
+    Arc::new(Gateway::new(client, Arc::new(config), settings, caches, accounts, keys, buckets))
 }
 
 fn expectations(gateway: &Gateway) -> Expectations<'_> {
     let settings = &gateway.settings;
-    Expectations { issuer: &settings.issuer, audience: &settings.audience, leeway: settings.token_leeway }
+    Expectations {
+        issuer: &settings.issuer,
+        audience: &settings.audience,
+        leeway: settings.token_leeway,
+        session_ttl: settings.session_ttl,
+    }
 }
 
 /// Claims for `email` naming `orgs`, valid for an hour from now.
@@ -220,7 +243,9 @@ fn claims(gateway: &Gateway, email: &str, orgs: Vec<Membership>) -> Claims {
         sub: email.to_owned(),
         iat: now,
         exp: now + 3600,
+        nbf: None,
         jti: random_token(16),
+        cred: credential_id(email),
         orgs,
     }
 }
@@ -232,7 +257,7 @@ fn session_claiming(gateway: &Gateway, email: &str, orgs: Vec<Membership>) -> St
 
 /// A session token for `email` as signing in now would issue it, without the password check.
 fn session(gateway: &Gateway, email: &str) -> String {
-    session_claiming(gateway, email, memberships(gateway, email))
+    session_claiming(gateway, email, memberships(gateway, &account(email), &credential_id(email)))
 }
 
 fn membership(org: &str, role: &str) -> Membership {
@@ -320,7 +345,7 @@ fn credentials(email: &str, password: &str) -> String {
 
 /// A request to `project`'s preview host in `org`.
 fn preview(gateway: &Gateway, org: &str, project: &str, uri: &str) -> axum::http::request::Builder {
-    let host = preview_host(project, org, &gateway.config.preview_domain);
+    let host = project_host(project, org, &gateway.config.preview_domain);
     Request::get(uri).header(header::HOST, host)
 }
 
@@ -447,9 +472,9 @@ async fn the_api_without_a_valid_bearer_token_is_401() {
         .unwrap();
     send(&gateway, basic).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 
-    let valid = claims(&gateway, ALICE, memberships(&gateway, ALICE));
+    let valid = claims(&gateway, ALICE, memberships(&gateway, &account(ALICE), &credential_id(ALICE)));
     let expired = gateway.keys().issue(&Claims { iat: valid.iat - 7200, exp: valid.iat - 3600, ..valid.clone() });
-    let foreign = KeyRing::new(SigningKey::generate(), None).issue(&valid);
+    let foreign = KeyRing::new(SigningKey::generate()).issue(&valid);
     for token in [expired.as_str(), foreign.as_str(), "not-a-token", ""] {
         get(&gateway, "/api/me", token).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
@@ -592,12 +617,25 @@ async fn the_token_of_a_project_whose_preview_secret_is_marked_stopped_is_403() 
 }
 
 #[tokio::test]
-async fn an_unknown_preview_host_is_404() {
+async fn an_unknown_preview_host_answers_exactly_as_a_wrong_token_does() {
     let gateway = gateway();
+    let answer = |org: &'static str, project: &'static str, token: Option<&'static str>| {
+        let gateway = gateway.clone();
+        async move {
+            let mut request = preview(&gateway, org, project, "/");
+            if let Some(token) = token {
+                request = request.header(TOKEN_HEADER, token);
+            }
+            let reply = send(&gateway, request.body(Body::empty()).unwrap()).await;
+            (reply.status, reply.body)
+        }
+    };
+    let wrong_token = answer("acme", "shop", Some("not-the-token")).await;
+    assert_eq!(wrong_token.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer("acme", "shop", None).await, wrong_token);
     for (org, project) in [("acme", "nope"), ("nowhere", "shop"), ("globex", "shop")] {
-        let request =
-            preview(&gateway, org, project, "/").header(TOKEN_HEADER, SHOP_TOKEN).body(Body::empty()).unwrap();
-        send(&gateway, request).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(answer(org, project, Some(SHOP_TOKEN)).await, wrong_token, "{project}--{org}");
+        assert_eq!(answer(org, project, None).await, wrong_token, "{project}--{org}");
     }
 }
 

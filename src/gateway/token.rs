@@ -30,6 +30,9 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 pub const SECRET_TYPE: &str = "ooda.run/signing-keys";
 const CURRENT_ENTRY: &str = "current.pk8";
 const PREVIOUS_ENTRY: &str = "previous.pk8";
+/// When the previous key stopped signing (Unix seconds): it verifies for one session lifetime
+/// after that, and never again.
+const ROTATED_AT_ENTRY: &str = "previous.rotated-at";
 /// Headers that would let the token name its own key or demand extensions we do not implement.
 /// A session token never needs them, so their presence means the token is not one of ours.
 const REFUSED_HEADERS: [&str; 5] = ["jku", "jwk", "x5u", "x5c", "crit"];
@@ -48,7 +51,13 @@ pub struct Claims {
     pub sub: String,
     pub iat: i64,
     pub exp: i64,
+    /// Not before: honoured when present (ooda's own tokens do not need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     pub jti: String,
+    /// The account credential the session was opened with (see `crate::accounts`).
+    #[serde(default)]
+    pub cred: String,
     pub orgs: Vec<Membership>,
 }
 
@@ -105,11 +114,19 @@ fn kid_of(public_key: &[u8]) -> String {
     digest.as_ref().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The current key signs; the previous key (after a rotation) still verifies.
+/// The current key signs; the previous key (after a rotation) still verifies the sessions it
+/// signed, until they have all expired.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
     current: SigningKey,
-    previous: Option<SigningKey>,
+    previous: Option<Retired>,
+}
+
+/// A key that no longer signs, and since when (Unix seconds).
+#[derive(Debug, Clone)]
+struct Retired {
+    key: SigningKey,
+    at: i64,
 }
 
 /// What a token must have been issued for. The leeway absorbs clock skew between replicas.
@@ -118,6 +135,8 @@ pub struct Expectations<'a> {
     pub issuer: &'a str,
     pub audience: &'a str,
     pub leeway: Duration,
+    /// The longest session: a retired key verifies for this long after its rotation.
+    pub session_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -157,19 +176,29 @@ pub enum KeyError {
 }
 
 impl KeyRing {
-    pub fn new(current: SigningKey, previous: Option<SigningKey>) -> KeyRing {
-        KeyRing { current, previous }
+    /// A ring of one key.
+    pub fn new(current: SigningKey) -> KeyRing {
+        KeyRing { current, previous: None }
     }
 
     pub fn current_kid(&self) -> &str {
         self.current.kid()
     }
 
-    /// New current key; the old current becomes previous; the old previous is dropped.
-    /// Tokens signed by the old current stay valid for one more rotation, so rotating at least
-    /// one token lifetime apart never logs anyone out.
-    pub fn rotated(&self) -> KeyRing {
-        KeyRing { current: SigningKey::generate(), previous: Some(self.current.clone()) }
+    /// New current key; the old current becomes previous, and verifies the sessions it signed
+    /// for one session lifetime after `now`; the old previous is dropped. Rotating at least one
+    /// session lifetime apart never signs anyone out.
+    pub fn rotated(&self, now: Timestamp) -> KeyRing {
+        KeyRing {
+            current: SigningKey::generate(),
+            previous: Some(Retired { key: self.current.clone(), at: now.as_second() }),
+        }
+    }
+
+    /// New current key and no other: every session signed before ends at once (a key that may
+    /// have leaked).
+    pub fn replaced(&self) -> KeyRing {
+        KeyRing::new(SigningKey::generate())
     }
 
     /// Keep `claims.orgs` short: [`KeyRing::verify`] refuses tokens over [`MAX_TOKEN_LEN`].
@@ -203,7 +232,16 @@ impl KeyRing {
             return Err(TokenError::Type);
         }
         let kid = header.get("kid").and_then(Value::as_str).ok_or(TokenError::UnknownKey)?;
-        let key = self.key(kid).ok_or(TokenError::UnknownKey)?;
+        let leeway = i64::try_from(expect.leeway.as_secs()).unwrap_or(i64::MAX);
+        let ttl = i64::try_from(expect.session_ttl.as_secs()).unwrap_or(i64::MAX);
+        let now = now.as_second();
+        let key = match &self.previous {
+            _ if self.current.kid == kid => &self.current,
+            Some(retired) if retired.key.kid == kid && now <= retired.at.saturating_add(ttl).saturating_add(leeway) => {
+                &retired.key
+            }
+            _ => return Err(TokenError::UnknownKey),
+        };
         if REFUSED_HEADERS.iter().any(|name| header.contains_key(*name)) {
             return Err(TokenError::Malformed);
         }
@@ -212,12 +250,10 @@ impl KeyRing {
             .map_err(|_| TokenError::Signature)?;
 
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
-        let now = now.as_second();
-        let leeway = i64::try_from(expect.leeway.as_secs()).unwrap_or(i64::MAX);
         if claims.exp <= now.saturating_sub(leeway) {
             return Err(TokenError::Expired);
         }
-        if claims.iat > now.saturating_add(leeway) {
+        if claims.iat > now.saturating_add(leeway) || claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(TokenError::NotYetValid);
         }
         if claims.iss != expect.issuer {
@@ -253,7 +289,8 @@ impl KeyRing {
     pub fn to_secret(&self, name: &str, namespace: &str) -> Secret {
         let mut data = BTreeMap::from([(CURRENT_ENTRY.to_owned(), ByteString(self.current.pkcs8().to_vec()))]);
         if let Some(previous) = &self.previous {
-            data.insert(PREVIOUS_ENTRY.to_owned(), ByteString(previous.pkcs8().to_vec()));
+            data.insert(PREVIOUS_ENTRY.to_owned(), ByteString(previous.key.pkcs8().to_vec()));
+            data.insert(ROTATED_AT_ENTRY.to_owned(), ByteString(previous.at.to_string().into_bytes()));
         }
         Secret {
             metadata: ObjectMeta {
@@ -276,16 +313,18 @@ impl KeyRing {
             Some(SigningKey::parse(&der.0).map_err(|reason| KeyError::CorruptEntry { entry, reason }))
         };
         let current = entry(CURRENT_ENTRY).ok_or(KeyError::NoCurrentKey)??;
-        let previous = entry(PREVIOUS_ENTRY).transpose()?;
-        Ok(KeyRing::new(current, previous))
+        // A previous key without its rotation time cannot be bounded: it is not used.
+        let rotated_at = secret.data.as_ref().and_then(|data| data.get(ROTATED_AT_ENTRY));
+        let rotated_at = rotated_at.and_then(|at| std::str::from_utf8(&at.0).ok()?.parse::<i64>().ok());
+        let previous = match (entry(PREVIOUS_ENTRY).transpose()?, rotated_at) {
+            (Some(key), Some(at)) => Some(Retired { key, at }),
+            _ => None,
+        };
+        Ok(KeyRing { current, previous })
     }
 
     fn keys(&self) -> impl Iterator<Item = &SigningKey> {
-        std::iter::once(&self.current).chain(self.previous.as_ref())
-    }
-
-    fn key(&self, kid: &str) -> Option<&SigningKey> {
-        self.keys().find(|key| key.kid == kid)
+        std::iter::once(&self.current).chain(self.previous.as_ref().map(|retired| &retired.key))
     }
 }
 
@@ -302,13 +341,14 @@ mod tests {
     const NOW: i64 = 1_700_000_000;
     const ISSUER: &str = "https://ooda.example";
     const AUDIENCE: &str = "ooda-gateway";
+    const TTL: Duration = Duration::from_secs(12 * 3600);
 
     fn now() -> Timestamp {
         Timestamp::from_second(NOW).unwrap()
     }
 
     fn expect() -> Expectations<'static> {
-        Expectations { issuer: ISSUER, audience: AUDIENCE, leeway: Duration::from_secs(60) }
+        Expectations { issuer: ISSUER, audience: AUDIENCE, leeway: Duration::from_secs(60), session_ttl: TTL }
     }
 
     fn claims() -> Claims {
@@ -318,13 +358,15 @@ mod tests {
             sub: "alice@acme.example".into(),
             iat: NOW,
             exp: NOW + 3600,
+            nbf: None,
             jti: "3q2-7wAAAAAAAAAAAAAAAA".into(),
+            cred: "c1".into(),
             orgs: vec![Membership { org: "acme".into(), role: "admin".into() }],
         }
     }
 
     fn keyring() -> KeyRing {
-        KeyRing::new(SigningKey::generate(), None)
+        KeyRing::new(SigningKey::generate())
     }
 
     fn b64(bytes: impl AsRef<[u8]>) -> String {
@@ -509,16 +551,55 @@ mod tests {
         let first = keyring();
         let old_token = first.issue(&claims());
 
-        let second = first.rotated();
+        let second = first.rotated(now());
         assert_ne!(second.current_kid(), first.current_kid());
-        assert_eq!(second.previous.as_ref().map(SigningKey::kid), Some(first.current_kid()));
+        assert_eq!(second.previous.as_ref().map(|r| r.key.kid()), Some(first.current_kid()));
         assert!(second.verify(&old_token, &expect(), now()).is_ok());
         let new_token = second.issue(&claims());
         assert!(first.verify(&new_token, &expect(), now()).is_err());
 
-        let third = second.rotated();
+        let third = second.rotated(now());
         assert_eq!(third.verify(&old_token, &expect(), now()), Err(TokenError::UnknownKey));
         assert!(third.verify(&new_token, &expect(), now()).is_ok());
+    }
+
+    #[test]
+    fn a_retired_key_verifies_only_until_its_sessions_have_expired() {
+        let first = keyring();
+        let old_token = first.issue(&Claims { exp: NOW + TTL.as_secs() as i64, ..claims() });
+        let second = first.rotated(now());
+        let at = |seconds: i64| Timestamp::from_second(seconds).unwrap();
+        let limit = NOW + TTL.as_secs() as i64 + 60;
+        let far_future = Expectations { leeway: Duration::from_secs(60), ..expect() };
+        // Still verifies at the end of its last session's lifetime (and leeway)…
+        let long_lived = first.issue(&Claims { exp: limit + 3600, ..claims() });
+        assert!(second.verify(&long_lived, &far_future, at(limit)).is_ok());
+        // …and not a second after, whatever the token's own expiry says.
+        assert_eq!(second.verify(&long_lived, &far_future, at(limit + 1)), Err(TokenError::UnknownKey));
+        assert!(second.verify(&old_token, &expect(), now()).is_ok());
+    }
+
+    #[test]
+    fn an_emergency_replacement_ends_every_earlier_session_at_once() {
+        let first = keyring();
+        let old_token = first.issue(&claims());
+        let replaced = first.rotated(now()).replaced();
+        assert!(replaced.previous.is_none());
+        assert_eq!(replaced.verify(&old_token, &expect(), now()), Err(TokenError::UnknownKey));
+        assert!(replaced.verify(&replaced.issue(&claims()), &expect(), now()).is_ok());
+    }
+
+    #[test]
+    fn not_before_is_honoured_when_present() {
+        let keys = keyring();
+        let later = keys.issue(&Claims { nbf: Some(NOW + 61), ..claims() });
+        assert_eq!(keys.verify(&later, &expect(), now()), Err(TokenError::NotYetValid));
+        let within_leeway = keys.issue(&Claims { nbf: Some(NOW + 60), ..claims() });
+        assert!(keys.verify(&within_leeway, &expect(), now()).is_ok());
+        let mut body = payload(&claims());
+        body["nbf"] = json!("tomorrow");
+        let token = forge(&header(keys.current_kid()), &body, ed25519(&keys.current));
+        assert_eq!(keys.verify(&token, &expect(), now()), Err(TokenError::Malformed));
     }
 
     #[test]
@@ -616,8 +697,8 @@ mod tests {
 
     #[test]
     fn secret_round_trip_keeps_both_keys() {
-        let keys = keyring().rotated();
-        let old_token = KeyRing::new(keys.previous.clone().unwrap(), None).issue(&claims());
+        let keys = keyring().rotated(now());
+        let old_token = KeyRing::new(keys.previous.clone().unwrap().key).issue(&claims());
         let new_token = keys.issue(&claims());
 
         let secret = keys.to_secret("gateway-signing-keys", "ooda-system");
@@ -626,11 +707,11 @@ mod tests {
         assert_eq!(secret.metadata.labels, None);
         assert_eq!(secret.type_.as_deref(), Some(SECRET_TYPE));
         let entries: Vec<&str> = secret.data.as_ref().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(entries, ["current.pk8", "previous.pk8"]);
+        assert_eq!(entries, ["current.pk8", "previous.pk8", "previous.rotated-at"]);
 
         let restored = KeyRing::from_secret(&secret).unwrap();
         assert_eq!(restored.current_kid(), keys.current_kid());
-        assert_eq!(restored.previous.as_ref().map(SigningKey::kid), keys.previous.as_ref().map(SigningKey::kid));
+        assert_eq!(restored.previous.as_ref().map(|r| r.key.kid()), keys.previous.as_ref().map(|r| r.key.kid()));
         assert!(restored.verify(&old_token, &expect(), now()).is_ok());
         assert!(restored.verify(&new_token, &expect(), now()).is_ok());
         assert!(keys.verify(&restored.issue(&claims()), &expect(), now()).is_ok());
@@ -642,7 +723,7 @@ mod tests {
 
     #[test]
     fn unusable_secrets_are_refused() {
-        let secret = keyring().rotated().to_secret("keys", "ns");
+        let secret = keyring().rotated(now()).to_secret("keys", "ns");
 
         let opaque = Secret { type_: Some("Opaque".into()), ..secret.clone() };
         assert!(matches!(KeyRing::from_secret(&opaque), Err(KeyError::SecretType(Some(t))) if t == "Opaque"));
@@ -661,8 +742,8 @@ mod tests {
 
     #[test]
     fn jwks_lists_current_then_previous_public_keys() {
-        let keys = keyring().rotated();
-        let previous = keys.previous.as_ref().unwrap();
+        let keys = keyring().rotated(now());
+        let previous = &keys.previous.as_ref().unwrap().key;
         let jwks = keys.jwks();
         let listed = jwks["keys"].as_array().unwrap();
         assert_eq!(listed.len(), 2);
@@ -695,7 +776,7 @@ mod tests {
     #[test]
     fn debug_never_shows_the_private_key() {
         let key = SigningKey::generate();
-        let shown = format!("{key:?} {:?}", KeyRing::new(key.clone(), Some(SigningKey::generate())));
+        let shown = format!("{key:?} {:?}", KeyRing::new(key.clone()).rotated(now()));
         assert!(shown.contains(key.kid()));
         let secret_bytes = &key.pkcs8()[key.pkcs8().len() - 32..];
         for needle in [b64(key.pkcs8()), b64(secret_bytes), format!("{:?}", key.pkcs8()), format!("{secret_bytes:?}")] {

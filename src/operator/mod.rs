@@ -1,11 +1,10 @@
 //! `ooda operator`: the Organisation and Project controllers behind a leader Lease.
 
 pub mod apply;
-pub mod conditions;
+pub mod cleanup;
 pub mod context;
 pub mod error;
 pub mod http;
-pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod organisation;
@@ -37,7 +36,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, OperatorConfig};
-use crate::crd::{Organisation, Project};
+use crate::crd::{Organisation, Project, names};
 use context::{Context, ExternalCleanup};
 use http::Health;
 use metrics::Metrics;
@@ -92,7 +91,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let secrets = Api::namespaced(client.clone(), &options.namespace);
     let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
     let cleanups: Vec<Arc<dyn ExternalCleanup>> =
-        vec![Arc::new(crate::sites::SitesPurge { buckets, client: client.clone() })];
+        vec![Arc::new(cleanup::SitesPurge { buckets, client: client.clone() })];
 
     let mut elector = leader::LeaderElector::new(
         Api::namespaced(client.clone(), &options.namespace),
@@ -102,7 +101,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     );
     tokio::select! {
         () = elector.acquire() => {}
-        () = shutdown_signal() => return Ok(()),
+        () = crate::signal::shutdown() => return Ok(()),
     }
     metrics.leader.set(1);
     health.leading.store(true, Ordering::Release);
@@ -125,23 +124,13 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let outcome = tokio::select! {
         () = controllers => Ok(()),
         () = elector.hold() => Err(RunError::LostLeadership),
-        () = shutdown_signal() => Ok(()),
+        () = crate::signal::shutdown() => Ok(()),
     };
     metrics.leader.set(0);
     if outcome.is_ok() {
         elector.release().await;
     }
     outcome
-}
-
-pub async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
-    info!("shutting down");
 }
 
 async fn wait_for_crds(client: &Client) -> Result<(), kube::Error> {
@@ -223,8 +212,8 @@ impl CacheSync {
 
 async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Options) {
     let client = shared.client.clone();
-    let org_children = labels::managed_selector() + &format!(",!{}", labels::PROJECT);
-    let project_children = labels::managed_selector() + &format!(",{}", labels::PROJECT);
+    let org_children = names::managed_selector() + &format!(",!{}", names::PROJECT);
+    let project_children = names::managed_selector() + &format!(",{}", names::PROJECT);
     let org_selector = options.organisation_selector.as_deref();
     let mut sync = CacheSync::default();
 
@@ -246,7 +235,7 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
     // Namespaced children of a cluster-scoped owner: `owns` would look the owner up in the
     // child's namespace, so they lead back to their organisation by label instead.
     fn owning_organisation<K: Resource>(child: K) -> Option<ObjectRef<Organisation>> {
-        child.meta().labels.as_ref()?.get(labels::ORGANISATION).map(|name| ObjectRef::new(name))
+        child.meta().labels.as_ref()?.get(names::ORGANISATION).map(|name| ObjectRef::new(name))
     }
     let controller_config = ControllerConfig::default().concurrency(options.concurrency);
     let organisations = Controller::for_stream(organisation_events, organisation_store)
@@ -299,12 +288,12 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
         .owns_stream(lease_events)
         // Pods belong to the StatefulSet; their project label leads back to the project.
         .watches_stream(pod_events, |pod: Pod| {
-            let project = pod.labels().get(labels::PROJECT)?.clone();
+            let project = pod.labels().get(names::PROJECT)?.clone();
             Some(ObjectRef::<Project>::new(&project).within(&pod.namespace()?))
         })
         // A project waits for its organisation: re-check every project of an organisation that changes.
         .watches_stream(org_cache_events, move |org: Organisation| {
-            let namespace = labels::organisation_namespace(&org.name_any());
+            let namespace = names::organisation_namespace(&org.name_any());
             projects_of_org
                 .state()
                 .into_iter()

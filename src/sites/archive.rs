@@ -1,8 +1,11 @@
 //! Reading a published site's archive (tar, optionally gzip-compressed) as a stream, one file at
 //! a time, refusing anything hostile before it is written anywhere: paths that are absolute or
-//! climb out with `..`, links, devices, and archives past the limits on size, file count, file
-//! size and compression ratio (a gzip bomb is stopped while it inflates, not after).
+//! climb out with `..`, names with invisible or direction-changing characters, the same path
+//! twice, links, devices, and archives past the limits on size, file count, file size and
+//! compression ratio (a gzip bomb is stopped while it inflates, not after). A pax global header
+//! (which `git archive` writes first) is metadata and is skipped.
 
+use std::collections::HashSet;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,6 +45,10 @@ pub const MAX_PATH_LEN: usize = 1024;
 pub enum ArchiveError {
     #[error("{0:?}: paths must be relative and stay inside the site (no leading /, no ..)")]
     UnsafePath(String),
+    #[error("{0:?}: names must be UTF-8 without invisible or direction-changing characters")]
+    InvisibleCharacters(String),
+    #[error("{0:?} appears more than once in the archive")]
+    Duplicate(String),
     #[error("{0:?}: links are not allowed in a site archive")]
     Link(String),
     #[error("{0:?}: only regular files and directories are allowed")]
@@ -118,6 +125,8 @@ pub struct Files {
     limits: Limits,
     files: u64,
     bytes: u64,
+    /// Every file path so far: a second file under one path would silently replace the first.
+    seen: HashSet<String>,
 }
 
 /// One file, to be read to its end before asking for the next.
@@ -151,7 +160,7 @@ impl Files {
         let source: Source = Box::pin(ZeroTail { inner: source, trailing_zeros: trailing_zeros.clone() });
         let mut archive = Archive::new(source);
         let entries = archive.entries().map_err(ArchiveError::from_io)?;
-        Ok(Self { archive, entries, trailing_zeros, limits, files: 0, bytes: 0 })
+        Ok(Self { archive, entries, trailing_zeros, limits, files: 0, bytes: 0, seen: HashSet::new() })
     }
 
     /// The next regular file, after checking it against the limits; directories are skipped
@@ -160,8 +169,12 @@ impl Files {
         loop {
             let Some(entry) = self.entries.next().await else { return self.ended().await };
             let entry = entry.map_err(ArchiveError::from_io)?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes().map_err(ArchiveError::from_io)?).into_owned();
+            let bytes = entry.path_bytes().map_err(ArchiveError::from_io)?;
+            let raw = String::from_utf8(bytes.to_vec())
+                .map_err(|_| ArchiveError::InvisibleCharacters(String::from_utf8_lossy(&bytes).into_owned()))?;
             match entry.header().entry_type() {
+                // `git archive`'s pax global header (the commit id): metadata, not a file.
+                EntryType::XGlobalHeader => continue,
                 EntryType::Directory => {
                     // `./` (the root) is fine; anything else must stay inside like a file.
                     if raw.split('/').any(|s| !s.is_empty() && s != ".") {
@@ -174,6 +187,9 @@ impl Files {
                 _ => return Err(ArchiveError::Special(raw)),
             }
             let path = clean_path(&raw)?;
+            if !self.seen.insert(path.clone()) {
+                return Err(ArchiveError::Duplicate(path));
+            }
             let size = entry.effective_size();
             self.files += 1;
             if self.files > self.limits.max_files {
@@ -214,6 +230,9 @@ pub fn clean_path(raw: &str) -> Result<String, ArchiveError> {
     if raw.starts_with('/') || raw.contains('\\') || raw.len() > MAX_PATH_LEN || raw.chars().any(char::is_control) {
         return Err(unsafe_path());
     }
+    if raw.chars().any(is_invisible_format) {
+        return Err(ArchiveError::InvisibleCharacters(raw.to_owned()));
+    }
     let mut segments = Vec::new();
     for segment in raw.split('/') {
         match segment {
@@ -226,6 +245,36 @@ pub fn clean_path(raw: &str) -> Result<String, ArchiveError> {
         return Err(unsafe_path());
     }
     Ok(segments.join("/"))
+}
+
+/// Unicode format characters (general category Cf): bidirectional overrides and isolates, zero-
+/// width characters, the byte-order mark, tags… They change how a name looks, or make two names
+/// look alike, without being seen.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 /// Counts the bytes read through it.
@@ -427,6 +476,74 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(error, ArchiveError::Malformed(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn the_same_path_twice_is_refused_however_it_is_spelt() {
+        for second in ["index.html", "./index.html", ".//index.html"] {
+            let archive = tar(&[("index.html", FILE, b"first", None), (second, FILE, b"second", None)]);
+            let error = read_all(archive, Limits::default()).await.expect_err(second);
+            assert!(matches!(&error, ArchiveError::Duplicate(path) if path == "index.html"), "{second}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn invisible_and_direction_changing_characters_are_refused() {
+        // "index\u{202e}lmth.txt" shows as "indextxt.html"; the others look like plain names.
+        for name in ["index\u{202e}lmth.txt", "a\u{200b}.html", "\u{feff}index.html", "x\u{2066}y.css", "t\u{e0041}.js"] {
+            let archive = tar(&[(name, FILE, b"x", None)]);
+            let error = read_all(archive, Limits::default()).await.expect_err(name);
+            assert!(matches!(error, ArchiveError::InvisibleCharacters(_)), "{name:?}: {error}");
+        }
+        let mut invalid_utf8 = tar(&[("ab.html", FILE, b"x", None)]);
+        invalid_utf8[1] = 0xff;
+        let header = tokio_tar::Header::from_byte_slice(&invalid_utf8[..512]);
+        let mut header = header.clone();
+        header.set_cksum();
+        invalid_utf8[..512].copy_from_slice(header.as_bytes());
+        let error = read_all(invalid_utf8, Limits::default()).await.unwrap_err();
+        assert!(matches!(error, ArchiveError::InvisibleCharacters(_)), "{error}");
+        // Visible non-ASCII names are fine.
+        let archive = tar(&[("café/naïve.html", FILE, b"x", None)]);
+        assert_eq!(read_all(archive, Limits::default()).await.unwrap()[0].0, "café/naïve.html");
+    }
+
+    #[tokio::test]
+    async fn git_archive_output_is_accepted_and_its_global_header_is_not_a_file() {
+        let repo = tempdir("git-archive");
+        let git = |args: &[&str]| {
+            let output = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+                .args(args)
+                .current_dir(&repo)
+                .output()
+                .expect("git runs");
+            assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+            output.stdout
+        };
+        git(&["init", "-q"]);
+        std::fs::create_dir_all(repo.join("css")).unwrap();
+        std::fs::write(repo.join("index.html"), "<h1>site</h1>").unwrap();
+        std::fs::write(repo.join("css/site.css"), "h1{}").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "site"]);
+        let archive = git(&["archive", "--format=tar", "HEAD"]);
+        assert_eq!(&archive[156..157], b"g", "git archive starts with a pax global header");
+        let files = read_all(archive, Limits::default()).await.unwrap();
+        let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["css/site.css", "index.html"]);
+        let gzipped = git(&["archive", "--format=tar.gz", "HEAD"]);
+        assert_eq!(read_all(gzipped, Limits::default()).await.unwrap(), files);
+        std::fs::remove_dir_all(&repo).ok();
+    }
+
+    fn tempdir(name: &str) -> std::path::PathBuf {
+        let mut suffix = [0u8; 8];
+        getrandom::fill(&mut suffix).unwrap();
+        let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("ooda-{name}-{hex}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

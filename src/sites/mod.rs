@@ -20,14 +20,11 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use aws_smithy_types::timeout::TimeoutConfig;
-use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ChecksumMode, OperatorConfig, SitesStorage};
-use crate::crd::Project;
-use crate::operator::context::ExternalCleanup;
 
 /// Keys of the credentials Secret.
 pub const ACCESS_KEY_ID: &str = "accessKeyId";
@@ -262,48 +259,6 @@ pub fn content_type(path: &str) -> &'static str {
         "md" => "text/markdown; charset=utf-8",
         "webmanifest" => "application/manifest+json",
         _ => "application/octet-stream",
-    }
-}
-
-/// Deleting a project deletes every published object under its prefix, in its organisation's
-/// jurisdiction's bucket (the operator's finalizer runs this before letting the project go).
-pub struct SitesPurge {
-    pub buckets: Buckets,
-    pub client: kube::Client,
-}
-
-impl ExternalCleanup for SitesPurge {
-    fn name(&self) -> &'static str {
-        "published-sites"
-    }
-
-    fn purge<'a>(&'a self, organisation: &'a str, project: &'a Project) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            // A provisioned organisation outlives its projects' finalizers (its own finalizer
-            // waits for them); one that never was (an unknown jurisdiction) may already be gone.
-            let organisations: Api<crate::crd::Organisation> = Api::all(self.client.clone());
-            let org = organisations
-                .get_opt(organisation)
-                .await
-                .map_err(|e| format!("reading organisation {organisation} to find its bucket: {e}"))?;
-            let buckets: Vec<&Bucket> = match org {
-                Some(org) => match self.buckets.for_jurisdiction(&org.spec.jurisdiction) {
-                    Ok(bucket) => vec![bucket],
-                    // No sites storage there: nothing was ever published.
-                    Err(SitesError::NotConfigured(_)) => Vec::new(),
-                    Err(unavailable) => return Err(unavailable.to_string()),
-                },
-                // Its jurisdiction is unknown now: look under the project's prefix everywhere
-                // (deleting writes nothing anywhere, so residency holds).
-                None => self.buckets.all().map_err(|e| e.to_string())?,
-            };
-            let name = project.metadata.name.as_deref().unwrap_or_default();
-            for bucket in buckets {
-                let removed = bucket.purge(&layout::project(organisation, name)).await.map_err(|e| e.to_string())?;
-                tracing::info!(organisation, project = name, bucket = bucket.name, removed, "purged published sites");
-            }
-            Ok(())
-        })
     }
 }
 

@@ -37,12 +37,14 @@ async fn ooda_user_adds_accounts_as_hashed_secrets_and_resets_passwords() {
     let secret = ns.api::<Secret>().get(&secret_name(email)).await.expect("the account's Secret");
     assert_eq!(secret.metadata.labels.as_ref().expect("labels")["ooda.run/user"], "true");
     let stored = secret.data.expect("data");
-    let password = String::from_utf8(stored["password"].0.clone()).expect("utf-8");
-    assert!(password.starts_with(&format!("pbkdf2-sha256${MIN_ITERATIONS}$")), "parameters stored with the hash");
-    assert!(!password.contains("first password"), "no plaintext");
+    let document: serde_json::Value = serde_json::from_slice(&stored["account"].0).expect("JSON");
+    assert_eq!(document["kdf"]["iterations"], MIN_ITERATIONS, "parameters stored with the hash");
+    assert_eq!(document["credentials"][0]["admission"], "platform");
+    assert!(!String::from_utf8_lossy(&stored["account"].0).contains("first password"), "no plaintext");
     let store = AccountStore::new(client.clone(), &ns.name);
-    let hash = store.password_hash(email).await.expect("read").expect("account");
-    assert!(hash.verify("first password, long"));
+    let account = store.get(email).await.expect("read").expect("account");
+    assert!(account.credential_for(&account.kdf.derive("first password, long")).is_some());
+    let first_credential = account.credentials[0].id.clone();
 
     // An account cannot be claimed twice, nor made with weak parameters or a bad email.
     let (ok, stderr) = ooda_user(&ns.name, &["add", "--email", email], "another password!!");
@@ -52,13 +54,14 @@ async fn ooda_user_adds_accounts_as_hashed_secrets_and_resets_passwords() {
     assert!(!ok && stderr.contains("at least 600000"), "{stderr}");
     let (ok, stderr) = ooda_user(&ns.name, &["add", "--email", "Bob@Acme"], "a password, long");
     assert!(!ok && stderr.contains("email"), "{stderr}");
-    assert!(store.password_hash("bob@acme.example").await.expect("read").is_none());
+    assert!(store.get("bob@acme.example").await.expect("read").is_none());
 
     let (ok, stderr) = ooda_user(&ns.name, &["reset-password", "--email", email], "second password, long");
     assert!(ok, "{stderr}");
-    let hash = store.password_hash(email).await.expect("read").expect("account");
-    assert!(hash.verify("second password, long"));
-    assert!(!hash.verify("first password, long"), "the old password stops working");
+    let account = store.get(email).await.expect("read").expect("account");
+    assert!(account.credential_for(&account.kdf.derive("second password, long")).is_some());
+    assert!(account.credential_for(&account.kdf.derive("first password, long")).is_none(), "the old password stops working");
+    assert!(account.credential(&first_credential).is_none(), "the old credential, and its sessions, are gone");
     let (ok, stderr) = ooda_user(&ns.name, &["reset-password", "--email", "carol@acme.example"], "a password, long");
     assert!(!ok && stderr.contains("no account"), "{stderr}");
 

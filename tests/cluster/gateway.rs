@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use ooda::crd::{Organisation, Phase, Project};
-use ooda::gateway::token::{Claims, KeyRing, Membership, SigningKey};
+use ooda::gateway::token::{Claims, KeyRing, SigningKey};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -228,7 +228,8 @@ async fn a_stopped_or_deleted_project_is_refused_within_a_second_and_not_woken()
     loop {
         let status = get().await.expect("answer").status();
         if status != StatusCode::OK {
-            assert_eq!(status, StatusCode::NOT_FOUND, "a deleted project's host is unknown");
+            // As a host that never was a project's: no answer tells them apart.
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "a deleted project's host is refused");
             break;
         }
         assert!(Instant::now() < deadline, "still proxied a second after the delete");
@@ -330,21 +331,19 @@ async fn a_wake_that_outlasts_its_timeout_answers_503_and_browsers_get_a_page_th
     s.world.cleanup().await;
 }
 
+/// The claims of a session token (whose signature the gateway has checked).
+fn claims_of(token: &str) -> Claims {
+    let payload = token.split('.').nth(1).expect("a payload segment");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("claims")
+}
+
 /// A token signed with the gateway's own current key (read from its Secret), with `edit` applied
-/// to otherwise valid claims.
+/// to otherwise valid claims (alice's session's).
 async fn forged(s: &Setup, edit: impl FnOnce(&mut Claims)) -> String {
     let secrets: Api<Secret> = Api::namespaced(s.world.client.clone(), &s.gateway.namespace);
     let ring = KeyRing::from_secret(&secrets.get("ooda-gateway-signing-keys").await.expect("keys")).expect("ring");
     let now = Timestamp::now().as_second();
-    let mut claims = Claims {
-        iss: "ooda".into(),
-        aud: "ooda-api".into(),
-        sub: ALICE.into(),
-        iat: now,
-        exp: now + 600,
-        jti: "test".into(),
-        orgs: vec![Membership { org: s.org.clone(), role: "admin".into() }],
-    };
+    let mut claims = Claims { iat: now, exp: now + 600, jti: "test".into(), ..claims_of(&s.alice) };
     edit(&mut claims);
     ring.issue(&claims)
 }
@@ -373,13 +372,15 @@ async fn every_bad_session_token_is_refused() {
     payload["sub"] = json!(BOB);
     let tampered = format!("{}.{}.{}", segments[0], encode(&payload), segments[2]);
 
-    let stranger = KeyRing::new(SigningKey::generate(), None);
+    let stranger = KeyRing::new(SigningKey::generate());
     let claims: Claims = serde_json::from_value(payload.clone()).expect("claims");
     let unknown_kid = stranger.issue(&Claims { sub: ALICE.into(), ..claims });
 
     let expired = forged(&s, |c| c.exp = Timestamp::now().as_second() - 3600).await;
     let wrong_aud = forged(&s, |c| c.aud = "someone-else".into()).await;
     let wrong_iss = forged(&s, |c| c.iss = "someone-else".into()).await;
+    let not_yet = forged(&s, |c| c.nbf = Some(Timestamp::now().as_second() + 3600)).await;
+    let other_credential = forged(&s, |c| c.cred = "0123456789abcdef01234567".into()).await;
 
     for (case, token) in [
         ("alg none", none),
@@ -389,6 +390,8 @@ async fn every_bad_session_token_is_refused() {
         ("expired", expired),
         ("wrong aud", wrong_aud),
         ("wrong iss", wrong_iss),
+        ("not before a time to come", not_yet),
+        ("a credential the account does not have", other_credential),
         ("garbage", "not.a.token".into()),
     ] {
         let answer = s.gateway.call(Method::GET, &me, Some(&token), None).await;

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
-use ooda::accounts::{AccountStore, MIN_ITERATIONS, PasswordHash};
+use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -173,8 +173,12 @@ impl Answer {
 
 /// Creates an account (as `ooda user add` does).
 pub async fn add_user(world: &World, namespace: &str, email: &str) {
-    let hash = tokio::task::spawn_blocking(|| PasswordHash::new(PASSWORD, MIN_ITERATIONS)).await.unwrap().unwrap();
-    AccountStore::new(world.client.clone(), namespace).add(email, &hash).await.expect("add account");
+    let owned = email.to_owned();
+    let account = tokio::task::spawn_blocking(move || Account::platform(&owned, PASSWORD, MIN_ITERATIONS))
+        .await
+        .unwrap()
+        .expect("a valid account");
+    AccountStore::new(world.client.clone(), namespace).create(&account).await.expect("add account");
 }
 
 /// The IP kwok gave the project's pod, once it has one.

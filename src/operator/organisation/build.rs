@@ -12,7 +12,7 @@ use kube::Resource;
 
 use crate::crd::Organisation;
 use crate::operator::apply::stamp;
-use crate::operator::labels::{organisation_labels, organisation_namespace};
+use crate::crd::names::{organisation_labels, organisation_namespace};
 
 pub const QUOTA_NAME: &str = "organisation-quota";
 pub const LIMIT_RANGE_NAME: &str = "container-defaults";
@@ -113,7 +113,7 @@ mod tests {
 
     use super::*;
     use crate::operator::apply::APPLIED_HASH;
-    use crate::operator::labels::{MANAGED_BY, ORGANISATION};
+    use crate::crd::names::{MANAGED_BY, ORGANISATION};
 
     const UID: &str = "0b5e7a6c-0000-4000-8000-000000000002";
 

@@ -19,10 +19,10 @@ use tracing::{info, instrument};
 
 use crate::crd::Organisation;
 use crate::operator::apply::{apply_child, apply_status, in_namespace};
-use crate::operator::conditions;
+use crate::crd::conditions;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
-use crate::operator::labels::{child, organisation_namespace};
+use crate::crd::names::{object_ref, organisation_namespace};
 
 pub const CONTROLLER: &str = "organisation";
 
@@ -198,7 +198,7 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
     let live = children.namespaces.get(&ObjectRef::new(&namespace_name));
     apply_child(shared, &Api::all(shared.client.clone()), &desired.namespace, live.as_deref()).await?;
 
-    let live = children.quotas.get(&child(&namespace_name, build::QUOTA_NAME));
+    let live = children.quotas.get(&object_ref(&namespace_name, build::QUOTA_NAME));
     let quota_counted = match (&desired.quota, live) {
         (Some(quota), live) => {
             apply_child(shared, &in_namespace(shared, &namespace_name), quota, live.as_deref()).await?;
@@ -215,9 +215,9 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
         }
         (None, None) => true,
     };
-    let live = children.limit_ranges.get(&child(&namespace_name, build::LIMIT_RANGE_NAME));
+    let live = children.limit_ranges.get(&object_ref(&namespace_name, build::LIMIT_RANGE_NAME));
     apply_child(shared, &in_namespace(shared, &namespace_name), &desired.limit_range, live.as_deref()).await?;
-    let live = children.network_policies.get(&child(&namespace_name, build::DEFAULT_DENY_NAME));
+    let live = children.network_policies.get(&object_ref(&namespace_name, build::DEFAULT_DENY_NAME));
     apply_child(shared, &in_namespace(shared, &namespace_name), &desired.default_deny, live.as_deref()).await?;
     Ok(quota_counted)
 }

@@ -24,34 +24,11 @@ use kube::Resource;
 use crate::config::{Jurisdiction, OperatorConfig};
 use crate::crd::Project;
 use crate::operator::apply::stamp;
-use crate::operator::labels::project_labels;
+use crate::crd::names::{TOKEN_KEY, TOKEN_STATE, TokenState, preview_secret_name, project_labels, publish_secret_name, workspace_name};
 
-/// Key of the preview token in the `<project>-preview` Secret.
-pub const TOKEN_KEY: &str = "token";
-/// Annotation on the preview Secret: the desired state the token was issued for.
-pub const TOKEN_STATE: &str = "ooda.run/token-state";
 pub const WORKSPACE_PATH: &str = "/workspace";
 /// The unprivileged user every project container runs as.
 const USER_ID: i64 = 1000;
-
-pub fn workspace_name(project: &str) -> String {
-    format!("{project}-workspace")
-}
-pub fn preview_secret_name(project: &str) -> String {
-    format!("{project}-preview")
-}
-/// The Secret holding the token with which the environment publishes its own site.
-pub fn publish_secret_name(project: &str) -> String {
-    format!("{project}-publish")
-}
-pub fn activity_lease_name(project: &str) -> String {
-    format!("{project}-activity")
-}
-
-/// `<project>--<org>.<previewDomain>`.
-pub fn preview_host(project: &str, organisation: &str, preview_domain: &str) -> String {
-    format!("{project}--{organisation}.{preview_domain}")
-}
 
 /// What the caller decided; the rest follows from the spec and configuration.
 pub struct Inputs<'a> {
@@ -63,7 +40,7 @@ pub struct Inputs<'a> {
     /// The preview token to keep (or the new one, when rotating).
     pub token: &'a str,
     /// `running` or `stopped`: which desired state the token belongs to.
-    pub token_state: &'a str,
+    pub token_state: TokenState,
     /// The project's publish token (kept for the project's life).
     pub publish_token: &'a str,
 }
@@ -119,7 +96,7 @@ pub fn desired(inputs: &Inputs) -> Desired {
     let mut network_policy = network_policy(inputs, &names);
     let mut preview_secret = Secret {
         metadata: ObjectMeta {
-            annotations: Some(BTreeMap::from([(TOKEN_STATE.to_owned(), inputs.token_state.to_owned())])),
+            annotations: Some(BTreeMap::from([(TOKEN_STATE.to_owned(), inputs.token_state.as_str().to_owned())])),
             ..names.meta(preview_secret_name(name))
         },
         type_: Some("Opaque".into()),
@@ -485,7 +462,7 @@ mod tests {
 
     use super::*;
     use crate::operator::apply::APPLIED_HASH;
-    use crate::operator::labels::{MANAGED_BY, ORGANISATION, PROJECT};
+    use crate::crd::names::{MANAGED_BY, ORGANISATION, PROJECT};
 
     const UID: &str = "6f1d2c3b-0000-4000-8000-000000000001";
 
@@ -525,7 +502,7 @@ mod tests {
             config,
             replicas,
             token: "secret-token",
-            token_state: "running",
+            token_state: TokenState::Running,
             publish_token: "publish-token-of-the-tests",
         })
     }
@@ -576,11 +553,6 @@ mod tests {
     }
 
     #[test]
-    fn preview_host_joins_project_and_organisation_under_the_preview_domain() {
-        assert_eq!(preview_host("shop", "acme", "preview.example.com"), "shop--acme.preview.example.com");
-    }
-
-    #[test]
     fn child_names_derive_from_the_project_name() {
         let d = build(&full_project());
         assert_eq!(d.service_account.metadata.name.as_deref(), Some("shop"));
@@ -589,7 +561,6 @@ mod tests {
         assert_eq!(d.network_policy.metadata.name.as_deref(), Some("shop"));
         assert_eq!(d.preview_secret.metadata.name.as_deref(), Some("shop-preview"));
         assert_eq!(d.service.as_ref().unwrap().metadata.name.as_deref(), Some("shop"));
-        assert_eq!(activity_lease_name("shop"), "shop-activity");
         assert_eq!(pod(&d).service_account_name.as_deref(), Some("shop"));
     }
 
@@ -949,7 +920,7 @@ mod tests {
             config: &config,
             replicas: 0,
             token: "tok-123",
-            token_state: "stopped",
+            token_state: TokenState::Stopped,
             publish_token: "publish-token-of-the-tests",
         });
         let secret = &d.preview_secret;
@@ -973,7 +944,7 @@ mod tests {
                 config: &config,
                 replicas: 1,
                 token,
-                token_state: "running",
+                token_state: TokenState::Running,
                 publish_token: "publish-token-of-the-tests",
             })
         };

@@ -26,16 +26,17 @@ use tracing::{info, instrument};
 use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, ProjectStatus, WakeStatus};
 use crate::duration;
 use crate::operator::apply::{FIELD_MANAGER, apply_child, apply_status, in_namespace};
-use crate::operator::conditions;
+use crate::crd::conditions;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
-use crate::operator::labels::{child, organisation_of_namespace, project_labels};
+use crate::crd::names::{
+    LAST_SIGNAL, TOKEN_KEY, TOKEN_STATE, TokenState, activity_lease_name, object_ref, organisation_of_namespace, pod_name,
+    preview_secret_name, project_host, project_labels, publish_secret_name, workspace_name,
+};
 use crate::operator::metrics::phase_name;
 
 pub const CONTROLLER: &str = "project";
 pub const FINALIZER: &str = "ooda.run/cleanup";
-/// Annotation on the activity Lease naming the kind of the last activity (http, websocket, api…).
-pub const LAST_SIGNAL: &str = "ooda.run/last-signal";
 
 /// Caches of everything a project's reconcile reads.
 pub struct Children {
@@ -154,8 +155,8 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     // Activity: the Lease the gateway renews. Created once here; never applied again, so the
     // gateway's renewals are the only writes to it.
     let leases: Api<Lease> = Api::namespaced(shared.client.clone(), &namespace);
-    let lease_name = build::activity_lease_name(&name);
-    let lease = match ctx.children.leases.get(&child(&namespace, &lease_name)) {
+    let lease_name = activity_lease_name(&name);
+    let lease = match ctx.children.leases.get(&object_ref(&namespace, &lease_name)) {
         Some(lease) => (*lease).clone(),
         None => create_activity_lease(project, &org_name, &leases, now, shared).await?,
     };
@@ -163,7 +164,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     let last_activity = lease_spec.renew_time.as_ref().map_or(now, |t| t.0);
     let mut last_signal = lease.annotations().get(LAST_SIGNAL).cloned();
 
-    let pod = ctx.children.pods.get(&child(&namespace, format!("{name}-0")));
+    let pod = ctx.children.pods.get(&object_ref(&namespace, pod_name(&name)));
     let ready_condition = pod.as_deref().filter(|pod| pod.metadata.deletion_timestamp.is_none()).and_then(|pod| {
         let conditions = pod.status.as_ref()?.conditions.as_ref()?;
         conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True")
@@ -188,11 +189,12 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     };
 
     // The preview token: kept while the project runs, replaced the moment it is stopped.
-    let secret = ctx.children.secrets.get(&child(&namespace, build::preview_secret_name(&name)));
-    let token_state = if project.spec.lifecycle.state == DesiredState::Stopped { "stopped" } else { "running" };
-    let existing_token = secret.as_ref().and_then(|s| s.data.as_ref()?.get(build::TOKEN_KEY)).map(|t| t.0.clone());
-    let issued_for = secret.as_ref().and_then(|s| s.annotations().get(build::TOKEN_STATE).cloned());
-    let rotate = token_state == "stopped" && issued_for.as_deref() != Some("stopped");
+    let secret = ctx.children.secrets.get(&object_ref(&namespace, preview_secret_name(&name)));
+    let token_state =
+        if project.spec.lifecycle.state == DesiredState::Stopped { TokenState::Stopped } else { TokenState::Running };
+    let existing_token = secret.as_ref().and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)).map(|t| t.0.clone());
+    let issued_for = secret.as_ref().map(|s| TokenState::from_annotation(s.annotations().get(TOKEN_STATE).map(String::as_str)));
+    let rotate = token_state == TokenState::Stopped && issued_for != Some(TokenState::Stopped);
     let token = match existing_token {
         Some(token) if !rotate => {
             String::from_utf8(token).map_err(|_| Error::Invalid("preview token is not UTF-8".into()))?
@@ -201,8 +203,8 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     };
 
     // The publish token: created once, kept for the project's life.
-    let publish_secret = ctx.children.secrets.get(&child(&namespace, build::publish_secret_name(&name)));
-    let publish_token = match publish_secret.as_ref().and_then(|s| s.data.as_ref()?.get(build::TOKEN_KEY)) {
+    let publish_secret = ctx.children.secrets.get(&object_ref(&namespace, publish_secret_name(&name)));
+    let publish_token = match publish_secret.as_ref().and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)) {
         Some(token) => {
             String::from_utf8(token.0.clone()).map_err(|_| Error::Invalid("publish token is not UTF-8".into()))?
         }
@@ -224,21 +226,21 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         shared,
         &in_namespace(shared, &namespace),
         &desired.service_account,
-        children.service_accounts.get(&child(&namespace, &name)).as_deref(),
+        children.service_accounts.get(&object_ref(&namespace, &name)).as_deref(),
     )
     .await?;
     apply_child(shared, &in_namespace(shared, &namespace), &desired.preview_secret, secret.as_deref()).await?;
     apply_child(shared, &in_namespace(shared, &namespace), &desired.publish_secret, publish_secret.as_deref()).await?;
-    let workspace = children.claims.get(&child(&namespace, build::workspace_name(&name)));
+    let workspace = children.claims.get(&object_ref(&namespace, workspace_name(&name)));
     apply_child(shared, &in_namespace(shared, &namespace), &desired.workspace, workspace.as_deref()).await?;
     apply_child(
         shared,
         &in_namespace(shared, &namespace),
         &desired.network_policy,
-        children.network_policies.get(&child(&namespace, &name)).as_deref(),
+        children.network_policies.get(&object_ref(&namespace, &name)).as_deref(),
     )
     .await?;
-    let live_service = children.services.get(&child(&namespace, &name));
+    let live_service = children.services.get(&object_ref(&namespace, &name));
     match &desired.service {
         Some(service) => {
             apply_child(shared, &in_namespace(shared, &namespace), service, live_service.as_deref()).await?
@@ -255,7 +257,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         shared,
         &in_namespace(shared, &namespace),
         &desired.stateful_set,
-        children.stateful_sets.get(&child(&namespace, &name)).as_deref(),
+        children.stateful_sets.get(&object_ref(&namespace, &name)).as_deref(),
     )
     .await?;
     if rotate {
@@ -265,7 +267,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     // Status.
     let time = Time(now);
     status.phase = Some(decision.phase);
-    status.preview_host = Some(build::preview_host(&name, &org_name, &shared.config.preview_domain));
+    status.preview_host = Some(project_host(&name, &org_name, &shared.config.preview_domain));
     status.last_activity = Some(Time(truncate_to_seconds(last_activity)));
     status.idle = Some(IdleStatus { since: Some(Time(truncate_to_seconds(last_activity))), last_signal });
     if let Some(took) = decision.completed_wake {
@@ -390,7 +392,7 @@ async fn create_activity_lease(
     let name = project.name_any();
     let lease = Lease {
         metadata: ObjectMeta {
-            name: Some(build::activity_lease_name(&name)),
+            name: Some(activity_lease_name(&name)),
             labels: Some(project_labels(organisation, &name)),
             annotations: Some(BTreeMap::from([(LAST_SIGNAL.to_owned(), "created".to_owned())])),
             owner_references: Some(vec![project.controller_owner_ref(&()).expect("project has a uid")]),
@@ -406,7 +408,7 @@ async fn create_activity_lease(
         }
         // Created since our cache last looked: use it.
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            Ok(leases.get(&build::activity_lease_name(&name)).await?)
+            Ok(leases.get(&activity_lease_name(&name)).await?)
         }
         Err(e) => Err(e.into()),
     }
