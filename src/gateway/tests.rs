@@ -51,13 +51,15 @@ const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
 
 /// The routes `router()` registers, with their methods: keep in step with `super::router`.
-const ROUTES: [(&str, &[&str]); 18] = [
+const ROUTES: [(&str, &[&str]); 20] = [
     ("/api/auth/login", &["post"]),
     ("/api/auth/accept-invite", &["post"]),
+    ("/api/auth/sign-out-everywhere", &["post"]),
     ("/api/me", &["get"]),
     ("/api/orgs/{org}", &["get"]),
     ("/api/orgs/{org}/members", &["get"]),
     ("/api/orgs/{org}/members/{email}", &["put", "delete"]),
+    ("/api/orgs/{org}/members/{email}/sign-out", &["post"]),
     ("/api/orgs/{org}/invites", &["post"]),
     ("/api/orgs/{org}/projects", &["get", "post"]),
     ("/api/orgs/{org}/projects/{project}", &["get", "delete"]),
