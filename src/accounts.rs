@@ -251,12 +251,13 @@ impl Account {
         self.credential(id).is_some_and(|c| issued_at > c.sessions_not_before)
     }
 
-    /// The earliest second a new session of credential `id` may carry as its issue time: after
-    /// every sign-out that could apply to it, so a sign-in right after one is not caught by it.
-    pub fn next_session_time(&self, id: &str, now: i64) -> i64 {
-        let credential = self.credential(id).map_or(i64::MIN, |c| c.sessions_not_before);
-        let organisations = self.organisation_sessions_not_before.values().copied().max().unwrap_or(i64::MIN);
-        now.max(credential.saturating_add(1)).max(organisations.saturating_add(1))
+    /// The issue time of a session opened `now`, and the time a sign-out `now` records: later
+    /// than every sign-out so far. So a session opened right after a sign-out is not caught by
+    /// it, and a sign-out catches every session opened before it, even within the same second.
+    pub fn session_time(&self, now: i64) -> i64 {
+        let credentials = self.credentials.iter().map(|c| c.sessions_not_before);
+        let latest = credentials.chain(self.organisation_sessions_not_before.values().copied()).max();
+        now.max(latest.map_or(i64::MIN, |t| t.saturating_add(1)))
     }
 
     fn from_secret(secret: &Secret) -> Result<Account, AccountError> {
@@ -264,8 +265,8 @@ impl Account {
         let field = |key: &str| data.and_then(|d| d.get(key)).map(|v| v.0.as_slice());
         let email = field(EMAIL_KEY).and_then(|e| std::str::from_utf8(e).ok()).unwrap_or_default().to_owned();
         let corrupt = || AccountError::Corrupt(email.clone());
-        let mut account: Account = serde_json::from_slice(field(ACCOUNT_KEY).ok_or_else(corrupt)?)
-            .map_err(|_| corrupt())?;
+        let mut account: Account =
+            serde_json::from_slice(field(ACCOUNT_KEY).ok_or_else(corrupt)?).map_err(|_| corrupt())?;
         if account.credentials.is_empty() || account.credentials.len() > MAX_CREDENTIALS {
             return Err(corrupt());
         }
@@ -443,7 +444,8 @@ mod tests {
     #[test]
     fn a_key_opens_its_credential_and_nothing_else() {
         let kdf = kdf();
-        let account = Account::new("a@b.example", kdf.clone(), kdf.derive("correct horse battery"), Admission::Platform);
+        let account =
+            Account::new("a@b.example", kdf.clone(), kdf.derive("correct horse battery"), Admission::Platform);
         assert!(account.credential_for(&kdf.derive("correct horse battery")).is_some());
         assert!(account.credential_for(&kdf.derive("correct horse batterY")).is_none());
         assert!(account.credential_for(&kdf.derive("")).is_none());
@@ -460,7 +462,8 @@ mod tests {
     #[test]
     fn an_invite_admits_one_organisation_to_the_credential_that_redeemed_it() {
         let kdf = kdf();
-        let mut account = Account::new("bob@b.example", kdf.clone(), kdf.derive("bob's own password"), Admission::Platform);
+        let mut account =
+            Account::new("bob@b.example", kdf.clone(), kdf.derive("bob's own password"), Admission::Platform);
         // Someone else redeems acme's invite for bob's email with a password of their own.
         account.admit_key(kdf.derive("acme admin's choice"), "acme").unwrap();
         let squatter = account.credential_for(&kdf.derive("acme admin's choice")).unwrap();
@@ -485,15 +488,21 @@ mod tests {
         assert!(!account.session_valid(&id, 100) && account.session_valid(&id, 101));
         account.organisation_sessions_not_before.insert("acme".into(), 200);
         assert!(!account.session_admits(&id, 200, "acme") && account.session_admits(&id, 200, "globex"));
-        assert_eq!(account.next_session_time(&id, 150), 201);
-        assert_eq!(account.next_session_time(&id, 300), 300);
+        assert_eq!(account.session_time(150), 201, "after the last sign-out");
+        assert_eq!(account.session_time(300), 300);
+        // A sign-out in the same second as a sign-in that was pushed past the last one still
+        // catches it: it records the same session time, and sessions must be later.
+        let opened = account.session_time(150);
+        account.credential_mut(&id).unwrap().sessions_not_before = account.session_time(150);
+        assert!(!account.session_valid(&id, opened));
         assert!(!account.session_valid("another", 1000));
     }
 
     #[test]
     fn an_account_round_trips_through_its_secret_without_the_password() {
         let kdf = kdf();
-        let mut account = Account::new("a@b.example", kdf.clone(), kdf.derive("a long enough one"), Admission::Platform);
+        let mut account =
+            Account::new("a@b.example", kdf.clone(), kdf.derive("a long enough one"), Admission::Platform);
         account.admit_key(kdf.derive("another long one"), "acme").unwrap();
         let secret = account.to_secret();
         let text = format!("{:?}", secret.data);

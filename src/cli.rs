@@ -208,9 +208,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::RotateSigningKey { namespace, emergency } => {
             let secrets = kube::Api::namespaced(kube::Client::try_default().await?, &namespace);
-            let rotation = if emergency { gateway::keys::Rotation::Emergency } else { gateway::keys::Rotation::Graceful };
+            let rotation =
+                if emergency { gateway::keys::Rotation::Emergency } else { gateway::keys::Rotation::Graceful };
             let ring = gateway::keys::rotate(&secrets, rotation).await?;
-            let previous = if emergency { "dropped the previous key" } else { "the previous key verifies its sessions until they expire" };
+            let previous = if emergency {
+                "dropped the previous key"
+            } else {
+                "the previous key verifies its sessions until they expire"
+            };
             eprintln!("rotated the session signing key; new key id {}; {previous}", ring.current_kid());
             Ok(())
         }

@@ -8,8 +8,7 @@ use schemars::{Schema, SchemaGenerator, json_schema};
 /// `<project>--<org>.<domain>` stays a valid host label and `org-<name>` a valid namespace, and
 /// without `--`, which separates project from organisation in that host: with it, two tenants'
 /// names could make the same host.
-pub const NAME_RULE: &str =
-    "self.metadata.name.size() <= 30 && self.metadata.name.matches('^[a-z0-9]+(-[a-z0-9]+)*$')";
+pub const NAME_RULE: &str = "self.metadata.name.size() <= 30 && self.metadata.name.matches('^[a-z0-9]+(-[a-z0-9]+)*$')";
 pub const NAME_MESSAGE: &str = "metadata.name must be a DNS-1123 label of at most 30 characters: \
      lowercase letters, digits and single '-' between them (no '--', which separates project and \
      organisation in preview and site host names)";

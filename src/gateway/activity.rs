@@ -14,10 +14,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use tracing::warn;
 
-use crate::gateway::metrics::Metrics;
-use crate::gateway::FIELD_MANAGER;
 use crate::crd::names::{LAST_SIGNAL, activity_lease_name, organisation_namespace};
-
+use crate::gateway::FIELD_MANAGER;
+use crate::gateway::metrics::Metrics;
 
 pub struct Activity {
     client: Client,

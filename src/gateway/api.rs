@@ -16,16 +16,16 @@ use serde_json::{Value, json};
 use tracing::{info, instrument};
 
 use crate::accounts;
-use crate::crd::{DesiredState, Phase, Project, ProjectSpec, Role};
-use crate::gateway::Gateway;
-use crate::gateway::FIELD_MANAGER;
-use crate::gateway::auth::{Session, access, memberships, role_of};
-use crate::gateway::login::{READ_YOUR_WRITE, update_account};
-use crate::gateway::error::{ApiError, ApiResult};
-use crate::gateway::extract::{ApiJson, ApiPath};
-use crate::gateway::members;
 use crate::crd::conditions;
 use crate::crd::names::{activity_lease_name, organisation_namespace, organisation_of_namespace, project_host};
+use crate::crd::{DesiredState, Phase, Project, ProjectSpec, Role};
+use crate::gateway::FIELD_MANAGER;
+use crate::gateway::Gateway;
+use crate::gateway::auth::{Session, access, memberships, role_of};
+use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::extract::{ApiJson, ApiPath};
+use crate::gateway::login::{READ_YOUR_WRITE, update_account};
+use crate::gateway::members;
 
 pub async fn me(State(gateway): State<Arc<Gateway>>, session: Session) -> Json<Value> {
     let organisations: Vec<_> = memberships(&gateway, &session.account, &session.credential)
@@ -109,10 +109,9 @@ pub async fn sign_out_member(
     if role_of(&access.organisation, &email).is_none() {
         return Err(ApiError::not_found(format!("member {email:?}")));
     }
-    let now = Timestamp::now().as_second();
     let written = update_account(&gateway, &email, |account| {
-        let not_before = account.organisation_sessions_not_before.entry(org.clone()).or_insert(now);
-        *not_before = (*not_before).max(now);
+        let now = account.session_time(Timestamp::now().as_second());
+        account.organisation_sessions_not_before.insert(org.clone(), now);
         Ok(())
     })
     .await?;
@@ -285,8 +284,7 @@ fn project(gateway: &Gateway, org: &str, name: &str) -> ApiResult<Arc<Project>> 
 fn summary(project: &Project) -> Value {
     let status = project.status.as_ref();
     let conditions = status.map(|s| &s.conditions[..]).unwrap_or_default();
-    let org =
-        project.namespace().as_deref().and_then(organisation_of_namespace).map(str::to_owned);
+    let org = project.namespace().as_deref().and_then(organisation_of_namespace).map(str::to_owned);
     json!({
         "name": project.name_any(),
         "organisation": org,

@@ -17,10 +17,10 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::accounts::{Account, USER_LABEL, secret_name};
-use crate::crd::{Organisation, Project};
 use crate::crd::names::{
     self, TOKEN_KEY, TOKEN_STATE, TokenState, object_ref, organisation_namespace, pod_name, preview_secret_name,
 };
+use crate::crd::{Organisation, Project};
 
 #[derive(Clone)]
 pub struct Caches {
@@ -49,7 +49,16 @@ impl Caches {
         let secrets = reflect(Api::all(client.clone()), managed, &changed, &synced, true);
         let users = watcher::Config::default().labels(&format!("{USER_LABEL}=true"));
         let accounts = reflect(Api::namespaced(client.clone(), namespace), users, &changed, &synced, true);
-        Self { organisations, projects, pods, secrets, accounts, accounts_namespace: namespace.to_owned(), changes, synced }
+        Self {
+            organisations,
+            projects,
+            pods,
+            secrets,
+            accounts,
+            accounts_namespace: namespace.to_owned(),
+            changes,
+            synced,
+        }
     }
 
     /// Caches holding exactly these objects, synced, as if each watch had just listed them.

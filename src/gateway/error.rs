@@ -81,7 +81,8 @@ impl From<kube::Error> for ApiError {
                 // The ResourceQuota admission plugin answers 403 too, but it is the organisation's
                 // limit, not the gateway's permissions: the caller can act on it.
                 403 if status.message.contains("exceeded quota") => {
-                    let message = status.message.find("exceeded quota").map_or(&status.message[..], |at| &status.message[at..]);
+                    let message =
+                        status.message.find("exceeded quota").map_or(&status.message[..], |at| &status.message[at..]);
                     Self::conflict("quota_exceeded", format!("the organisation's quota does not allow this: {message}"))
                 }
                 403 => {

@@ -28,8 +28,8 @@ use crate::accounts::{self, Account, AccountError, Admission, Kdf};
 use crate::crd::Role;
 use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
-use crate::gateway::login::{READ_YOUR_WRITE, update_account};
 use crate::gateway::extract::{ApiJson, ApiPath};
+use crate::gateway::login::{READ_YOUR_WRITE, update_account};
 use crate::gateway::{FIELD_MANAGER, Gateway, members};
 
 pub const INVITE_LABEL: &str = "ooda.run/invite";
@@ -117,7 +117,9 @@ pub async fn accept(
             return Err(ApiError::conflict("invite_for_another_email", "this invite is for another email address"));
         }
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("signed in, accept without a password: the invite joins this session's account"));
+            return Err(ApiError::bad_request(
+                "signed in, accept without a password: the invite joins this session's account",
+            ));
         }
         (None, Some(password)) => {
             accounts::check_password(&password).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -147,7 +149,8 @@ struct Invite {
 
 impl Invite {
     async fn redeemable(gateway: &Gateway, token: &str) -> ApiResult<Invite> {
-        let invalid = || ApiError::new(StatusCode::BAD_REQUEST, "invalid_invite", "the invite is invalid or has expired");
+        let invalid =
+            || ApiError::new(StatusCode::BAD_REQUEST, "invalid_invite", "the invite is invalid or has expired");
         let (id, secret) = token.split_once('.').ok_or_else(invalid)?;
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() > 64 {
             return Err(invalid());

@@ -19,8 +19,8 @@ use tracing::{info, instrument, warn};
 use crate::accounts::{Account, AccountError, Kdf, Key, MAX_PASSWORD_LEN};
 use crate::gateway::Gateway;
 use crate::gateway::auth::{Session, memberships};
-use crate::gateway::invites::account_error;
 use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::invites::account_error;
 use crate::gateway::token::Claims;
 
 /// Longest email a user can have (RFC 5321 path limit).
@@ -70,7 +70,7 @@ pub async fn login(
     };
     gateway.limiter.lock().expect("limiter lock").succeeded(&email, client);
     gateway.metrics.login("accepted");
-    let issued = account.next_session_time(&credential, Timestamp::now().as_second());
+    let issued = account.session_time(Timestamp::now().as_second());
     let expires = issued + gateway.settings.session_ttl.as_secs() as i64;
     let orgs = memberships(&gateway, account, &credential);
     let claims = Claims {
@@ -127,10 +127,11 @@ impl Gateway {
 /// invites) are not this session's to end.
 #[instrument(skip_all)]
 pub async fn sign_out_everywhere(State(gateway): State<Arc<Gateway>>, session: Session) -> ApiResult<StatusCode> {
-    let now = Timestamp::now().as_second();
     let written = update_account(&gateway, &session.email, |account| {
-        let credential = account.credential_mut(&session.credential).ok_or(AccountError::NotFound(session.email.clone()))?;
-        credential.sessions_not_before = credential.sessions_not_before.max(now);
+        let now = account.session_time(Timestamp::now().as_second());
+        let credential =
+            account.credential_mut(&session.credential).ok_or(AccountError::NotFound(session.email.clone()))?;
+        credential.sessions_not_before = now;
         Ok(())
     })
     .await?;

@@ -12,8 +12,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::crd::{Member, Organisation, Role};
-use crate::gateway::Gateway;
 use crate::gateway::FIELD_MANAGER;
+use crate::gateway::Gateway;
 use crate::gateway::error::{ApiError, ApiResult};
 
 /// Gives `email` the `role` in `organisation` (adding the member if new).

@@ -17,10 +17,10 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use tracing::{debug, instrument, warn};
 
+use crate::crd::names::parse_host_label;
 use crate::crd::{DesiredState, Project};
 use crate::gateway::Gateway;
 use crate::gateway::cache::ready_pod_ip;
-use crate::crd::names::parse_host_label;
 use crate::gateway::error::ApiError;
 
 /// Query parameter carrying the token on a preview link; swapped for a cookie at once.
@@ -105,8 +105,10 @@ pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, reques
     let query_token = query_token(request.uri());
     // A link's token comes first: it is the one that becomes the cookie, and it replaces a stale
     // cookie left from before the token rotated.
-    let presented =
-        query_token.clone().or_else(|| header_token(request.headers())).or_else(|| cookie_token(request.headers(), cookie));
+    let presented = query_token
+        .clone()
+        .or_else(|| header_token(request.headers()))
+        .or_else(|| cookie_token(request.headers(), cookie));
     let presented = presented.filter(|t| t.len() <= MAX_TOKEN_LEN).unwrap_or_default();
     let target = match authorise(&gateway, &org, &name, presented.as_bytes()) {
         Ok(target) => target,

@@ -24,13 +24,13 @@ use subtle::ConstantTimeEq;
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::{instrument, warn};
 
+use crate::crd::names::{TOKEN_KEY, object_ref, organisation_namespace, parse_host_label, publish_secret_name};
 use crate::crd::{Project, PublishedStatus, PublishedVersion, Role};
-use crate::gateway::Gateway;
 use crate::gateway::FIELD_MANAGER;
+use crate::gateway::Gateway;
 use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::extract::ApiPath;
-use crate::crd::names::{TOKEN_KEY, object_ref, organisation_namespace, parse_host_label, publish_secret_name};
 use crate::sites::archive::{ArchiveError, UploadStalled, UploadTooLarge};
 use crate::sites::publish::{self, PublishError};
 use crate::sites::{Manifest, SitesError, layout};

@@ -28,10 +28,10 @@ use super::token::{Claims, Expectations, KeyRing, Membership, SigningKey};
 use super::{Gateway, MAX_API_BODY, Settings, random_token, router};
 use crate::accounts::{Account, AccountError, Accounts, MAX_PASSWORD_LEN, MIN_ITERATIONS};
 use crate::config::OperatorConfig;
+use crate::crd::names::{TOKEN_KEY, TOKEN_STATE, organisation_namespace, preview_secret_name, project_host};
 use crate::crd::{
     DesiredState, Member, Organisation, OrganisationSpec, Phase, Project, ProjectSpec, ProjectStatus, Role,
 };
-use crate::crd::names::{TOKEN_KEY, TOKEN_STATE, organisation_namespace, preview_secret_name, project_host};
 
 const ALICE: &str = "alice@acme.example";
 const BOB: &str = "bob@acme.example";

@@ -41,7 +41,10 @@ impl ExternalCleanup for SitesPurge {
             };
             let name = project.metadata.name.as_deref().unwrap_or_default();
             for bucket in buckets {
-                let removed = bucket.purge(&crate::sites::layout::project(organisation, name)).await.map_err(|e| e.to_string())?;
+                let removed = bucket
+                    .purge(&crate::sites::layout::project(organisation, name))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tracing::info!(organisation, project = name, bucket = bucket.name, removed, "purged published sites");
             }
             Ok(())

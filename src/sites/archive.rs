@@ -490,7 +490,8 @@ mod tests {
     #[tokio::test]
     async fn invisible_and_direction_changing_characters_are_refused() {
         // "index\u{202e}lmth.txt" shows as "indextxt.html"; the others look like plain names.
-        for name in ["index\u{202e}lmth.txt", "a\u{200b}.html", "\u{feff}index.html", "x\u{2066}y.css", "t\u{e0041}.js"] {
+        for name in ["index\u{202e}lmth.txt", "a\u{200b}.html", "\u{feff}index.html", "x\u{2066}y.css", "t\u{e0041}.js"]
+        {
             let archive = tar(&[(name, FILE, b"x", None)]);
             let error = read_all(archive, Limits::default()).await.expect_err(name);
             assert!(matches!(error, ArchiveError::InvisibleCharacters(_)), "{name:?}: {error}");

@@ -10,7 +10,7 @@ use ooda::accounts::{AccountStore, MIN_ITERATIONS, secret_name};
 use crate::harness::{TestNamespace, client, kubeconfig_path};
 
 /// Runs `ooda user <args…>` with `password` on standard input; returns success and stderr.
-fn ooda_user(namespace: &str, args: &[&str], password: &str) -> (bool, String) {
+pub fn ooda_user(namespace: &str, args: &[&str], password: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ooda"))
         .arg("user")
         .args(args)
@@ -60,7 +60,10 @@ async fn ooda_user_adds_accounts_as_hashed_secrets_and_resets_passwords() {
     assert!(ok, "{stderr}");
     let account = store.get(email).await.expect("read").expect("account");
     assert!(account.credential_for(&account.kdf.derive("second password, long")).is_some());
-    assert!(account.credential_for(&account.kdf.derive("first password, long")).is_none(), "the old password stops working");
+    assert!(
+        account.credential_for(&account.kdf.derive("first password, long")).is_none(),
+        "the old password stops working"
+    );
     assert!(account.credential(&first_credential).is_none(), "the old credential, and its sessions, are gone");
     let (ok, stderr) = ooda_user(&ns.name, &["reset-password", "--email", "carol@acme.example"], "a password, long");
     assert!(!ok && stderr.contains("no account"), "{stderr}");

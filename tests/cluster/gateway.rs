@@ -23,11 +23,11 @@ use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user, follow_pod, pod_
 use crate::harness::{client, install_crds, unique_name, wait_for};
 use crate::operator_harness::{World, organisation_ready, project_phase};
 
-const ALICE: &str = "alice@acme.example";
-const BOB: &str = "bob@acme.example";
+pub const ALICE: &str = "alice@acme.example";
+pub const BOB: &str = "bob@acme.example";
 
 /// An organisation with alice as admin and bob as member, managed by the test's operator.
-async fn organisation(world: &World) -> String {
+pub async fn organisation(world: &World) -> String {
     let name = unique_name("org");
     let mut manifest = world.organisation_manifest(&name, "eu");
     manifest["spec"]["members"] = json!([{ "email": ALICE, "role": "admin" }, { "email": BOB, "role": "member" }]);
@@ -38,7 +38,7 @@ async fn organisation(world: &World) -> String {
     name
 }
 
-fn project_body(name: &str, port: u16, idle_timeout: &str) -> Value {
+pub fn project_body(name: &str, port: u16, idle_timeout: &str) -> Value {
     json!({
         "name": name,
         "spec": {
@@ -50,23 +50,23 @@ fn project_body(name: &str, port: u16, idle_timeout: &str) -> Value {
 }
 
 /// A port for the stand-in dev server, different per call so tests never share a listener.
-fn dev_port() -> u16 {
+pub fn dev_port() -> u16 {
     crate::operator_harness::free_port().port()
 }
 
-struct Setup {
-    world: World,
-    gateway: Gateway,
-    org: String,
-    alice: String,
+pub struct Setup {
+    pub world: World,
+    pub gateway: Gateway,
+    pub org: String,
+    pub alice: String,
 }
 
-async fn setup(test: &str) -> Setup {
+pub async fn setup(test: &str) -> Setup {
     setup_with(test, &[]).await
 }
 
 /// The same with extra gateway arguments.
-async fn setup_with(test: &str, gateway_args: &[&str]) -> Setup {
+pub async fn setup_with(test: &str, gateway_args: &[&str]) -> Setup {
     let client = client().await;
     install_crds(&client).await;
     let world = World::start(&client, test).await;
@@ -81,7 +81,7 @@ async fn setup_with(test: &str, gateway_args: &[&str]) -> Setup {
 
 /// Creates a project through the API and waits until it runs; returns its preview URL's host
 /// and token.
-async fn running_project(s: &Setup, name: &str, port: u16, idle_timeout: &str) -> (String, String) {
+pub async fn running_project(s: &Setup, name: &str, port: u16, idle_timeout: &str) -> (String, String) {
     let path = format!("/api/orgs/{}/projects", s.org);
     let created =
         s.gateway.call(Method::POST, &path, Some(&s.alice), Some(project_body(name, port, idle_timeout))).await;
@@ -707,7 +707,7 @@ async fn with_a_certificate_the_gateway_speaks_tls_and_asks_for_it_to_stay_that_
 
 /// A throw-away CA and a certificate it signed for the gateway's hosts, made with openssl:
 /// `(ca.crt, tls.crt, tls.key)`.
-fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+pub fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let openssl = |args: &[&str]| {
         let made = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
         assert!(made.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&made.stderr));

@@ -192,7 +192,8 @@ pub async fn pod_ip(client: &kube::Client, namespace: &str, project: &str) -> st
 }
 
 /// A stand-in dev server on `address`: `GET /…` answers a JSON echo of the request (method,
-/// path, query, headers); `/ws` is a WebSocket echo.
+/// path, query, headers); `/ws` is a WebSocket echo; `/set-cookie` also tries to set ooda's own
+/// preview cookies (under both names) beside one of its own, `theme=dark`.
 pub async fn upstream(address: SocketAddr) -> JoinHandle<()> {
     let listener = TcpListener::bind(address).await.unwrap_or_else(|e| panic!("bind upstream on {address}: {e}"));
     tokio::spawn(async move {
@@ -219,10 +220,14 @@ async fn serve_upstream_connection(stream: tokio::net::TcpStream) {
             "query": request.uri().query(),
             "headers": headers,
         });
-        Ok(hyper::Response::builder()
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(echo.to_string())))
-            .expect("response"))
+        let mut response = hyper::Response::builder().header("content-type", "application/json");
+        if request.uri().path() == "/set-cookie" {
+            response = response
+                .header("set-cookie", "ooda_preview=planted; Path=/")
+                .header("set-cookie", "theme=dark; Path=/")
+                .header("set-cookie", "__Host-ooda_preview=planted; Path=/; Secure");
+        }
+        Ok(response.body(Full::new(Bytes::from(echo.to_string()))).expect("response"))
     });
     let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     let _ = connection.with_upgrades().await;

@@ -162,3 +162,20 @@ pub fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::cor
         other => panic!("expected the API server to refuse, got {other:?}"),
     }
 }
+
+/// Polls `check` until it returns `Some`, at most `within`; panics naming `what` at the deadline.
+/// For what has no watch to wait on (HTTP answers, S3 listings).
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -9,4 +9,5 @@ mod harness;
 mod operator;
 mod operator_harness;
 mod rbac;
+mod security;
 mod sites;

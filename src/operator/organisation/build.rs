@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::Resource;
 
 use crate::crd::Organisation;
-use crate::operator::apply::stamp;
 use crate::crd::names::{organisation_labels, organisation_namespace};
+use crate::operator::apply::stamp;
 
 pub const QUOTA_NAME: &str = "organisation-quota";
 pub const LIMIT_RANGE_NAME: &str = "container-defaults";
@@ -112,8 +112,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::operator::apply::APPLIED_HASH;
     use crate::crd::names::{MANAGED_BY, ORGANISATION};
+    use crate::operator::apply::APPLIED_HASH;
 
     const UID: &str = "0b5e7a6c-0000-4000-8000-000000000002";
 

@@ -18,11 +18,11 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use crate::crd::Organisation;
-use crate::operator::apply::{apply_child, apply_status, in_namespace};
 use crate::crd::conditions;
+use crate::crd::names::{object_ref, organisation_namespace};
+use crate::operator::apply::{apply_child, apply_status, in_namespace};
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
-use crate::crd::names::{object_ref, organisation_namespace};
 
 pub const CONTROLLER: &str = "organisation";
 

@@ -23,8 +23,10 @@ use kube::Resource;
 
 use crate::config::{Jurisdiction, OperatorConfig};
 use crate::crd::Project;
+use crate::crd::names::{
+    TOKEN_KEY, TOKEN_STATE, TokenState, preview_secret_name, project_labels, publish_secret_name, workspace_name,
+};
 use crate::operator::apply::stamp;
-use crate::crd::names::{TOKEN_KEY, TOKEN_STATE, TokenState, preview_secret_name, project_labels, publish_secret_name, workspace_name};
 
 pub const WORKSPACE_PATH: &str = "/workspace";
 /// The unprivileged user every project container runs as.
@@ -461,8 +463,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::operator::apply::APPLIED_HASH;
     use crate::crd::names::{MANAGED_BY, ORGANISATION, PROJECT};
+    use crate::operator::apply::APPLIED_HASH;
 
     const UID: &str = "6f1d2c3b-0000-4000-8000-000000000001";
 

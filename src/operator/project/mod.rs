@@ -23,16 +23,16 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
+use crate::crd::conditions;
+use crate::crd::names::{
+    LAST_SIGNAL, TOKEN_KEY, TOKEN_STATE, TokenState, activity_lease_name, object_ref, organisation_of_namespace,
+    pod_name, preview_secret_name, project_host, project_labels, publish_secret_name, workspace_name,
+};
 use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, ProjectStatus, WakeStatus};
 use crate::duration;
 use crate::operator::apply::{FIELD_MANAGER, apply_child, apply_status, in_namespace};
-use crate::crd::conditions;
 use crate::operator::context::Context;
 use crate::operator::error::{Error, Result};
-use crate::crd::names::{
-    LAST_SIGNAL, TOKEN_KEY, TOKEN_STATE, TokenState, activity_lease_name, object_ref, organisation_of_namespace, pod_name,
-    preview_secret_name, project_host, project_labels, publish_secret_name, workspace_name,
-};
 use crate::operator::metrics::phase_name;
 
 pub const CONTROLLER: &str = "project";
@@ -193,7 +193,8 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     let token_state =
         if project.spec.lifecycle.state == DesiredState::Stopped { TokenState::Stopped } else { TokenState::Running };
     let existing_token = secret.as_ref().and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)).map(|t| t.0.clone());
-    let issued_for = secret.as_ref().map(|s| TokenState::from_annotation(s.annotations().get(TOKEN_STATE).map(String::as_str)));
+    let issued_for =
+        secret.as_ref().map(|s| TokenState::from_annotation(s.annotations().get(TOKEN_STATE).map(String::as_str)));
     let rotate = token_state == TokenState::Stopped && issued_for != Some(TokenState::Stopped);
     let token = match existing_token {
         Some(token) if !rotate => {
@@ -407,9 +408,7 @@ async fn create_activity_lease(
             Ok(created)
         }
         // Created since our cache last looked: use it.
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            Ok(leases.get(&activity_lease_name(&name)).await?)
-        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(leases.get(&activity_lease_name(&name)).await?),
         Err(e) => Err(e.into()),
     }
 }
