@@ -269,7 +269,19 @@ async fn hostile_archives_are_refused_and_leave_nothing_behind() {
     // A whole first file, then nothing: the stream ends where the next header would be.
     let mut cut_short = archive(&[("index.html", b"fine"), ("about.html", b"also fine")], false);
     cut_short.truncate(1024);
-    let cases: [(&str, Vec<u8>, StatusCode, &str); 6] = [
+    let cases: [(&str, Vec<u8>, StatusCode, &str); 8] = [
+        (
+            "the same path twice",
+            archive(&[("index.html", b"one"), ("about.html", b"x"), ("./index.html", b"two")], true),
+            StatusCode::BAD_REQUEST,
+            "more than once",
+        ),
+        (
+            "a right-to-left override in a name",
+            archive(&[("index.html", b"ok"), ("invoice\u{202e}lmth.exe", b"x")], false),
+            StatusCode::BAD_REQUEST,
+            "direction-changing",
+        ),
         ("cut short between two files", cut_short, StatusCode::BAD_REQUEST, "cut short"),
         (
             "traversal",
@@ -293,6 +305,38 @@ async fn hostile_archives_are_refused_and_leave_nothing_behind() {
     let versions_path = format!("/api/orgs/{}/projects/safe/versions", s.org);
     let versions = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await;
     assert_eq!(versions.body["versions"], json!([]));
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn git_archive_output_publishes_as_a_site() {
+    let s = Site::start("sites-git", None).await;
+    s.project("docs").await;
+    let repo = std::env::temp_dir().join(format!("ooda-git-site-{}", s.world.home.name));
+    std::fs::create_dir_all(repo.join("guide")).expect("temp repo");
+    std::fs::write(repo.join("index.html"), "<h1>from git</h1>").expect("write");
+    std::fs::write(repo.join("guide/index.html"), "<h1>guide</h1>").expect("write");
+    let git = |args: &[&str]| {
+        let output = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .expect("run git");
+        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "site"]);
+    // Its first entry is a pax global header carrying the commit id: metadata, not a file.
+    let (status, body) = s.publish("docs", git(&["archive", "--format=tar.gz", "HEAD"])).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["files"], 2, "{body}");
+    s.serves("docs", "<h1>from git</h1>").await;
+    let objects = bucket("ooda-sites-eu", S3).list(&format!("{}/docs/v1/", s.org)).await.expect("list");
+    assert_eq!(objects.len(), 2, "{objects:?}");
+    std::fs::remove_dir_all(&repo).ok();
     s.world.cleanup().await;
 }
 
