@@ -67,7 +67,8 @@ pub async fn publish(
         }
     });
     let body = stall_after(body, gateway.config.publishing.upload_idle_timeout());
-    let manifest = publish::publish(&bucket, &org, &name, &publisher, StreamReader::new(body), limits)
+    let standing = ProjectStanding::of(&gateway, &project);
+    let manifest = publish::publish(&bucket, &org, &name, &publisher, StreamReader::new(body), limits, &standing)
         .await
         .map_err(publish_error)?;
     record(&gateway, &project, Some(&manifest), manifest.version).await?;
@@ -104,7 +105,8 @@ pub async fn activate(
     access(&gateway, &session, &org, Role::Member)?;
     let project = live_project(&gateway, &org, &name)?;
     let bucket = bucket(&gateway, &org)?;
-    publish::activate(bucket, &org, &name, version).await.map_err(sites_error)?;
+    let standing = ProjectStanding::of(&gateway, &project);
+    publish::activate(bucket, &org, &name, version, &standing).await.map_err(publish_error)?;
     record(&gateway, &project, None, version).await?;
     Ok(Json(json!({ "current": version })))
 }
@@ -177,6 +179,36 @@ fn publish_error(error: PublishError) -> ApiError {
         }
         PublishError::Archive(error) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_archive", error.to_string()),
         PublishError::Storage(error) => sites_error(error),
+        PublishError::ProjectDeleted => ApiError::not_found("project (deleted while publishing)"),
+    }
+}
+
+/// The project a publish writes for, as the API server (not the watch cache) sees it now.
+struct ProjectStanding {
+    api: Api<Project>,
+    name: String,
+    uid: Option<String>,
+}
+
+impl ProjectStanding {
+    fn of(gateway: &Gateway, project: &Project) -> Self {
+        let api = Api::namespaced(gateway.client.clone(), &project.namespace().unwrap_or_default());
+        Self { api, name: project.name_any(), uid: project.metadata.uid.clone() }
+    }
+}
+
+impl publish::Standing for ProjectStanding {
+    fn stands(&self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async move {
+            match self.api.get_opt(&self.name).await {
+                Ok(Some(project)) => project.metadata.uid == self.uid && project.metadata.deletion_timestamp.is_none(),
+                Ok(None) => false,
+                Err(error) => {
+                    warn!(%error, "could not confirm the project still stands; withdrawing the publish");
+                    false
+                }
+            }
+        })
     }
 }
 

@@ -3,6 +3,15 @@
 //! is never held in memory), write the manifest, and only then move `current`. Anything that
 //! fails before the manifest leaves the live version as it was and no listed version behind; the
 //! files already written are deleted (if S3 is still there to ask).
+//!
+//! A publish can race its project's deletion, whose finalizer purges the project's prefix: an
+//! object written after the purge listed the prefix would outlive the project. So once every
+//! object is written, the publish asks the API server whether its project still stands; if it
+//! is being deleted (or the answer is unsure), it deletes everything it wrote. Every object is
+//! then removed by one side or the other: one written before that question was asked, in a
+//! project whose deletion was not yet marked, was there when the purge (which starts after the
+//! mark) listed the prefix. While files stream in, the same question is asked at most once a
+//! second, so a deleted project's publish stops early.
 
 use std::io;
 use std::time::Duration;
@@ -33,7 +42,18 @@ pub enum PublishError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Storage(#[from] SitesError),
+    #[error("the project was deleted while it was publishing")]
+    ProjectDeleted,
 }
+
+/// Whether the project being published still stands (exists, same uid, not being deleted),
+/// asked of the API server itself, not a cache. `false` also when that cannot be known.
+pub trait Standing: Send + Sync {
+    fn stands(&self) -> futures::future::BoxFuture<'_, bool>;
+}
+
+/// How often a publish asks, while files stream in, whether its project still stands.
+const STANDING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Publishes `upload` as the next version of `org`/`project` and makes it live.
 pub async fn publish(
@@ -43,19 +63,30 @@ pub async fn publish(
     publisher: &str,
     upload: impl AsyncRead + Send + 'static,
     limits: Limits,
+    standing: &dyn Standing,
 ) -> Result<Manifest, PublishError> {
     let mut files = Files::new(upload, limits).await?;
     let version = reserve(bucket, org, project).await?;
-    let mut written = Vec::new();
-    let result = write_version(bucket, org, project, version, publisher, &mut files, &mut written).await;
+    let mut written = vec![layout::reservation(org, project, version)];
+    let mut result = write_version(bucket, org, project, version, publisher, &mut files, &mut written, standing).await;
+    if result.is_ok() {
+        written.push(layout::current(org, project));
+        result = match set_current(bucket, org, project, version).await {
+            Ok(()) if standing.stands().await => result,
+            Ok(()) => Err(PublishError::ProjectDeleted),
+            Err(error) => Err(error.into()),
+        };
+    }
     match result {
         Ok(manifest) => {
-            set_current(bucket, org, project, version).await?;
             info!(org, project, version, files = manifest.files.len(), bytes = manifest.bytes, "published");
             Ok(manifest)
         }
         Err(error) => {
-            written.push(layout::reservation(org, project, version));
+            // `current` still names the live version unless the project is going: keep it then.
+            if !matches!(error, PublishError::ProjectDeleted) {
+                written.retain(|key| *key != layout::current(org, project));
+            }
             if let Err(cleanup) = bucket.delete(&written).await {
                 warn!(org, project, version, %cleanup, "could not remove a failed version's objects");
             }
@@ -65,9 +96,19 @@ pub async fn publish(
 }
 
 /// Makes an existing version live again (a rollback).
-pub async fn activate(bucket: &Bucket, org: &str, project: &str, version: i64) -> Result<Manifest, SitesError> {
+pub async fn activate(
+    bucket: &Bucket,
+    org: &str,
+    project: &str,
+    version: i64,
+    standing: &dyn Standing,
+) -> Result<Manifest, PublishError> {
     let manifest = read_manifest(bucket, org, project, version).await?;
     set_current(bucket, org, project, version).await?;
+    if !standing.stands().await {
+        bucket.delete(&[layout::current(org, project)]).await?;
+        return Err(PublishError::ProjectDeleted);
+    }
     Ok(manifest)
 }
 
@@ -108,6 +149,7 @@ async fn reserve(bucket: &Bucket, org: &str, project: &str) -> Result<i64, Sites
     Err(SitesError::Storage(format!("no free version number after {RESERVATION_ATTEMPTS} tries")))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_version(
     bucket: &Bucket,
     org: &str,
@@ -116,11 +158,19 @@ async fn write_version(
     publisher: &str,
     files: &mut Files,
     written: &mut Vec<String>,
+    standing: &dyn Standing,
 ) -> Result<Manifest, PublishError> {
     let prefix = layout::version(org, project, version);
     let mut manifest_files = Vec::new();
     let mut bytes = 0;
+    let mut asked = tokio::time::Instant::now();
     while let Some(mut file) = files.next().await? {
+        if asked.elapsed() >= STANDING_INTERVAL {
+            if !standing.stands().await {
+                return Err(PublishError::ProjectDeleted);
+            }
+            asked = tokio::time::Instant::now();
+        }
         let key = format!("{prefix}{}", file.path);
         let kind = content_type(&file.path);
         let (mut chunks, receiver) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(IN_FLIGHT);

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::gateway_harness::{Gateway, add_user};
-use crate::harness::{client, install_crds, unique_name, wait_deleted, wait_for};
+use crate::harness::{client, eventually, install_crds, unique_name, wait_deleted, wait_for};
 use crate::operator_harness::{World, organisation_ready, project_phase};
 
 const ALICE: &str = "alice@acme.example";
@@ -305,6 +305,50 @@ async fn hostile_archives_are_refused_and_leave_nothing_behind() {
     let versions_path = format!("/api/orgs/{}/projects/safe/versions", s.org);
     let versions = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await;
     assert_eq!(versions.body["versions"], json!([]));
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_publish_racing_its_projects_deletion_leaves_nothing_in_s3() {
+    let s = Site::start("sites-race", None).await;
+    s.project("race").await;
+    let big: Vec<(String, Vec<u8>)> = (0..40).map(|i| (format!("asset-{i}.bin"), vec![i as u8; 256 << 10])).collect();
+    let files: Vec<(&str, &[u8])> = big.iter().map(|(p, d)| (p.as_str(), d.as_slice())).collect();
+    let body = archive(&files, false);
+    let mut connection = TcpStream::connect(s.gateway.addr).await.expect("connect to the gateway");
+    let head = format!(
+        "POST /api/orgs/{}/projects/race/publish HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/x-tar\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        s.org,
+        s.gateway.addr,
+        s.alice,
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut connection, head.as_bytes()).await.expect("send the head");
+    tokio::io::AsyncWriteExt::write_all(&mut connection, &body[..body.len() / 2]).await.expect("send half");
+    let s3 = bucket("ooda-sites-eu", S3);
+    let prefix = format!("{}/race/", s.org);
+    eventually(Duration::from_secs(20), "the publish writes its first files", || async {
+        s3.list(&format!("{prefix}v1/")).await.expect("list").first().cloned()
+    })
+    .await;
+
+    // The project is deleted meanwhile: its finalizer purges the prefix and lets it go.
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
+    let uid = projects.get("race").await.expect("project").metadata.uid.expect("uid");
+    projects.delete("race", &Default::default()).await.expect("delete the project");
+    wait_deleted(&projects, "race", &uid).await;
+
+    // The rest of the upload arrives after the purge; none of it may outlive the project.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut connection, &body[body.len() / 2..]).await;
+    let mut answer = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut connection, &mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.starts_with("HTTP/1.1 201"), "a publish into a deleted project succeeded: {answer}");
+    eventually(Duration::from_secs(10), "nothing of the deleted project left in S3", || async {
+        s3.list(&prefix).await.expect("list").is_empty().then_some(())
+    })
+    .await;
     s.world.cleanup().await;
 }
 
