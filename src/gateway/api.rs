@@ -78,7 +78,7 @@ pub async fn put_member(
 ) -> ApiResult<Json<Value>> {
     let access = access(&gateway, &session, &org, Role::Admin)?;
     accounts::check_email(&email).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    members::set(&gateway, &access.organisation, &email, request.role).await?;
+    members::set(&gateway, &access.organisation, &session.email, &email, request.role).await?;
     info!(by = session.email, role = request.role.as_str(), "member set");
     Ok(Json(json!({ "email": email, "role": request.role.as_str() })))
 }
@@ -90,7 +90,7 @@ pub async fn delete_member(
     ApiPath((org, email)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let access = access(&gateway, &session, &org, Role::Admin)?;
-    members::remove(&gateway, &access.organisation, &email).await?;
+    members::remove(&gateway, &access.organisation, &session.email, &email).await?;
     info!(by = session.email, "member removed");
     Ok(StatusCode::NO_CONTENT)
 }

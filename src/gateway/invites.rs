@@ -53,7 +53,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let access = access(&gateway, &session, &org, Role::Admin)?;
     accounts::check_email(&request.email).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    members::set(&gateway, &access.organisation, &request.email, request.role).await?;
+    members::set(&gateway, &access.organisation, &session.email, &request.email, request.role).await?;
     let secret = crate::gateway::random_token(32);
     let expires = Timestamp::now() + gateway.settings.invite_ttl;
     let id = invite_id(&org, &request.email);

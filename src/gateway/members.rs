@@ -16,8 +16,45 @@ use crate::gateway::FIELD_MANAGER;
 use crate::gateway::Gateway;
 use crate::gateway::error::{ApiError, ApiResult};
 
-/// Gives `email` the `role` in `organisation` (adding the member if new).
-pub async fn set(gateway: &Gateway, organisation: &Organisation, email: &str, role: Role) -> ApiResult<()> {
+/// Attempts at a membership write that keeps meeting other writes to the organisation (the
+/// operator's status writes, another admin, this gateway's own write not yet in its cache).
+const ATTEMPTS: usize = 5;
+
+/// Gives `email` the `role` in `organisation` (adding the member if new), on behalf of admin `by`.
+pub async fn set(gateway: &Gateway, organisation: &Organisation, by: &str, email: &str, role: Role) -> ApiResult<()> {
+    retried(gateway, organisation, by, |organisation| set_once(gateway, organisation, email, role)).await
+}
+
+/// Removes `email` from `organisation`, whoever added it, on behalf of admin `by`.
+pub async fn remove(gateway: &Gateway, organisation: &Organisation, by: &str, email: &str) -> ApiResult<()> {
+    retried(gateway, organisation, by, |organisation| remove_once(gateway, organisation, email)).await
+}
+
+/// Runs `write` against the cached organisation, and again against a fresh read whenever the
+/// organisation changed under it; every check (the caller still an admin, the last admin kept)
+/// is made again on what is being written over.
+async fn retried<F, Fut>(gateway: &Gateway, cached: &Organisation, by: &str, write: F) -> ApiResult<()>
+where
+    F: Fn(Organisation) -> Fut,
+    Fut: Future<Output = ApiResult<()>>,
+{
+    let mut organisation = cached.clone();
+    for _ in 0..ATTEMPTS {
+        if !organisation.spec.members.iter().any(|m| m.email == by && m.role == Role::Admin) {
+            return Err(ApiError::forbidden("only an admin of the organisation may do this"));
+        }
+        match write(organisation).await {
+            Err(error) if error.code == "conflict" => {
+                organisation = organisations(gateway).get(&cached.name_any()).await?;
+            }
+            done => return done,
+        }
+    }
+    Err(ApiError::conflict("conflict", "the organisation kept changing while this request ran; try again"))
+}
+
+async fn set_once(gateway: &Gateway, organisation: Organisation, email: &str, role: Role) -> ApiResult<()> {
+    let organisation = &organisation;
     if role != Role::Admin && is_last_admin(organisation, email) {
         return Err(last_admin());
     }
@@ -37,8 +74,8 @@ pub async fn set(gateway: &Gateway, organisation: &Organisation, email: &str, ro
     Ok(())
 }
 
-/// Removes `email` from `organisation`, whoever added it.
-pub async fn remove(gateway: &Gateway, organisation: &Organisation, email: &str) -> ApiResult<()> {
+async fn remove_once(gateway: &Gateway, organisation: Organisation, email: &str) -> ApiResult<()> {
+    let organisation = &organisation;
     let Some(index) = organisation.spec.members.iter().position(|m| m.email == email) else {
         return Err(ApiError::not_found(format!("member {email:?}")));
     };

@@ -125,6 +125,9 @@ pub struct Gateway {
     pub buckets: crate::sites::Buckets,
     /// Publishes in progress on this replica, up to `publishing.maxConcurrent`.
     pub publishes: Semaphore,
+    /// Project pods' preview addresses seen accepting connections: a request to any other waits
+    /// for it to listen first.
+    serving: Mutex<std::collections::HashSet<SocketAddr>>,
     keys: Arc<RwLock<Arc<KeyRing>>>,
 }
 
@@ -152,12 +155,32 @@ impl Gateway {
             upstream: upstream_client(),
             buckets,
             publishes: Semaphore::new(config.publishing.max_concurrent as usize),
+            serving: Mutex::default(),
             client,
             config,
             settings,
             caches,
             metrics,
             keys,
+        }
+    }
+
+    /// Whether `address` was seen accepting connections (and not refusing one since).
+    pub fn serving(&self, address: SocketAddr) -> bool {
+        self.serving.lock().expect("serving lock").contains(&address)
+    }
+
+    pub fn mark_serving(&self, address: SocketAddr, serving: bool) {
+        let mut known = self.serving.lock().expect("serving lock");
+        if serving {
+            // Pods come and go with new addresses: forgetting them all now and then costs one
+            // connection check each, and bounds the set.
+            if known.len() >= MAX_SERVING {
+                known.clear();
+            }
+            known.insert(address);
+        } else {
+            known.remove(&address);
         }
     }
 
@@ -224,6 +247,9 @@ fn upstream_client() -> HttpClient<HttpConnector, Body> {
         .pool_max_idle_per_host(64)
         .build(connector)
 }
+
+/// Preview addresses remembered as serving, at most.
+const MAX_SERVING: usize = 65_536;
 
 /// Largest JSON body any API endpoint takes.
 pub const MAX_API_BODY: usize = 64 * 1024;

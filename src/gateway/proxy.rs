@@ -121,15 +121,25 @@ pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, reques
         return swap_query_for_cookie(request.uri(), &token, cookie);
     }
     let idle_timeout = crate::gateway::idle_timeout(&gateway, &target.project);
-    let ip = match gateway.caches.pod(&org, &name).as_deref().and_then(ready_pod_ip) {
-        Some(ip) => ip,
-        None => match wake(&gateway, &target, &name, &presented, wants_html(request.headers())).await {
-            Ok(ip) => ip,
+    let browser = wants_html(request.headers());
+    let address = match gateway.caches.pod(&org, &name).as_deref().and_then(ready_pod_ip) {
+        // Ready, but not yet seen answering here (just started, or its server restarted): the
+        // first request waits for the port to listen, as during a wake, rather than get a 502.
+        Some(ip) if !gateway.serving(SocketAddr::new(ip, target.port)) => {
+            let started = Instant::now();
+            let address = SocketAddr::new(ip, target.port);
+            if let Err(response) = await_listening(&gateway, address, started, browser).await {
+                return response;
+            }
+            address
+        }
+        Some(ip) => SocketAddr::new(ip, target.port),
+        None => match wake(&gateway, &target, &name, &presented, browser).await {
+            Ok(ip) => SocketAddr::new(ip, target.port),
             Err(response) => return response,
         },
     };
     gateway.activity.touch(&org, &name, idle_timeout, "http");
-    let address = SocketAddr::new(ip, target.port);
     forward(gateway, target, name, presented, address, peer, request).await
 }
 
@@ -170,20 +180,36 @@ async fn wake(
         }
     };
     // Ready is the kubelet's view; the first connection may still race the listener opening.
-    let address = SocketAddr::new(ip, target.port);
+    await_listening(gateway, SocketAddr::new(ip, target.port), started, browser).await.inspect_err(|_| {
+        gateway.metrics.woke("timeout", started.elapsed());
+    })?;
+    gateway.metrics.woke("ready", started.elapsed());
+    debug!(took_ms = started.elapsed().as_millis() as u64, "woke the project");
+    Ok(ip)
+}
+
+/// Waits until `address` accepts a connection, up to the wake timeout from `started` (a
+/// browser's hold, then the waking page, for browsers); then remembers it as serving.
+async fn await_listening(
+    gateway: &Gateway,
+    address: SocketAddr,
+    started: Instant,
+    browser: bool,
+) -> Result<(), Response<Body>> {
+    let settings = &gateway.settings;
+    let deadline =
+        started + if browser { settings.browser_hold.min(settings.wake_timeout) } else { settings.wake_timeout };
     let mut pause = Duration::from_millis(5);
     while tokio::net::TcpStream::connect(address).await.is_err() {
         if Instant::now() >= deadline {
-            gateway.metrics.woke("timeout", started.elapsed());
             return Err(still_waking(browser, settings.wake_timeout));
         }
         // The last try is at the deadline itself: the whole timeout is given.
         tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
         pause = (pause * 2).min(Duration::from_millis(200));
     }
-    gateway.metrics.woke("ready", started.elapsed());
-    debug!(took_ms = started.elapsed().as_millis() as u64, "woke the project");
-    Ok(ip)
+    gateway.mark_serving(address, true);
+    Ok(())
 }
 
 fn still_waking(browser: bool, wake_timeout: Duration) -> Response<Body> {
@@ -383,6 +409,9 @@ async fn forward(
     let mut response = match gateway.upstream.request(upstream).await {
         Ok(response) => response,
         Err(error) => {
+            if error.is_connect() {
+                gateway.mark_serving(address, false);
+            }
             debug!(%error, %address, "upstream request failed");
             return ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", "the project did not answer").into_response();
         }

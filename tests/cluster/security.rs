@@ -393,6 +393,27 @@ async fn preview_and_site_hosts_tell_nothing_about_projects_and_keep_ooda_s_cook
 }
 
 #[tokio::test]
+async fn a_request_to_a_ready_pod_whose_server_is_not_listening_yet_waits_for_it() {
+    let s = setup("sec-listen").await;
+    let port = dev_port();
+    let (host, token) = running_project(&s, "late", port, "15m").await;
+    let ip = pod_ip(&s.world.client, &format!("org-{}", s.org), "late").await;
+    // The pod is Ready (kwok says so), but nothing listens on the preview port yet. The request
+    // must still be waiting after a while (an observation window: there is no event to await).
+    let browser = s.gateway.preview_client(&host);
+    let request = browser.get(s.gateway.preview_url(&host, "/first")).header("x-ooda-preview-token", &token).send();
+    let pending = tokio::spawn(request);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!pending.is_finished(), "the request was answered before the server listened");
+    let _dev = upstream(std::net::SocketAddr::new(ip, port)).await;
+    let answer = pending.await.expect("join").expect("answer");
+    assert_eq!(answer.status(), StatusCode::OK, "held until the server listened, not a 502");
+    let echo: Value = answer.json().await.expect("the dev server's echo");
+    assert_eq!(echo["path"], "/first");
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
 async fn under_tls_the_preview_cookie_is_host_prefixed_and_a_silent_handshake_is_dropped() {
     let client = client().await;
     install_crds(&client).await;

@@ -8,9 +8,9 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, NodeAffinity, NodeSelector,
     NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
     SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -224,6 +224,21 @@ fn loader(inputs: &Inputs) -> Option<Container> {
     })
 }
 
+/// Ready means serving the preview: the pod is Ready only while its preview port accepts
+/// connections, so a wake ends, and the project runs, when a preview can be answered. Checked
+/// often: a wake waits for it.
+fn preview_probe(project: &Project) -> Option<Probe> {
+    let port = project.spec.ports.iter().find(|p| p.preview)?;
+    Some(Probe {
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port.port), ..Default::default() }),
+        period_seconds: Some(1),
+        failure_threshold: Some(1),
+        success_threshold: Some(1),
+        timeout_seconds: Some(1),
+        ..Default::default()
+    })
+}
+
 fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
     let project = inputs.project;
     let r = resources(inputs);
@@ -280,6 +295,7 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
             }))
             .collect(),
         ),
+        readiness_probe: preview_probe(project),
         resources: Some(requests_equal_limits(dedicated)),
         security_context: Some(restricted_container_context()),
         volume_mounts: Some(workspace_mount()),
@@ -790,6 +806,18 @@ mod tests {
         let ports: Vec<_> =
             ingress[0].ports.iter().flatten().map(|p| (p.port.clone(), p.protocol.as_deref())).collect();
         assert_eq!(ports, [(Some(IntOrString::Int(3000)), Some("TCP"))]);
+    }
+
+    #[test]
+    fn the_pod_is_ready_only_while_its_preview_port_accepts_connections() {
+        let d = build(&full_project());
+        let probe = container(&d, "workspace").readiness_probe.as_ref().expect("a readiness probe");
+        let tcp = probe.tcp_socket.as_ref().expect("a TCP probe");
+        assert_eq!(tcp.port, IntOrString::Int(3000), "the preview port");
+        assert_eq!(probe.period_seconds, Some(1));
+        let mut no_preview = full_project();
+        no_preview.spec.ports.iter_mut().for_each(|p| p.preview = false);
+        assert!(container(&build(&no_preview), "workspace").readiness_probe.is_none());
     }
 
     #[test]
