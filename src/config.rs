@@ -150,10 +150,18 @@ pub struct GatewaySelector {
     pub namespace: String,
     /// Labels every gateway pod carries.
     pub pod_labels: BTreeMap<String, String>,
+    /// The gateway's ServiceAccount (in `namespace`): each organisation's namespace gets a Role
+    /// letting it, and only it, read the project tokens and pods there and renew activity.
+    #[serde(default = "default_gateway_service_account")]
+    pub service_account: String,
     /// Where the gateway's API is reached (`https://ooda.example.com`): environments get their
     /// publish URL from it. Without it they get only the token.
     #[serde(default)]
     pub public_url: Option<String>,
+}
+
+fn default_gateway_service_account() -> String {
+    "ooda-gateway".into()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

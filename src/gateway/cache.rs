@@ -1,12 +1,17 @@
-//! The gateway's view of the cluster: watch caches of Organisations, Projects, project pods,
-//! project Secrets and the accounts in the gateway's namespace. Every change bumps one generation counter, so a request waiting for a pod
-//! to become ready (or for its project to stop) wakes on the watch event, not on a timer.
+//! The gateway's view of the cluster: watch caches of Organisations, Projects and the accounts in
+//! the gateway's namespace, and, per organisation namespace, of project pods and Secrets (the
+//! gateway may read those only there: the operator gives it a Role in each organisation's
+//! namespace once the organisation is Ready). Every change bumps one generation counter, so a
+//! request waiting for a pod to become ready (or for its project to stop) wakes on the watch
+//! event, not on a timer.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -26,8 +31,8 @@ use crate::crd::{Organisation, Project};
 pub struct Caches {
     pub organisations: Store<Organisation>,
     pub projects: Store<Project>,
-    pub pods: Store<Pod>,
-    pub secrets: Store<Secret>,
+    pub pods: PerNamespace<Pod>,
+    pub secrets: PerNamespace<Secret>,
     /// Account Secrets (label `ooda.run/user`) in the gateway's own namespace.
     pub accounts: Store<Secret>,
     accounts_namespace: String,
@@ -35,20 +40,28 @@ pub struct Caches {
     synced: Arc<AtomicUsize>,
 }
 
-const WATCHES: usize = 5;
+/// Watches that must have listed before the gateway is ready (the per-namespace ones start later,
+/// as organisations become Ready; until one has listed, its namespace's previews are refused).
+const WATCHES: usize = 3;
 
 impl Caches {
     /// Starts the watches; they run for as long as the process.
     pub fn start(client: &Client, namespace: &str) -> Self {
         let (changed, changes) = watch::channel(0u64);
         let synced = Arc::new(AtomicUsize::new(0));
-        let managed = watcher::Config::default().labels(&names::managed_selector());
-        let organisations = reflect(Api::all(client.clone()), watcher::Config::default(), &changed, &synced, false);
-        let projects = reflect(Api::all(client.clone()), watcher::Config::default(), &changed, &synced, true);
-        let pods = reflect(Api::all(client.clone()), managed.clone(), &changed, &synced, true);
-        let secrets = reflect(Api::all(client.clone()), managed, &changed, &synced, true);
+        let counted = |synced: &Arc<AtomicUsize>| {
+            let synced = synced.clone();
+            move || {
+                synced.fetch_add(1, Ordering::AcqRel);
+            }
+        };
+        let all = watcher::Config::default();
+        let organisations = reflect(Api::all(client.clone()), all.clone(), &changed, counted(&synced), false);
+        let projects = reflect(Api::all(client.clone()), all, &changed, counted(&synced), true);
         let users = watcher::Config::default().labels(&format!("{USER_LABEL}=true"));
-        let accounts = reflect(Api::namespaced(client.clone(), namespace), users, &changed, &synced, true);
+        let accounts = reflect(Api::namespaced(client.clone(), namespace), users, &changed, counted(&synced), true);
+        let (pods, secrets) = (PerNamespace::default(), PerNamespace::default());
+        follow_organisations(client.clone(), organisations.clone(), pods.clone(), secrets.clone(), changed);
         Self {
             organisations,
             projects,
@@ -73,25 +86,13 @@ impl Caches {
         accounts: Vec<Secret>,
         accounts_namespace: &str,
     ) -> Self {
-        fn listed<K>(objects: Vec<K>) -> Store<K>
-        where
-            K: Resource<DynamicType = ()> + Clone + 'static,
-        {
-            let (store, mut writer) = reflector::store();
-            writer.apply_watcher_event(&watcher::Event::Init);
-            for object in objects {
-                writer.apply_watcher_event(&watcher::Event::InitApply(object));
-            }
-            writer.apply_watcher_event(&watcher::Event::InitDone);
-            store
-        }
         let (changed, changes) = watch::channel(0u64);
         std::mem::forget(changed);
         Self {
             organisations: listed(organisations),
             projects: listed(projects),
-            pods: listed(pods),
-            secrets: listed(secrets),
+            pods: PerNamespace::listed(pods),
+            secrets: PerNamespace::listed(secrets),
             accounts: listed(accounts),
             accounts_namespace: accounts_namespace.to_owned(),
             changes,
@@ -144,14 +145,19 @@ impl Caches {
     /// The project's pod, if it exists and is not being deleted.
     pub fn pod(&self, org: &str, project: &str) -> Option<Arc<Pod>> {
         self.pods
-            .get(&object_ref(&organisation_namespace(org), pod_name(project)))
+            .get(&organisation_namespace(org), &pod_name(project))
             .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+    }
+
+    /// A Secret the operator made in `org`'s namespace.
+    pub fn secret(&self, org: &str, name: &str) -> Option<Arc<Secret>> {
+        self.secrets.get(&organisation_namespace(org), name)
     }
 
     /// The project's current preview token, unless the project is stopped (the operator marks
     /// the Secret the moment it rotates the token on stop).
     pub fn preview_token(&self, org: &str, project: &str) -> Option<PreviewToken> {
-        let secret = self.secrets.get(&object_ref(&organisation_namespace(org), preview_secret_name(project)))?;
+        let secret = self.secret(org, &preview_secret_name(project))?;
         let state = TokenState::from_annotation(secret.annotations().get(TOKEN_STATE).map(String::as_str));
         let stopped = state == TokenState::Stopped;
         let token = secret.data.as_ref()?.get(TOKEN_KEY)?.0.clone();
@@ -174,19 +180,166 @@ pub fn ready_pod_ip(pod: &Pod) -> Option<std::net::IpAddr> {
     status.pod_ip.as_deref()?.parse().ok()
 }
 
+/// A watch cache per organisation namespace, of the objects there labelled as ooda's.
+pub struct PerNamespace<K: Resource<DynamicType = ()> + 'static> {
+    watches: Arc<RwLock<HashMap<String, NamespaceWatch<K>>>>,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Clone for PerNamespace<K> {
+    fn clone(&self) -> Self {
+        Self { watches: self.watches.clone() }
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Default for PerNamespace<K> {
+    fn default() -> Self {
+        Self { watches: Arc::default() }
+    }
+}
+
+struct NamespaceWatch<K: Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
+    listed: Arc<AtomicBool>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Drop for NamespaceWatch<K> {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl<K> PerNamespace<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    /// The object, once its namespace's watch has listed; `None` before (fail closed).
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        let watches = self.watches.read().expect("namespace watches lock");
+        let watch = watches.get(namespace).filter(|w| w.listed.load(Ordering::Acquire))?;
+        watch.store.get(&object_ref(namespace, name))
+    }
+
+    /// Watches every namespace in `wanted` not watched yet; stops watching those not in `keep`.
+    fn follow(
+        &self,
+        client: &Client,
+        wanted: &BTreeSet<String>,
+        keep: &BTreeSet<String>,
+        changed: &watch::Sender<u64>,
+    ) {
+        let mut watches = self.watches.write().expect("namespace watches lock");
+        watches.retain(|namespace, _| keep.contains(namespace));
+        let missing: Vec<&String> = wanted.iter().filter(|n| !watches.contains_key(*n)).collect();
+        for namespace in missing {
+            let listed = Arc::new(AtomicBool::new(false));
+            let flag = listed.clone();
+            let config = watcher::Config::default().labels(&names::managed_selector());
+            let api = Api::namespaced(client.clone(), namespace);
+            let (store, task) =
+                spawn_reflector(api, config, changed, move || flag.store(true, Ordering::Release), true);
+            watches.insert(namespace.clone(), NamespaceWatch { store, listed, task: Some(task) });
+        }
+    }
+
+    /// Watches that have listed exactly these objects, for in-process tests.
+    #[cfg(test)]
+    fn listed(objects: Vec<K>) -> Self {
+        let mut by_namespace: HashMap<String, Vec<K>> = HashMap::new();
+        for object in objects {
+            by_namespace.entry(object.meta().namespace.clone().unwrap_or_default()).or_default().push(object);
+        }
+        let watches = by_namespace
+            .into_iter()
+            .map(|(namespace, objects)| {
+                let watch =
+                    NamespaceWatch { store: listed(objects), listed: Arc::new(AtomicBool::new(true)), task: None };
+                (namespace, watch)
+            })
+            .collect();
+        Self { watches: Arc::new(RwLock::new(watches)) }
+    }
+}
+
+/// A store holding exactly these objects, as if its watch had just listed them.
+#[cfg(test)]
+fn listed<K>(objects: Vec<K>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for object in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(object));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// Keeps the per-namespace watches in step with the organisations: a namespace is watched from
+/// when its organisation is Ready (the operator has given the gateway its Role there by then)
+/// for as long as the organisation exists.
+fn follow_organisations(
+    client: Client,
+    organisations: Store<Organisation>,
+    pods: PerNamespace<Pod>,
+    secrets: PerNamespace<Secret>,
+    changed: watch::Sender<u64>,
+) {
+    let mut changes = changed.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let all = organisations.state();
+            let keep: BTreeSet<String> = all.iter().map(|o| organisation_namespace(&o.name_any())).collect();
+            let wanted: BTreeSet<String> = all
+                .iter()
+                .filter(|o| o.metadata.deletion_timestamp.is_none())
+                .filter(|o| o.status.as_ref().is_some_and(|s| crate::crd::conditions::is_true(&s.conditions, "Ready")))
+                .map(|o| organisation_namespace(&o.name_any()))
+                .collect();
+            pods.follow(&client, &wanted, &keep, &changed);
+            secrets.follow(&client, &wanted, &keep, &changed);
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     changed: &watch::Sender<u64>,
-    synced: &Arc<AtomicUsize>,
+    on_listed: impl Fn() + Send + 'static,
     drop_managed_fields: bool,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
+    spawn_reflector(api, config, changed, on_listed, drop_managed_fields).0
+}
+
+/// A reflector running in its own task: `on_listed` runs once, at its first initial list.
+fn spawn_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: &watch::Sender<u64>,
+    on_listed: impl Fn() + Send + 'static,
+    drop_managed_fields: bool,
+) -> (Store<K>, tokio::task::AbortHandle)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
     let (store, writer) = reflector::store();
     let changed = changed.clone();
-    let synced = synced.clone();
     let kind = K::kind(&()).into_owned();
     let stream = watcher(api, config)
         .default_backoff()
@@ -197,7 +350,7 @@ where
             }
         })
         .reflect(writer);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut counted = false;
         while let Some(event) = stream.next().await {
@@ -205,7 +358,7 @@ where
                 Ok(event) => {
                     if matches!(event, watcher::Event::InitDone) && !counted {
                         counted = true;
-                        synced.fetch_add(1, Ordering::AcqRel);
+                        on_listed();
                     }
                     changed.send_modify(|generation| *generation += 1);
                 }
@@ -213,5 +366,5 @@ where
             }
         }
     });
-    store
+    (store, task.abort_handle())
 }

@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::{instrument, warn};
 
-use crate::crd::names::{TOKEN_KEY, object_ref, organisation_namespace, parse_host_label, publish_secret_name};
+use crate::crd::names::{TOKEN_KEY, parse_host_label, publish_secret_name};
 use crate::crd::{Project, PublishedStatus, PublishedVersion, Role};
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::Gateway;
@@ -119,7 +119,7 @@ fn publisher(gateway: &Gateway, org: &str, name: &str, headers: &HeaderMap) -> A
         access(gateway, &session, org, Role::Member)?;
         return Ok(session.email);
     };
-    let secret = gateway.caches.secrets.get(&object_ref(&organisation_namespace(org), publish_secret_name(name)));
+    let secret = gateway.caches.secret(org, &publish_secret_name(name));
     let expected = secret.as_ref().and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)).map(|t| t.0.clone());
     if expected.is_some_and(|t| bool::from(t.as_slice().ct_eq(presented.as_bytes()))) {
         Ok(ENVIRONMENT_PUBLISHER.to_owned())

@@ -24,6 +24,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -228,9 +229,19 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
         sync.reflect::<LimitRange>("LimitRange", Api::all(client.clone()), Some(&org_children));
     let (org_policies, org_policy_events) =
         sync.reflect::<NetworkPolicy>("NetworkPolicy (organisation)", Api::all(client.clone()), Some(&org_children));
+    let (roles, role_events) = sync.reflect::<Role>("Role", Api::all(client.clone()), Some(&org_children));
+    let (role_bindings, role_binding_events) =
+        sync.reflect::<RoleBinding>("RoleBinding", Api::all(client.clone()), Some(&org_children));
     let organisation_ctx = Arc::new(organisation::OrganisationContext {
         shared: shared.clone(),
-        children: organisation::Children { namespaces, quotas, limit_ranges, network_policies: org_policies },
+        children: organisation::Children {
+            namespaces,
+            quotas,
+            limit_ranges,
+            network_policies: org_policies,
+            roles,
+            role_bindings,
+        },
     });
     // Namespaced children of a cluster-scoped owner: `owns` would look the owner up in the
     // child's namespace, so they lead back to their organisation by label instead.
@@ -243,7 +254,9 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
         .owns_stream(namespace_events)
         .watches_stream(quota_events, owning_organisation)
         .watches_stream(limit_range_events, owning_organisation)
-        .watches_stream(org_policy_events, owning_organisation);
+        .watches_stream(org_policy_events, owning_organisation)
+        .watches_stream(role_events, owning_organisation)
+        .watches_stream(role_binding_events, owning_organisation);
 
     // Project controller.
     let (project_store, project_events) = sync.reflect::<Project>("Project", Api::all(client.clone()), None);

@@ -1,10 +1,16 @@
-//! The chart's roles are enough for each part to do its whole job: the operator and the gateway
-//! run here under ServiceAccounts bound to exactly those roles, never as admin.
+//! The chart's roles are enough for each part to do its whole job, and no more: the operator and
+//! the gateway run here under ServiceAccounts bound to exactly those roles and under the chart's
+//! admission policies, never as admin; what they may not do is asked of the API server (as
+//! `kubectl auth can-i --as` does) and tried.
 
 use std::path::PathBuf;
 
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -39,9 +45,85 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
     projects.patch("least", &PatchParams::default(), &Patch::Merge(&stop)).await.expect("stop");
     wait_for(&projects, "least", project_phase(Phase::Stopped)).await;
 
+    // Nothing that is not ooda's: the API server refuses the operator's writes elsewhere, even
+    // those its ClusterRole allows (RBAC cannot narrow by name or label).
+    let operator = Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&identity.kubeconfig).expect("kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("config"),
+    )
+    .expect("client");
+    let bystander = TestNamespace::create(&client, &format!("{test}-x")).await;
+    let refusals = refused_writes_as(&operator, &bystander.name, &ns).await;
+    for (write, message) in refusals {
+        assert!(message.contains("ooda-operator may write only"), "{write}: {message}");
+    }
+    bystander.cleanup().await;
+
     // Deleting the organisation runs both finalizers under the same identity.
     world.cleanup().await;
     identity.remove(&client).await;
+}
+
+/// Writes the operator's ClusterRole allows but which are not ooda's, each refused by the API
+/// server: `(write, the API server's message)`.
+async fn refused_writes_as(operator: &Client, bystander: &str, org_namespace: &str) -> Vec<(String, String)> {
+    let mut refused = Vec::new();
+    let mut expect_refused = |write: &str, result: Result<(), kube::Error>| match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => refused.push((write.to_owned(), status.message)),
+        other => panic!("{write} was not refused: {other:?}"),
+    };
+    let secret: Secret = serde_json::from_value(json!({ "metadata": { "name": "planted" } })).expect("secret");
+    let in_bystander: Api<Secret> = Api::namespaced(operator.clone(), bystander);
+    expect_refused(
+        "a Secret in another namespace",
+        in_bystander.create(&PostParams::default(), &secret).await.map(drop),
+    );
+    let in_org: Api<Secret> = Api::namespaced(operator.clone(), org_namespace);
+    expect_refused(
+        "an unlabelled Secret in an organisation namespace",
+        in_org.create(&PostParams::default(), &secret).await.map(drop),
+    );
+    let namespaces: Api<Namespace> = Api::all(operator.clone());
+    expect_refused(
+        "deleting a namespace that is not an organisation's",
+        namespaces.delete(bystander, &Default::default()).await.map(drop),
+    );
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(operator.clone(), bystander);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": { "name": "planted", "labels": { "app.kubernetes.io/managed-by": "ooda" } },
+        "spec": {
+            "selector": { "matchLabels": { "a": "b" } },
+            "template": { "metadata": { "labels": { "a": "b" } }, "spec": { "containers": [{ "name": "c", "image": "x" }] } },
+        },
+    }))
+    .expect("statefulset");
+    expect_refused(
+        "a StatefulSet labelled as ooda's outside organisation namespaces",
+        stateful_sets.create(&PostParams::default(), &sts).await.map(drop),
+    );
+    refused
+}
+
+/// Asks the API server whether `user` may `verb` `resource` in `namespace` (what `kubectl auth
+/// can-i --as <user>` sends).
+async fn can_i(client: &Client, user: &str, verb: &str, group: &str, resource: &str, namespace: &str) -> bool {
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": { "verb": verb, "group": group, "resource": resource, "namespace": namespace },
+        }
+    }))
+    .expect("review");
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
+    answer.status.expect("status").allowed
 }
 
 #[tokio::test]
@@ -51,11 +133,16 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
     let test = unique_name("rbac-gw");
     let home = TestNamespace::create(&client, &test).await;
     crate::operator_harness::add_s3_credentials(&home).await;
-    let operator = Operator::start(&test, &home.name, "ooda-operator").await;
+    // The operator gives this test's gateway ServiceAccount its Role in organisation namespaces.
+    let config = std::env::temp_dir().join(format!("ooda-{test}-config.yaml"));
+    let example = std::fs::read_to_string(crate::operator_harness::example_config()).expect("example config");
+    let own = example.replace("gateway:\n  namespace: ooda-system", &format!("gateway:\n  namespace: {}", home.name));
+    assert_ne!(own, example, "the example configuration names the gateway's namespace");
+    std::fs::write(&config, own).expect("write config");
+    let operator = Operator::start_with(&test, &home.name, "ooda-operator", kubeconfig_path(), &config).await;
     operator.wait_ready("leader").await;
     let identity = ServiceAccountIdentity::create(&client, &test, &home, "gateway", true).await;
-    let config = crate::operator_harness::example_config();
-    let world = World { client: client.clone(), test: test.clone(), home, operator, config };
+    let world = World { client: client.clone(), test: test.clone(), home, operator, config: config.clone() };
     let org = world.ready_organisation("eu").await.metadata.name.expect("name");
     add_user(&world, &world.home.name, "alice@acme.example").await;
 
@@ -109,8 +196,50 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
     let delete = gateway.call(Method::DELETE, &format!("{projects_path}/least"), Some(&alice), None).await;
     assert_eq!(delete.status, StatusCode::ACCEPTED, "{:?}", delete.body);
 
+    // What it may not do: read Secrets, or write Leases, anywhere but where ooda put them.
+    let org_namespace = format!("org-{org}");
+    let me = format!("system:serviceaccount:{}:ooda-gateway", world.home.name);
+    for (verb, group, resource, namespace, allowed) in [
+        ("list", "", "secrets", "kube-system", false),
+        ("get", "", "secrets", "kube-system", false),
+        ("watch", "", "secrets", "default", false),
+        ("list", "", "pods", "kube-system", false),
+        ("patch", "coordination.k8s.io", "leases", "kube-system", false),
+        ("create", "", "secrets", org_namespace.as_str(), false),
+        ("list", "", "secrets", org_namespace.as_str(), true),
+        ("patch", "coordination.k8s.io", "leases", org_namespace.as_str(), true),
+    ] {
+        let answer = can_i(&client, &me, verb, group, resource, namespace).await;
+        assert_eq!(answer, allowed, "can the gateway {verb} {resource} in {namespace}?");
+    }
+    // A Lease in an organisation namespace that is not a project's: RBAC lets the gateway patch
+    // Leases there, the admission policy does not.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &org_namespace);
+    let lease: Lease = serde_json::from_value(json!({ "metadata": { "name": "not-a-project" } })).expect("lease");
+    leases.create(&PostParams::default(), &lease).await.expect("create a lease");
+    let as_gateway = Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&identity.kubeconfig).expect("kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("config"),
+    )
+    .expect("client");
+    let renew = json!({ "spec": { "renewTime": "2030-01-01T00:00:00.000000Z" } });
+    let refused = Api::<Lease>::namespaced(as_gateway, &org_namespace)
+        .patch("not-a-project", &PatchParams::default(), &Patch::Merge(&renew))
+        .await;
+    match refused {
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            assert!(status.message.contains("ooda-gateway may write"), "{}", status.message)
+        }
+        other => panic!("the gateway patched a Lease that is not a project's: {other:?}"),
+    }
+
     world.cleanup().await;
     identity.remove(&client).await;
+    std::fs::remove_file(config).ok();
 }
 
 /// A one-file site, as a plain tar archive.
@@ -142,6 +271,22 @@ impl ServiceAccountIdentity {
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         };
         let cluster_role: ClusterRole = serde_yaml::from_str(&chart("clusterrole")).expect("ClusterRole YAML");
+        // The chart's admission policy, cluster-wide: it matches ServiceAccounts by this name.
+        let policy = chart("admission-policy");
+        let mut documents = policy.split("\n---\n");
+        let vap: ValidatingAdmissionPolicy =
+            serde_yaml::from_str(documents.next().expect("policy")).expect("policy YAML");
+        let vap_binding: ValidatingAdmissionPolicyBinding =
+            serde_yaml::from_str(documents.next().expect("binding")).expect("binding YAML");
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .patch(vap.metadata.name.as_deref().expect("name"), &apply, &Patch::Apply(&vap))
+            .await
+            .expect("apply the admission policy");
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .patch(vap_binding.metadata.name.as_deref().expect("name"), &apply, &Patch::Apply(&vap_binding))
+            .await
+            .expect("apply the admission policy binding");
         Api::<ClusterRole>::all(client.clone())
             .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cluster_role))
             .await

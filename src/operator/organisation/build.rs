@@ -6,10 +6,12 @@ use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::Resource;
 
+use crate::config::GatewaySelector;
 use crate::crd::Organisation;
 use crate::crd::names::{organisation_labels, organisation_namespace};
 use crate::operator::apply::stamp;
@@ -17,6 +19,8 @@ use crate::operator::apply::stamp;
 pub const QUOTA_NAME: &str = "organisation-quota";
 pub const LIMIT_RANGE_NAME: &str = "container-defaults";
 pub const DEFAULT_DENY_NAME: &str = "default-deny";
+/// The Role (and its binding) giving the gateway what it needs in the organisation's namespace.
+pub const GATEWAY_ACCESS_NAME: &str = "ooda-gateway";
 
 /// Everything an organisation should have.
 pub struct Desired {
@@ -105,6 +109,45 @@ pub fn desired(org: &Organisation) -> Desired {
     stamp(&mut limit_range);
     stamp(&mut default_deny);
     Desired { namespace, quota, limit_range, default_deny }
+}
+
+/// What the gateway may do in this organisation's namespace, and nothing more: read the project
+/// tokens (Secrets) and pods, and renew activity Leases. It has no such rights anywhere else, so
+/// it cannot read another namespace's Secrets (kube-system's, say).
+pub fn gateway_access(org: &Organisation, gateway: &GatewaySelector) -> (Role, RoleBinding) {
+    let name = org.metadata.name.as_deref().expect("organisation has a name");
+    let namespace = organisation_namespace(name);
+    let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..Default::default()
+    };
+    let mut role = Role {
+        metadata: meta(org, GATEWAY_ACCESS_NAME, Some(&namespace)),
+        rules: Some(vec![
+            rule("", "secrets", &["get", "list", "watch"]),
+            rule("", "pods", &["get", "list", "watch"]),
+            rule("coordination.k8s.io", "leases", &["get", "patch"]),
+        ]),
+    };
+    let mut binding = RoleBinding {
+        metadata: meta(org, GATEWAY_ACCESS_NAME, Some(&namespace)),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: GATEWAY_ACCESS_NAME.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: gateway.service_account.clone(),
+            namespace: Some(gateway.namespace.clone()),
+            ..Default::default()
+        }]),
+    };
+    stamp(&mut role);
+    stamp(&mut binding);
+    (role, binding)
 }
 
 #[cfg(test)]
@@ -288,5 +331,38 @@ mod tests {
         assert_ne!(hash(&small.quota.as_ref().unwrap().metadata), hash(&large.quota.as_ref().unwrap().metadata));
         assert_eq!(hash(&small.namespace.metadata), hash(&large.namespace.metadata));
         assert_eq!(hash(&small.default_deny.metadata), hash(&large.default_deny.metadata));
+    }
+
+    #[test]
+    fn the_gateway_may_read_tokens_and_pods_and_renew_activity_in_the_namespace_and_nothing_more() {
+        let gateway = crate::config::GatewaySelector {
+            namespace: "ooda-system".into(),
+            pod_labels: BTreeMap::new(),
+            service_account: "ooda-gateway".into(),
+            public_url: None,
+        };
+        let (role, binding) = gateway_access(&without_quota(), &gateway);
+        assert_eq!(role.metadata.namespace.as_deref(), Some("org-acme"));
+        let rules: Vec<(String, String, Vec<String>)> = role
+            .rules
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.api_groups.unwrap().join(","), r.resources.unwrap().join(","), r.verbs))
+            .collect();
+        let owned = |verbs: &[&str]| verbs.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            rules,
+            [
+                ("".into(), "secrets".into(), owned(&["get", "list", "watch"])),
+                ("".into(), "pods".into(), owned(&["get", "list", "watch"])),
+                ("coordination.k8s.io".into(), "leases".into(), owned(&["get", "patch"])),
+            ]
+        );
+        assert_eq!(binding.role_ref.name, "ooda-gateway");
+        let subject = &binding.subjects.unwrap()[0];
+        assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("ServiceAccount", "ooda-gateway"));
+        assert_eq!(subject.namespace.as_deref(), Some("ooda-system"));
+        assert_eq!(role.metadata.labels.unwrap().get(MANAGED_BY).map(String::as_str), Some("ooda"));
+        assert!(binding.metadata.owner_references.is_some_and(|o| o[0].controller == Some(true)));
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -32,6 +33,8 @@ pub struct Children {
     pub quotas: Store<ResourceQuota>,
     pub limit_ranges: Store<LimitRange>,
     pub network_policies: Store<NetworkPolicy>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
 }
 
 pub struct OrganisationContext {
@@ -219,6 +222,11 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
     apply_child(shared, &in_namespace(shared, &namespace_name), &desired.limit_range, live.as_deref()).await?;
     let live = children.network_policies.get(&object_ref(&namespace_name, build::DEFAULT_DENY_NAME));
     apply_child(shared, &in_namespace(shared, &namespace_name), &desired.default_deny, live.as_deref()).await?;
+    let (role, binding) = build::gateway_access(org, &shared.config.gateway);
+    let live = children.roles.get(&object_ref(&namespace_name, build::GATEWAY_ACCESS_NAME));
+    apply_child(shared, &in_namespace(shared, &namespace_name), &role, live.as_deref()).await?;
+    let live = children.role_bindings.get(&object_ref(&namespace_name, build::GATEWAY_ACCESS_NAME));
+    apply_child(shared, &in_namespace(shared, &namespace_name), &binding, live.as_deref()).await?;
     Ok(quota_counted)
 }
 
