@@ -1,9 +1,7 @@
 //! Writing children: server-side apply with one field manager, skipped when the live object
 //! already matches, so a converged project costs no API writes.
 
-use std::collections::hash_map::DefaultHasher;
 use std::fmt::Debug;
-use std::hash::{Hash, Hasher};
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -12,8 +10,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::debug;
 
+use sha2::{Digest, Sha256};
+
 use super::context::Context;
-use super::error::Result;
+use super::error::{Error, Result};
 
 /// The one field manager every operator write uses.
 pub const FIELD_MANAGER: &str = "ooda-operator";
@@ -23,22 +23,23 @@ pub const FIELD_MANAGER: &str = "ooda-operator";
 pub const APPLIED_HASH: &str = "ooda.run/applied-hash";
 
 /// Stamps `object` with the hash of its desired content (excluding Secret data, which must not
-/// leak into an annotation in any form).
+/// leak into an annotation in any form). SHA-256, stable across Rust releases, so a new
+/// toolchain does not re-apply every child once.
 pub fn stamp<K: Resource + Serialize>(object: &mut K) {
     let mut value = serde_json::to_value(&*object).expect("Kubernetes objects serialise");
     if let Some(map) = value.as_object_mut() {
         map.remove("data");
         map.remove("stringData");
     }
-    let mut hasher = DefaultHasher::new();
-    value.to_string().hash(&mut hasher);
-    object.annotations_mut().insert(APPLIED_HASH.to_owned(), format!("{:016x}", hasher.finish()));
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    object.annotations_mut().insert(APPLIED_HASH.to_owned(), hex);
 }
 
 /// Applies `desired` (already [`stamp`]ed) unless `live` already carries the same hash and every
 /// field `desired` sets — the latter catches someone editing a field the operator owns.
 /// Returns whether a write was made.
-pub async fn apply<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool>
+pub async fn apply<K>(api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool, kube::Error>
 where
     K: Resource + Clone + Debug + Serialize + DeserializeOwned,
 {
@@ -72,8 +73,16 @@ pub async fn apply_child<K>(ctx: &Context, api: &Api<K>, desired: &K, live: Opti
 where
     K: Resource + k8s_openapi::Resource + Clone + Debug + Serialize + DeserializeOwned,
 {
-    if apply(api, desired, live).await? {
-        ctx.metrics.wrote(<K as k8s_openapi::Resource>::KIND);
+    let kind = <K as k8s_openapi::Resource>::KIND;
+    let written = apply(api, desired, live).await.map_err(|source| {
+        let name = match desired.namespace() {
+            Some(namespace) => format!("{namespace}/{}", desired.name_any()),
+            None => desired.name_any(),
+        };
+        Error::Apply { kind, name, source }
+    })?;
+    if written {
+        ctx.metrics.wrote(kind);
     }
     Ok(())
 }
@@ -103,7 +112,10 @@ where
         api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
     {
         ctx.forget_status(&uid);
-        return Err(error.into());
+        return Err(Error::Api {
+            action: format!("writing the status of {kind} {}", object.name_any()),
+            source: error,
+        });
     }
     ctx.metrics.wrote(kind);
     Ok(true)
@@ -130,6 +142,25 @@ pub fn first_difference(desired: &Value, live: &Value, path: String) -> Option<S
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_applied_hash_is_a_fixed_function_of_the_content_without_secret_data() {
+        let secret = |token: &[u8]| {
+            let mut secret: k8s_openapi::api::core::v1::Secret =
+                serde_json::from_value(json!({ "metadata": { "name": "shop-preview", "namespace": "org-acme" } }))
+                    .unwrap();
+            secret.data = Some([("token".to_owned(), k8s_openapi::ByteString(token.to_vec()))].into());
+            stamp(&mut secret);
+            secret.annotations()[APPLIED_HASH].clone()
+        };
+        // SHA-256 of the JSON without `data`: the same on every toolchain, never derived from the token.
+        assert_eq!(secret(b"one"), secret(b"two"));
+        let expected = Sha256::digest(
+            br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"shop-preview","namespace":"org-acme"}}"#,
+        );
+        let expected: String = expected.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(secret(b"one"), expected);
+    }
 
     #[test]
     fn server_defaults_do_not_count_as_drift() {

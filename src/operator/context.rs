@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use crate::config::OperatorConfig;
 use crate::crd::Project;
+use crate::operator::error::CleanupError;
 use crate::operator::metrics::Metrics;
 
 /// Clean-up of what a project owns outside Kubernetes (published sites in S3, …), run by the
@@ -20,7 +21,7 @@ use crate::operator::metrics::Metrics;
 pub trait ExternalCleanup: Send + Sync {
     /// Short name for logs and conditions, e.g. `published-sites`.
     fn name(&self) -> &'static str;
-    fn purge<'a>(&'a self, organisation: &'a str, project: &'a Project) -> BoxFuture<'a, Result<(), String>>;
+    fn purge<'a>(&'a self, organisation: &'a str, project: &'a Project) -> BoxFuture<'a, Result<(), CleanupError>>;
 }
 
 pub struct Context {

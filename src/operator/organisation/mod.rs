@@ -23,7 +23,7 @@ use crate::crd::conditions;
 use crate::crd::names::{object_ref, organisation_namespace};
 use crate::operator::apply::{apply_child, apply_status, in_namespace};
 use crate::operator::context::Context;
-use crate::operator::error::{Error, Result};
+use crate::operator::error::{During, Error, Result};
 
 pub const CONTROLLER: &str = "organisation";
 
@@ -81,7 +81,9 @@ async fn ensure_finalizer(org: &Organisation, ctx: &Context) -> Result<()> {
 async fn set_finalizers(org: &Organisation, finalizers: Vec<String>, ctx: &Context) -> Result<()> {
     let api: Api<Organisation> = Api::all(ctx.client.clone());
     let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": org.resource_version() } });
-    api.patch(&org.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch(&org.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .during(|| format!("setting the finalizers of Organisation {}", org.name_any()))?;
     ctx.metrics.wrote("Organisation");
     Ok(())
 }
@@ -95,7 +97,10 @@ async fn delete_namespace_first(org: &Organisation, ctx: &OrganisationContext) -
     let owned = |ns: &Namespace| ns.owner_references().iter().any(|o| Some(&o.uid) == org.metadata.uid.as_ref());
     if let Some(namespace) = ctx.children.namespaces.get(&ObjectRef::new(&name)).filter(|ns| owned(ns)) {
         if namespace.metadata.deletion_timestamp.is_none() {
-            Api::<Namespace>::all(shared.client.clone()).delete(&name, &DeleteParams::background()).await?;
+            Api::<Namespace>::all(shared.client.clone())
+                .delete(&name, &DeleteParams::background())
+                .await
+                .during(|| format!("deleting Namespace {name}"))?;
             shared.metrics.wrote("Namespace");
             info!(namespace = %name, "deleting the organisation's namespace");
         }
@@ -212,7 +217,10 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
         }
         (None, Some(_)) => {
             let quotas: Api<ResourceQuota> = Api::namespaced(shared.client.clone(), &namespace_name);
-            quotas.delete(build::QUOTA_NAME, &DeleteParams::background()).await?;
+            quotas
+                .delete(build::QUOTA_NAME, &DeleteParams::background())
+                .await
+                .during(|| format!("deleting ResourceQuota {namespace_name}/{}", build::QUOTA_NAME))?;
             shared.metrics.wrote("ResourceQuota");
             true
         }

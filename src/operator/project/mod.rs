@@ -32,7 +32,7 @@ use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, Project
 use crate::duration;
 use crate::operator::apply::{FIELD_MANAGER, apply_child, apply_status, in_namespace};
 use crate::operator::context::Context;
-use crate::operator::error::{Error, Result};
+use crate::operator::error::{During, Error, Result};
 use crate::operator::metrics::phase_name;
 
 pub const CONTROLLER: &str = "project";
@@ -88,7 +88,7 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
         kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) if status.code == 404 => {
             Ok(Action::await_change())
         }
-        other => Err(Error::Finalizer(other.to_string())),
+        other => Err(Error::Finalizer(Box::new(other))),
     });
     ctx.shared.metrics.reconciled(CONTROLLER, started.elapsed());
     if result.is_ok() {
@@ -249,7 +249,8 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         None if live_service.as_ref().is_some_and(|s| is_controlled_by(&s.metadata, project)) => {
             Api::<Service>::namespaced(shared.client.clone(), &namespace)
                 .delete(&name, &DeleteParams::background())
-                .await?;
+                .await
+                .during(|| format!("deleting Service {namespace}/{name}"))?;
             shared.metrics.wrote("Service");
         }
         None => {}
@@ -360,10 +361,10 @@ async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
     let namespace = project.namespace().unwrap_or_default();
     let organisation = organisation_of_namespace(&namespace).unwrap_or_default();
     for cleanup in &shared.cleanups {
-        if let Err(problem) = cleanup.purge(organisation, project).await {
+        if let Err(source) = cleanup.purge(organisation, project).await {
             // Say why the deletion waits, on the object people are looking at.
             let mut blocked = deleting.clone();
-            let message = format!("{}: {problem}; retrying", cleanup.name());
+            let message = format!("{}: {source}; retrying", cleanup.name());
             let now = Time(Timestamp::now());
             let generation = project.metadata.generation;
             conditions::set(
@@ -376,7 +377,7 @@ async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
                 &now,
             );
             finish(project, &deleting, blocked, shared).await?;
-            return Err(Error::Cleanup(format!("{}: {problem}", cleanup.name())));
+            return Err(Error::Cleanup { cleanup: cleanup.name(), source });
         }
     }
     shared.forget_status(project.metadata.uid.as_deref().unwrap_or_default());
@@ -408,8 +409,11 @@ async fn create_activity_lease(
             Ok(created)
         }
         // Created since our cache last looked: use it.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(leases.get(&activity_lease_name(&name)).await?),
-        Err(e) => Err(e.into()),
+        Err(kube::Error::Api(status)) if status.code == 409 => leases
+            .get(&activity_lease_name(&name))
+            .await
+            .during(|| format!("reading Lease {}", activity_lease_name(&name))),
+        Err(source) => Err(Error::Api { action: format!("creating Lease {}", activity_lease_name(&name)), source }),
     }
 }
 
@@ -418,7 +422,10 @@ async fn renew_activity(leases: &Api<Lease>, name: &str, signal: &str, now: Time
         "metadata": { "annotations": { LAST_SIGNAL: signal } },
         "spec": { "renewTime": MicroTime(now) },
     });
-    leases.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    leases
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .during(|| format!("renewing Lease {name}"))?;
     ctx.metrics.wrote("Lease");
     Ok(())
 }
