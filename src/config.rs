@@ -237,6 +237,15 @@ impl OperatorConfig {
     }
 
     /// The idle timeout used when a project gives none (validated at load).
+    /// How long `project` may be idle before it hibernates: its own timeout, or the default.
+    /// The one rule for it: the operator hibernates by it, the gateway renews activity by it.
+    pub fn idle_timeout(&self, project: &crate::crd::Project) -> Result<Duration, duration::DurationError> {
+        match &project.spec.lifecycle.idle_timeout {
+            Some(text) => duration::parse(text),
+            None => Ok(self.default_idle_timeout()),
+        }
+    }
+
     pub fn default_idle_timeout(&self) -> Duration {
         duration::parse(&self.defaults.idle_timeout).expect("validated at load")
     }

@@ -186,6 +186,22 @@ pub enum Phase {
     Deleting,
 }
 
+impl Phase {
+    /// As written in status, metrics and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Running => "Running",
+            Phase::Hibernated => "Hibernated",
+            Phase::Waking => "Waking",
+            Phase::Stopped => "Stopped",
+            Phase::Failed => "Failed",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
 /// What the operator last observed and did for a project.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

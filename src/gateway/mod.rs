@@ -45,7 +45,6 @@ use tracing::{error, info};
 use crate::accounts::{AccountStore, Accounts, Kdf, MIN_ITERATIONS};
 use crate::config::{ConfigError, OperatorConfig};
 use crate::crd::Project;
-use crate::duration;
 use activity::Activity;
 use cache::Caches;
 use error::ApiError;
@@ -357,15 +356,10 @@ fn health_router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// A project's idle timeout: its own, or the configured default.
+/// A project's idle timeout (see `Config::idle_timeout`); the API server has checked it, so an
+/// unreadable one (which the operator reports) falls back to the default here.
 pub fn idle_timeout(gateway: &Gateway, project: &Project) -> Duration {
-    project
-        .spec
-        .lifecycle
-        .idle_timeout
-        .as_deref()
-        .and_then(|t| duration::parse(t).ok())
-        .unwrap_or_else(|| gateway.config.default_idle_timeout())
+    gateway.config.idle_timeout(project).unwrap_or_else(|_| gateway.config.default_idle_timeout())
 }
 
 /// `bytes` random bytes from the operating system, base64url without padding.

@@ -54,19 +54,6 @@ pub const ALL_PHASES: [Phase; 8] = [
     Phase::Deleting,
 ];
 
-pub fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Pending => "Pending",
-        Phase::Provisioning => "Provisioning",
-        Phase::Running => "Running",
-        Phase::Hibernated => "Hibernated",
-        Phase::Waking => "Waking",
-        Phase::Stopped => "Stopped",
-        Phase::Failed => "Failed",
-        Phase::Deleting => "Deleting",
-    }
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("ooda");
@@ -112,7 +99,7 @@ impl Metrics {
     /// Replaces the projects-by-phase gauge with fresh counts (every phase, zeros included).
     pub fn set_project_phases(&self, counts: impl Fn(Phase) -> i64) {
         for phase in ALL_PHASES {
-            self.projects.get_or_create(&PhaseLabel { phase: phase_name(phase) }).set(counts(phase));
+            self.projects.get_or_create(&PhaseLabel { phase: phase.as_str() }).set(counts(phase));
         }
     }
 

@@ -29,11 +29,9 @@ use crate::crd::names::{
     pod_name, preview_secret_name, project_host, project_labels, publish_secret_name, workspace_name,
 };
 use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, ProjectStatus, WakeStatus};
-use crate::duration;
 use crate::operator::apply::{FIELD_MANAGER, apply_child, apply_status, in_namespace};
 use crate::operator::context::Context;
 use crate::operator::error::{During, Error, Result};
-use crate::operator::metrics::phase_name;
 
 pub const CONTROLLER: &str = "project";
 pub const FINALIZER: &str = "ooda.run/cleanup";
@@ -120,162 +118,255 @@ fn blocker(project: &Project, organisation: Option<&Organisation>) -> Option<(&'
     None
 }
 
+/// Everything but deletion, as named steps: observe (reads), plan (pure), build (pure), apply
+/// (writes), then the status (pure) and its write.
 async fn apply_project(project: &Project, organisation: Option<&Organisation>, ctx: &ProjectContext) -> Result<Action> {
     let shared = &ctx.shared;
     let now = Timestamp::now();
-    let generation = project.metadata.generation;
     let old = current_status(project, shared);
-    let mut status = old.clone();
-    status.observed_generation = generation;
-
     // The organisation is going, and its namespace with it: nothing may be created there any
     // more, and the project's own deletion (and finalizer) follows.
     if organisation.is_some_and(|org| org.metadata.deletion_timestamp.is_some()) {
         return Ok(Action::await_change());
     }
     if let Some((reason, message)) = blocker(project, organisation) {
-        let time = Time(now);
-        status.phase = Some(Phase::Pending);
-        conditions::set(&mut status.conditions, "Ready", false, reason, &message, generation, &time);
-        finish(project, &old, status, shared).await?;
+        write_status(project, &old, stuck(&old, project, Phase::Pending, reason, &message, now), shared).await?;
         return Ok(Action::await_change());
     }
     let org = organisation.expect("no blocker means an organisation");
     let org_name = org.name_any();
     let Some(jurisdiction) = shared.config.jurisdictions.get(&org.spec.jurisdiction) else {
-        return Err(Error::Invalid(format!("jurisdiction {} is not configured", org.spec.jurisdiction)));
+        let message = format!("jurisdiction {} is not configured", org.spec.jurisdiction);
+        return fail(project, &old, "JurisdictionNotConfigured", message, now, shared).await;
     };
-    let name = project.name_any();
-    let namespace = project.namespace().unwrap_or_default();
-    let idle_timeout = match &project.spec.lifecycle.idle_timeout {
-        Some(text) => duration::parse(text).map_err(|e| Error::Invalid(e.to_string()))?,
-        None => shared.config.default_idle_timeout(),
-    };
-
-    // Activity: the Lease the gateway renews. Created once here; never applied again, so the
-    // gateway's renewals are the only writes to it.
-    let leases: Api<Lease> = Api::namespaced(shared.client.clone(), &namespace);
-    let lease_name = activity_lease_name(&name);
-    let lease = match ctx.children.leases.get(&object_ref(&namespace, &lease_name)) {
-        Some(lease) => (*lease).clone(),
-        None => create_activity_lease(project, &org_name, &leases, now, shared).await?,
-    };
-    let lease_spec = lease.spec.clone().unwrap_or_default();
-    let last_activity = lease_spec.renew_time.as_ref().map_or(now, |t| t.0);
-    let mut last_signal = lease.annotations().get(LAST_SIGNAL).cloned();
-
-    let pod = ctx.children.pods.get(&object_ref(&namespace, pod_name(&name)));
-    let ready_condition = pod.as_deref().filter(|pod| pod.metadata.deletion_timestamp.is_none()).and_then(|pod| {
-        let conditions = pod.status.as_ref()?.conditions.as_ref()?;
-        conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True")
-    });
-    let pod_ready = ready_condition.is_some();
-    let ready_since = ready_condition.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
-    let decision = lifecycle::decide(&lifecycle::Facts {
-        desired: project.spec.lifecycle.state,
-        previous_phase: old.phase,
-        last_activity,
-        idle_timeout,
-        pod_ready,
-        ready_since,
-        now,
-    });
-    let last_activity = if decision.renew_activity {
-        renew_activity(&leases, &lease_name, "start", now, shared).await?;
-        last_signal = Some("start".into());
-        now
-    } else {
-        last_activity
+    let idle_timeout = match shared.config.idle_timeout(project) {
+        Ok(timeout) => timeout,
+        Err(error) => return fail(project, &old, "InvalidIdleTimeout", error.to_string(), now, shared).await,
     };
 
-    // The preview token: kept while the project runs, replaced the moment it is stopped.
-    let secret = ctx.children.secrets.get(&object_ref(&namespace, preview_secret_name(&name)));
-    let token_state =
-        if project.spec.lifecycle.state == DesiredState::Stopped { TokenState::Stopped } else { TokenState::Running };
-    let existing_token = secret.as_ref().and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)).map(|t| t.0.clone());
-    let issued_for =
-        secret.as_ref().map(|s| TokenState::from_annotation(s.annotations().get(TOKEN_STATE).map(String::as_str)));
-    let rotate = token_state == TokenState::Stopped && issued_for != Some(TokenState::Stopped);
-    let token = match existing_token {
-        Some(token) if !rotate => {
-            String::from_utf8(token).map_err(|_| Error::Invalid("preview token is not UTF-8".into()))?
-        }
-        _ => new_token(),
+    let observed = observe(project, &org_name, ctx, now).await?;
+    let plan = match plan(project, &old, &observed, idle_timeout, now, new_token) {
+        Ok(plan) => plan,
+        Err(message) => return fail(project, &old, "UnreadableToken", message, now, shared).await,
     };
-
-    // The publish token: created once, kept for the project's life.
-    let publish_secret = ctx.children.secrets.get(&object_ref(&namespace, publish_secret_name(&name)));
-    let publish_token = match publish_secret.as_ref().and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)) {
-        Some(token) => {
-            String::from_utf8(token.0.clone()).map_err(|_| Error::Invalid("publish token is not UTF-8".into()))?
-        }
-        None => new_token(),
-    };
-
+    if plan.decision.renew_activity {
+        let leases: Api<Lease> = Api::namespaced(shared.client.clone(), &project.namespace().unwrap_or_default());
+        renew_activity(&leases, &activity_lease_name(&project.name_any()), "start", now, shared).await?;
+    }
     let desired = build::desired(&build::Inputs {
         project,
         organisation: &org_name,
         jurisdiction,
         config: &shared.config,
-        replicas: decision.replicas,
-        token: &token,
-        token_state,
-        publish_token: &publish_token,
+        replicas: plan.decision.replicas,
+        token: &plan.token,
+        token_state: plan.token_state,
+        publish_token: &plan.publish_token,
     });
-    let children = &ctx.children;
-    apply_child(
-        shared,
-        &in_namespace(shared, &namespace),
-        &desired.service_account,
-        children.service_accounts.get(&object_ref(&namespace, &name)).as_deref(),
-    )
-    .await?;
-    apply_child(shared, &in_namespace(shared, &namespace), &desired.preview_secret, secret.as_deref()).await?;
-    apply_child(shared, &in_namespace(shared, &namespace), &desired.publish_secret, publish_secret.as_deref()).await?;
-    let workspace = children.claims.get(&object_ref(&namespace, workspace_name(&name)));
-    apply_child(shared, &in_namespace(shared, &namespace), &desired.workspace, workspace.as_deref()).await?;
-    apply_child(
-        shared,
-        &in_namespace(shared, &namespace),
-        &desired.network_policy,
-        children.network_policies.get(&object_ref(&namespace, &name)).as_deref(),
-    )
-    .await?;
-    let live_service = children.services.get(&object_ref(&namespace, &name));
-    match &desired.service {
-        Some(service) => {
-            apply_child(shared, &in_namespace(shared, &namespace), service, live_service.as_deref()).await?
-        }
-        None if live_service.as_ref().is_some_and(|s| is_controlled_by(&s.metadata, project)) => {
-            Api::<Service>::namespaced(shared.client.clone(), &namespace)
-                .delete(&name, &DeleteParams::background())
-                .await
-                .during(|| format!("deleting Service {namespace}/{name}"))?;
-            shared.metrics.wrote("Service");
-        }
-        None => {}
-    }
-    apply_child(
-        shared,
-        &in_namespace(shared, &namespace),
-        &desired.stateful_set,
-        children.stateful_sets.get(&object_ref(&namespace, &name)).as_deref(),
-    )
-    .await?;
-    if rotate {
+    apply_children(project, &desired, &observed, shared).await?;
+    if plan.rotate {
         info!("preview token rotated: the project is stopped");
     }
 
-    // Status.
+    let status = project_status(
+        &old,
+        project,
+        &plan,
+        &project_host(&project.name_any(), &org_name, &shared.config.preview_domain),
+        idle_timeout,
+        now,
+    );
+    let written = write_status(project, &old, status, shared).await?;
+    if let (true, Some(took)) = (written, plan.decision.completed_wake) {
+        shared.metrics.woke(took);
+    }
+    Ok(match plan.decision.recheck_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// What a reconcile reads: the activity Lease (created if missing, so the gateway has one to
+/// renew), the pod's readiness, the tokens, and the live children.
+struct Observed {
+    last_activity: Timestamp,
+    last_signal: Option<String>,
+    pod_ready: bool,
+    ready_since: Option<Timestamp>,
+    preview_token: Option<Vec<u8>>,
+    token_issued_for: Option<TokenState>,
+    publish_token: Option<Vec<u8>>,
+    children: LiveChildren,
+}
+
+/// The project's children as the caches hold them, for skipping writes that change nothing.
+struct LiveChildren {
+    service_account: Option<Arc<ServiceAccount>>,
+    preview_secret: Option<Arc<Secret>>,
+    publish_secret: Option<Arc<Secret>>,
+    workspace: Option<Arc<PersistentVolumeClaim>>,
+    network_policy: Option<Arc<NetworkPolicy>>,
+    service: Option<Arc<Service>>,
+    stateful_set: Option<Arc<StatefulSet>>,
+}
+
+async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: Timestamp) -> Result<Observed> {
+    let caches = &ctx.children;
+    let name = project.name_any();
+    let namespace = project.namespace().unwrap_or_default();
+    let lease = match caches.leases.get(&object_ref(&namespace, activity_lease_name(&name))) {
+        Some(lease) => (*lease).clone(),
+        None => {
+            let leases: Api<Lease> = Api::namespaced(ctx.shared.client.clone(), &namespace);
+            create_activity_lease(project, org_name, &leases, now, &ctx.shared).await?
+        }
+    };
+    let ready = caches.pods.get(&object_ref(&namespace, pod_name(&name))).and_then(|pod| {
+        let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+        let ready = conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True")?;
+        pod.metadata.deletion_timestamp.is_none().then(|| ready.last_transition_time.as_ref().map(|t| t.0))
+    });
+    let preview_secret = caches.secrets.get(&object_ref(&namespace, preview_secret_name(&name)));
+    let publish_secret = caches.secrets.get(&object_ref(&namespace, publish_secret_name(&name)));
+    let token = |secret: &Option<Arc<Secret>>| secret.as_ref()?.data.as_ref()?.get(TOKEN_KEY).map(|t| t.0.clone());
+    Ok(Observed {
+        last_activity: lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map_or(now, |t| t.0),
+        last_signal: lease.annotations().get(LAST_SIGNAL).cloned(),
+        pod_ready: ready.is_some(),
+        ready_since: ready.flatten(),
+        preview_token: token(&preview_secret),
+        token_issued_for: preview_secret
+            .as_ref()
+            .map(|s| TokenState::from_annotation(s.annotations().get(TOKEN_STATE).map(String::as_str))),
+        publish_token: token(&publish_secret),
+        children: LiveChildren {
+            service_account: caches.service_accounts.get(&object_ref(&namespace, name.clone())),
+            preview_secret,
+            publish_secret,
+            workspace: caches.claims.get(&object_ref(&namespace, workspace_name(&name))),
+            network_policy: caches.network_policies.get(&object_ref(&namespace, name.clone())),
+            service: caches.services.get(&object_ref(&namespace, name.clone())),
+            stateful_set: caches.stateful_sets.get(&object_ref(&namespace, name)),
+        },
+    })
+}
+
+/// What this reconcile decided: run, hibernate, wake or stop, and the tokens to keep or issue.
+#[derive(Debug)]
+struct Plan {
+    decision: lifecycle::Decision,
+    /// The activity the status reports: now, if the Lease is renewed as part of the plan.
+    last_activity: Timestamp,
+    last_signal: Option<String>,
+    token: String,
+    token_state: TokenState,
+    /// The preview token is replaced: the project was just stopped.
+    rotate: bool,
+    publish_token: String,
+}
+
+/// Decides, from what was observed. Pure: `fresh` makes new tokens. The preview token is kept
+/// while the project runs and replaced the moment it stops; the publish token is made once.
+fn plan(
+    project: &Project,
+    old: &ProjectStatus,
+    observed: &Observed,
+    idle_timeout: std::time::Duration,
+    now: Timestamp,
+    mut fresh: impl FnMut() -> String,
+) -> Result<Plan, String> {
+    let decision = lifecycle::decide(&lifecycle::Facts {
+        desired: project.spec.lifecycle.state,
+        previous_phase: old.phase,
+        last_activity: observed.last_activity,
+        idle_timeout,
+        pod_ready: observed.pod_ready,
+        ready_since: observed.ready_since,
+        now,
+    });
+    let (last_activity, last_signal) = match decision.renew_activity {
+        true => (now, Some("start".to_owned())),
+        false => (observed.last_activity, observed.last_signal.clone()),
+    };
+    let token_state =
+        if project.spec.lifecycle.state == DesiredState::Stopped { TokenState::Stopped } else { TokenState::Running };
+    let rotate = token_state == TokenState::Stopped && observed.token_issued_for != Some(TokenState::Stopped);
+    let kept = |token: &Option<Vec<u8>>, what: &str| {
+        token.clone().map(|t| String::from_utf8(t).map_err(|_| format!("the {what} token is not UTF-8"))).transpose()
+    };
+    let token = match kept(&observed.preview_token, "preview")? {
+        Some(token) if !rotate => token,
+        _ => fresh(),
+    };
+    let publish_token = kept(&observed.publish_token, "publish")?.unwrap_or_else(&mut fresh);
+    Ok(Plan { decision, last_activity, last_signal, token, token_state, rotate, publish_token })
+}
+
+/// Applies every desired child (skipping those already as desired), and deletes the Service
+/// when the project has no ports any more.
+async fn apply_children(project: &Project, desired: &build::Desired, observed: &Observed, ctx: &Context) -> Result<()> {
+    let namespace = project.namespace().unwrap_or_default();
+    let live = &observed.children;
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.service_account, live.service_account.as_deref()).await?;
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.preview_secret, live.preview_secret.as_deref()).await?;
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.publish_secret, live.publish_secret.as_deref()).await?;
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.workspace, live.workspace.as_deref()).await?;
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.network_policy, live.network_policy.as_deref()).await?;
+    match (&desired.service, &live.service) {
+        (Some(service), live) => apply_child(ctx, &in_namespace(ctx, &namespace), service, live.as_deref()).await?,
+        (None, Some(live)) if is_controlled_by(&live.metadata, project) => {
+            let name = project.name_any();
+            Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+                .delete(&name, &DeleteParams::background())
+                .await
+                .during(|| format!("deleting Service {namespace}/{name}"))?;
+            ctx.metrics.wrote("Service");
+        }
+        (None, _) => {}
+    }
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.stateful_set, live.stateful_set.as_deref()).await
+}
+
+/// The status after this reconcile. Pure.
+fn project_status(
+    old: &ProjectStatus,
+    project: &Project,
+    plan: &Plan,
+    preview_host: &str,
+    idle_timeout: std::time::Duration,
+    now: Timestamp,
+) -> ProjectStatus {
+    let generation = project.metadata.generation;
     let time = Time(now);
-    status.phase = Some(decision.phase);
-    status.preview_host = Some(project_host(&name, &org_name, &shared.config.preview_domain));
-    status.last_activity = Some(Time(truncate_to_seconds(last_activity)));
-    status.idle = Some(IdleStatus { since: Some(Time(truncate_to_seconds(last_activity))), last_signal });
-    if let Some(took) = decision.completed_wake {
+    let mut status = ProjectStatus { observed_generation: generation, ..old.clone() };
+    let phase = plan.decision.phase;
+    status.phase = Some(phase);
+    status.preview_host = Some(preview_host.to_owned());
+    status.last_activity = Some(Time(truncate_to_seconds(plan.last_activity)));
+    status.idle = Some(IdleStatus {
+        since: Some(Time(truncate_to_seconds(plan.last_activity))),
+        last_signal: plan.last_signal.clone(),
+    });
+    if let Some(took) = plan.decision.completed_wake {
         status.last_wake = Some(WakeStatus { completed_at: time.clone(), milliseconds: took.as_millis() as i64 });
     }
-    let (ready, reason, message) = match decision.phase {
+    let (ready, reason, message) = readiness(phase, idle_timeout);
+    let conditions = &mut status.conditions;
+    let provisioned = "all of the project's objects are in place";
+    conditions::set(conditions, "Provisioned", true, "ChildrenApplied", provisioned, generation, &time);
+    conditions::set(conditions, "Ready", ready, reason, message, generation, &time);
+    let hibernated = phase == Phase::Hibernated;
+    let (reason, message) = match hibernated {
+        true => ("Idle", "scaled to zero; the workspace volume is kept"),
+        false => ("Active", ""),
+    };
+    conditions::set(conditions, "Hibernated", hibernated, reason, message, generation, &time);
+    status
+}
+
+/// The `Ready` condition of a provisioned project in `phase`: (status, reason, message).
+fn readiness(phase: Phase, idle_timeout: std::time::Duration) -> (bool, &'static str, String) {
+    match phase {
         Phase::Running => (true, "Running", "the environment is ready".to_owned()),
         Phase::Provisioning => (false, "Provisioning", "waiting for the environment's pod to become ready".to_owned()),
         Phase::Waking => (false, "Waking", "woken by activity; waiting for the pod to become ready".to_owned()),
@@ -283,41 +374,39 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
             (false, "Hibernated", format!("no activity for {}; wakes on the next request", humanize(idle_timeout)))
         }
         Phase::Stopped => (false, "Stopped", "stopped on request; start it to use it again".to_owned()),
-        other => (false, phase_name(other), String::new()),
-    };
-    conditions::set(
-        &mut status.conditions,
-        "Provisioned",
-        true,
-        "ChildrenApplied",
-        "all of the project's objects are in place",
-        generation,
-        &time,
-    );
-    conditions::set(&mut status.conditions, "Ready", ready, reason, message, generation, &time);
-    let hibernated = decision.phase == Phase::Hibernated;
-    conditions::set(
-        &mut status.conditions,
-        "Hibernated",
-        hibernated,
-        if hibernated { "Idle" } else { "Active" },
-        if hibernated { "scaled to zero; the workspace volume is kept" } else { "" },
-        generation,
-        &time,
-    );
-    let written = finish(project, &old, status, shared).await?;
-    if let (true, Some(took)) = (written, decision.completed_wake) {
-        shared.metrics.woke(took);
+        other => (false, other.as_str(), String::new()),
     }
-
-    Ok(match decision.recheck_after {
-        Some(after) => Action::requeue(after),
-        None => Action::await_change(),
-    })
 }
 
-/// Writes status if it changed, and tells users about phase changes with an Event. Returns
-/// whether it wrote.
+/// The status of a project that cannot go on: `phase`, with `Ready=False` saying why.
+fn stuck(
+    old: &ProjectStatus,
+    project: &Project,
+    phase: Phase,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> ProjectStatus {
+    let generation = project.metadata.generation;
+    let mut status = ProjectStatus { observed_generation: generation, phase: Some(phase), ..old.clone() };
+    conditions::set(&mut status.conditions, "Ready", false, reason, message, generation, &Time(now));
+    status
+}
+
+/// Records that the project cannot be provisioned as it is (`Failed`, and why), and waits for it
+/// or the configuration to change.
+async fn fail(
+    project: &Project,
+    old: &ProjectStatus,
+    reason: &str,
+    message: String,
+    now: Timestamp,
+    ctx: &Context,
+) -> Result<Action> {
+    write_status(project, old, stuck(old, project, Phase::Failed, reason, &message, now), ctx).await?;
+    Err(Error::Invalid(message))
+}
+
 /// The project's status as this operator last knew it: what it last wrote (a reconcile may run
 /// on a cached object that has not caught up with that write yet, and must not decide from an
 /// older phase), with `published`, which the gateway writes, from the object.
@@ -330,9 +419,10 @@ fn current_status(project: &Project, ctx: &Context) -> ProjectStatus {
     }
 }
 
-/// Writes the operator's part of a project's status. `published` is left out: it is the
+/// Writes the operator's part of a project's status if it changed, and tells users about phase
+/// changes with an Event; returns whether it wrote. `published` is left out: it is the
 /// gateway's (its own field manager), and writing back a cached copy could undo a publish.
-async fn finish(project: &Project, old: &ProjectStatus, status: ProjectStatus, ctx: &Context) -> Result<bool> {
+async fn write_status(project: &Project, old: &ProjectStatus, status: ProjectStatus, ctx: &Context) -> Result<bool> {
     let api: Api<Project> = Api::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
     let old = ProjectStatus { published: None, ..old.clone() };
     let status = ProjectStatus { published: None, ..status };
@@ -342,12 +432,12 @@ async fn finish(project: &Project, old: &ProjectStatus, status: ProjectStatus, c
     if status.phase != old.phase
         && let Some(phase) = status.phase
     {
-        info!(phase = phase_name(phase), "project phase changed");
+        info!(phase = phase.as_str(), "project phase changed");
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
         let note =
-            ready.map(|c| c.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| phase_name(phase).to_owned());
+            ready.map(|c| c.message.clone()).filter(|m| !m.is_empty()).unwrap_or_else(|| phase.as_str().to_owned());
         let warning = phase == Phase::Pending || phase == Phase::Failed;
-        ctx.event(&project.object_ref(&()), warning, phase_name(phase), "Reconcile", note).await;
+        ctx.event(&project.object_ref(&()), warning, phase.as_str(), "Reconcile", note).await;
     }
     Ok(true)
 }
@@ -357,7 +447,7 @@ async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
     let old = current_status(project, shared);
     let mut deleting = old.clone();
     deleting.phase = Some(Phase::Deleting);
-    finish(project, &old, deleting.clone(), shared).await?;
+    write_status(project, &old, deleting.clone(), shared).await?;
     let namespace = project.namespace().unwrap_or_default();
     let organisation = organisation_of_namespace(&namespace).unwrap_or_default();
     for cleanup in &shared.cleanups {
@@ -376,7 +466,7 @@ async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
                 generation,
                 &now,
             );
-            finish(project, &deleting, blocked, shared).await?;
+            write_status(project, &deleting, blocked, shared).await?;
             return Err(Error::Cleanup { cleanup: cleanup.name(), source });
         }
     }
@@ -497,5 +587,132 @@ mod tests {
         let (reason, _) = blocker(&project("org-acme"), Some(&organisation(None, "True"))).expect("blocked");
         assert_eq!(reason, "OrganisationNotReady");
         assert_eq!(blocker(&project("org-acme"), Some(&organisation(Some("org-acme"), "True"))), None);
+    }
+
+    fn observed(preview: Option<(&str, TokenState)>, publish: Option<&str>) -> Observed {
+        Observed {
+            last_activity: Timestamp::from_second(1_000).unwrap(),
+            last_signal: Some("http".into()),
+            pod_ready: true,
+            ready_since: Some(Timestamp::from_second(900).unwrap()),
+            preview_token: preview.map(|(t, _)| t.as_bytes().to_vec()),
+            token_issued_for: preview.map(|(_, state)| state),
+            publish_token: publish.map(|t| t.as_bytes().to_vec()),
+            children: LiveChildren {
+                service_account: None,
+                preview_secret: None,
+                publish_secret: None,
+                workspace: None,
+                network_policy: None,
+                service: None,
+                stateful_set: None,
+            },
+        }
+    }
+
+    fn running(state: DesiredState) -> Project {
+        let mut project = project("org-acme");
+        project.spec.lifecycle.state = state;
+        project
+    }
+
+    const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    #[test]
+    fn every_phase_has_its_ready_condition() {
+        let table = [
+            (Phase::Running, true, "Running", "the environment is ready"),
+            (Phase::Provisioning, false, "Provisioning", "waiting for the environment's pod to become ready"),
+            (Phase::Waking, false, "Waking", "woken by activity; waiting for the pod to become ready"),
+            (Phase::Hibernated, false, "Hibernated", "no activity for 15m; wakes on the next request"),
+            (Phase::Stopped, false, "Stopped", "stopped on request; start it to use it again"),
+            (Phase::Pending, false, "Pending", ""),
+            (Phase::Failed, false, "Failed", ""),
+            (Phase::Deleting, false, "Deleting", ""),
+        ];
+        for (phase, ready, reason, message) in table {
+            assert_eq!(readiness(phase, 15 * MINUTE), (ready, reason, message.to_owned()), "{phase:?}");
+        }
+        assert_eq!(
+            readiness(Phase::Hibernated, std::time::Duration::from_secs(90)).2,
+            "no activity for 90s; wakes on the next request"
+        );
+    }
+
+    #[test]
+    fn a_running_project_keeps_its_tokens_and_a_stopped_one_gets_a_new_preview_token_once() {
+        let now = Timestamp::from_second(1_030).unwrap();
+        let mut minted = 0;
+        let mut fresh = || {
+            minted += 1;
+            format!("fresh-{minted}")
+        };
+        let kept = observed(Some(("preview", TokenState::Running)), Some("publish"));
+        let running_plan = plan_for(DesiredState::Running, &kept, now, &mut fresh);
+        assert_eq!(
+            (running_plan.token.as_str(), running_plan.publish_token.as_str(), running_plan.rotate),
+            ("preview", "publish", false)
+        );
+        assert_eq!(running_plan.token_state, TokenState::Running);
+
+        let stopping = plan_for(DesiredState::Stopped, &kept, now, &mut fresh);
+        assert!(stopping.rotate && stopping.token.starts_with("fresh-") && stopping.publish_token == "publish");
+        assert_eq!(stopping.token_state, TokenState::Stopped);
+        // Already rotated for this stop: kept.
+        let stopped = plan_for(
+            DesiredState::Stopped,
+            &observed(Some(("rotated", TokenState::Stopped)), Some("publish")),
+            now,
+            &mut fresh,
+        );
+        assert_eq!((stopped.token.as_str(), stopped.rotate), ("rotated", false));
+        // A new project gets both tokens made.
+        let new = plan_for(DesiredState::Running, &observed(None, None), now, &mut fresh);
+        assert!(
+            new.token.starts_with("fresh-")
+                && new.publish_token.starts_with("fresh-")
+                && new.token != new.publish_token
+        );
+        // An unreadable token is an invalid object, not a silent replacement.
+        let broken = Observed { publish_token: Some(vec![0xff]), ..observed(None, None) };
+        assert!(
+            plan(&running(DesiredState::Running), &ProjectStatus::default(), &broken, 15 * MINUTE, now, fresh).is_err()
+        );
+    }
+
+    fn plan_for(state: DesiredState, observed: &Observed, now: Timestamp, fresh: impl FnMut() -> String) -> Plan {
+        plan(&running(state), &ProjectStatus::default(), observed, 15 * MINUTE, now, fresh).unwrap()
+    }
+
+    #[test]
+    fn the_status_reports_the_plan() {
+        let now = Timestamp::from_second(1_030).unwrap();
+        let plan = plan_for(
+            DesiredState::Running,
+            &observed(Some(("t", TokenState::Running)), Some("p")),
+            now,
+            || unreachable!(),
+        );
+        let status = project_status(
+            &ProjectStatus::default(),
+            &running(DesiredState::Running),
+            &plan,
+            "shop--acme.preview",
+            15 * MINUTE,
+            now,
+        );
+        assert_eq!(status.phase, Some(Phase::Running));
+        assert_eq!(status.preview_host.as_deref(), Some("shop--acme.preview"));
+        assert_eq!(status.idle.as_ref().unwrap().last_signal.as_deref(), Some("http"));
+        assert!(
+            conditions::is_true(&status.conditions, "Ready") && conditions::is_true(&status.conditions, "Provisioned")
+        );
+        assert!(!conditions::is_true(&status.conditions, "Hibernated"));
+        // The same facts later give the same status: nothing to write.
+        let later = Timestamp::from_second(1_040).unwrap();
+        assert_eq!(
+            project_status(&status, &running(DesiredState::Running), &plan, "shop--acme.preview", 15 * MINUTE, later),
+            status
+        );
     }
 }
