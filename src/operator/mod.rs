@@ -340,11 +340,15 @@ fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(
     }
 }
 
-/// What to do after a failed reconcile: count it, then wait for a change (invalid objects) or
-/// retry with exponential backoff (everything else).
+/// The finalizer of both controllers: what the object owns outside the cluster, or in a namespace
+/// that outlives it, is cleaned up before it goes.
+pub const FINALIZER: &str = "ooda.run/cleanup";
+
 /// Retry interval for objects that arrive before the caches have synced.
 pub(crate) const UNTIL_SYNCED: Duration = Duration::from_millis(500);
 
+/// What to do after a failed reconcile: count it, then wait for a change (invalid objects) or
+/// retry with exponential backoff (everything else).
 pub(crate) fn error_action(controller: &'static str, key: &str, error: &error::Error, ctx: &Context) -> Action {
     ctx.metrics.failed(controller, error.category());
     if error.is_transient() {

@@ -63,17 +63,18 @@ pub async fn reconcile(org: Arc<Organisation>, ctx: Arc<OrganisationContext>) ->
     result
 }
 
-/// An organisation goes only after its namespace: the namespace's projects run their own
-/// finalizers (purging what they own outside Kubernetes) while the organisation, and so its
-/// jurisdiction's configuration, is still there to read.
-pub const FINALIZER: &str = "ooda.run/cleanup";
+// An organisation goes only after its namespace: the namespace's projects run their own
+// finalizers (purging what they own outside Kubernetes) while the organisation, and so its
+// jurisdiction's configuration, is still there to read. The finalizer is handled here by hand,
+// not with kube's `finalizer()`, because that would have to fail the reconcile to keep waiting
+// for the namespace to go; here the namespace's own deletion events bring the reconcile back.
 
 async fn ensure_finalizer(org: &Organisation, ctx: &Context) -> Result<()> {
-    if org.finalizers().iter().any(|f| f == FINALIZER) {
+    if org.finalizers().iter().any(|f| f == super::FINALIZER) {
         return Ok(());
     }
     let mut finalizers = org.finalizers().to_vec();
-    finalizers.push(FINALIZER.to_owned());
+    finalizers.push(super::FINALIZER.to_owned());
     set_finalizers(org, finalizers, ctx).await
 }
 
@@ -90,7 +91,7 @@ async fn set_finalizers(org: &Organisation, finalizers: Vec<String>, ctx: &Conte
 
 async fn delete_namespace_first(org: &Organisation, ctx: &OrganisationContext) -> Result<Action> {
     let shared = &ctx.shared;
-    if !org.finalizers().iter().any(|f| f == FINALIZER) {
+    if !org.finalizers().iter().any(|f| f == super::FINALIZER) {
         return Ok(Action::await_change());
     }
     let name = organisation_namespace(&org.name_any());
@@ -107,7 +108,7 @@ async fn delete_namespace_first(org: &Organisation, ctx: &OrganisationContext) -
         // The namespace's deletion events bring us back here.
         return Ok(Action::await_change());
     }
-    let finalizers: Vec<String> = org.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let finalizers: Vec<String> = org.finalizers().iter().filter(|f| *f != super::FINALIZER).cloned().collect();
     set_finalizers(org, finalizers, shared).await?;
     shared.forget_status(org.metadata.uid.as_deref().unwrap_or_default());
     Ok(Action::await_change())

@@ -239,6 +239,59 @@ fn preview_probe(project: &Project) -> Option<Probe> {
     })
 }
 
+/// The workspace container's environment: who it is, and how it publishes its own site.
+fn environment(inputs: &Inputs, names: &Names) -> Vec<EnvVar> {
+    vec![
+        EnvVar { name: "OODA_ORGANISATION".into(), value: Some(inputs.organisation.to_owned()), ..Default::default() },
+        EnvVar { name: "OODA_PROJECT".into(), value: Some(names.project.to_owned()), ..Default::default() },
+        // The environment publishes its own site with this token (and only its own).
+        EnvVar {
+            name: "OODA_PUBLISH_TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: publish_secret_name(names.project),
+                    key: TOKEN_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ]
+    .into_iter()
+    .chain(inputs.config.gateway.public_url.as_ref().map(|url| EnvVar {
+        name: "OODA_PUBLISH_URL".into(),
+        value: Some(format!(
+            "{}/api/orgs/{}/projects/{}/publish",
+            url.trim_end_matches('/'),
+            inputs.organisation,
+            names.project
+        )),
+        ..Default::default()
+    }))
+    .collect()
+}
+
+/// Required scheduling onto nodes in the jurisdiction's regions: data residency for compute.
+fn region_affinity(regions: &[String]) -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: "topology.kubernetes.io/region".into(),
+                        operator: "In".into(),
+                        values: Some(regions.to_vec()),
+                    }]),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
     let project = inputs.project;
     let r = resources(inputs);
@@ -260,61 +313,11 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
         image: Some(image),
         working_dir: Some(WORKSPACE_PATH.into()),
         ports: (!ports.is_empty()).then_some(ports),
-        env: Some(
-            vec![
-                EnvVar {
-                    name: "OODA_ORGANISATION".into(),
-                    value: Some(inputs.organisation.to_owned()),
-                    ..Default::default()
-                },
-                EnvVar { name: "OODA_PROJECT".into(), value: Some(names.project.to_owned()), ..Default::default() },
-                // The environment publishes its own site with this token (and only its own).
-                EnvVar {
-                    name: "OODA_PUBLISH_TOKEN".into(),
-                    value_from: Some(EnvVarSource {
-                        secret_key_ref: Some(SecretKeySelector {
-                            name: publish_secret_name(names.project),
-                            key: TOKEN_KEY.into(),
-                            optional: Some(false),
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ]
-            .into_iter()
-            .chain(inputs.config.gateway.public_url.as_ref().map(|url| EnvVar {
-                name: "OODA_PUBLISH_URL".into(),
-                value: Some(format!(
-                    "{}/api/orgs/{}/projects/{}/publish",
-                    url.trim_end_matches('/'),
-                    inputs.organisation,
-                    names.project
-                )),
-                ..Default::default()
-            }))
-            .collect(),
-        ),
+        env: Some(environment(inputs, names)),
         readiness_probe: preview_probe(project),
         resources: Some(requests_equal_limits(dedicated)),
         security_context: Some(restricted_container_context()),
         volume_mounts: Some(workspace_mount()),
-        ..Default::default()
-    };
-    let region_affinity = Affinity {
-        node_affinity: Some(NodeAffinity {
-            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                node_selector_terms: vec![NodeSelectorTerm {
-                    match_expressions: Some(vec![NodeSelectorRequirement {
-                        key: "topology.kubernetes.io/region".into(),
-                        operator: "In".into(),
-                        values: Some(inputs.jurisdiction.regions.clone()),
-                    }]),
-                    ..Default::default()
-                }],
-            }),
-            ..Default::default()
-        }),
         ..Default::default()
     };
     let pod = PodSpec {
@@ -322,7 +325,7 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         runtime_class_name: Some(inputs.config.runtime_classes.for_isolation(project.spec.isolation).to_owned()),
-        affinity: Some(region_affinity),
+        affinity: Some(region_affinity(&inputs.jurisdiction.regions)),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(USER_ID),

@@ -34,7 +34,6 @@ use crate::operator::context::Context;
 use crate::operator::error::{During, Error, Result};
 
 pub const CONTROLLER: &str = "project";
-pub const FINALIZER: &str = "ooda.run/cleanup";
 
 /// Caches of everything a project's reconcile reads.
 pub struct Children {
@@ -72,7 +71,7 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
         return Ok(Action::await_change());
     }
     let api: Api<Project> = Api::namespaced(ctx.shared.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, project.clone(), |event| async {
+    let result = finalizer(&api, super::FINALIZER, project.clone(), |event| async {
         match event {
             FinalizerEvent::Apply(project) => apply_project(&project, organisation.as_deref(), &ctx).await,
             FinalizerEvent::Cleanup(project) => cleanup(&project, &ctx).await,
