@@ -17,3 +17,4 @@ pub mod gateway;
 pub mod operator;
 pub mod signal;
 pub mod sites;
+pub mod watch;

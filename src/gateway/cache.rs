@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -15,7 +15,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -26,6 +26,7 @@ use crate::crd::names::{
     self, TOKEN_KEY, TOKEN_STATE, TokenState, object_ref, organisation_namespace, pod_name, preview_secret_name,
 };
 use crate::crd::{Organisation, Project};
+use crate::watch::{Listed, ManagedFields, Readiness};
 
 #[derive(Clone)]
 pub struct Caches {
@@ -37,29 +38,34 @@ pub struct Caches {
     pub accounts: Store<Secret>,
     accounts_namespace: String,
     changes: watch::Receiver<u64>,
-    synced: Arc<AtomicUsize>,
+    readiness: Readiness,
 }
-
-/// Watches that must have listed before the gateway is ready (the per-namespace ones start later,
-/// as organisations become Ready; until one has listed, its namespace's previews are refused).
-const WATCHES: usize = 3;
 
 impl Caches {
     /// Starts the watches; they run for as long as the process.
     pub fn start(client: &Client, namespace: &str) -> Self {
         let (changed, changes) = watch::channel(0u64);
-        let synced = Arc::new(AtomicUsize::new(0));
-        let counted = |synced: &Arc<AtomicUsize>| {
-            let synced = synced.clone();
-            move || {
-                synced.fetch_add(1, Ordering::AcqRel);
-            }
-        };
+        // The per-namespace watches start later, as organisations become Ready, and are not
+        // waited for here: until one has listed, its namespace's previews are refused.
+        let readiness = Readiness::default();
         let all = watcher::Config::default();
-        let organisations = reflect(Api::all(client.clone()), all.clone(), &changed, counted(&synced), false);
-        let projects = reflect(Api::all(client.clone()), all, &changed, counted(&synced), true);
+        let organisations = reflect(
+            Api::all(client.clone()),
+            all.clone(),
+            ManagedFields::Keep,
+            readiness.register("Organisation"),
+            &changed,
+        );
+        let projects =
+            reflect(Api::all(client.clone()), all, ManagedFields::Drop, readiness.register("Project"), &changed);
         let users = watcher::Config::default().labels(&format!("{USER_LABEL}=true"));
-        let accounts = reflect(Api::namespaced(client.clone(), namespace), users, &changed, counted(&synced), true);
+        let accounts = reflect(
+            Api::namespaced(client.clone(), namespace),
+            users,
+            ManagedFields::Drop,
+            readiness.register("account Secret"),
+            &changed,
+        );
         let (pods, secrets) = (PerNamespace::default(), PerNamespace::default());
         follow_organisations(client.clone(), organisations.clone(), pods.clone(), secrets.clone(), changed);
         Self {
@@ -70,7 +76,7 @@ impl Caches {
             accounts,
             accounts_namespace: namespace.to_owned(),
             changes,
-            synced,
+            readiness,
         }
     }
 
@@ -96,13 +102,13 @@ impl Caches {
             accounts: listed(accounts),
             accounts_namespace: accounts_namespace.to_owned(),
             changes,
-            synced: Arc::new(AtomicUsize::new(WATCHES)),
+            readiness: Readiness::default(),
         }
     }
 
     /// Every watch has delivered its initial list.
     pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire) >= WATCHES
+        self.readiness.is_ready()
     }
 
     /// A receiver that sees every later change to any cache.
@@ -199,7 +205,7 @@ impl<K: Resource<DynamicType = ()> + 'static> Default for PerNamespace<K> {
 
 struct NamespaceWatch<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
-    listed: Arc<AtomicBool>,
+    readiness: Readiness,
     task: Option<tokio::task::AbortHandle>,
 }
 
@@ -224,7 +230,7 @@ where
     /// The object, once its namespace's watch has listed; `None` before (fail closed).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         let watches = self.watches.read().expect("namespace watches lock");
-        let watch = watches.get(namespace).filter(|w| w.listed.load(Ordering::Acquire))?;
+        let watch = watches.get(namespace).filter(|w| w.readiness.is_ready())?;
         watch.store.get(&object_ref(namespace, name))
     }
 
@@ -240,13 +246,12 @@ where
         watches.retain(|namespace, _| keep.contains(namespace));
         let missing: Vec<&String> = wanted.iter().filter(|n| !watches.contains_key(*n)).collect();
         for namespace in missing {
-            let listed = Arc::new(AtomicBool::new(false));
-            let flag = listed.clone();
+            let readiness = Readiness::default();
+            let listed = readiness.register("organisation namespace");
             let config = watcher::Config::default().labels(&names::managed_selector());
             let api = Api::namespaced(client.clone(), namespace);
-            let (store, task) =
-                spawn_reflector(api, config, changed, move || flag.store(true, Ordering::Release), true);
-            watches.insert(namespace.clone(), NamespaceWatch { store, listed, task: Some(task) });
+            let (store, task) = spawn_reflector(api, config, ManagedFields::Drop, listed, changed);
+            watches.insert(namespace.clone(), NamespaceWatch { store, readiness, task: Some(task) });
         }
     }
 
@@ -260,8 +265,7 @@ where
         let watches = by_namespace
             .into_iter()
             .map(|(namespace, objects)| {
-                let watch =
-                    NamespaceWatch { store: listed(objects), listed: Arc::new(AtomicBool::new(true)), task: None };
+                let watch = NamespaceWatch { store: listed(objects), readiness: Readiness::default(), task: None };
                 (namespace, watch)
             })
             .collect();
@@ -314,54 +318,39 @@ fn follow_organisations(
     });
 }
 
+/// A reflector running for as long as the process; every event bumps the change counter.
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
+    managed_fields: ManagedFields,
+    listed: Listed,
     changed: &watch::Sender<u64>,
-    on_listed: impl Fn() + Send + 'static,
-    drop_managed_fields: bool,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    spawn_reflector(api, config, changed, on_listed, drop_managed_fields).0
+    spawn_reflector(api, config, managed_fields, listed, changed).0
 }
 
-/// A reflector running in its own task: `on_listed` runs once, at its first initial list.
+/// A reflector in its own task, which the handle stops.
 fn spawn_reflector<K>(
     api: Api<K>,
     config: watcher::Config,
+    managed_fields: ManagedFields,
+    listed: Listed,
     changed: &watch::Sender<u64>,
-    on_listed: impl Fn() + Send + 'static,
-    drop_managed_fields: bool,
 ) -> (Store<K>, tokio::task::AbortHandle)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
+    let (store, events) = crate::watch::reflector(api, config, managed_fields, listed);
     let changed = changed.clone();
     let kind = K::kind(&()).into_owned();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(move |object: &mut K| {
-            // Organisations keep theirs: membership writes read who manages each entry.
-            if drop_managed_fields {
-                object.meta_mut().managed_fields = None;
-            }
-        })
-        .reflect(writer);
     let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        let mut counted = false;
-        while let Some(event) = stream.next().await {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
             match event {
-                Ok(event) => {
-                    if matches!(event, watcher::Event::InitDone) && !counted {
-                        counted = true;
-                        on_listed();
-                    }
-                    changed.send_modify(|generation| *generation += 1);
-                }
+                Ok(_) => changed.send_modify(|generation| *generation += 1),
                 Err(error) => warn!(%error, kind, "watch failed; retrying"),
             }
         }

@@ -1,7 +1,7 @@
 //! What every reconcile shares: the client, configuration, caches, metrics and Events.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -14,6 +14,7 @@ use crate::config::OperatorConfig;
 use crate::crd::Project;
 use crate::operator::error::CleanupError;
 use crate::operator::metrics::Metrics;
+use crate::watch::Readiness;
 
 /// Clean-up of what a project owns outside Kubernetes (published sites in S3, …), run by the
 /// project finalizer before the project may go. Must be idempotent: it is retried until it
@@ -33,9 +34,9 @@ pub struct Context {
     /// Set when this operator manages only the organisations matching a label selector; other
     /// organisations' projects are then left alone entirely (another operator owns them).
     pub organisation_selector: Option<String>,
-    /// Set once every cache has its initial list: deciding from a half-filled cache would
+    /// Ready once every cache has its initial list: deciding from a half-filled cache would
     /// re-create children that exist and misjudge readiness.
-    pub caches_synced: Arc<AtomicBool>,
+    pub caches: Readiness,
     failures: Mutex<HashMap<String, u32>>,
     /// Status last written per object uid. A reconcile triggered before our own status write
     /// reached the cache recomputes the same status from a stale `old`; this stops it from
@@ -51,7 +52,7 @@ impl Context {
         recorder: Recorder,
         cleanups: Vec<Arc<dyn ExternalCleanup>>,
         organisation_selector: Option<String>,
-        caches_synced: Arc<AtomicBool>,
+        caches: Readiness,
     ) -> Self {
         Self {
             client,
@@ -60,14 +61,14 @@ impl Context {
             recorder,
             cleanups,
             organisation_selector,
-            caches_synced,
+            caches,
             failures: Mutex::default(),
             written_status: Mutex::default(),
         }
     }
 
     pub fn caches_synced(&self) -> bool {
-        self.caches_synced.load(Ordering::Acquire)
+        self.caches.is_ready()
     }
 
     /// Counts a failure of `key` and returns how many in a row.

@@ -13,12 +13,13 @@ use kube::runtime::reflector::Store;
 
 use crate::crd::{Phase, Project};
 use crate::operator::metrics::Metrics;
+use crate::watch::Readiness;
 
 #[derive(Default)]
 pub struct Health {
     pub crds_established: AtomicBool,
     pub leading: AtomicBool,
-    pub caches_synced: Arc<AtomicBool>,
+    pub caches: Readiness,
     /// The leader's project cache, for the projects-by-phase gauge.
     pub projects: OnceLock<Store<Project>>,
 }
@@ -33,7 +34,7 @@ impl Health {
         if !self.leading.load(Ordering::Acquire) {
             return Ok("standby: waiting for leadership");
         }
-        if !self.caches_synced.load(Ordering::Acquire) {
+        if !self.caches.is_ready() {
             return Err("leader: waiting for watches to sync");
         }
         Ok("leader: reconciling")

@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -29,7 +29,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::wait::{await_condition, conditions as wait_conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -38,6 +38,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, OperatorConfig};
 use crate::crd::{Organisation, Project, names};
+use crate::watch::{ManagedFields, Readiness};
 use context::{Context, ExternalCleanup};
 use http::Health;
 use metrics::Metrics;
@@ -118,7 +119,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         recorder,
         cleanups,
         options.organisation_selector.clone(),
-        health.caches_synced.clone(),
+        health.caches.clone(),
     ));
 
     let controllers = run_controllers(shared, health.clone(), &options);
@@ -146,18 +147,16 @@ async fn wait_for_crds(client: &Client) -> Result<(), kube::Error> {
     Ok(())
 }
 
-/// Initial-list tracking for every cache. Readiness is read from the watch events themselves:
-/// a store's own `wait_until_ready` wakes only the last task that polled it, and each controller
-/// already waits on its main store.
-#[derive(Default)]
-struct CacheSync {
-    caches: Vec<(&'static str, Arc<AtomicBool>)>,
+/// Every cache the controllers read, registered with one readiness that the controllers (and
+/// `/readyz`) wait on.
+struct Caches {
+    readiness: Readiness,
 }
 
-impl CacheSync {
+impl Caches {
     /// A cache of `K` filtered by `labels`, and the stream of changes that feeds it.
     fn reflect<K>(
-        &mut self,
+        &self,
         name: &'static str,
         api: Api<K>,
         labels: Option<&str>,
@@ -165,48 +164,28 @@ impl CacheSync {
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
-        let (reader, writer) = reflector::store();
         let mut config = watcher::Config::default();
         if let Some(labels) = labels {
             config = config.labels(labels);
         }
-        let listed = Arc::new(AtomicBool::new(false));
-        self.caches.push((name, listed.clone()));
-        let stream = watcher(api, config)
-            .default_backoff()
-            // managedFields are most of an object's size and never read here.
-            .modify(|object| object.managed_fields_mut().clear())
-            .reflect(writer)
-            .inspect(move |event| {
-                if let Ok(watcher::Event::InitDone) = event {
-                    listed.store(true, Ordering::Release);
-                }
-            })
-            .touched_objects();
-        (reader, stream)
+        let listed = self.readiness.register(name);
+        let (store, events) = crate::watch::reflector(api, config, ManagedFields::Drop, listed);
+        (store, events.touched_objects())
     }
 
-    /// Sets `synced` once every cache has its initial list, warning about laggards meanwhile.
-    async fn watch(self, synced: Arc<AtomicBool>) {
+    /// Logs once every cache has its initial list, warning about laggards meanwhile.
+    async fn report(self) {
         let started = tokio::time::Instant::now();
-        let mut warned_at = started;
         loop {
-            let waiting: Vec<&str> = self
-                .caches
-                .iter()
-                .filter(|(_, listed)| !listed.load(Ordering::Acquire))
-                .map(|(name, _)| *name)
-                .collect();
-            if waiting.is_empty() {
-                synced.store(true, Ordering::Release);
-                info!(after = ?started.elapsed(), "all caches synced");
-                return;
+            tokio::select! {
+                () = self.readiness.ready() => {
+                    info!(after = ?started.elapsed(), "all caches synced");
+                    return;
+                }
+                () = tokio::time::sleep(Duration::from_secs(15)) => {
+                    warn!(waiting = ?self.readiness.pending(), "caches still waiting for their initial list");
+                }
             }
-            if warned_at.elapsed() >= Duration::from_secs(15) {
-                warn!(?waiting, "caches still waiting for their initial list");
-                warned_at = tokio::time::Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -216,7 +195,7 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
     let org_children = names::managed_selector() + &format!(",!{}", names::PROJECT);
     let project_children = names::managed_selector() + &format!(",{}", names::PROJECT);
     let org_selector = options.organisation_selector.as_deref();
-    let mut sync = CacheSync::default();
+    let sync = Caches { readiness: health.caches.clone() };
 
     // Organisation controller.
     let (organisation_store, organisation_events) =
@@ -315,7 +294,7 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
                 .collect::<Vec<_>>()
         });
 
-    tokio::spawn(sync.watch(health.caches_synced.clone()));
+    tokio::spawn(sync.report());
     let organisations = organisations
         .run(organisation::reconcile, organisation::error_policy, organisation_ctx)
         .for_each(|result| async move { log_outcome(organisation::CONTROLLER, result) });
