@@ -13,9 +13,23 @@ use serde::Deserialize;
 use crate::crd::Isolation;
 use crate::duration;
 
+/// The configuration, every value parsed into the type it is used as.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorConfig {
+    pub jurisdictions: BTreeMap<String, Jurisdiction>,
+    pub runtime_classes: RuntimeClasses,
+    pub gateway: GatewaySelector,
+    pub preview_domain: String,
+    pub sites_domain: Option<String>,
+    pub publishing: Publishing,
+    pub network: NetworkConfig,
+    pub defaults: ProjectDefaults,
+}
+
+/// The configuration file as written.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OperatorConfig {
+struct RawConfig {
     /// Jurisdiction name (an Organisation's `spec.jurisdiction`) → where its data may live.
     pub jurisdictions: BTreeMap<String, Jurisdiction>,
     /// RuntimeClass name for each isolation level.
@@ -30,12 +44,12 @@ pub struct OperatorConfig {
     pub sites_domain: Option<String>,
     /// Limits on published archives.
     #[serde(default)]
-    pub publishing: PublishLimits,
+    pub publishing: RawPublishing,
     /// Egress rules of every project.
     #[serde(default)]
     pub network: NetworkConfig,
     /// Values used where a Project leaves a field out.
-    pub defaults: ProjectDefaults,
+    pub defaults: RawDefaults,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -77,10 +91,10 @@ pub enum ChecksumMode {
     WhenSupported,
 }
 
-/// Limits on publishing sites; each setting left out keeps its default.
+/// Limits on publishing sites, as written; each setting left out keeps its default.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct PublishLimits {
+struct RawPublishing {
     pub max_bytes: Quantity,
     pub max_files: u64,
     pub max_file_bytes: Quantity,
@@ -92,7 +106,7 @@ pub struct PublishLimits {
     pub upload_idle_timeout: String,
 }
 
-impl Default for PublishLimits {
+impl Default for RawPublishing {
     fn default() -> Self {
         Self {
             max_bytes: Quantity("512Mi".into()),
@@ -105,19 +119,54 @@ impl Default for PublishLimits {
     }
 }
 
-impl PublishLimits {
-    /// In bytes (validated at load).
-    pub fn archive_limits(&self) -> crate::sites::archive::Limits {
-        crate::sites::archive::Limits {
-            max_bytes: quantity_bytes(&self.max_bytes.0).expect("validated at load"),
-            max_files: self.max_files,
-            max_file_bytes: quantity_bytes(&self.max_file_bytes.0).expect("validated at load"),
-            max_ratio: self.max_compression_ratio,
-        }
-    }
+/// Limits on publishing sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publishing {
+    /// Sum of a site's files' sizes, in bytes.
+    pub max_bytes: u64,
+    pub max_files: u64,
+    pub max_file_bytes: u64,
+    /// Inflated bytes per compressed byte (gzip bombs).
+    pub max_compression_ratio: u64,
+    /// Publishes one gateway replica runs at once; more are answered 503 with Retry-After.
+    pub max_concurrent: usize,
+    /// How long an upload may send nothing before it is abandoned (408).
+    pub upload_idle_timeout: Duration,
+}
 
-    pub fn upload_idle_timeout(&self) -> Duration {
-        duration::parse(&self.upload_idle_timeout).expect("validated at load")
+impl Default for Publishing {
+    fn default() -> Self {
+        RawPublishing::default().parse().expect("the defaults are valid")
+    }
+}
+
+impl RawPublishing {
+    fn parse(&self) -> Result<Publishing, (String, String)> {
+        let size = |setting: &str, quantity: &Quantity| match quantity_bytes(&quantity.0) {
+            Some(bytes) if bytes > 0 => Ok(bytes),
+            _ => Err((setting.to_owned(), "must be a positive size such as 100Mi".to_owned())),
+        };
+        let max_bytes = size("publishing.maxBytes", &self.max_bytes)?;
+        let max_file_bytes = size("publishing.maxFileBytes", &self.max_file_bytes)?;
+        if self.max_files == 0 || self.max_compression_ratio == 0 || self.max_concurrent == 0 {
+            let problem = "maxFiles, maxCompressionRatio and maxConcurrent must be positive";
+            return Err(("publishing".to_owned(), problem.to_owned()));
+        }
+        let upload_idle_timeout = match duration::parse(&self.upload_idle_timeout) {
+            Ok(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => d,
+            _ => {
+                let problem = "must be a duration such as 60s, between 1s and 1h";
+                return Err(("publishing.uploadIdleTimeout".to_owned(), problem.to_owned()));
+            }
+        };
+        Ok(Publishing {
+            max_bytes,
+            max_files: self.max_files,
+            max_file_bytes,
+            max_compression_ratio: self.max_compression_ratio,
+            max_concurrent: self.max_concurrent as usize,
+            upload_idle_timeout,
+        })
     }
 }
 
@@ -187,16 +236,27 @@ impl Default for NetworkConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// Values used where a Project leaves a field out.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProjectDefaults {
     /// Development environment image.
     pub image: String,
     /// Image of the project loader init container; must provide `sh` and `git`.
     pub loader_image: String,
     pub resources: DefaultResources,
-    /// Idle time before hibernation, e.g. `15m`.
-    pub idle_timeout: String,
+    /// Idle time before hibernation.
+    pub idle_timeout: Duration,
+}
+
+/// The same, as written.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawDefaults {
+    image: String,
+    loader_image: String,
+    resources: DefaultResources,
+    /// e.g. `15m`.
+    idle_timeout: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -226,17 +286,11 @@ impl OperatorConfig {
     }
 
     pub fn parse(path: &str, text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
+        let raw: RawConfig =
             serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
-        config.validate().map_err(|(setting, problem)| ConfigError::Invalid {
-            path: path.to_owned(),
-            setting,
-            problem,
-        })?;
-        Ok(config)
+        raw.parse().map_err(|(setting, problem)| ConfigError::Invalid { path: path.to_owned(), setting, problem })
     }
 
-    /// The idle timeout used when a project gives none (validated at load).
     /// How long `project` may be idle before it hibernates: its own timeout, or the default.
     /// The one rule for it: the operator hibernates by it, the gateway renews activity by it.
     pub fn idle_timeout(&self, project: &crate::crd::Project) -> Result<Duration, duration::DurationError> {
@@ -246,10 +300,39 @@ impl OperatorConfig {
         }
     }
 
+    /// The idle timeout used when a project gives none.
     pub fn default_idle_timeout(&self) -> Duration {
-        duration::parse(&self.defaults.idle_timeout).expect("validated at load")
+        self.defaults.idle_timeout
+    }
+}
+
+impl RawConfig {
+    /// Checks every setting and parses each into the type it is used as; the first problem is
+    /// returned as (setting, problem).
+    fn parse(self) -> Result<OperatorConfig, (String, String)> {
+        self.validate()?;
+        let publishing = self.publishing.parse()?;
+        let idle_timeout = match duration::parse(&self.defaults.idle_timeout) {
+            Ok(d) if (Duration::from_secs(10)..=Duration::from_secs(720 * 3600)).contains(&d) => d,
+            _ => {
+                let problem = "must be a duration such as 15m, between 10s and 720h";
+                return Err(("defaults.idleTimeout".to_owned(), problem.to_owned()));
+            }
+        };
+        let RawDefaults { image, loader_image, resources, .. } = self.defaults;
+        Ok(OperatorConfig {
+            jurisdictions: self.jurisdictions,
+            runtime_classes: self.runtime_classes,
+            gateway: self.gateway,
+            preview_domain: self.preview_domain,
+            sites_domain: self.sites_domain,
+            publishing,
+            network: self.network,
+            defaults: ProjectDefaults { image, loader_image, resources, idle_timeout },
+        })
     }
 
+    /// The checks that are not a parse.
     fn validate(&self) -> Result<(), (String, String)> {
         let invalid = |setting: &str, problem: &str| Err((setting.to_owned(), problem.to_owned()));
         if self.jurisdictions.is_empty() {
@@ -331,24 +414,6 @@ impl OperatorConfig {
         {
             return invalid("sitesDomain", "must be a DNS domain such as sites.example.com, other than previewDomain");
         }
-        for (setting, quantity) in [
-            ("publishing.maxBytes", &self.publishing.max_bytes),
-            ("publishing.maxFileBytes", &self.publishing.max_file_bytes),
-        ] {
-            if quantity_bytes(&quantity.0).is_none_or(|b| b == 0) {
-                return invalid(setting, "must be a positive size such as 100Mi");
-            }
-        }
-        if self.publishing.max_files == 0
-            || self.publishing.max_compression_ratio == 0
-            || self.publishing.max_concurrent == 0
-        {
-            return invalid("publishing", "maxFiles, maxCompressionRatio and maxConcurrent must be positive");
-        }
-        match duration::parse(&self.publishing.upload_idle_timeout) {
-            Ok(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => {}
-            _ => return invalid("publishing.uploadIdleTimeout", "must be a duration such as 60s, between 1s and 1h"),
-        }
         if self.defaults.image.trim().is_empty() {
             return invalid("defaults.image", "an image is required");
         }
@@ -363,10 +428,6 @@ impl OperatorConfig {
             if !is_positive_quantity(&quantity.0) {
                 return invalid(setting, "must be a positive quantity such as 2, 500m or 4Gi");
             }
-        }
-        match duration::parse(&self.defaults.idle_timeout) {
-            Ok(d) if (Duration::from_secs(10)..=Duration::from_secs(720 * 3600)).contains(&d) => {}
-            _ => return invalid("defaults.idleTimeout", "must be a duration such as 15m, between 10s and 720h"),
         }
         Ok(())
     }
@@ -624,7 +685,7 @@ mod tests {
 
     #[test]
     fn publishing_limits_are_positive_sizes() {
-        let limits = example().publishing.archive_limits();
+        let limits = example().publishing;
         assert_eq!((limits.max_bytes, limits.max_file_bytes), (512 << 20, 100 << 20));
         assert_refused(parse_with(&["publishing", "maxBytes"], "'0'"), "publishing.maxBytes");
         assert_refused(parse_with(&["publishing", "maxFileBytes"], "1.5Gi"), "publishing.maxFileBytes");
@@ -637,8 +698,8 @@ mod tests {
     #[test]
     fn publishing_settings_left_out_keep_their_defaults_and_bounds_are_enforced() {
         let partial = parse_with(&["publishing"], "{ maxFiles: 10 }").expect("a partial publishing section");
-        assert_eq!(partial.publishing, PublishLimits { max_files: 10, ..PublishLimits::default() });
-        assert_eq!(partial.publishing.upload_idle_timeout(), Duration::from_secs(60));
+        assert_eq!(partial.publishing, Publishing { max_files: 10, ..Publishing::default() });
+        assert_eq!(partial.publishing.upload_idle_timeout, Duration::from_secs(60));
         assert_refused(parse_with(&["publishing", "maxConcurrent"], "0"), "publishing");
         assert_refused(parse_with(&["publishing", "uploadIdleTimeout"], "0s"), "publishing.uploadIdleTimeout");
         assert_refused(parse_with(&["publishing", "uploadIdleTimeout"], "2h"), "publishing.uploadIdleTimeout");

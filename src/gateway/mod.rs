@@ -153,7 +153,7 @@ impl Gateway {
                 .expect("at least the minimum iterations"),
             upstream: upstream_client(),
             buckets,
-            publishes: Semaphore::new(config.publishing.max_concurrent as usize),
+            publishes: Semaphore::new(config.publishing.max_concurrent),
             serving: Mutex::default(),
             client,
             config,

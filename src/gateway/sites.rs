@@ -31,7 +31,7 @@ use crate::gateway::Gateway;
 use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::extract::ApiPath;
-use crate::sites::archive::{ArchiveError, UploadStalled, UploadTooLarge};
+use crate::sites::archive::{ArchiveError, Limits, UploadStalled, UploadTooLarge};
 use crate::sites::publish::{self, PublishError};
 use crate::sites::{Manifest, SitesError, layout};
 
@@ -56,7 +56,7 @@ pub async fn publish(
         let message = format!("this gateway is running as many publishes as it allows ({limit}); try again shortly");
         return Err(ApiError::unavailable(message, 5));
     };
-    let limits = gateway.config.publishing.archive_limits();
+    let limits = Limits::from(&gateway.config.publishing);
     // Archive bytes plus tar's own: a header per file, padding, and the end marker.
     let upload_limit = limits.max_bytes + limits.max_files * 1024 + (1 << 20);
     let body = Limited::new(request.into_body(), upload_limit as usize).into_data_stream().map_err(move |error| {
@@ -66,7 +66,7 @@ pub async fn publish(
             io::Error::other(error)
         }
     });
-    let body = stall_after(body, gateway.config.publishing.upload_idle_timeout());
+    let body = stall_after(body, gateway.config.publishing.upload_idle_timeout);
     let standing = ProjectStanding::of(&gateway, &project);
     let manifest = publish::publish(&bucket, &org, &name, &publisher, StreamReader::new(body), limits, &standing)
         .await

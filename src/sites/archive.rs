@@ -29,6 +29,17 @@ pub struct Limits {
     pub max_ratio: u64,
 }
 
+impl From<&crate::config::Publishing> for Limits {
+    fn from(publishing: &crate::config::Publishing) -> Self {
+        Self {
+            max_bytes: publishing.max_bytes,
+            max_files: publishing.max_files,
+            max_file_bytes: publishing.max_file_bytes,
+            max_ratio: publishing.max_compression_ratio,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self { max_bytes: 512 << 20, max_files: 20_000, max_file_bytes: 100 << 20, max_ratio: 100 }
