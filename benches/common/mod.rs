@@ -1,6 +1,12 @@
 //! What the benchmarks share: names for a run, the release `ooda` as a child process, waiting
 //! on the control plane, raw HTTP/1.1 connections, and the arithmetic and provenance of reports.
-//! Each benchmark includes it as `mod common`.
+//! Each benchmark includes it as `mod common`. The client and free ports are the test kit's,
+//! which the cluster tests use too.
+
+#[path = "../../tests/kit/mod.rs"]
+mod kit;
+
+pub use kit::{client, free_port};
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -14,9 +20,8 @@ use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{Condition, await_condition};
-use kube::{Client, Config, Resource};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -28,13 +33,6 @@ pub const SETTLE: Duration = Duration::from_secs(60);
 pub const TEST_LABEL: &str = "ooda.run/test";
 
 pub type Sender = SendRequest<Empty<Bytes>>;
-
-/// A client for the cluster in `kubeconfig`.
-pub async fn client(kubeconfig: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig (run `make cluster-up`)");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
-    Client::try_from(config).expect("client")
-}
 
 /// The run's namespace for the operator and gateway (Lease, accounts, keys, credentials),
 /// labelled with the run so clean-up finds it.
@@ -53,11 +51,6 @@ pub fn run_id() -> String {
     let mut bytes = [0u8; 3];
     getrandom::fill(&mut bytes).expect("randomness");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr")
 }
 
 /// The release `ooda` binary, logging warnings and errors to `log`; killed when dropped.

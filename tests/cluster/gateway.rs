@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user, follow_pod, pod_ip, upstream};
-use crate::harness::{client, install_crds, unique_name, wait_for};
+use crate::harness::{client, eventually, install_crds, unique_name, wait_for};
 use crate::operator_harness::{World, organisation_ready, project_phase};
 
 pub const ALICE: &str = "alice@acme.example";
@@ -190,16 +190,11 @@ async fn a_stopped_or_deleted_project_is_refused_within_a_second_and_not_woken()
     let stop = format!("/api/orgs/{}/projects/halt/stop", s.org);
     let stopped = s.gateway.call(Method::POST, &stop, Some(&s.alice), None).await;
     assert_eq!(stopped.status, StatusCode::ACCEPTED, "{:?}", stopped.body);
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let status = get().await.expect("answer").status();
-        if status != StatusCode::OK {
-            assert!(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN, "{status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still proxied a second after the stop");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = eventually(Duration::from_secs(1), "the preview refused after the stop", || async {
+        Some(get().await.expect("answer").status()).filter(|status| *status != StatusCode::OK)
+    })
+    .await;
+    assert!(refused == StatusCode::UNAUTHORIZED || refused == StatusCode::FORBIDDEN, "{refused}");
 
     // The stopped project's new token is refused too, and does not wake it.
     let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
@@ -224,17 +219,12 @@ async fn a_stopped_or_deleted_project_is_refused_within_a_second_and_not_woken()
     assert_eq!(get().await.expect("answer").status(), StatusCode::OK);
     let delete = format!("/api/orgs/{}/projects/gone", s.org);
     assert_eq!(s.gateway.call(Method::DELETE, &delete, Some(&s.alice), None).await.status, StatusCode::ACCEPTED);
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let status = get().await.expect("answer").status();
-        if status != StatusCode::OK {
-            // As a host that never was a project's: no answer tells them apart.
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "a deleted project's host is refused");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still proxied a second after the delete");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let refused = eventually(Duration::from_secs(1), "the preview refused after the delete", || async {
+        Some(get().await.expect("answer").status()).filter(|status| *status != StatusCode::OK)
+    })
+    .await;
+    // As a host that never was a project's: no answer tells them apart.
+    assert_eq!(refused, StatusCode::UNAUTHORIZED, "a deleted project's host is refused");
     s.world.cleanup().await;
 }
 
@@ -321,13 +311,11 @@ async fn a_wake_that_outlasts_its_timeout_answers_503_and_browsers_get_a_page_th
 
     // The page's reload, once the dev server listens, gets the project.
     let _dev = follow_pod(&s.world.client, &ns, "slow", port);
-    let mut reload = request("text/html").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reload.0 != StatusCode::OK && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        reload = request("text/html").await;
-    }
-    assert_eq!(reload.0, StatusCode::OK, "{}", reload.2);
+    eventually(Duration::from_secs(10), "the reload gets the project", || async {
+        let reload = request("text/html").await;
+        (reload.0 == StatusCode::OK).then_some(())
+    })
+    .await;
     s.world.cleanup().await;
 }
 
@@ -406,16 +394,12 @@ async fn every_bad_session_token_is_refused() {
     let remove = format!("/api/orgs/{}/members/{BOB}", s.org);
     let removed = s.gateway.call(Method::DELETE, &remove, Some(&s.alice), None).await;
     assert_eq!(removed.status, StatusCode::NO_CONTENT, "{:?}", removed.body);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), "the removed member loses access", || async {
         let status = s.gateway.call(Method::GET, &projects, Some(&bob), None).await.status;
-        if status == StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert_eq!(status, StatusCode::OK);
-        assert!(Instant::now() < deadline, "the removed member still has access");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        assert!(status == StatusCode::OK || status == StatusCode::UNAUTHORIZED, "{status}");
+        (status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
     s.world.cleanup().await;
 }
 
@@ -475,15 +459,11 @@ async fn roles_and_organisations_bound_what_a_session_can_do() {
         serde_json::from_value(json!({ "metadata": { "name": "secret" }, "spec": {} })).expect("project");
     projects.create(&PostParams::default(), &secret).await.expect("a project in the other org");
     for path in [format!("/api/orgs/{other}"), format!("/api/orgs/{other}/projects/secret")] {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let answer = loop {
-            let answer = s.gateway.call(Method::GET, &path, Some(&s.alice), None).await;
-            // The gateway's cache may still hold the org with alice as a member for a moment.
-            if answer.status != StatusCode::OK || Instant::now() > deadline {
-                break answer;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        // The gateway's cache may still hold the org with alice as a member for a moment.
+        let answer = eventually(Duration::from_secs(5), "the other organisation hidden", || async {
+            Some(s.gateway.call(Method::GET, &path, Some(&s.alice), None).await).filter(|a| a.status != StatusCode::OK)
+        })
+        .await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}: {:?}", answer.body);
     }
 
@@ -506,14 +486,12 @@ async fn roles_and_organisations_bound_what_a_session_can_do() {
     let created =
         s.gateway.call(Method::POST, &projects_path, Some(&bob), Some(project_body("mine", 3000, "15m"))).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let delete = loop {
+    // Until the gateway's cache has the new project, it is not found.
+    let delete = eventually(Duration::from_secs(5), "the new project known to the gateway", || async {
         let answer = s.gateway.call(Method::DELETE, &format!("{projects_path}/mine"), Some(&bob), None).await;
-        if answer.status != StatusCode::NOT_FOUND || Instant::now() > deadline {
-            break answer;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (answer.status != StatusCode::NOT_FOUND).then_some(answer)
+    })
+    .await;
     assert_eq!(delete.status, StatusCode::FORBIDDEN);
     s.world.cleanup().await;
 }

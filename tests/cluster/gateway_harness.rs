@@ -3,8 +3,6 @@
 //! IP and preview port, as kwok reports them.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
@@ -17,20 +15,20 @@ use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::harness::SETTLE;
+use crate::harness::{SETTLE, eventually};
+use crate::kit::Ooda;
 use crate::operator_harness::{World, free_port, http_get};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const PREVIEW_DOMAIN: &str = "preview.ooda.localhost";
 
 pub struct Gateway {
-    _child: Child,
+    _process: Ooda,
     /// `http` or `https`.
     scheme: &'static str,
     pub addr: SocketAddr,
@@ -68,31 +66,28 @@ impl Gateway {
         client: reqwest::ClientBuilder,
     ) -> Self {
         let (addr, http) = (free_port(), free_port());
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-gateway-{namespace}.log")))
-            .expect("gateway log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ooda"))
-            .arg("gateway")
-            .args(["--config", config.to_str().expect("utf-8 path")])
-            .args(["--listen", &addr.to_string(), "--http-addr", &http.to_string()])
-            .args(["--namespace", namespace])
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,ooda=debug,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start ooda gateway");
-        let deadline = tokio::time::Instant::now() + SETTLE;
+        let log = std::env::temp_dir().join(format!("ooda-gateway-{namespace}-{}.log", addr.port()));
+        let (listen, http_addr) = (addr.to_string(), http.to_string());
+        let base = [
+            "gateway",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--listen",
+            &listen,
+            "--http-addr",
+            &http_addr,
+            "--namespace",
+            namespace,
+        ];
+        let process = Ooda::spawn(&[&base[..], args].concat(), &kubeconfig, "info,ooda=debug,kube=warn", log);
         // The body tells this gateway apart from another process that took a freed port.
-        while !matches!(http_get(http, "/readyz").await, Ok((200, body)) if body == "gateway ready") {
-            assert!(tokio::time::Instant::now() < deadline, "gateway on {addr} not ready in time");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(SETTLE, &format!("gateway on {addr} ready"), || async {
+            http_get(http, "/readyz").await.ok().filter(|(status, body)| *status == 200 && body == "gateway ready")
+        })
+        .await;
         let client = client.redirect(reqwest::redirect::Policy::none()).build().expect("client");
         let scheme = if args.contains(&"--tls-cert") { "https" } else { "http" };
-        Self { _child: child, scheme, addr, http, namespace: namespace.to_owned(), client }
+        Self { _process: process, scheme, addr, http, namespace: namespace.to_owned(), client }
     }
 
     /// The API's URL on the loopback address (the API answers on any host but preview hosts).

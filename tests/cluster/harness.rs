@@ -8,9 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{Condition, await_condition, conditions};
-use kube::{Api, Client, Config, Resource};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 /// Label on everything a test creates at cluster scope, so leftovers are easy to find.
@@ -35,18 +34,7 @@ pub fn kubeconfig_path() -> PathBuf {
 
 /// A client for the local control plane. Panics, with what to do, when there is none.
 pub async fn client() -> Client {
-    let path = kubeconfig_path();
-    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
-        panic!("no cluster: cannot read kubeconfig {}: {e}. Run `make cluster-up`, or `make test`.", path.display())
-    });
-    let config =
-        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig is usable");
-    let client = Client::try_from(config).expect("build client");
-    client
-        .apiserver_version()
-        .await
-        .unwrap_or_else(|e| panic!("no cluster: the API server in {} does not answer: {e}", path.display()));
-    client
+    crate::kit::client(&kubeconfig_path()).await
 }
 
 /// A short name unique to this test process and call: `<prefix>-<6 hex>`.
@@ -163,19 +151,4 @@ pub fn api_error(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::cor
     }
 }
 
-/// Polls `check` until it returns `Some`, at most `within`; panics naming `what` at the deadline.
-/// For what has no watch to wait on (HTTP answers, S3 listings).
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use crate::kit::eventually;

@@ -1,6 +1,9 @@
 //! Integration tests against the real local control plane (`make test` brings it up).
 //! A missing or unreachable cluster fails these tests; it never skips them.
 
+#[path = "../kit/mod.rs"]
+mod kit;
+
 mod accounts;
 mod bed;
 mod gateway;

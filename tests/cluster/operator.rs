@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use ooda::crd::{Organisation, Phase, Project};
 use serde_json::json;
 
-use crate::harness::{SETTLE, api_error, client, install_crds, wait_deleted, wait_for};
+use crate::harness::{SETTLE, api_error, client, eventually, install_crds, wait_deleted, wait_for};
 use crate::operator_harness::{Operator, World, condition_true, metric_sum, project_phase, renew_activity};
 
 fn web_project() -> serde_json::Value {
@@ -242,11 +242,10 @@ async fn a_converged_project_causes_no_writes_for_thirty_seconds() {
     // The operator's last write on the way to Running is the Event announcing it: baseline after it.
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     let announced = ListParams::default().fields("regarding.name=quiet,reason=Running");
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    while events.list(&announced).await.expect("list events").items.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no Running event within {SETTLE:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(SETTLE, "the Running event", || async {
+        (!events.list(&announced).await.expect("list events").items.is_empty()).then_some(())
+    })
+    .await;
 
     let versions = snapshot(&client, &ns, &org.name_any()).await;
     let writes = metric_sum(&world.operator.metrics().await, "ooda_api_writes_total");

@@ -4,8 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
@@ -16,13 +14,12 @@ use kube::runtime::wait::Condition;
 use kube::{Client, ResourceExt};
 use ooda::crd::{Organisation, Project};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
 
-use crate::harness::{SETTLE, TEST_LABEL, TestNamespace, unique_name, wait_for};
+use crate::harness::{SETTLE, TEST_LABEL, TestNamespace, eventually, unique_name, wait_for};
+use crate::kit::Ooda;
 
 pub struct Operator {
-    child: Child,
+    process: Ooda,
     pub http: SocketAddr,
 }
 
@@ -41,37 +38,34 @@ impl Operator {
     /// The same, with the configuration file `config`.
     pub async fn start_with(test: &str, namespace: &str, lease: &str, kubeconfig: PathBuf, config: &Path) -> Self {
         let http = free_port();
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", http.port())))
-            .expect("operator log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ooda"))
-            .arg("operator")
-            .args(["--config", config.to_str().expect("utf-8 path")])
-            .args(["--http-addr", &http.to_string()])
-            .args(["--namespace", namespace, "--leader-lease", lease, "--lease-duration", "10s"])
-            .args(["--organisation-selector", &format!("{TEST_LABEL}={test}")])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,ooda=debug,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start ooda operator");
-        Self { child, http }
+        let log = std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", http.port()));
+        let (http_addr, selector) = (http.to_string(), format!("{TEST_LABEL}={test}"));
+        let args = [
+            "operator",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--http-addr",
+            &http_addr,
+            "--namespace",
+            namespace,
+            "--leader-lease",
+            lease,
+            "--lease-duration",
+            "10s",
+            "--organisation-selector",
+            &selector,
+        ];
+        let process = Ooda::spawn(&args, &kubeconfig, "info,ooda=debug,kube=warn", log);
+        Self { process, http }
     }
 
     /// Waits until `/readyz` answers 200 with a body containing `state` (`leader` or `standby`).
     pub async fn wait_ready(&self, state: &str) {
-        let deadline = tokio::time::Instant::now() + SETTLE;
-        loop {
-            if let Ok((200, body)) = http_get(self.http, "/readyz").await
-                && body.contains(state)
-            {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "operator on {} not ready as {state} in time", self.http);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("operator on {} ready as {state}", self.http);
+        eventually(SETTLE, &what, || async {
+            http_get(self.http, "/readyz").await.ok().filter(|(status, body)| *status == 200 && body.contains(state))
+        })
+        .await;
     }
 
     pub async fn metrics(&self) -> String {
@@ -82,7 +76,7 @@ impl Operator {
 
     /// Kills the process without letting it release its Lease (a crash, not a shutdown).
     pub async fn kill(mut self) {
-        self.child.kill().await.expect("kill operator");
+        self.process.child.kill().await.expect("kill operator");
     }
 }
 
@@ -96,21 +90,7 @@ pub fn metric_sum(metrics: &str, name: &str) -> f64 {
         .sum()
 }
 
-pub fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr")
-}
-
-/// A minimal HTTP/1.0 GET on loopback: enough for the operator's own endpoints.
-pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
-}
+pub use crate::kit::{free_port, http_get};
 
 /// One test's world: a namespace for its operator's Lease, the operator, and helpers to create
 /// organisations it manages.

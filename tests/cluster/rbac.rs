@@ -180,15 +180,10 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
     assert_eq!(published.status(), StatusCode::CREATED, "{:?}", published.text().await);
     // The version list comes from the project's status, which the gateway sees by watch.
     let versions_path = format!("{projects_path}/least/versions");
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let versions = gateway.call(Method::GET, &versions_path, Some(&alice), None).await;
-        if versions.body["current"] == 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no current version: {:?}", versions.body);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::harness::eventually(std::time::Duration::from_secs(10), "version 1 current", || async {
+        (gateway.call(Method::GET, &versions_path, Some(&alice), None).await.body["current"] == 1).then_some(())
+    })
+    .await;
     let wake = gateway.call(Method::POST, &format!("{projects_path}/least/wake"), Some(&alice), None).await;
     assert_eq!(wake.status, StatusCode::ACCEPTED, "{:?}", wake.body);
     let stop = gateway.call(Method::POST, &format!("{projects_path}/least/stop"), Some(&alice), None).await;

@@ -140,17 +140,13 @@ impl Site {
     /// Waits until the site's `/` answers `expected` (the live version moves through the
     /// project's status, which the gateway sees by watch).
     async fn serves(&self, project: &str, expected: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        eventually(Duration::from_secs(10), &format!("the site serves {expected:?}"), || async {
             let response = self.get(project, "/", &[]).await;
             let status = response.status();
             let text = response.text().await.unwrap_or_default();
-            if status == StatusCode::OK && text == expected {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the site serves {status} {text:?}, not {expected:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (status == StatusCode::OK && text == expected).then_some(())
+        })
+        .await;
     }
 }
 
@@ -532,23 +528,18 @@ async fn a_client_gone_mid_upload_leaves_the_live_version_and_nothing_of_its_own
     // Once files of version 2 are in the bucket, the client goes away.
     let s3 = bucket("ooda-sites-eu", S3);
     let v2 = format!("{}/steady/v2/", s.org);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s3.list(&v2).await.expect("list").is_empty() {
-        assert!(Instant::now() < deadline, "the publish never started writing version 2");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), "the publish writes version 2", || async {
+        (!s3.list(&v2).await.expect("list").is_empty()).then_some(())
+    })
+    .await;
     drop(connection);
 
     let reservation = format!("{}/steady/manifests/v2", s.org);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), "nothing of version 2 left behind", || async {
         let (files, manifests) = (s3.list(&v2).await.expect("list"), s3.list(&reservation).await.expect("list"));
-        if files.is_empty() && manifests.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "left behind: {files:?} {manifests:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (files.is_empty() && manifests.is_empty()).then_some(())
+    })
+    .await;
     s.serves("steady", "<h1>version 1</h1>").await;
     let versions_path = format!("/api/orgs/{}/projects/steady/versions", s.org);
     let versions = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await;
@@ -591,11 +582,10 @@ async fn a_stalled_upload_is_dropped_with_408_and_publishes_beyond_the_limit_wai
     tokio::io::AsyncWriteExt::write_all(&mut stalled, &body[..sent]).await.expect("send part of the body");
     let s3 = bucket("ooda-sites-eu", S3);
     let prefix = format!("{}/busy/", s.org);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s3.list(&prefix).await.expect("list").iter().any(|k| k.ends_with("/first.bin")) {
-        assert!(Instant::now() < deadline, "the stalled publish never wrote its first file");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(10), "the stalled publish writes its first file", || async {
+        s3.list(&prefix).await.expect("list").iter().any(|k| k.ends_with("/first.bin")).then_some(())
+    })
+    .await;
 
     let (status, refused) = s.publish("busy", site_v(1)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
@@ -655,12 +645,11 @@ async fn sites_stay_in_their_jurisdiction_and_environments_publish_only_their_ow
     s.project("other").await;
     assert_eq!(publish("other", &token).await.expect("answer").status(), StatusCode::UNAUTHORIZED);
     let versions_path = format!("/api/orgs/{}/projects/eusite/versions", s.org);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut listed = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await.body;
-    while listed["versions"].as_array().is_none_or(Vec::is_empty) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        listed = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await.body;
-    }
+    let listed = eventually(Duration::from_secs(10), "the version listed", || async {
+        let listed = s.gateway.call(Method::GET, &versions_path, Some(&s.alice), None).await.body;
+        listed["versions"].as_array().is_some_and(|v| !v.is_empty()).then_some(listed)
+    })
+    .await;
     assert_eq!(listed["versions"][0]["publisher"], "project");
 
     // The EU organisation's objects are in the EU bucket, and nowhere else.

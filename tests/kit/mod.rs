@@ -1,0 +1,100 @@
+//! What the cluster tests and the benchmarks share: a client for the local control plane, free
+//! loopback ports, a minimal HTTP GET, the `ooda` binary as a child process whose log is named
+//! when something fails, and one way to wait for what has no watch. Included by both as
+//! `#[path = "…/kit/mod.rs"] mod kit;`.
+
+#![allow(dead_code)] // Each includer uses its own part.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// A client for the cluster in `kubeconfig`. Panics, with what to do, when there is none.
+pub async fn client(kubeconfig: &Path) -> Client {
+    let config = Kubeconfig::read_from(kubeconfig).unwrap_or_else(|e| {
+        panic!(
+            "no cluster: cannot read kubeconfig {}: {e}. Run `make cluster-up`, or `make test`.",
+            kubeconfig.display()
+        )
+    });
+    let config =
+        Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await.expect("usable kubeconfig");
+    let client = Client::try_from(config).expect("build client");
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("no cluster: the API server in {} does not answer: {e}", kubeconfig.display()));
+    client
+}
+
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
+/// A minimal HTTP/1.0 GET on loopback: enough for health and metrics endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `check` until it returns `Some`, at most `within`; panics naming `what` at the deadline.
+/// For what has no watch to wait on (HTTP answers, S3 listings, metrics).
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `ooda <args…>` as a child process: killed when dropped, its log written to a file that is
+/// named on standard error if the test (or benchmark) fails while it runs.
+pub struct Ooda {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Ooda {
+    /// Starts `ooda` with `args` as the identity in `kubeconfig`, logging at `rust_log` to `log`.
+    pub fn spawn(args: &[&str], kubeconfig: &Path, rust_log: &str, log: PathBuf) -> Ooda {
+        let child = Command::new(env!("CARGO_BIN_EXE_ooda"))
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file {}: {e}", log.display())))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start ooda {}: {e}", args.first().unwrap_or(&"")));
+        Ooda { child, log }
+    }
+}
+
+impl Drop for Ooda {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("ooda's log: {}", self.log.display());
+        }
+    }
+}
