@@ -1,6 +1,6 @@
 //! The public router in process: requests go straight into [`router`] with `oneshot`, the watch
-//! caches hold fixture objects, and the Kubernetes client points at a closed loopback port, so
-//! only paths that never reach the API server are exercised here.
+//! caches hold fixture objects, and the Kubernetes client points at a closed loopback port, or,
+//! for the write paths, at a mock API server (tower-test) that checks what the gateway sends.
 //!
 //! Every response to an API host is checked for the API's security headers by [`send`].
 
@@ -169,6 +169,42 @@ fn gateway() -> Arc<Gateway> {
 
 /// The fixture gateway with `edit` applied to its settings.
 fn gateway_with(edit: impl FnOnce(&mut Settings)) -> Arc<Gateway> {
+    let unreachable = kube::Config::new("http://127.0.0.1:9".parse().expect("a valid URL"));
+    fixture(kube::Client::try_from(unreachable).expect("a client for a plain HTTP URL"), edit)
+}
+
+/// What reaches the API server in the write-path tests: a mock service standing in for it.
+type ApiServer = tower_test::mock::Handle<Request<kube::client::Body>, axum::http::Response<kube::client::Body>>;
+
+/// The fixture gateway whose Kubernetes client talks to a mock API server.
+fn gateway_with_api() -> (Arc<Gateway>, ApiServer) {
+    let (service, api) =
+        tower_test::mock::pair::<Request<kube::client::Body>, axum::http::Response<kube::client::Body>>();
+    (fixture(kube::Client::new(service, "default"), |_| {}), api)
+}
+
+/// Takes the next request the gateway sends the API server and answers it `status` with
+/// `answer`; returns the request's method, path and query, and JSON body.
+async fn api_call(api: &mut ApiServer, status: u16, answer: Value) -> (Method, String, Value) {
+    use http_body_util::BodyExt;
+    let (request, respond) = tokio::time::timeout(Duration::from_secs(5), api.next_request())
+        .await
+        .expect("the gateway calls the API server")
+        .expect("a request");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect().await.expect("a readable body").to_bytes();
+    let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
+    let response = axum::http::Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(kube::client::Body::from(answer.to_string().into_bytes()))
+        .expect("a response");
+    respond.send_response(response);
+    (parts.method, parts.uri.to_string(), json)
+}
+
+/// The fixture gateway with `edit` applied to its settings, its Kubernetes calls going to `client`.
+fn fixture(client: kube::Client, edit: impl FnOnce(&mut Settings)) -> Arc<Gateway> {
     let config =
         OperatorConfig::parse("examples/operator-config.yaml", include_str!("../../examples/operator-config.yaml"))
             .expect("the example configuration is valid");
@@ -193,8 +229,6 @@ fn gateway_with(edit: impl FnOnce(&mut Settings)) -> Arc<Gateway> {
     ];
 
     let accounts = [ALICE, BOB, CAROL].map(|email| (email.to_owned(), account(email)));
-    let unreachable = kube::Config::new("http://127.0.0.1:9".parse().expect("a valid URL"));
-    let client = kube::Client::try_from(unreachable).expect("a client for a plain HTTP URL");
     let mut settings = Settings {
         namespace: NAMESPACE.into(),
         issuer: "ooda".into(),
@@ -797,4 +831,76 @@ async fn the_openapi_document_describes_exactly_the_routes_of_the_router() {
     let routed: Vec<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
     let extra: Vec<&String> = paths.keys().filter(|p| !routed.contains(&p.as_str())).collect();
     assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+}
+// ---------------------------------------------------------------------------------------------
+// Write paths, against a mock API server
+
+#[tokio::test]
+async fn setting_a_role_applies_the_member_list_under_the_gateway_s_field_manager() {
+    let (gateway, mut server) = gateway_with_api();
+    let alice = session(&gateway, ALICE);
+    let mut request = api(Method::PUT, &format!("/api/orgs/acme/members/{CAROL}"), Some(&alice));
+    request.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+    *request.body_mut() = Body::from(r#"{"role":"admin"}"#);
+    let reply = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { send(&gateway, request).await }
+    });
+    let organisation =
+        serde_json::to_value(organisation("acme", &[(ALICE, Role::Admin), (CAROL, Role::Admin)])).unwrap();
+    let (method, path, body) = api_call(&mut server, 200, organisation).await;
+    assert_eq!(method, Method::PATCH);
+    assert!(path.starts_with("/apis/ooda.run/v1alpha1/organisations/acme?"), "{path}");
+    assert!(path.contains("fieldManager=ooda-gateway") && path.contains("force=true"), "{path}");
+    assert_eq!(body["kind"], "Organisation");
+    // Only the entries this manager applies: carol, not the ones declared elsewhere.
+    assert_eq!(body["spec"]["members"], json!([{ "email": CAROL, "role": "admin" }]));
+    let reply = reply.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+}
+
+#[tokio::test]
+async fn stopping_a_project_applies_its_desired_state() {
+    let (gateway, mut server) = gateway_with_api();
+    let bob = session(&gateway, BOB);
+    let request = api(Method::POST, "/api/orgs/acme/projects/shop/stop", Some(&bob));
+    let reply = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { send(&gateway, request).await }
+    });
+    let mut stopped = project("acme", "shop", Phase::Running, "preview.ooda.localhost");
+    stopped.spec.lifecycle.state = DesiredState::Stopped;
+    let (method, path, body) = api_call(&mut server, 200, serde_json::to_value(&stopped).unwrap()).await;
+    assert_eq!(method, Method::PATCH);
+    assert!(path.starts_with("/apis/ooda.run/v1alpha1/namespaces/org-acme/projects/shop?"), "{path}");
+    assert!(path.contains("fieldManager=ooda-gateway"), "{path}");
+    assert_eq!(body["spec"], json!({ "lifecycle": { "state": "Stopped" } }), "only the state, nothing else");
+    let reply = reply.await.unwrap();
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(reply.json()["state"], "Stopped");
+}
+
+#[tokio::test]
+async fn a_project_past_the_organisation_s_quota_is_a_409_naming_the_quota() {
+    let (gateway, mut server) = gateway_with_api();
+    let bob = session(&gateway, BOB);
+    let mut request = api(Method::POST, "/api/orgs/acme/projects", Some(&bob));
+    request.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+    *request.body_mut() = Body::from(r#"{"name":"extra"}"#);
+    let reply = tokio::spawn({
+        let gateway = gateway.clone();
+        async move { send(&gateway, request).await }
+    });
+    let refusal = json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+        "message": "projects.ooda.run \"extra\" is forbidden: exceeded quota: organisation-quota, requested: count/projects.ooda.run=1, used: count/projects.ooda.run=2, limited: count/projects.ooda.run=2",
+    });
+    let (method, path, _) = api_call(&mut server, 403, refusal).await;
+    assert_eq!(
+        (method, path.split('?').next().unwrap()),
+        (Method::POST, "/apis/ooda.run/v1alpha1/namespaces/org-acme/projects")
+    );
+    let reply = reply.await.unwrap();
+    reply.assert_error(StatusCode::CONFLICT, "quota_exceeded");
+    assert!(reply.json()["message"].as_str().unwrap().contains("exceeded quota: organisation-quota"));
 }
