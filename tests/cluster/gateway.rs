@@ -677,6 +677,32 @@ async fn with_a_certificate_the_gateway_speaks_tls_and_asks_for_it_to_stay_that_
         tls_client.get(gateway.url_at("ooda.localhost", &format!("{path}/secure/preview"))).bearer_auth(&token);
     let preview: Value = preview.send().await.expect("answer").json().await.expect("json");
     assert!(preview["url"].as_str().expect("url").starts_with(&format!("https://secure--{org}.{PREVIEW_DOMAIN}")));
+
+    // Under TLS the preview cookie is `__Host-` prefixed: no sibling host can set or shadow it.
+    let host = preview["host"].as_str().expect("host").to_owned();
+    let trust = reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("CA")).expect("PEM certificate");
+    let browser = reqwest::Client::builder()
+        .add_root_certificate(trust)
+        .resolve(&host, gateway.addr)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let token = preview["token"].as_str().expect("token");
+    let link = gateway.url_at(&host, &format!("/?ooda_token={token}"));
+    let redirect = browser.get(link).send().await.expect("answer");
+    assert_eq!(redirect.status(), StatusCode::SEE_OTHER);
+    let cookie = redirect.headers()["set-cookie"].to_str().expect("ascii");
+    assert!(
+        cookie.starts_with("__Host-ooda_preview=") && cookie.contains("Path=/") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    assert!(!cookie.to_lowercase().contains("domain="), "{cookie}");
+
+    // A connection that never starts its handshake is closed by the gateway.
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.expect("connect");
+    let closed =
+        tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read(&mut silent, &mut [0u8; 1])).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the silent connection was not closed: {closed:?}");
     let plain = reqwest::Client::new().get(format!("http://{}/api/openapi.json", gateway.addr)).send().await;
     assert!(plain.is_err() || plain.is_ok_and(|r| !r.status().is_success()), "plain HTTP must not be served");
     std::fs::remove_dir_all(dir).expect("remove temp dir");
@@ -685,7 +711,7 @@ async fn with_a_certificate_the_gateway_speaks_tls_and_asks_for_it_to_stay_that_
 
 /// A throw-away CA and a certificate it signed for the gateway's hosts, made with openssl:
 /// `(ca.crt, tls.crt, tls.key)`.
-pub fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let openssl = |args: &[&str]| {
         let made = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
         assert!(made.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&made.stderr));

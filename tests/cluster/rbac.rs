@@ -47,15 +47,7 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
 
     // Nothing that is not ooda's: the API server refuses the operator's writes elsewhere, even
     // those its ClusterRole allows (RBAC cannot narrow by name or label).
-    let operator = Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&identity.kubeconfig).expect("kubeconfig"),
-            &Default::default(),
-        )
-        .await
-        .expect("config"),
-    )
-    .expect("client");
+    let operator = crate::kit::client(&identity.kubeconfig).await;
     let bystander = TestNamespace::create(&client, &format!("{test}-x")).await;
     let refusals = refused_writes_as(&operator, &bystander.name, &ns).await;
     for (write, message) in refusals {
@@ -212,15 +204,7 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &org_namespace);
     let lease: Lease = serde_json::from_value(json!({ "metadata": { "name": "not-a-project" } })).expect("lease");
     leases.create(&PostParams::default(), &lease).await.expect("create a lease");
-    let as_gateway = Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            Kubeconfig::read_from(&identity.kubeconfig).expect("kubeconfig"),
-            &Default::default(),
-        )
-        .await
-        .expect("config"),
-    )
-    .expect("client");
+    let as_gateway = crate::kit::client(&identity.kubeconfig).await;
     let renew = json!({ "spec": { "renewTime": "2030-01-01T00:00:00.000000Z" } });
     let refused = Api::<Lease>::namespaced(as_gateway, &org_namespace)
         .patch("not-a-project", &PatchParams::default(), &Patch::Merge(&renew))

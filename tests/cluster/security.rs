@@ -2,7 +2,7 @@
 //! operator and API server: invites that took over other organisations' members, sessions that
 //! outlived a reset or a sign-out, a retired signing key that never retired, ambiguous host
 //! names, refusals that were 500 or plain text, existence oracles, and cookie and redirect
-//! tricks on preview hosts.
+//! tricks on preview hosts. (Under TLS: gateway.rs's TLS test.)
 
 use std::time::Duration;
 
@@ -10,16 +10,15 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use ooda::crd::{Organisation, Phase, Project};
+use ooda::crd::{Organisation, Project};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::AsyncReadExt;
 
 use crate::accounts::ooda_user;
-use crate::gateway::{ALICE, BOB, certificates, dev_port, organisation, project_body, running_project, setup};
+use crate::gateway::{ALICE, BOB, dev_port, project_body, running_project, setup};
 use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user, pod_ip, upstream};
-use crate::harness::{api_error, client, eventually, install_crds, kubeconfig_path, unique_name, wait_for};
-use crate::operator_harness::{World, organisation_ready, project_phase};
+use crate::harness::{api_error, eventually, kubeconfig_path, unique_name, wait_for};
+use crate::operator_harness::{World, organisation_ready};
 
 const CAROL: &str = "carol@globex.example";
 const ERIN: &str = "erin@globex.example";
@@ -411,68 +410,4 @@ async fn a_request_to_a_ready_pod_whose_server_is_not_listening_yet_waits_for_it
     let echo: Value = answer.json().await.expect("the dev server's echo");
     assert_eq!(echo["path"], "/first");
     s.world.cleanup().await;
-}
-
-#[tokio::test]
-async fn under_tls_the_preview_cookie_is_host_prefixed_and_a_silent_handshake_is_dropped() {
-    let client = client().await;
-    install_crds(&client).await;
-    let world = World::start(&client, "sec-tls").await;
-    let org = organisation(&world).await;
-    add_user(&world, &world.home.name, ALICE).await;
-    let dir = std::env::temp_dir().join(format!("ooda-tls-{}", world.home.name));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let (ca, cert, key) = certificates(&dir);
-    let args = ["--tls-cert", cert.to_str().expect("utf-8"), "--tls-key", key.to_str().expect("utf-8")];
-    let trust = reqwest::Certificate::from_pem(&std::fs::read(&ca).expect("CA")).expect("PEM certificate");
-    let gateway = Gateway::start_as(&world.home.name, &args, kubeconfig_path(), reqwest::Client::builder()).await;
-
-    // A connection that never starts its handshake is closed by the gateway.
-    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.expect("connect");
-    let closed = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut [0u8; 1])).await;
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the silent connection was not closed: {closed:?}");
-
-    let api = reqwest::Client::builder()
-        .add_root_certificate(trust.clone())
-        .resolve("ooda.localhost", gateway.addr)
-        .build()
-        .expect("client");
-    let login = api
-        .post(gateway.url_at("ooda.localhost", "/api/auth/login"))
-        .json(&json!({ "email": ALICE, "password": crate::gateway_harness::PASSWORD }))
-        .send()
-        .await
-        .expect("answer");
-    let session = login.json::<Value>().await.expect("json")["token"].as_str().expect("token").to_owned();
-    let path = format!("/api/orgs/{org}/projects");
-    let created =
-        api.post(gateway.url_at("ooda.localhost", &path)).bearer_auth(&session).json(&project_body("web", 3000, "15m"));
-    assert_eq!(created.send().await.expect("answer").status(), StatusCode::CREATED);
-    let projects: Api<Project> = Api::namespaced(world.client.clone(), &format!("org-{org}"));
-    wait_for(&projects, "web", project_phase(Phase::Running)).await;
-    let preview: Value = api
-        .get(gateway.url_at("ooda.localhost", &format!("{path}/web/preview")))
-        .bearer_auth(&session)
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
-    let host = preview["host"].as_str().expect("host").to_owned();
-    let browser = reqwest::Client::builder()
-        .add_root_certificate(trust)
-        .resolve(&host, gateway.addr)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let link = format!("{}&x=1", preview["url"].as_str().expect("url"));
-    let redirect = browser.get(link.replace(&format!("https://{host}"), &gateway.url_at(&host, ""))).send().await;
-    let redirect = redirect.expect("answer");
-    assert_eq!(redirect.status(), StatusCode::SEE_OTHER);
-    let cookie = redirect.headers()["set-cookie"].to_str().expect("ascii");
-    assert!(cookie.starts_with("__Host-ooda_preview="), "{cookie}");
-    assert!(cookie.contains("Path=/") && cookie.contains("Secure") && !cookie.to_lowercase().contains("domain="));
-    std::fs::remove_dir_all(dir).expect("remove temp dir");
-    world.cleanup().await;
 }
