@@ -28,7 +28,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub const PREVIEW_DOMAIN: &str = "preview.ooda.localhost";
 
 pub struct Gateway {
-    _process: Ooda,
+    process: Ooda,
     /// `http` or `https`.
     scheme: &'static str,
     pub addr: SocketAddr,
@@ -87,7 +87,7 @@ impl Gateway {
         .await;
         let client = client.redirect(reqwest::redirect::Policy::none()).build().expect("client");
         let scheme = if args.contains(&"--tls-cert") { "https" } else { "http" };
-        Self { _process: process, scheme, addr, http, namespace: namespace.to_owned(), client }
+        Self { process, scheme, addr, http, namespace: namespace.to_owned(), client }
     }
 
     /// The API's URL on the loopback address (the API answers on any host but preview hosts).
@@ -144,9 +144,25 @@ impl Gateway {
         self.url_at(host, path)
     }
 
+    /// CPU time the gateway process has used so far (user and system), in seconds: the work it
+    /// did, whatever else the machine is doing.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = self.process.child.id().expect("the gateway is running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the gateway's /proc stat");
+        // Fields after the parenthesised command name: state is the 3rd, utime the 14th, stime the 15th.
+        let fields: Vec<&str> = stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+        ticks / clock_ticks_per_second()
+    }
+
     pub async fn metrics(&self) -> String {
         http_get(self.http, "/metrics").await.expect("GET /metrics").1
     }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let output = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("CLK_TCK")
 }
 
 pub struct Answer {
