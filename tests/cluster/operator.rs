@@ -400,8 +400,8 @@ async fn deleting_a_project_leaves_no_labelled_object_behind() {
     projects.delete("gone", &Default::default()).await.expect("delete");
     wait_deleted(&projects, "gone", created.metadata.uid.as_deref().expect("uid")).await;
     let params = ListParams::default().labels("ooda.run/project=gone");
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    loop {
+    // Garbage collection has no event of its own to await: list until nothing labelled is left.
+    eventually(SETTLE, "no object of the deleted project left", || async {
         let mut left = Vec::new();
         macro_rules! remaining {
             ($($kind:ty),*) => {$(
@@ -411,12 +411,9 @@ async fn deleting_a_project_leaves_no_labelled_object_behind() {
             )*};
         }
         remaining!(Pod, PersistentVolumeClaim, StatefulSet, Service, NetworkPolicy, Secret, Lease, ServiceAccount);
-        if left.is_empty() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "still present after {SETTLE:?}: {left:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        left.is_empty().then_some(())
+    })
+    .await;
     world.cleanup().await;
 }
 
