@@ -24,14 +24,10 @@ use crate::gateway::Gateway;
 use crate::gateway::auth::{Session, access, memberships, role_of};
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::extract::{ApiJson, ApiPath};
-use crate::gateway::login::{READ_YOUR_WRITE, update_account};
 use crate::gateway::members;
 
 pub async fn me(State(gateway): State<Arc<Gateway>>, session: Session) -> Json<Value> {
-    let organisations: Vec<_> = memberships(&gateway, &session.account, &session.credential)
-        .into_iter()
-        .filter(|m| session.account.session_admits(&session.credential, session.issued_at, &m.org))
-        .collect();
+    let organisations = memberships(&gateway, &session.account, &session.credential, session.issued_at);
     Json(json!({ "email": session.email, "organisations": organisations }))
 }
 
@@ -109,15 +105,13 @@ pub async fn sign_out_member(
     if role_of(&access.organisation, &email).is_none() {
         return Err(ApiError::not_found(format!("member {email:?}")));
     }
-    let written = update_account(&gateway, &email, |account| {
-        let now = account.session_time(Timestamp::now().as_second());
-        account.organisation_sessions_not_before.insert(org.clone(), now);
-        Ok(())
-    })
-    .await?;
-    if let Some(account) = written {
-        gateway.caches.await_account(&email, account.resource_version(), READ_YOUR_WRITE).await;
-    }
+    gateway
+        .update_account(&email, |account| {
+            let now = account.session_time(Timestamp::now().as_second());
+            account.organisation_sessions_not_before.insert(org.clone(), now);
+            Ok(())
+        })
+        .await?;
     info!(by = session.email, "member signed out everywhere");
     Ok(StatusCode::NO_CONTENT)
 }

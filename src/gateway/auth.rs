@@ -114,10 +114,10 @@ pub fn role_of(organisation: &Organisation, email: &str) -> Option<Role> {
     organisation.spec.members.iter().find(|m| m.email == email).map(|m| m.role)
 }
 
-/// Every organisation the holder of `credential` may act in, with the role, from the cache:
-/// those that list the email and that the credential was admitted to.
-pub fn memberships(gateway: &Gateway, account: &Account, credential: &str) -> Vec<Membership> {
-    let Some(credential) = account.credential(credential) else { return Vec::new() };
+/// Every organisation a session of `credential` issued at `issued_at` may act in, with the role,
+/// from the cache: those that list the email, that the credential was admitted to, and that have
+/// not signed the member out since.
+pub fn memberships(gateway: &Gateway, account: &Account, credential: &str, issued_at: i64) -> Vec<Membership> {
     let mut found: Vec<Membership> = gateway
         .caches
         .organisations
@@ -126,7 +126,7 @@ pub fn memberships(gateway: &Gateway, account: &Account, credential: &str) -> Ve
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter_map(|o| {
             let name = o.metadata.name.clone()?;
-            let role = role_of(o, &account.email).filter(|_| credential.admits(&name))?;
+            let role = role_of(o, &account.email).filter(|_| account.session_admits(credential, issued_at, &name))?;
             Some(Membership { org: name, role: role.as_str().to_owned() })
         })
         .collect();

@@ -24,18 +24,15 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{info, instrument};
 
-use crate::accounts::{self, Account, AccountError, Admission, Kdf};
+use crate::accounts::{self, AccountError};
 use crate::crd::Role;
 use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::extract::{ApiJson, ApiPath};
-use crate::gateway::login::{READ_YOUR_WRITE, update_account};
 use crate::gateway::{FIELD_MANAGER, Gateway, members};
 
 pub const INVITE_LABEL: &str = "ooda.run/invite";
 const SECRET_TYPE: &str = "ooda.run/invite";
-/// Attempts at an account write that keeps meeting a concurrent one.
-const WRITE_ATTEMPTS: usize = 5;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,9 +54,10 @@ pub async fn create(
     let secret = crate::gateway::random_token(32);
     let expires = Timestamp::now() + gateway.settings.invite_ttl;
     let id = invite_id(&org, &request.email);
+    let name = format!("invite-{id}");
     let invite = Secret {
         metadata: ObjectMeta {
-            name: Some(format!("invite-{id}")),
+            name: Some(name.clone()),
             labels: Some(BTreeMap::from([(INVITE_LABEL.to_owned(), "true".to_owned())])),
             ..Default::default()
         },
@@ -76,7 +74,7 @@ pub async fn create(
     // One invite per organisation and email: inviting again replaces the token, so the older
     // one dies; another organisation's invite for the same email is a different Secret.
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    gateway.own_secrets().patch(&format!("invite-{id}"), &params, &Patch::Apply(&invite)).await?;
+    gateway.own_secrets().patch(&name, &params, &Patch::Apply(&invite)).await?;
     info!(email = request.email, by = session.email, "invited");
     Ok((
         StatusCode::CREATED,
@@ -111,8 +109,8 @@ pub async fn accept(
         false => None,
     };
     let invite = Invite::redeemable(&gateway, &request.token).await?;
-    let password = match (&session, request.password) {
-        (Some(session), None) if session.email == invite.email => None,
+    let redeemer = match (&session, request.password) {
+        (Some(session), None) if session.email == invite.email => Redeemer::Session(session),
         (Some(_), None) => {
             return Err(ApiError::conflict("invite_for_another_email", "this invite is for another email address"));
         }
@@ -123,19 +121,38 @@ pub async fn accept(
         }
         (None, Some(password)) => {
             accounts::check_password(&password).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            Some(password)
+            Redeemer::Password(password)
         }
         (None, None) => return Err(ApiError::bad_request("a password is required, or accept while signed in")),
     };
     invite.consume(&gateway).await?;
-    let written = match (&session, password) {
-        (Some(session), _) => admit_session(&gateway, session, &invite.organisation).await?,
-        (None, Some(password)) => admit_password(&gateway, &invite.email, password, &invite.organisation).await?,
-        (None, None) => unreachable!("refused above"),
-    };
-    gateway.caches.await_account(&invite.email, written.resource_version(), READ_YOUR_WRITE).await;
+    let organisation = &invite.organisation;
+    match redeemer {
+        Redeemer::Session(session) => {
+            let admitted = gateway
+                .update_account(&session.email, |account| {
+                    let credential = account
+                        .credential_mut(&session.credential)
+                        .ok_or(AccountError::NotFound(session.email.clone()))?;
+                    credential.admit(organisation);
+                    Ok(())
+                })
+                .await?;
+            admitted.ok_or_else(|| ApiError::unauthorized("the session has ended; sign in again"))?;
+        }
+        Redeemer::Password(password) => {
+            gateway.admit_password(&invite.email, password, organisation).await?;
+        }
+    }
     info!(email = invite.email, organisation = invite.organisation, "accepted an invite");
     Ok((StatusCode::CREATED, Json(json!({ "email": invite.email, "organisation": invite.organisation }))))
+}
+
+/// Who redeems an invite: a signed-in session (its own credential is admitted), or the holder of
+/// a password (the credential it opens, or a new one).
+enum Redeemer<'a> {
+    Session(&'a Session),
+    Password(String),
 }
 
 /// An invite whose token checked out and that has not expired.
@@ -183,64 +200,6 @@ impl Invite {
             }
             Err(error) => Err(error.into()),
         }
-    }
-}
-
-/// Admits `organisation` to the credential the session was opened with.
-async fn admit_session(gateway: &Gateway, session: &Session, organisation: &str) -> ApiResult<Account> {
-    let written = update_account(gateway, &session.email, |account| {
-        let credential =
-            account.credential_mut(&session.credential).ok_or(AccountError::NotFound(session.email.clone()))?;
-        credential.admit(organisation);
-        Ok(())
-    })
-    .await?;
-    written.ok_or_else(|| ApiError::unauthorized("the session has ended; sign in again"))
-}
-
-/// Admits `organisation` to the credential `password` opens on `email`'s account, or to a new
-/// one; makes the account if the email has none. Costs one key derivation either way.
-async fn admit_password(gateway: &Gateway, email: &str, password: String, organisation: &str) -> ApiResult<Account> {
-    for _ in 0..WRITE_ATTEMPTS {
-        let existing = gateway.accounts.get(email).await.map_err(account_error)?;
-        let kdf = match &existing {
-            Some(account) => account.kdf.clone(),
-            None => Kdf::new(gateway.settings.password_iterations).map_err(account_error)?,
-        };
-        let key = gateway.derive_key(kdf.clone(), password.clone()).await?;
-        let written = match existing {
-            Some(mut account) => {
-                account.admit_key(key, organisation).map_err(account_error)?;
-                gateway.accounts.replace(&account).await
-            }
-            None => {
-                let admitted = Admission::Organisations([organisation.to_owned()].into());
-                gateway.accounts.create(&Account::new(email, kdf, key, admitted)).await
-            }
-        };
-        match written {
-            Err(AccountError::Conflict(_) | AccountError::Exists(_)) => continue,
-            written => return written.map_err(account_error),
-        }
-    }
-    Err(busy())
-}
-
-fn busy() -> ApiError {
-    ApiError::unavailable("the account kept changing; try again", 1)
-}
-
-pub fn account_error(error: AccountError) -> ApiError {
-    match error {
-        AccountError::Kube(e) => e.into(),
-        AccountError::TooManyCredentials(_) => ApiError::conflict("too_many_credentials", error.to_string()),
-        AccountError::Conflict(_) => busy(),
-        AccountError::NotFound(_) => ApiError::unauthorized("the session has ended; sign in again"),
-        AccountError::Corrupt(_) => {
-            tracing::warn!(%error, "an account Secret is unreadable");
-            ApiError::internal("the account is unreadable; ask a platform operator")
-        }
-        other => ApiError::bad_request(other.to_string()),
     }
 }
 

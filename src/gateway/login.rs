@@ -1,7 +1,8 @@
 //! Signing in. An unknown email and a wrong password are the same to the caller: the same
 //! status and body, and the same work (an unknown email derives a key with a decoy salt and the
-//! same parameters; a known one derives one key, however many credentials it has). Hashing runs on the blocking pool behind a semaphore, so a flood of sign-ins
-//! queues instead of taking the cores the proxy needs.
+//! same parameters; a known one derives one key, however many credentials it has). Hashing runs
+//! on the blocking pool behind a semaphore, so a flood of sign-ins queues instead of taking the
+//! cores the proxy needs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +17,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
-use crate::accounts::{Account, AccountError, Kdf, Key, MAX_PASSWORD_LEN};
+use crate::accounts::{AccountError, Kdf, Key, MAX_PASSWORD_LEN};
 use crate::gateway::Gateway;
 use crate::gateway::auth::{Session, memberships};
 use crate::gateway::error::{ApiError, ApiResult};
-use crate::gateway::invites::account_error;
 use crate::gateway::token::Claims;
 
 /// Longest email a user can have (RFC 5321 path limit).
@@ -72,7 +72,7 @@ pub async fn login(
     gateway.metrics.login("accepted");
     let issued = account.session_time(Timestamp::now().as_second());
     let expires = issued + gateway.settings.session_ttl.as_secs() as i64;
-    let orgs = memberships(&gateway, account, &credential);
+    let orgs = memberships(&gateway, account, &credential, issued);
     let claims = Claims {
         iss: gateway.settings.issuer.clone(),
         aud: gateway.settings.audience.clone(),
@@ -127,39 +127,15 @@ impl Gateway {
 /// invites) are not this session's to end.
 #[instrument(skip_all)]
 pub async fn sign_out_everywhere(State(gateway): State<Arc<Gateway>>, session: Session) -> ApiResult<StatusCode> {
-    let written = update_account(&gateway, &session.email, |account| {
-        let now = account.session_time(Timestamp::now().as_second());
-        let credential =
-            account.credential_mut(&session.credential).ok_or(AccountError::NotFound(session.email.clone()))?;
-        credential.sessions_not_before = now;
-        Ok(())
-    })
-    .await?;
-    if let Some(account) = written {
-        gateway.caches.await_account(&session.email, account.resource_version(), READ_YOUR_WRITE).await;
-    }
+    gateway
+        .update_account(&session.email, |account| {
+            let now = account.session_time(Timestamp::now().as_second());
+            let credential =
+                account.credential_mut(&session.credential).ok_or(AccountError::NotFound(session.email.clone()))?;
+            credential.sessions_not_before = now;
+            Ok(())
+        })
+        .await?;
     info!(email = session.email, "signed out everywhere");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// How long a write waits for this replica's cache to show it, so the next request here sees it.
-pub const READ_YOUR_WRITE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Reads `email`'s account, changes it with `change` and writes it back, again if it changed
-/// meanwhile. `None` if there is no account.
-pub async fn update_account(
-    gateway: &Gateway,
-    email: &str,
-    change: impl Fn(&mut Account) -> Result<(), AccountError>,
-) -> ApiResult<Option<Account>> {
-    for _ in 0..5 {
-        let Some(mut account) = gateway.accounts.get(email).await.map_err(account_error)? else { return Ok(None) };
-        change(&mut account).map_err(account_error)?;
-        match gateway.accounts.replace(&account).await {
-            Err(AccountError::Conflict(_)) => continue,
-            Err(AccountError::NotFound(_)) => return Ok(None),
-            written => return written.map(Some).map_err(account_error),
-        }
-    }
-    Err(ApiError::unavailable("the account kept changing; try again", 1))
 }

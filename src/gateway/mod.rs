@@ -2,6 +2,7 @@
 //! with wake-on-request. Stateless apart from in-memory caches and rate limits: run as many
 //! replicas as you like.
 
+pub mod account_writes;
 pub mod activity;
 pub mod api;
 pub mod auth;

@@ -293,7 +293,11 @@ fn session_claiming(gateway: &Gateway, email: &str, orgs: Vec<Membership>) -> St
 
 /// A session token for `email` as signing in now would issue it, without the password check.
 fn session(gateway: &Gateway, email: &str) -> String {
-    session_claiming(gateway, email, memberships(gateway, &account(email), &credential_id(email)))
+    session_claiming(
+        gateway,
+        email,
+        memberships(gateway, &account(email), &credential_id(email), Timestamp::now().as_second()),
+    )
 }
 
 fn membership(org: &str, role: &str) -> Membership {
@@ -508,7 +512,11 @@ async fn the_api_without_a_valid_bearer_token_is_401() {
         .unwrap();
     send(&gateway, basic).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 
-    let valid = claims(&gateway, ALICE, memberships(&gateway, &account(ALICE), &credential_id(ALICE)));
+    let valid = claims(
+        &gateway,
+        ALICE,
+        memberships(&gateway, &account(ALICE), &credential_id(ALICE), Timestamp::now().as_second()),
+    );
     let expired = gateway.keys().issue(&Claims { iat: valid.iat - 7200, exp: valid.iat - 3600, ..valid.clone() });
     let foreign = KeyRing::new(SigningKey::generate()).issue(&valid);
     for token in [expired.as_str(), foreign.as_str(), "not-a-token", ""] {
