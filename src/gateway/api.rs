@@ -268,11 +268,7 @@ fn projects(gateway: &Gateway, org: &str) -> Api<Project> {
 }
 
 fn project(gateway: &Gateway, org: &str, name: &str) -> ApiResult<Arc<Project>> {
-    gateway
-        .caches
-        .project(org, name)
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .ok_or_else(|| ApiError::not_found(format!("project {name:?}")))
+    gateway.caches.project(org, name).ok_or_else(|| ApiError::not_found(format!("project {name:?}")))
 }
 
 fn summary(project: &Project) -> Value {

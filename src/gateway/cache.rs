@@ -144,8 +144,11 @@ impl Caches {
         self.organisations.get(&reflector::ObjectRef::new(name))
     }
 
+    /// The project, unless it is being deleted: from then on it is gone to every client.
     pub fn project(&self, org: &str, name: &str) -> Option<Arc<Project>> {
-        self.projects.get(&object_ref(&organisation_namespace(org), name))
+        self.projects
+            .get(&object_ref(&organisation_namespace(org), name))
+            .filter(|project| project.metadata.deletion_timestamp.is_none())
     }
 
     /// The project's pod, if it exists and is not being deleted.

@@ -76,11 +76,7 @@ struct Target {
 
 /// Whether `presented` opens `org`/`project` right now.
 fn authorise(gateway: &Gateway, org: &str, name: &str, presented: &[u8]) -> Result<Target, Refusal> {
-    let project = gateway
-        .caches
-        .project(org, name)
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .ok_or(Refusal::UnknownProject)?;
+    let project = gateway.caches.project(org, name).ok_or(Refusal::UnknownProject)?;
     let current = gateway.caches.preview_token(org, name).ok_or(Refusal::WrongToken)?;
     if presented.is_empty() {
         return Err(Refusal::NoToken);

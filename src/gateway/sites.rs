@@ -129,11 +129,7 @@ fn publisher(gateway: &Gateway, org: &str, name: &str, headers: &HeaderMap) -> A
 }
 
 fn live_project(gateway: &Gateway, org: &str, name: &str) -> ApiResult<Arc<Project>> {
-    gateway
-        .caches
-        .project(org, name)
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .ok_or_else(|| ApiError::not_found(format!("project {name:?}")))
+    gateway.caches.project(org, name).ok_or_else(|| ApiError::not_found(format!("project {name:?}")))
 }
 
 /// The bucket of the organisation's jurisdiction: never another.
@@ -269,7 +265,7 @@ pub async fn serve(gateway: Arc<Gateway>, label: &str, request: Request) -> Resp
             .into_response();
     }
     let found = parse_host_label(label).and_then(|(name, org)| {
-        let project = gateway.caches.project(org, name).filter(|p| p.metadata.deletion_timestamp.is_none())?;
+        let project = gateway.caches.project(org, name)?;
         Some((org.to_owned(), name.to_owned(), project))
     });
     let Some((org, name, project)) = found else { return not_found_page() };
