@@ -49,25 +49,28 @@ impl Caches {
         // waited for here: until one has listed, its namespace's previews are refused.
         let readiness = Readiness::default();
         let all = watcher::Config::default();
+        // Organisation events also start and stop the per-namespace watches; nothing else does.
+        let organisations_changed = watch::Sender::new(0u64);
         let organisations = reflect(
             Api::all(client.clone()),
             all.clone(),
             ManagedFields::Keep,
             readiness.register("Organisation"),
-            &changed,
+            &[&changed, &organisations_changed],
         );
         let projects =
-            reflect(Api::all(client.clone()), all, ManagedFields::Drop, readiness.register("Project"), &changed);
+            reflect(Api::all(client.clone()), all, ManagedFields::Drop, readiness.register("Project"), &[&changed]);
         let users = watcher::Config::default().labels(&format!("{USER_LABEL}=true"));
         let accounts = reflect(
             Api::namespaced(client.clone(), namespace),
             users,
             ManagedFields::Drop,
             readiness.register("account Secret"),
-            &changed,
+            &[&changed],
         );
         let (pods, secrets) = (PerNamespace::default(), PerNamespace::default());
-        follow_organisations(client.clone(), organisations.clone(), pods.clone(), secrets.clone(), changed);
+        let watches = NamespaceWatches { pods: pods.clone(), secrets: secrets.clone(), changed };
+        follow_organisations(client.clone(), organisations.clone(), watches, organisations_changed.subscribe());
         Self {
             organisations,
             projects,
@@ -253,7 +256,7 @@ where
             let listed = readiness.register("organisation namespace");
             let config = watcher::Config::default().labels(&names::managed_selector());
             let api = Api::namespaced(client.clone(), namespace);
-            let (store, task) = spawn_reflector(api, config, ManagedFields::Drop, listed, changed);
+            let (store, task) = spawn_reflector(api, config, ManagedFields::Drop, listed, &[changed]);
             watches.insert(namespace.clone(), NamespaceWatch { store, readiness, task: Some(task) });
         }
     }
@@ -297,11 +300,10 @@ where
 fn follow_organisations(
     client: Client,
     organisations: Store<Organisation>,
-    pods: PerNamespace<Pod>,
-    secrets: PerNamespace<Secret>,
-    changed: watch::Sender<u64>,
+    watches: NamespaceWatches,
+    mut organisation_changes: watch::Receiver<u64>,
 ) {
-    let mut changes = changed.subscribe();
+    let NamespaceWatches { pods, secrets, changed } = watches;
     tokio::spawn(async move {
         loop {
             let all = organisations.state();
@@ -314,20 +316,27 @@ fn follow_organisations(
                 .collect();
             pods.follow(&client, &wanted, &keep, &changed);
             secrets.follow(&client, &wanted, &keep, &changed);
-            if changes.changed().await.is_err() {
+            if organisation_changes.changed().await.is_err() {
                 return;
             }
         }
     });
 }
 
-/// A reflector running for as long as the process; every event bumps the change counter.
+/// The per-namespace caches, and the change counter their events bump.
+struct NamespaceWatches {
+    pods: PerNamespace<Pod>,
+    secrets: PerNamespace<Secret>,
+    changed: watch::Sender<u64>,
+}
+
+/// A reflector running for as long as the process; every event bumps each change counter.
 fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
     managed_fields: ManagedFields,
     listed: Listed,
-    changed: &watch::Sender<u64>,
+    changed: &[&watch::Sender<u64>],
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -341,19 +350,19 @@ fn spawn_reflector<K>(
     config: watcher::Config,
     managed_fields: ManagedFields,
     listed: Listed,
-    changed: &watch::Sender<u64>,
+    changed: &[&watch::Sender<u64>],
 ) -> (Store<K>, tokio::task::AbortHandle)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
 {
     let (store, events) = crate::watch::reflector(api, config, managed_fields, listed);
-    let changed = changed.clone();
+    let changed: Vec<watch::Sender<u64>> = changed.iter().map(|sender| (*sender).clone()).collect();
     let kind = K::kind(&()).into_owned();
     let task = tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {
-                Ok(_) => changed.send_modify(|generation| *generation += 1),
+                Ok(_) => changed.iter().for_each(|counter| counter.send_modify(|generation| *generation += 1)),
                 Err(error) => warn!(%error, kind, "watch failed; retrying"),
             }
         }
