@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::crd::{Member, Organisation, Role};
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::Gateway;
+use crate::gateway::auth::role_of;
 use crate::gateway::error::{ApiError, ApiResult};
 
 /// Attempts at a membership write that keeps meeting other writes to the organisation (the
@@ -36,27 +37,39 @@ pub async fn remove(gateway: &Gateway, organisation: &Organisation, by: &str, em
 async fn retried<F, Fut>(gateway: &Gateway, cached: &Organisation, by: &str, write: F) -> ApiResult<()>
 where
     F: Fn(Organisation) -> Fut,
-    Fut: Future<Output = ApiResult<()>>,
+    Fut: Future<Output = Result<(), NotWritten>>,
 {
     let mut organisation = cached.clone();
     for _ in 0..ATTEMPTS {
-        if !organisation.spec.members.iter().any(|m| m.email == by && m.role == Role::Admin) {
+        if role_of(&organisation, by) != Some(Role::Admin) {
             return Err(ApiError::forbidden("only an admin of the organisation may do this"));
         }
         match write(organisation).await {
-            Err(error) if error.code == "conflict" => {
-                organisation = organisations(gateway).get(&cached.name_any()).await?;
-            }
-            done => return done,
+            Ok(()) => return Ok(()),
+            Err(NotWritten::Changed) => organisation = organisations(gateway).get(&cached.name_any()).await?,
+            Err(NotWritten::Refused(error)) => return Err(error),
         }
     }
     Err(ApiError::conflict("conflict", "the organisation kept changing while this request ran; try again"))
 }
 
-async fn set_once(gateway: &Gateway, organisation: Organisation, email: &str, role: Role) -> ApiResult<()> {
+/// Why one attempt at a membership write did not write.
+enum NotWritten {
+    /// The organisation changed since it was read: read it again and retry.
+    Changed,
+    Refused(ApiError),
+}
+
+impl From<ApiError> for NotWritten {
+    fn from(error: ApiError) -> Self {
+        NotWritten::Refused(error)
+    }
+}
+
+async fn set_once(gateway: &Gateway, organisation: Organisation, email: &str, role: Role) -> Result<(), NotWritten> {
     let organisation = &organisation;
     if role != Role::Admin && is_last_admin(organisation, email) {
-        return Err(last_admin());
+        return Err(last_admin().into());
     }
     let owned = applied_by(&organisation.metadata.managed_fields.clone().unwrap_or_default(), FIELD_MANAGER);
     let mut members: Vec<Member> =
@@ -74,13 +87,13 @@ async fn set_once(gateway: &Gateway, organisation: Organisation, email: &str, ro
     Ok(())
 }
 
-async fn remove_once(gateway: &Gateway, organisation: Organisation, email: &str) -> ApiResult<()> {
+async fn remove_once(gateway: &Gateway, organisation: Organisation, email: &str) -> Result<(), NotWritten> {
     let organisation = &organisation;
     let Some(index) = organisation.spec.members.iter().position(|m| m.email == email) else {
-        return Err(ApiError::not_found(format!("member {email:?}")));
+        return Err(ApiError::not_found(format!("member {email:?}")).into());
     };
     if is_last_admin(organisation, email) {
-        return Err(last_admin());
+        return Err(last_admin().into());
     }
     // A merge patch of the whole list, not an apply: the entry may be owned by another manager.
     // Entries left unchanged keep their owners; the resourceVersion makes it conditional on the
@@ -110,13 +123,11 @@ fn last_admin() -> ApiError {
     ApiError::conflict("last_admin", "an organisation keeps at least one admin: promote someone else first")
 }
 
-/// A stale resourceVersion: the organisation changed since this request read it.
-fn changed(error: kube::Error) -> ApiError {
+/// A stale resourceVersion means the organisation changed since this request read it.
+fn changed(error: kube::Error) -> NotWritten {
     match &error {
-        kube::Error::Api(status) if status.code == 409 => {
-            ApiError::conflict("conflict", "the organisation changed while this request ran; try again")
-        }
-        _ => error.into(),
+        kube::Error::Api(status) if status.code == 409 => NotWritten::Changed,
+        _ => NotWritten::Refused(error.into()),
     }
 }
 

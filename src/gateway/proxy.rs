@@ -118,23 +118,21 @@ pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, reques
     }
     let idle_timeout = crate::gateway::idle_timeout(&gateway, &target.project);
     let browser = wants_html(request.headers());
-    let address = match gateway.caches.pod(&org, &name).as_deref().and_then(ready_pod_ip) {
-        // Ready, but not yet seen answering here (just started, or its server restarted): the
-        // first request waits for the port to listen, as during a wake, rather than get a 502.
-        Some(ip) if !gateway.serving(SocketAddr::new(ip, target.port)) => {
-            let started = Instant::now();
-            let address = SocketAddr::new(ip, target.port);
-            if let Err(response) = await_listening(&gateway, address, started, browser).await {
-                return response;
-            }
-            address
-        }
-        Some(ip) => SocketAddr::new(ip, target.port),
+    let ip = match gateway.caches.pod(&org, &name).as_deref().and_then(ready_pod_ip) {
+        Some(ip) => ip,
         None => match wake(&gateway, &target, &name, &presented, browser).await {
-            Ok(ip) => SocketAddr::new(ip, target.port),
+            Ok(ip) => ip,
             Err(response) => return response,
         },
     };
+    let address = SocketAddr::new(ip, target.port);
+    // Ready, but not yet seen answering here (just started, or its server restarted): the first
+    // request waits for the port to listen, as during a wake, rather than get a 502.
+    if !gateway.serving(address)
+        && let Err(response) = await_listening(&gateway, address, Instant::now(), browser).await
+    {
+        return response;
+    }
     gateway.activity.touch(&org, &name, idle_timeout, "http");
     forward(gateway, target, name, presented, address, peer, request).await
 }
