@@ -68,25 +68,24 @@ pub async fn publish(
     let mut files = Files::new(upload, limits).await?;
     let version = reserve(bucket, org, project).await?;
     let mut written = vec![layout::reservation(org, project, version)];
-    let mut result = write_version(bucket, org, project, version, publisher, &mut files, &mut written, standing).await;
-    if result.is_ok() {
+    let result = async {
+        let manifest =
+            write_version(bucket, org, project, version, publisher, &mut files, &mut written, standing).await?;
+        set_current(bucket, org, project, version).await?;
+        // `current` names this version now: if the project is going, it goes with the rest.
         written.push(layout::current(org, project));
-        result = match set_current(bucket, org, project, version).await {
-            Ok(()) if standing.stands().await => result,
-            Ok(()) => Err(PublishError::ProjectDeleted),
-            Err(error) => Err(error.into()),
-        };
+        if !standing.stands().await {
+            return Err(PublishError::ProjectDeleted);
+        }
+        Ok(manifest)
     }
+    .await;
     match result {
         Ok(manifest) => {
             info!(org, project, version, files = manifest.files.len(), bytes = manifest.bytes, "published");
             Ok(manifest)
         }
         Err(error) => {
-            // `current` still names the live version unless the project is going: keep it then.
-            if !matches!(error, PublishError::ProjectDeleted) {
-                written.retain(|key| *key != layout::current(org, project));
-            }
             if let Err(cleanup) = bucket.delete(&written).await {
                 warn!(org, project, version, %cleanup, "could not remove a failed version's objects");
             }
