@@ -7,6 +7,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # writing to a stopped etcd.
 ooda_processes=()
 for f in "$state"/pids/ooda-*; do [[ -e "$f" ]] && ooda_processes+=("$(basename "$f")"); done
+# The real node goes first: it needs the state directory to find what it has to undo.
+"$repo/scripts/real-node-down.sh"
 stop_order=("${ooda_processes[@]}")
 for ((i = ${#components[@]} - 1; i >= 0; i--)); do stop_order+=("${components[i]}"); done
 for name in "${stop_order[@]}"; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (RBAC, Pod Security
 # Admission), kube-controller-manager, kube-scheduler and kwok with simulated nodes in three
-# regions. Idempotent: a healthy running cluster is left alone. Writes .local/kubeconfig.
+# regions, plus one real node running runc and gVisor pods (scripts/real-node-up.sh). Idempotent: a healthy running cluster is left alone. Writes .local/kubeconfig.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -9,7 +9,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ -f "$kubeconfig" ]]; then
   all_alive=true
-  for c in "${components[@]}"; do alive "$c" || all_alive=false; done
+  expected=("${components[@]}")
+  [[ "${OODA_REAL_NODE:-1}" == 1 ]] && expected+=("${real_node_components[@]}")
+  for c in "${expected[@]}"; do alive "$c" || all_alive=false; done
   if $all_alive && kubectl get --raw /readyz >/dev/null 2>&1; then
     log "already running (kubeconfig: $kubeconfig)"
     exit 0
@@ -19,73 +21,25 @@ fi
 "$repo/scripts/cluster-down.sh" 2>/dev/null
 
 started_at=$(date +%s.%N)
-pki="$state/pki"
 mkdir -p "$pki" "$state/pids" "$state/etcd" "$logs"
 
 # --- PKI: one CA; P-256 keys (fast to make); client identities the bootstrap RBAC knows. ---
-openssl_quiet() { openssl "$@" 2>/dev/null; }
 openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
   -subj "/CN=ooda-local-ca" -keyout "$pki/ca.key" -out "$pki/ca.crt"
-issue() { # issue NAME SUBJECT [SAN]
-  local name="$1" subject="$2" san="${3:-}"
-  local extra=(-addext "basicConstraints=CA:FALSE")
-  [[ -n "$san" ]] && extra+=(-addext "subjectAltName=$san")
-  openssl_quiet req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$subject" \
-    "${extra[@]}" -keyout "$pki/$name.key" -out "$pki/$name.csr"
-  openssl_quiet x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-    -days 3650 -copy_extensions copyall -out "$pki/$name.crt"
-}
 issue apiserver "/CN=kube-apiserver" \
   "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 issue admin "/O=system:masters/CN=ooda-admin"
 issue controller-manager "/CN=system:kube-controller-manager"
 issue scheduler "/CN=system:kube-scheduler"
 issue kwok "/O=system:masters/CN=kwok"
+# How the API server proves itself to kubelets (logs, exec, port-forward); bed/kubelet-api.yaml
+# lets it, and only it, use their API.
+issue apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client"
 openssl_quiet ecparam -name prime256v1 -genkey -noout -out "$pki/service-account.key"
 openssl_quiet ec -in "$pki/service-account.key" -pubout -out "$pki/service-account.pub"
 
-server="https://127.0.0.1:$apiserver_port"
-write_kubeconfig() { # write_kubeconfig FILE IDENTITY
-  local file="$1" id="$2"
-  cat >"$file" <<YAML
-apiVersion: v1
-kind: Config
-clusters:
-- name: ooda-local
-  cluster:
-    server: $server
-    certificate-authority-data: $(base64 -w0 "$pki/ca.crt")
-users:
-- name: $id
-  user:
-    client-certificate-data: $(base64 -w0 "$pki/$id.crt")
-    client-key-data: $(base64 -w0 "$pki/$id.key")
-contexts:
-- name: ooda-local
-  context: { cluster: ooda-local, user: $id }
-current-context: ooda-local
-YAML
-}
 for id in controller-manager scheduler kwok; do write_kubeconfig "$state/$id.kubeconfig" "$id"; done
 
-start() { # start NAME BINARY ARGS...: in its own session, so cluster-down can stop its whole group
-  local name="$1"; shift
-  setsid "$@" >"$logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$state/pids/$name"
-}
-wait_for() { # wait_for NAME SECONDS COMMAND...
-  local name="$1" seconds="$2"; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    if ! alive "$name"; then
-      log "$name exited; last lines of $logs/$name.log:"; tail -n 30 "$logs/$name.log" >&2; exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-      log "$name not ready after ${seconds}s; last lines of $logs/$name.log:"; tail -n 30 "$logs/$name.log" >&2; exit 1
-    fi
-    sleep 0.2
-  done
-}
 https_ok() { curl -fsS --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$1"; }
 
 # --- etcd ---
@@ -108,6 +62,9 @@ start kube-apiserver "$k8s_bin/kube-apiserver" \
   --authorization-mode Node,RBAC --allow-privileged=true \
   --endpoint-reconciler-type none \
   --kubelet-preferred-address-types InternalIP \
+  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$pki/ca.crt" \
   --profiling=false
 wait_for kube-apiserver 60 https_ok "$server/readyz"
 write_kubeconfig "$kubeconfig" admin
@@ -134,14 +91,15 @@ start kube-scheduler "$k8s_bin/kube-scheduler" \
   --bind-address 127.0.0.1 --secure-port "$scheduler_port" --cert-dir "$state/scheduler" \
   --leader-elect=false --profiling=false
 
-# --- kwok: simulated kubelets; pods get addresses from 127.1.0.0/16 (loopback) ---
+# --- kwok: simulated kubelets, for its own nodes only (annotated kwok.x-k8s.io/node: fake, see
+# bed/nodes.yaml); pods get addresses from 127.1.0.0/16 (loopback) ---
 stages="$state/kwok-stages.yaml"
 for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
   pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
   cat "$kwok_dir/stages/$f"; echo "---"
 done >"$stages"
 start kwok "$kwok_dir/kwok" --kubeconfig "$state/kwok.kubeconfig" --config "$stages" \
-  --manage-all-nodes=true --node-ip 127.0.0.1 --cidr 127.1.0.0/16 --node-lease-duration-seconds 40 \
+  --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake --node-ip 127.0.0.1 --cidr 127.1.0.0/16 --node-lease-duration-seconds 40 \
   --server-address "127.0.0.1:$kwok_port"
 
 wait_for kube-controller-manager 60 curl -fsSk --max-time 2 "https://127.0.0.1:$controller_manager_port/healthz"
@@ -165,5 +123,12 @@ wait_for s3 60 curl -fsS --max-time 2 "http://127.0.0.1:$s3_port/moto-api/"
 for bucket in "${s3_buckets[@]}"; do
   curl -fsS -X PUT "http://127.0.0.1:$s3_port/$bucket" >/dev/null
 done
+
+# --- the real node: runc and gVisor pods on a bridge, NetworkPolicy enforced ---
+if [[ "${OODA_REAL_NODE:-1}" == 1 ]]; then
+  "$repo/scripts/real-node-up.sh"
+else
+  log "OODA_REAL_NODE=0: no real node; every pod is simulated"
+fi
 
 log "ready in $(awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s; kubeconfig: $kubeconfig"

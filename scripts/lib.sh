@@ -24,11 +24,87 @@ controller_manager_port="${OODA_CONTROLLER_MANAGER_PORT:-20257}"
 scheduler_port="${OODA_SCHEDULER_PORT:-20259}"
 kwok_port="${OODA_KWOK_PORT:-20250}"
 s3_port="${OODA_S3_PORT:-24566}"
+server="https://127.0.0.1:$apiserver_port"
 
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok s3)
+# The real node's processes (scripts/real-node-up.sh), stopped before the control plane's.
+real_node_components=(containerd kubelet kube-network-policies local-path-provisioner)
 # The local S3's buckets: one per jurisdiction of examples/operator-config.yaml.
 s3_buckets=(ooda-sites-eu ooda-sites-us)
 
+# --- the real node `real-0` (scripts/real-node-up.sh) ---
+realnode_bin="$cache/realnode"
+realnode_state="$state/realnode"
+# gVisor's shim is built from a patched copy of the module: the patch's hash is part of the key.
+gvisor_bin="$realnode_bin/gvisor-$GVISOR_VERSION-$(sha256sum "$repo/scripts/realnode/gvisor-shim-oom-score.patch" | cut -c1-12)"
+# Everything the node puts on the host's network is numbered by OODA_REAL_NODE_NET (0–63), so two
+# beds on one machine never share a bridge, an address or a queue:
+net_index="${OODA_REAL_NODE_NET:-0}"
+pod_cidr="198.18.$((2 * net_index)).0/24"          # pods, on the bridge; NetworkPolicy applies
+pod_gateway="198.18.$((2 * net_index)).1"          # the host's address on the bridge
+outside_cidr="198.18.$((2 * net_index + 1)).0/24"  # the bed's stand-in for the world outside the
+outside_ip="198.18.$((2 * net_index + 1)).1"       # cluster: a host address pods may reach
+node_ip="198.19.255.$((net_index + 1))"            # the kubelet's address: no pod has a route to it
+bridge="cni-ooda$net_index"
+nfqueue=$((100 + net_index))
+guard_table="ooda_guard_$net_index"                # nftables table (inet) of the host guard
+policy_chain="OODA-NETPOL-$net_index"              # iptables-nft mangle chain feeding the NFQUEUE
+kubelet_port="${OODA_KUBELET_PORT:-20350}"
+kubelet_healthz_port="${OODA_KUBELET_HEALTHZ_PORT:-20348}"
+netpol_metrics_port="${OODA_NETPOL_METRICS_PORT:-20380}"
+
+pki="$state/pki"
+
+# --- helpers of the bring-up scripts ---
+openssl_quiet() { openssl "$@" 2>/dev/null; }
+issue() { # issue NAME SUBJECT [SAN]
+  local name="$1" subject="$2" san="${3:-}"
+  local extra=(-addext "basicConstraints=CA:FALSE")
+  [[ -n "$san" ]] && extra+=(-addext "subjectAltName=$san")
+  openssl_quiet req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$subject" \
+    "${extra[@]}" -keyout "$pki/$name.key" -out "$pki/$name.csr"
+  openssl_quiet x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 3650 -copy_extensions copyall -out "$pki/$name.crt"
+}
+write_kubeconfig() { # write_kubeconfig FILE IDENTITY
+  local file="$1" id="$2"
+  cat >"$file" <<YAML
+apiVersion: v1
+kind: Config
+clusters:
+- name: ooda-local
+  cluster:
+    server: $server
+    certificate-authority-data: $(base64 -w0 "$pki/ca.crt")
+users:
+- name: $id
+  user:
+    client-certificate-data: $(base64 -w0 "$pki/$id.crt")
+    client-key-data: $(base64 -w0 "$pki/$id.key")
+contexts:
+- name: ooda-local
+  context: { cluster: ooda-local, user: $id }
+current-context: ooda-local
+YAML
+}
+start() { # start NAME BINARY ARGS...: in its own session, so cluster-down can stop its whole group
+  local name="$1"; shift
+  setsid "$@" >"$logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$state/pids/$name"
+}
+wait_for() { # wait_for NAME SECONDS COMMAND...
+  local name="$1" seconds="$2"; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ! alive "$name"; then
+      log "$name exited; last lines of $logs/$name.log:"; tail -n 30 "$logs/$name.log" >&2; exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "$name not ready after ${seconds}s; last lines of $logs/$name.log:"; tail -n 30 "$logs/$name.log" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+}
 kubectl() { "$k8s_bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Undoes scripts/real-node-up.sh: stops the node's processes and every container it ran, and
+# removes its mounts, cgroups, bridge, addresses, firewall rules and state, leaving the host's
+# network and mount tables as they were. Safe to run when nothing, or only part, is up.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+rn="$realnode_state"
+
+stop_component() { # stop_component NAME: TERM its process group, KILL it after 10s
+  local name="$1" pid
+  pid="$(pid_of "$name" || true)"
+  [[ -n "$pid" ]] || return 0
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$state/pids/$name"
+}
+
+# The kubelet first, so that it restarts nothing; then every container process, found by the
+# cgroups the kubelet put them in (runc's containers and gVisor's sandboxes alike); then the shims
+# of this node's containerd, recognised by its socket.
+stop_component local-path-provisioner
+stop_component kubelet
+cgroup_root="ooda-real-$net_index"
+pids_in_cgroups() { { find /sys/fs/cgroup/*/"$cgroup_root" -name cgroup.procs -exec cat {} + 2>/dev/null || true; } | sort -u; }
+for _ in 1 2 3; do
+  pids="$(pids_in_cgroups)"
+  [[ -n "$pids" ]] || break
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null || true
+  sleep 0.2
+done
+socket="$rn/containerd/containerd.sock"
+pkill -KILL -f -- "-address $socket( |$)" 2>/dev/null || true
+stop_component containerd
+stop_component kube-network-policies
+
+# Mounts below the node's state (container root filesystems, network namespaces, volumes, the
+# kubelet's own bind mount), deepest first.
+if [[ -d "$rn" ]]; then
+  findmnt -rn -o TARGET | awk -v root="$rn" 'index($0, root) == 1' | sort -r | while read -r target; do
+    umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || log "cannot unmount $target"
+  done
+fi
+for hierarchy in /sys/fs/cgroup/*/; do
+  [[ -d "$hierarchy$cgroup_root" ]] && find "$hierarchy$cgroup_root" -depth -type d -exec rmdir {} + 2>/dev/null || true
+done
+
+# Firewall: the policy diversion, the guard, and kube-network-policies' own table (when this
+# kernel could load it and no other node's daemon still uses it).
+while iptables -t mangle -D FORWARD -j "$policy_chain" 2>/dev/null; do :; done
+while iptables -t mangle -D INPUT -i "$bridge" -j "$policy_chain" 2>/dev/null; do :; done
+iptables -t mangle -F "$policy_chain" 2>/dev/null && iptables -t mangle -X "$policy_chain" 2>/dev/null || true
+nft delete table inet "$guard_table" 2>/dev/null || true
+if ! pgrep -f "kube-network-policies --hostname-override" >/dev/null; then nft delete table inet kube-network-policies 2>/dev/null || true; fi
+
+# Network: the bridge (its veths went with the pods' namespaces), the host addresses, forwarding.
+ip link delete "$bridge" 2>/dev/null || true
+ip address delete "$node_ip/32" dev lo 2>/dev/null || true
+ip address delete "$outside_ip/32" dev lo 2>/dev/null || true
+[[ -f "$rn/ip_forward.before" ]] && cat "$rn/ip_forward.before" >/proc/sys/net/ipv4/ip_forward
+
+rm -rf "$rn"
