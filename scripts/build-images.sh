@@ -31,13 +31,15 @@ mkdir -p "$work/out"
 
 log "building $devenv_image from Debian bookworm (mmdebstrap)"
 # The environment's user is 1000, as the operator runs every project container; /workspace is
-# its working directory (the workspace volume is mounted there).
+# its working directory (the workspace volume is mounted there). The volume's own directory may
+# belong to root (hostPath and local-path volumes take no fsGroup): git trusts it all the same.
 mmdebstrap --quiet --variant=minbase --include=ca-certificates,git,python3 \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
   --customize-hook='chroot "$1" useradd --uid 1000 --user-group --create-home --home-dir /home/dev --shell /bin/bash dev' \
   --customize-hook="install -m 0755 '$here/realnode/ooda-start' \"\$1/usr/local/bin/ooda-start\"" \
   --customize-hook='install -d -m 0755 -o 1000 -g 1000 "$1/workspace"' \
+  --customize-hook='printf "[safe]\n\tdirectory = /workspace\n" >"$1/etc/gitconfig"' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*' \
   bookworm "$work/devenv.layer.tar"
 "$here/realnode/oci-archive.py" "$work/out/devenv.tar" "$devenv_image" "$work/devenv.layer.tar" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up a real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver (RBAC, Pod Security
 # Admission), kube-controller-manager, kube-scheduler and kwok with simulated nodes in three
-# regions, plus one real node running runc and gVisor pods (scripts/real-node-up.sh). Idempotent: a healthy running cluster is left alone. Writes .local/kubeconfig.
+# regions, plus one real node running runc and gVisor pods (scripts/real-node-up.sh).
+# Idempotent: a healthy running cluster is left alone. Writes .local/kubeconfig.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 

@@ -12,9 +12,11 @@ etcd_bin="$cache/controlplane/etcd-$ETCD_VERSION"
 kwok_dir="$cache/controlplane/kwok-$KWOK_VERSION"
 moto_dir="$cache/moto-$MOTO_VERSION"       # a Python virtualenv holding the local S3 server
 
-state="$repo/.local/cluster"       # pki, etcd data, pids: removed by cluster-down
-logs="$repo/.local/logs"           # component logs: kept after cluster-down for inspection
-kubeconfig="$repo/.local/kubeconfig"
+# The bed's files; OODA_BED_DIR moves them, so a second bed (on other ports) can run beside.
+bed_dir="$(realpath -m "${OODA_BED_DIR:-$repo/.local}")"
+state="$bed_dir/cluster"       # pki, etcd data, pids: removed by cluster-down
+logs="$bed_dir/logs"           # component logs: kept after cluster-down for inspection
+kubeconfig="$bed_dir/kubeconfig"
 
 # Every listener is on 127.0.0.1; the ports can be moved if something else holds them.
 etcd_port="${OODA_ETCD_PORT:-23790}"
@@ -38,13 +40,14 @@ realnode_state="$state/realnode"
 # gVisor's shim is built from a patched copy of the module: the patch's hash is part of the key.
 gvisor_bin="$realnode_bin/gvisor-$GVISOR_VERSION-$(sha256sum "$repo/scripts/realnode/gvisor-shim-oom-score.patch" | cut -c1-12)"
 # Everything the node puts on the host's network is numbered by OODA_REAL_NODE_NET (0–63), so two
-# beds on one machine never share a bridge, an address or a queue:
+# beds on one machine never share a bridge, an address or a queue. Pod networks are all inside
+# 198.18.0.0/16, which the bed's operator configuration denies to projects' egress.
 net_index="${OODA_REAL_NODE_NET:-0}"
-pod_cidr="198.18.$((2 * net_index)).0/24"          # pods, on the bridge; NetworkPolicy applies
-pod_gateway="198.18.$((2 * net_index)).1"          # the host's address on the bridge
-outside_cidr="198.18.$((2 * net_index + 1)).0/24"  # the bed's stand-in for the world outside the
-outside_ip="198.18.$((2 * net_index + 1)).1"       # cluster: a host address pods may reach
-node_ip="198.19.255.$((net_index + 1))"            # the kubelet's address: no pod has a route to it
+pod_cidr="198.18.$net_index.0/24"        # pods, on the bridge; NetworkPolicy applies
+pod_gateway="198.18.$net_index.1"        # the host's address on the bridge
+outside_cidr="198.19.$net_index.0/24"    # the bed's stand-in for the world outside the cluster:
+outside_ip="198.19.$net_index.1"         # a host address pods may reach (a Git server, say)
+node_ip="198.19.255.$((net_index + 1))"  # the kubelet's address: no pod has a route to it
 bridge="cni-ooda$net_index"
 nfqueue=$((100 + net_index))
 guard_table="ooda_guard_$net_index"                # nftables table (inet) of the host guard

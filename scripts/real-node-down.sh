@@ -31,7 +31,14 @@ for _ in 1 2 3; do
   sleep 0.2
 done
 socket="$rn/containerd/containerd.sock"
-pkill -KILL -f -- "-address $socket( |$)" 2>/dev/null || true
+shims="$(pgrep -d '|' -f -- "-address $socket( |$)" || true)"
+if [[ -n "$shims" ]]; then
+  # A killed shim leaves its socket in /run/containerd/s: note them first.
+  shim_sockets="$(ss -xlpn 2>/dev/null | grep -E "pid=($shims)," | awk '{ print $5 }' | grep '^/run/containerd/s/' || true)"
+  kill -KILL ${shims//|/ } 2>/dev/null || true
+  # shellcheck disable=SC2086
+  [[ -n "$shim_sockets" ]] && rm -f $shim_sockets
+fi
 stop_component containerd
 stop_component kube-network-policies
 
@@ -52,6 +59,11 @@ while iptables -t mangle -D FORWARD -j "$policy_chain" 2>/dev/null; do :; done
 while iptables -t mangle -D INPUT -i "$bridge" -j "$policy_chain" 2>/dev/null; do :; done
 iptables -t mangle -F "$policy_chain" 2>/dev/null && iptables -t mangle -X "$policy_chain" 2>/dev/null || true
 nft delete table inet "$guard_table" 2>/dev/null || true
+existed() { grep -qx "$1" "$rn/host-before" 2>/dev/null; }
+# iptables-nft created `ip mangle` for the diversion: remove it once no rule is left in it.
+if [[ -f "$rn/host-before" ]] && ! existed ip-mangle-table && [[ -z "$(nft -a list table ip mangle 2>/dev/null | grep '# handle' | grep -vE '^\s*(table|chain) ')" ]]; then
+  nft delete table ip mangle 2>/dev/null || true
+fi
 if ! pgrep -f "kube-network-policies --hostname-override" >/dev/null; then nft delete table inet kube-network-policies 2>/dev/null || true; fi
 
 # Network: the bridge (its veths went with the pods' namespaces), the host addresses, forwarding.
@@ -59,5 +71,10 @@ ip link delete "$bridge" 2>/dev/null || true
 ip address delete "$node_ip/32" dev lo 2>/dev/null || true
 ip address delete "$outside_ip/32" dev lo 2>/dev/null || true
 [[ -f "$rn/ip_forward.before" ]] && cat "$rn/ip_forward.before" >/proc/sys/net/ipv4/ip_forward
+
+# Containerd's shims keep their sockets in /run/containerd/s whatever the state directory.
+if [[ -f "$rn/host-before" ]] && ! existed run-containerd; then
+  rmdir /run/containerd/s /run/containerd 2>/dev/null || true
+fi
 
 rm -rf "$rn"

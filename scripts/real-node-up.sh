@@ -29,6 +29,11 @@ NFT
 then nft_queue=true; nft delete table inet "$probe"; else nft_queue=false; fi
 log "host: restrict_oom_score_adj=$restrict_oom_score_adj, nftables queue=$nft_queue"
 
+# What exists on the host before the node does, so the down script removes only what it added.
+: >"$rn/host-before"
+nft list table ip mangle >/dev/null 2>&1 && echo ip-mangle-table >>"$rn/host-before"
+[[ -e /run/containerd ]] && echo run-containerd >>"$rn/host-before"
+
 # --- host network: the node's address, the bridge's reachable outside, and the guard ---
 cat /proc/sys/net/ipv4/ip_forward >"$rn/ip_forward.before"
 ip address add "$node_ip/32" dev lo

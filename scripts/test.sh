@@ -8,10 +8,12 @@ cd "$repo"
 # Benchmarks are built (so they keep compiling) but not run: `cargo test --all-targets` would run
 # the ten-minute scale benchmark as a test. `make bench-operator` runs it.
 cargo build --locked --lib --bins --tests --benches
+# First, on a host no bed is changing: taking a bed down leaves the host as it was.
+"$repo/scripts/test-bed-teardown.sh"
 "$repo/scripts/cluster-up.sh"
 if [[ "${OODA_KEEP_CLUSTER:-0}" != 1 ]]; then trap '"$repo/scripts/cluster-down.sh"' EXIT; fi
 
-export OODA_KUBECONFIG="$kubeconfig"
+export OODA_KUBECONFIG="$kubeconfig" OODA_KUBECTL="$k8s_bin/kubectl"
 started=$SECONDS
 status=0
 # Integration tests mostly wait on the control plane: run them well beyond one per core.

@@ -7,11 +7,15 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Deserialize;
 
 use crate::crd::Isolation;
 use crate::duration;
+
+/// Certificates travel in every loader's pod spec: a bound keeps pods small.
+const MAX_CA_BUNDLE_BYTES: usize = 64 * 1024;
 
 /// The configuration, every value parsed into the type it is used as.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +27,7 @@ pub struct OperatorConfig {
     pub sites_domain: Option<String>,
     pub publishing: Publishing,
     pub network: NetworkConfig,
+    pub git_ca_bundle: Option<String>,
     pub defaults: ProjectDefaults,
 }
 
@@ -48,6 +53,10 @@ struct RawConfig {
     /// Egress rules of every project.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// Certificate authorities (PEM) the project loader trusts for `https://` Git URLs besides
+    /// its image's own: an organisation's internal Git server, say.
+    #[serde(default)]
+    pub git_ca_bundle: Option<String>,
     /// Values used where a Project leaves a field out.
     pub defaults: RawDefaults,
 }
@@ -62,6 +71,10 @@ pub struct Jurisdiction {
     /// Object storage for published sites; publishing is refused where absent.
     #[serde(default)]
     pub sites: Option<SitesStorage>,
+    /// Tolerations every project pod of the jurisdiction carries: how its pods reach a tainted
+    /// node pool of its own.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
 }
 
 /// An S3-compatible bucket for one jurisdiction's published sites (AWS, R2, Garage, MinIO…).
@@ -328,6 +341,7 @@ impl RawConfig {
             sites_domain: self.sites_domain,
             publishing,
             network: self.network,
+            git_ca_bundle: self.git_ca_bundle,
             defaults: ProjectDefaults { image, loader_image, resources, idle_timeout },
         })
     }
@@ -363,6 +377,14 @@ impl RawConfig {
                     return invalid(&at("sites.credentialsSecret"), "must be a Secret name");
                 }
             }
+            if j.tolerations.iter().any(|t| !matches!(t.operator.as_deref(), None | Some("Equal" | "Exists"))) {
+                return invalid(&at("tolerations"), "each operator must be Equal or Exists");
+            }
+        }
+        if let Some(bundle) = &self.git_ca_bundle
+            && (bundle.len() > MAX_CA_BUNDLE_BYTES || !bundle.contains("-----BEGIN CERTIFICATE-----"))
+        {
+            return invalid("gitCaBundle", "must be PEM certificates, at most 64 KiB");
         }
         for (setting, class) in [
             ("runtimeClasses.gvisor", &self.runtime_classes.gvisor),
@@ -539,7 +561,7 @@ mod tests {
     #[test]
     fn the_example_configuration_parses() {
         let config = example();
-        assert_eq!(config.jurisdictions.keys().collect::<Vec<_>>(), ["eu", "us"]);
+        assert_eq!(config.jurisdictions.keys().collect::<Vec<_>>(), ["eu", "eu-real", "us"]);
         let eu = &config.jurisdictions["eu"];
         assert_eq!(eu.regions, ["europe-west1", "eu-central-1"]);
         assert_eq!(eu.storage_class, "eu-ssd");
@@ -554,8 +576,13 @@ mod tests {
             BTreeMap::from([("app.kubernetes.io/name".to_owned(), "ooda-gateway".to_owned())])
         );
         assert_eq!(config.preview_domain, "preview.ooda.localhost");
-        assert_eq!(config.network.denied_egress_cidrs.len(), 8);
-        assert_eq!(config.defaults.loader_image, "alpine/git:2.47.2");
+        assert_eq!(config.network.denied_egress_cidrs.len(), 9);
+        assert_eq!(config.defaults.loader_image, "ooda.local/devenv:bookworm");
+        assert!(eu.tolerations.is_empty(), "the EU's kwok nodes need no toleration");
+        let real = &config.jurisdictions["eu-real"];
+        assert_eq!(real.regions, ["europe-west4"]);
+        assert_eq!(real.tolerations[0].key.as_deref(), Some("ooda.run/real-node"));
+        assert_eq!(config.git_ca_bundle, None);
         assert_eq!(
             config.defaults.resources,
             DefaultResources {
@@ -576,7 +603,26 @@ mod tests {
 
         let config = parse_without(&["network"]).expect("network is optional");
         assert_eq!(config.network, NetworkConfig::default());
-        assert_eq!(config.network.denied_egress_cidrs, example().network.denied_egress_cidrs);
+        // The example adds only the bed's pod networks to the defaults.
+        let mut bed = example().network.denied_egress_cidrs;
+        bed.retain(|cidr| cidr != "198.18.0.0/16");
+        assert_eq!(config.network.denied_egress_cidrs, bed);
+    }
+
+    #[test]
+    fn a_git_ca_bundle_must_be_pem_certificates_of_bounded_size() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let config = parse_with(&["gitCaBundle"], &serde_json::to_string(pem).unwrap()).expect("a PEM bundle");
+        assert_eq!(config.git_ca_bundle.as_deref(), Some(pem));
+        assert_refused(parse_with(&["gitCaBundle"], "not a certificate"), "gitCaBundle");
+        let huge = serde_json::to_string(&pem.repeat(2000)).unwrap();
+        assert_refused(parse_with(&["gitCaBundle"], &huge), "gitCaBundle");
+    }
+
+    #[test]
+    fn a_toleration_operator_must_be_one_kubernetes_knows() {
+        let invalid = "[{ key: ooda.run/real-node, operator: Maybe }]";
+        assert_refused(parse_with(&["jurisdictions", "eu", "tolerations"], invalid), "jurisdictions.eu.tolerations");
     }
 
     #[test]

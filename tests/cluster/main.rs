@@ -12,5 +12,6 @@ mod harness;
 mod operator;
 mod operator_harness;
 mod rbac;
+mod real_node;
 mod security;
 mod sites;

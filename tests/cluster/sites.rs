@@ -27,11 +27,11 @@ use crate::operator_harness::{World, organisation_ready, project_phase};
 
 const ALICE: &str = "alice@acme.example";
 const SITES_DOMAIN: &str = "sites.ooda.localhost";
-const S3: &str = "127.0.0.1:24566";
+pub(crate) const S3: &str = "127.0.0.1:24566";
 
 /// A tar archive of `(path, contents)`, gzip-compressed if asked. Paths are written as given,
 /// even the ones `tar` itself would refuse.
-fn archive(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
+pub(crate) fn archive(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, data) in files {
         out.extend_from_slice(&header(path, tokio_tar::EntryType::Regular, data.len() as u64, None));
@@ -62,7 +62,7 @@ fn gzipped(data: &[u8]) -> Vec<u8> {
 }
 
 /// The test's view of a bucket, straight from S3 (not through ooda).
-fn bucket(name: &str, endpoint: &str) -> Bucket {
+pub(crate) fn bucket(name: &str, endpoint: &str) -> Bucket {
     let storage = SitesStorage {
         endpoint: format!("http://{endpoint}"),
         region: "eu-central-1".into(),

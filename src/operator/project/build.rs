@@ -183,7 +183,14 @@ fn restricted_container_context() -> SecurityContext {
 /// never works in the volume's root-owned directory). URL and ref arrive as environment
 /// variables, never as shell text; the CRD refuses refs starting with `-`, and `--` ends git's
 /// options anyway.
+/// A configured CA bundle is trusted beside the image's own certificates.
 pub const LOADER_SCRIPT: &str = r#"set -eu
+if [ -n "${OODA_GIT_CA_BUNDLE:-}" ]; then
+  GIT_SSL_CAINFO="$(mktemp)"
+  cat /etc/ssl/certs/ca-certificates.crt >"$GIT_SSL_CAINFO" 2>/dev/null || true
+  printf '%s\n' "$OODA_GIT_CA_BUNDLE" >>"$GIT_SSL_CAINFO"
+  export GIT_SSL_CAINFO
+fi
 cd "$WORKSPACE"
 if [ -n "$(ls -A | grep -v '^lost+found$' || true)" ]; then
   echo "ooda-loader: workspace is not empty; leaving it as it is"
@@ -209,6 +216,9 @@ fn loader(inputs: &Inputs) -> Option<Container> {
     ];
     if let Some(reference) = &git.reference {
         env.push(EnvVar { name: "GIT_REF".into(), value: Some(reference.clone()), ..Default::default() });
+    }
+    if let Some(bundle) = &inputs.config.git_ca_bundle {
+        env.push(EnvVar { name: "OODA_GIT_CA_BUNDLE".into(), value: Some(bundle.clone()), ..Default::default() });
     }
     let small =
         BTreeMap::from([("cpu".to_owned(), Quantity("250m".into())), ("memory".to_owned(), Quantity("256Mi".into()))]);
@@ -259,6 +269,12 @@ fn environment(inputs: &Inputs, names: &Names) -> Vec<EnvVar> {
         },
     ]
     .into_iter()
+    // Where the dev server should listen: the port the preview proxies to.
+    .chain(inputs.project.spec.ports.iter().find(|p| p.preview).map(|port| EnvVar {
+        name: "OODA_PREVIEW_PORT".into(),
+        value: Some(port.port.to_string()),
+        ..Default::default()
+    }))
     .chain(inputs.config.gateway.public_url.as_ref().map(|url| EnvVar {
         name: "OODA_PUBLISH_URL".into(),
         value: Some(format!(
@@ -326,6 +342,7 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
         enable_service_links: Some(false),
         runtime_class_name: Some(inputs.config.runtime_classes.for_isolation(project.spec.isolation).to_owned()),
         affinity: Some(region_affinity(&inputs.jurisdiction.regions)),
+        tolerations: (!inputs.jurisdiction.tolerations.is_empty()).then(|| inputs.jurisdiction.tolerations.clone()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(USER_ID),
@@ -653,7 +670,7 @@ mod tests {
         let custom = build(&project(json!({ "image": "registry.example/custom:1" })));
         assert_eq!(container(&custom, "workspace").image.as_deref(), Some("registry.example/custom:1"));
         let default = build(&project(json!({})));
-        assert_eq!(container(&default, "workspace").image.as_deref(), Some("ghcr.io/example/devenv:latest"));
+        assert_eq!(container(&default, "workspace").image.as_deref(), Some("ooda.local/devenv:bookworm"));
     }
 
     #[test]
@@ -872,7 +889,8 @@ mod tests {
                         "192.168.0.0/16",
                         "100.64.0.0/10",
                         "169.254.0.0/16",
-                        "127.0.0.0/8"
+                        "127.0.0.0/8",
+                        "198.18.0.0/16"
                     ])),
                 },
                 &IPBlock { cidr: "::/0".into(), except: Some(strings(&["fc00::/7", "fe80::/10"])) },
@@ -904,7 +922,8 @@ mod tests {
         assert_eq!(env(loader, "GIT_REF"), Some("main"));
         assert_eq!(env(loader, "WORKSPACE"), Some(WORKSPACE_PATH));
         assert_eq!(env(loader, "GIT_TERMINAL_PROMPT"), Some("0"));
-        assert_eq!(loader.image.as_deref(), Some("alpine/git:2.47.2"));
+        assert_eq!(loader.image.as_deref(), Some("ooda.local/devenv:bookworm"));
+        assert_eq!(env(loader, "OODA_GIT_CA_BUNDLE"), None, "no bundle configured");
         let command = loader.command.as_deref().expect("a command");
         assert_eq!(command, ["/bin/sh", "-c", LOADER_SCRIPT]);
         assert!(loader.args.is_none());
@@ -913,6 +932,41 @@ mod tests {
         }
         let resources = loader.resources.as_ref().expect("loader resources");
         assert_eq!(resources.requests, resources.limits);
+    }
+
+    #[test]
+    fn a_configured_git_ca_bundle_reaches_the_loader_only() {
+        let mut config = config();
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        config.git_ca_bundle = Some(pem.into());
+        let d = build_in(&full_project(), &config, "eu", 1);
+        assert_eq!(env(container(&d, "loader"), "OODA_GIT_CA_BUNDLE"), Some(pem));
+        assert_eq!(env(container(&d, "workspace"), "OODA_GIT_CA_BUNDLE"), None);
+    }
+
+    #[test]
+    fn the_dev_server_is_told_its_preview_port() {
+        let d = build(&full_project());
+        assert_eq!(env(container(&d, "workspace"), "OODA_PREVIEW_PORT"), Some("3000"));
+        let no_preview = build(&project(json!({ "ports": [{ "name": "db", "port": 5432 }] })));
+        assert_eq!(env(container(&no_preview, "workspace"), "OODA_PREVIEW_PORT"), None);
+    }
+
+    #[test]
+    fn pods_carry_their_jurisdictions_tolerations_and_no_other() {
+        let config = config();
+        let real = build_in(&full_project(), &config, "eu-real", 1);
+        let tolerations = pod(&real).tolerations.as_deref().expect("tolerations");
+        assert_eq!(tolerations, config.jurisdictions["eu-real"].tolerations);
+        assert_eq!(tolerations[0].key.as_deref(), Some("ooda.run/real-node"));
+        let regions = &pod(&real).affinity.as_ref().unwrap().node_affinity.as_ref().unwrap();
+        let term =
+            &regions.required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms[0];
+        assert_eq!(
+            term.match_expressions.as_ref().unwrap()[0].values.as_deref(),
+            Some(&["europe-west4".to_owned()][..])
+        );
+        assert_eq!(pod(&build_in(&full_project(), &config, "eu", 1)).tolerations, None);
     }
 
     #[test]
