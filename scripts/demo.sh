@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: the local control plane, the operator, the gateway and the examples: an
-# organisation, a project, a sign-in, a request through the preview proxy to a stand-in dev
-# server on the project pod's address, and a published site. Everything keeps running; `make cluster-down` stops it all.
+# `make demo`: the local control plane with its real node, the operator, the gateway and the
+# examples: an organisation, a project cloned from a Git server and running its own dev server
+# under gVisor, a sign-in, a request through the preview proxy, a shell in the sandbox, and a
+# published site. Everything keeps running; `make cluster-down` stops it all.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$repo"
@@ -14,11 +15,29 @@ kubectl create namespace ooda-system --dry-run=client -o yaml | kubectl apply -f
 kubectl create secret generic ooda-sites-s3 -n ooda-system --from-literal=accessKeyId=demo \
   --from-literal=secretAccessKey=demo-secret --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
+# The project's repository (examples/dev-server), served over HTTPS where the real node's pods
+# may reach it; the operator's loader trusts the server's own authority.
+git_port="${OODA_GIT_PORT:-24443}"
+if ! alive ooda-demo-git; then
+  rm -rf "$state/demo-git" && mkdir -p "$state/demo-git"
+  cp -r examples/dev-server "$state/demo-git/work"
+  git -C "$state/demo-git/work" init -q -b main
+  git -C "$state/demo-git/work" add -A
+  git -C "$state/demo-git/work" -c user.name=ooda -c user.email=demo@ooda.example commit -q -m "the shop"
+  git clone -q --bare "$state/demo-git/work" "$state/demo-git/root/shop.git"
+  setsid python3 scripts/git-server.py --address "$outside_ip" --port "$git_port" --root "$state/demo-git/root" \
+    --tls-dir "$state/demo-git/tls" >"$logs/ooda-demo-git.log" 2>&1 </dev/null &
+  echo $! >"$state/pids/ooda-demo-git"
+fi
+wait_for ooda-demo-git 30 grep -q https "$logs/ooda-demo-git.log"
+config="$state/operator-config.yaml"
+{ cat examples/operator-config.yaml; echo "gitCaBundle: |"; sed 's/^/  /' "$state/demo-git/tls/ca.crt"; } >"$config"
+
 operator_addr="127.0.0.1:${OODA_OPERATOR_PORT:-18080}"
 if ! alive ooda-operator; then
   log "starting the operator (log: $logs/ooda-operator.log)"
   KUBECONFIG="$kubeconfig" setsid "$CARGO_TARGET_DIR/debug/ooda" operator \
-    --config examples/operator-config.yaml --http-addr "$operator_addr" --namespace ooda-system \
+    --config "$config" --http-addr "$operator_addr" --namespace ooda-system \
     >"$logs/ooda-operator.log" 2>&1 </dev/null &
   echo $! >"$state/pids/ooda-operator"
 fi
@@ -33,7 +52,7 @@ gateway_health="127.0.0.1:${OODA_GATEWAY_HEALTH_PORT:-18081}"
 if ! alive ooda-gateway; then
   log "starting the gateway (log: $logs/ooda-gateway.log)"
   KUBECONFIG="$kubeconfig" setsid "$CARGO_TARGET_DIR/debug/ooda" gateway \
-    --config examples/operator-config.yaml --listen "$gateway_addr" --http-addr "$gateway_health" \
+    --config "$config" --listen "$gateway_addr" --http-addr "$gateway_health" \
     --namespace ooda-system --insecure-http --public-port "${gateway_addr##*:}" \
     >"$logs/ooda-gateway.log" 2>&1 </dev/null &
   echo $! >"$state/pids/ooda-gateway"
@@ -47,9 +66,9 @@ done
 kubectl apply --server-side --field-manager ooda-demo -f examples/organisation.yaml
 kubectl wait --for condition=Ready organisation/acme --timeout 60s
 kubectl apply --server-side --field-manager ooda-demo -f examples/project.yaml
-kubectl wait --for condition=Ready project/shop -n org-acme --timeout 60s
+kubectl wait --for condition=Ready project/shop -n org-acme --timeout 180s
 echo
-kubectl get nodes -L topology.kubernetes.io/region
+kubectl get nodes -L topology.kubernetes.io/region -o wide
 echo
 kubectl get organisations
 echo
@@ -74,22 +93,13 @@ preview=$(curl -fsS "http://$gateway_addr/api/orgs/acme/projects/shop/preview" -
 host=$(jq -r .host <<<"$preview")
 token=$(jq -r .token <<<"$preview")
 
-# No container runs in the bed: a stand-in dev server listens on the pod's address instead.
-pod_ip=$(kubectl get pod shop-0 -n org-acme -o jsonpath='{.status.podIP}')
-if ! alive ooda-demo-devserver; then
-  setsid python3 -m http.server 3000 --bind "$pod_ip" --directory examples \
-    >"$logs/ooda-demo-devserver.log" 2>&1 </dev/null &
-  echo $! >"$state/pids/ooda-demo-devserver"
-fi
-deadline=$((SECONDS + 10))
-until curl -fs -o /dev/null "http://$pod_ip:3000/"; do
-  ((SECONDS < deadline)) || { log "the stand-in dev server did not start"; exit 1; }
-  sleep 0.1
-done
 echo
-echo "Through the preview proxy ($host → $pod_ip:3000):"
+echo "Through the preview proxy ($host → the dev server in shop-0):"
 curl -sS --resolve "$host:${gateway_addr##*:}:127.0.0.1" -H "x-ooda-preview-token: $token" \
-  "http://$host:${gateway_addr##*:}/" | head -5
+  "http://$host:${gateway_addr##*:}/" | grep -o '<p>.*</p>'
+echo
+echo "A shell in the sandbox (kubectl exec, the terminal's path): uname -r, id"
+kubectl exec shop-0 -n org-acme -c workspace -- sh -c 'uname -r; id'
 
 # Publishing: the example site as a tar.gz, a new version in the EU bucket, served at once.
 published=$(tar -C examples/site -czf - . |

@@ -6,10 +6,14 @@ for tool in cargo go; do
   command -v "$tool" >/dev/null || { echo "install-prerequisites: '$tool' is required (see README.md)" >&2; exit 1; }
 done
 missing=()
-for pair in curl:curl openssl:openssl setsid:util-linux awk:gawk make:make jq:jq python3:python3; do
-  command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+# command (or file):package. The second line is the real node's: its runtime, network and images.
+for pair in curl:curl openssl:openssl setsid:util-linux awk:gawk make:make jq:jq python3:python3 git:git \
+  runc:runc /usr/lib/cni/bridge:containernetworking-plugins iptables:iptables nft:nftables ip:iproute2 \
+  pgrep:procps patch:patch gcc:gcc /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev mmdebstrap:mmdebstrap; do
+  item="${pair%%:*}"
+  if [[ "$item" == /* ]]; then [[ -e "$item" ]]; else command -v "$item" >/dev/null; fi || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
   echo "install-prerequisites: installing ${missing[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
