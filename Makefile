@@ -5,7 +5,7 @@ OODA_CACHE ?= $(HOME)/.cache/ooda
 CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
 export OODA_CACHE CARGO_TARGET_DIR
 
-.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint bench-operator bench-gateway bench-sites
+.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint bench-operator bench-gateway bench-sites bench-wake
 
 all: build
 
@@ -53,3 +53,7 @@ bench-gateway:
 ## Publishing a 50 MB site (tar, tar.gz) and serving it, gateway vs S3; writes benches/reports/sites.md.
 bench-sites:
 	scripts/bench-sites.sh
+
+## Waking hibernated projects on the real node, runc vs gVisor; writes benches/reports/wake-real.md.
+bench-wake:
+	scripts/bench-wake.sh

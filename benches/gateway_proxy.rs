@@ -42,16 +42,15 @@ use kube::{Client, ResourceExt};
 use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
 use ooda::crd::{Organisation, Phase, Project};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 mod common;
 
 use common::{
-    SETTLE, Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
-    percentile, ratio, run_id, wait_for,
+    Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
+    percentile, ratio, run_id, wait_answers, wait_for,
 };
 
 const CONNECTIONS: usize = 32;
@@ -239,25 +238,6 @@ async fn measure(b: Arc<Bench>) -> Results {
 
     let wakes = wakes(&b, &api).await;
     Results { hash: hash_time, nginx_version: nginx_version(), targets: runs, quiet, busy, sign_ins, wakes }
-}
-
-/// Polls a plain HTTP endpoint of ours until its body passes `ready`.
-async fn wait_answers(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        if let Ok(mut stream) = TcpStream::connect(addr).await {
-            let mut response = String::new();
-            let request = format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-            if stream.write_all(request.as_bytes()).await.is_ok()
-                && stream.read_to_string(&mut response).await.is_ok()
-                && response.split_once("\r\n\r\n").is_some_and(|(_, body)| ready(body))
-            {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{what} on {addr} not ready in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn phase_is(phase: Phase) -> impl Condition<Project> {

@@ -51,8 +51,8 @@ use tokio::time::Instant;
 mod common;
 
 use common::{
-    SETTLE, Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
-    percentile, ratio, run_id, wait_for,
+    Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
+    percentile, ratio, run_id, wait_answers, wait_for,
 };
 
 /// Files of the generated site, and what they add up to.
@@ -288,20 +288,6 @@ async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
         targets,
         moto_server: server_header(b.s3).await.unwrap_or_else(|| "server unknown".into()),
         moto_before,
-    }
-}
-
-/// Polls a plain HTTP endpoint of ours until its body passes `ready`.
-async fn wait_answers(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        if let Some(response) = http_get(addr, "/readyz").await
-            && response.split_once("\r\n\r\n").is_some_and(|(_, body)| ready(body))
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what} on {addr} not ready in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

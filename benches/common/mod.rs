@@ -24,8 +24,10 @@ use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
+use tokio::time::Instant;
 
 /// The deadline for things the control plane does on its own.
 pub const SETTLE: Duration = Duration::from_secs(60);
@@ -129,4 +131,23 @@ pub fn checkout(repo: &Path) -> String {
 pub fn command_output(program: &str, args: &[&str], dir: &Path) -> Option<String> {
     let output = std::process::Command::new(program).args(args).current_dir(dir).output().ok()?;
     output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Polls a plain HTTP endpoint of ours until its body passes `ready`.
+pub async fn wait_answers(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if let Ok(mut stream) = TcpStream::connect(addr).await {
+            let mut response = String::new();
+            let request = format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            if stream.write_all(request.as_bytes()).await.is_ok()
+                && stream.read_to_string(&mut response).await.is_ok()
+                && response.split_once("\r\n\r\n").is_some_and(|(_, body)| ready(body))
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what} on {addr} not ready in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

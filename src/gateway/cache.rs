@@ -192,6 +192,16 @@ pub fn ready_pod_ip(pod: &Pod) -> Option<std::net::IpAddr> {
     status.pod_ip.as_deref()?.parse().ok()
 }
 
+/// The address of a waking pod: one that has an IP and is not going away. Its port may not listen
+/// yet; whoever waits on it checks that itself, rather than wait for the kubelet's next readiness
+/// probe (up to a probe period after the server listens).
+pub fn waking_pod_ip(pod: &Pod) -> Option<std::net::IpAddr> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+}
+
 /// A watch cache per organisation namespace, of the objects there labelled as ooda's.
 pub struct PerNamespace<K: Resource<DynamicType = ()> + 'static> {
     watches: Arc<RwLock<HashMap<String, NamespaceWatch<K>>>>,

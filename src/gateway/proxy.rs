@@ -20,7 +20,7 @@ use tracing::{debug, instrument, warn};
 use crate::crd::names::parse_host_label;
 use crate::crd::{DesiredState, Project};
 use crate::gateway::Gateway;
-use crate::gateway::cache::ready_pod_ip;
+use crate::gateway::cache::{ready_pod_ip, waking_pod_ip};
 use crate::gateway::error::ApiError;
 
 /// Query parameter carrying the token on a preview link; swapped for a cookie at once.
@@ -138,7 +138,7 @@ pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, reques
 }
 
 /// Waits for a sleeping project: renews its Lease (the operator scales it up), then waits on the
-/// watch caches for a Ready pod, and for the pod to accept connections. Browsers are shown a
+/// watch caches for its new pod's address, and for the pod to accept connections there. Browsers are shown a
 /// page that retries by itself if this takes more than a moment; API clients are held until
 /// the wake timeout, then get 503 with Retry-After.
 async fn wake(
@@ -162,7 +162,7 @@ async fn wake(
         if let Err(refusal) = authorise(gateway, &target.org, name, presented.as_bytes()) {
             return Err(refusal.into_response());
         }
-        if let Some(ip) = gateway.caches.pod(&target.org, name).as_deref().and_then(ready_pod_ip) {
+        if let Some(ip) = gateway.caches.pod(&target.org, name).as_deref().and_then(waking_pod_ip) {
             break ip;
         }
         tokio::select! {
@@ -173,7 +173,7 @@ async fn wake(
             }
         }
     };
-    // Ready is the kubelet's view; the first connection may still race the listener opening.
+    // The pod has an address; its dev server may still be starting (or its loader running).
     await_listening(gateway, SocketAddr::new(ip, target.port), started, browser).await.inspect_err(|_| {
         gateway.metrics.woke("timeout", started.elapsed());
     })?;
@@ -181,6 +181,9 @@ async fn wake(
     debug!(took_ms = started.elapsed().as_millis() as u64, "woke the project");
     Ok(ip)
 }
+
+/// The longest one connection attempt of a wake may take.
+const CONNECT_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// Waits until `address` accepts a connection, up to the wake timeout from `started` (a
 /// browser's hold, then the waking page, for browsers); then remembers it as serving.
@@ -194,13 +197,21 @@ async fn await_listening(
     let deadline =
         started + if browser { settings.browser_hold.min(settings.wake_timeout) } else { settings.wake_timeout };
     let mut pause = Duration::from_millis(5);
-    while tokio::net::TcpStream::connect(address).await.is_err() {
+    loop {
+        // A sandbox whose network is not up yet may drop the SYN rather than refuse it: each try
+        // is bounded, so a retransmission cannot outlast the deadline.
+        let attempt =
+            deadline.saturating_duration_since(Instant::now()).min(CONNECT_ATTEMPT).max(Duration::from_millis(10));
+        if matches!(tokio::time::timeout(attempt, tokio::net::TcpStream::connect(address)).await, Ok(Ok(_))) {
+            break;
+        }
         if Instant::now() >= deadline {
             return Err(still_waking(browser, settings.wake_timeout));
         }
-        // The last try is at the deadline itself: the whole timeout is given.
+        // The last try is at the deadline itself: the whole timeout is given. Short pauses: a
+        // dev server that has just started listening is answered within one.
         tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
-        pause = (pause * 2).min(Duration::from_millis(200));
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
     gateway.mark_serving(address, true);
     Ok(())
