@@ -35,7 +35,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::wait::{Condition, conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -49,8 +49,8 @@ use tokio::time::Instant;
 mod common;
 
 use common::{
-    Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
-    percentile, ratio, run_id, wait_answers, wait_for,
+    Sender, TEST_LABEL, add_s3_credentials, checkout, client, command_output, connect, create_home, free_port, median,
+    ms, ooda, percentile, ratio, ready_organisation, run_id, wait_answers, wait_for,
 };
 
 const CONNECTIONS: usize = 32;
@@ -93,15 +93,7 @@ async fn main() {
     create_home(&bench.client, &bench.home, &bench.run).await;
     // The example configuration's sites buckets need their credentials Secret in ooda's
     // namespace (any key does for the local S3); without it deleting a project would wait.
-    let credentials: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": { "name": "ooda-sites-s3" },
-        "stringData": { ooda::sites::ACCESS_KEY_ID: "bench", ooda::sites::SECRET_ACCESS_KEY: "bench-secret" },
-    }))
-    .expect("secret");
-    Api::namespaced(bench.client.clone(), &bench.home)
-        .create(&PostParams::default(), &credentials)
-        .await
-        .expect("create the S3 credentials Secret");
+    add_s3_credentials(&bench.client, &bench.home).await;
 
     let config = repo.join("examples/operator-config.yaml");
     let config = config.to_str().expect("utf-8 path");
@@ -173,21 +165,17 @@ struct Results {
 async fn measure(b: Arc<Bench>) -> Results {
     wait_answers(b.operator_http, "operator", |body| body.contains("leader")).await;
     wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
-    let org: Organisation = serde_json::from_value(json!({
-        "metadata": { "name": b.org, "labels": { TEST_LABEL: b.run } },
-        "spec": {
-            "jurisdiction": "eu",
-            "members": [{ "email": ALICE, "role": "admin" }],
-            "quota": { "projects": 10, "cpu": "16", "memory": "32Gi", "storage": "200Gi" },
-        }
-    }))
-    .expect("organisation");
-    let orgs: Api<Organisation> = Api::all(b.client.clone());
-    orgs.create(&PostParams::default(), &org).await.expect("create organisation");
-    wait_for(&orgs, &b.org, |o: Option<&Organisation>| {
-        o.and_then(|o| o.status.as_ref())
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    })
+    ready_organisation(
+        &b.client,
+        json!({
+            "metadata": { "name": b.org, "labels": { TEST_LABEL: b.run } },
+            "spec": {
+                "jurisdiction": "eu",
+                "members": [{ "email": ALICE, "role": "admin" }],
+                "quota": { "projects": 10, "cpu": "16", "memory": "32Gi", "storage": "200Gi" },
+            }
+        }),
+    )
     .await;
 
     let started = Instant::now();

@@ -52,7 +52,7 @@ mod common;
 
 use common::{
     Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
-    percentile, ratio, run_id, wait_answers, wait_for,
+    percentile, ratio, ready_organisation, run_id, wait_answers, wait_for,
 };
 
 /// Files of the generated site, and what they add up to.
@@ -211,21 +211,17 @@ async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
     wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
     let idle = memory(processes.gateway);
     let moto_before = processes.moto.map(memory);
-    let org: Organisation = serde_json::from_value(json!({
-        "metadata": { "name": b.org, "labels": { TEST_LABEL: b.run } },
-        "spec": {
-            "jurisdiction": JURISDICTION,
-            "members": [{ "email": ALICE, "role": "admin" }],
-            "quota": { "projects": 10, "cpu": "16", "memory": "32Gi", "storage": "200Gi" },
-        }
-    }))
-    .expect("organisation");
-    let orgs: Api<Organisation> = Api::all(b.client.clone());
-    orgs.create(&PostParams::default(), &org).await.expect("create organisation");
-    wait_for(&orgs, &b.org, |o: Option<&Organisation>| {
-        o.and_then(|o| o.status.as_ref())
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    })
+    ready_organisation(
+        &b.client,
+        json!({
+            "metadata": { "name": b.org, "labels": { TEST_LABEL: b.run } },
+            "spec": {
+                "jurisdiction": JURISDICTION,
+                "members": [{ "email": ALICE, "role": "admin" }],
+                "quota": { "projects": 10, "cpu": "16", "memory": "32Gi", "storage": "200Gi" },
+            }
+        }),
+    )
     .await;
     let account = tokio::task::spawn_blocking(|| Account::platform(ALICE, PASSWORD, MIN_ITERATIONS))
         .await

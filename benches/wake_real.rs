@@ -19,32 +19,28 @@
 //! Run with `make bench-wake` (uses the running local cluster, or brings one up for the run).
 //! The report goes to `benches/reports/wake-real.md` and stdout.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams};
 use kube::runtime::wait::conditions;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
 use ooda::crd::{Organisation, Phase, Project};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-// The load-generation helpers there are the proxy and sites benchmarks'.
-#[allow(dead_code)]
 mod common;
 
 use common::{
-    SETTLE, TEST_LABEL, checkout, client, create_home, free_port, ms, ooda, percentile, run_id, wait_answers, wait_for,
+    SETTLE, TEST_LABEL, add_s3_credentials, checkout, client, create_home, free_port, ms, ooda, percentile,
+    ready_organisation, run_id, wait_answers, wait_for,
 };
 
 const WAKES: usize = 12;
@@ -64,20 +60,15 @@ async fn main() {
     let home = format!("ooda-bench-wake-{run}");
     let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     create_home(&client, &home, &run).await;
-    let credentials: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "ooda-sites-s3" },
-        "stringData": { ooda::sites::ACCESS_KEY_ID: "bench", ooda::sites::SECRET_ACCESS_KEY: "bench-secret" },
-    }))
-    .expect("secret");
-    Api::namespaced(client.clone(), &home).create(&PostParams::default(), &credentials).await.expect("credentials");
+    add_s3_credentials(&client, &home).await;
 
     let dir = std::env::temp_dir().join(format!("ooda-bench-wake-{run}"));
-    let (_git, git_url, ca) = git_server(&repo, &dir).await;
+    let git = common::kit::GitServer::start(&repo, &dir.join("git")).await;
     let config = dir.join("operator-config.yaml");
     let mut document: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo.join("examples/operator-config.yaml")).expect("config"))
             .expect("YAML");
-    document["gitCaBundle"] = ca.into();
+    document["gitCaBundle"] = git.ca.clone().into();
     document["runtimeClasses"]["kata"] = "runc".into();
     std::fs::write(&config, serde_yaml::to_string(&document).expect("YAML")).expect("write config");
 
@@ -98,7 +89,8 @@ async fn main() {
     wait_answers(gateway_http, "gateway", |body| body == "gateway ready").await;
 
     let org = format!("bench-{run}");
-    let outcome = tokio::spawn(measure(client.clone(), home.clone(), org.clone(), run.clone(), gateway, git_url)).await;
+    let outcome =
+        tokio::spawn(measure(client.clone(), home.clone(), org.clone(), run.clone(), gateway, git.url.clone())).await;
     cleanup(&client, &home, &run).await;
     let _ = gateway_process.kill().await;
     let _ = operator.kill().await;
@@ -108,51 +100,6 @@ async fn main() {
     let out = repo.join("benches/reports/wake-real.md");
     std::fs::write(&out, &report).expect("write report");
     println!("{report}\nreport written to {} (logs in {})", out.display(), dir.display());
-}
-
-/// scripts/git-server.py serving examples/dev-server on the bed's outside address: the server,
-/// the repository's URL and the authority to trust.
-async fn git_server(repo: &Path, dir: &Path) -> (Child, String, String) {
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    let copied = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(repo.join("examples/dev-server/."))
-        .arg(&work)
-        .status()
-        .expect("cp");
-    assert!(copied.success());
-    let git = |args: &[&str]| {
-        let status = std::process::Command::new("git")
-            .args(["-c", "user.name=bench", "-c", "user.email=bench@ooda.example"])
-            .args(args)
-            .current_dir(&work)
-            .stdout(Stdio::null())
-            .status()
-            .expect("git");
-        assert!(status.success(), "git {args:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "-A"]);
-    git(&["commit", "-q", "-m", "the shop"]);
-    git(&["clone", "-q", "--bare", ".", dir.join("root/shop.git").to_str().expect("path")]);
-    let index: u8 = std::env::var("OODA_REAL_NODE_NET").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let outside = Ipv4Addr::new(198, 19, index, 1);
-    let mut server = Command::new("python3")
-        .arg(repo.join("scripts/git-server.py"))
-        .args(["--address", &outside.to_string(), "--root"])
-        .arg(dir.join("root"))
-        .arg("--tls-dir")
-        .arg(dir.join("tls"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("git server");
-    let mut lines = tokio::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
-    let base = tokio::time::timeout(SETTLE, lines.next_line()).await.expect("git server up").expect("read");
-    let url = format!("{}/shop.git", base.expect("the git server's URL"));
-    (server, url, std::fs::read_to_string(dir.join("tls/ca.crt")).expect("CA"))
 }
 
 /// One wake's timeline, from the request.
@@ -179,17 +126,13 @@ async fn measure(
     gateway: SocketAddr,
     git: String,
 ) -> Vec<(&'static str, Vec<Wake>)> {
-    let orgs: Api<Organisation> = Api::all(client.clone());
-    let manifest: Organisation = serde_json::from_value(json!({
-        "metadata": { "name": org, "labels": { TEST_LABEL: run } },
-        "spec": { "jurisdiction": "eu-real", "members": [{ "email": ALICE, "role": "admin" }] },
-    }))
-    .expect("organisation");
-    orgs.create(&PostParams::default(), &manifest).await.expect("create organisation");
-    wait_for(&orgs, &org, |o: Option<&Organisation>| {
-        o.and_then(|o| o.status.as_ref())
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    })
+    ready_organisation(
+        &client,
+        json!({
+            "metadata": { "name": org, "labels": { TEST_LABEL: run } },
+            "spec": { "jurisdiction": "eu-real", "members": [{ "email": ALICE, "role": "admin" }] },
+        }),
+    )
     .await;
     let account = tokio::task::spawn_blocking(|| Account::platform(ALICE, PASSWORD, MIN_ITERATIONS))
         .await
@@ -227,6 +170,15 @@ async fn measure(
             .await
             .expect("create project");
         assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    }
+
+    for (name, _, _) in RUNTIMES {
+        // Running once (it may already be hibernating again when this looks).
+        wait_for(&projects, name, |p: Option<&Project>| {
+            let phase = p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase);
+            matches!(phase, Some(Phase::Running | Phase::Hibernated | Phase::Waking))
+        })
+        .await;
         let preview: Value = http
             .get(format!("http://{gateway}/api/orgs/{org}/projects/{name}/preview"))
             .bearer_auth(&session)
@@ -238,7 +190,6 @@ async fn measure(
             .expect("preview JSON");
         tokens.push(preview["token"].as_str().expect("token").to_owned());
     }
-
     let mut results: Vec<(&'static str, Vec<Wake>)> =
         RUNTIMES.iter().map(|(_, _, label)| (*label, Vec::new())).collect();
     for cycle in 0..=WAKES {

@@ -32,33 +32,20 @@ build_kubernetes() {
 }
 
 build_etcd() {
-  local v="$ETCD_VERSION" out="$cache/etcd-$ETCD_VERSION"
-  [[ -f "$out/.complete" ]] && return 0
-  log "building etcd $v"
-  local work; work="$(mktemp -d)"
-  wrapper "$work"
-  printf 'require go.etcd.io/etcd/server/v3 %s\n' "$v" >>"$work/go.mod"
-  tools_go "$work" go.etcd.io/etcd/server/v3
-  (cd "$work" && go mod tidy)
-  mkdir -p "$out.tmp"
-  (cd "$work" && go build -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3)
-  finish "$out"
-  rm -rf "$work"
+  build_module "$cache/etcd-$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "-s -w" etcd=go.etcd.io/etcd/server/v3
 }
 
+# kwok also ships its stages (simulated pod and node lifecycles), from the module's kustomize/stage.
 build_kwok() {
   local v="$KWOK_VERSION" out="$cache/kwok-$KWOK_VERSION"
   [[ -f "$out/.complete" ]] && return 0
   log "building kwok $v"
   local work; work="$(mktemp -d)"
   wrapper "$work"
-  printf 'require sigs.k8s.io/kwok %s\n' "$v" >>"$work/go.mod"
-  tools_go "$work" sigs.k8s.io/kwok/cmd/kwok
-  (cd "$work" && go mod tidy)
+  go_module "$work" sigs.k8s.io/kwok "$v" sigs.k8s.io/kwok/cmd/kwok
+  go_program "$work" "$out" "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$v" kwok=sigs.k8s.io/kwok/cmd/kwok
   mkdir -p "$out.tmp/stages"
-  (cd "$work" && go build -trimpath -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$v" -o "$out.tmp/kwok" sigs.k8s.io/kwok/cmd/kwok)
-  local src; src="$(cd "$work" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
-  cp -r "$src/kustomize/stage/." "$out.tmp/stages/"
+  cp -r "$(cd "$work" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage/." "$out.tmp/stages/"
   chmod -R u+w "$out.tmp/stages"
   finish "$out"
   rm -rf "$work"

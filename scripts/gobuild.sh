@@ -43,6 +43,41 @@ kubernetes_ldflags() { # kubernetes_ldflags VERSION
   printf '%s' "-s -w -X k8s.io/component-base/version.gitVersion=$1 -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$1"
 }
 
+# go_module WORK MODULE VERSION PACKAGE...: makes the wrapper in WORK require MODULE at VERSION,
+# ready to build the packages.
+go_module() {
+  local work="$1" module="$2" version="$3"; shift 3
+  printf 'require %s %s\n' "$module" "$version" >>"$work/go.mod"
+  tools_go "$work" "$@"
+  (cd "$work" && go mod tidy)
+}
+
+# go_program WORK OUT LDFLAGS NAME=PACKAGE...: builds each package into OUT.tmp/NAME (GO_TAGS, if
+# set, are its build tags).
+go_program() {
+  local work="$1" out="$2" ldflags="$3" pair; shift 3
+  mkdir -p "$out.tmp"
+  for pair in "$@"; do
+    (cd "$work" && go build -trimpath -tags "${GO_TAGS:-}" -ldflags "$ldflags" -o "$out.tmp/${pair%%=*}" "${pair#*=}")
+  done
+}
+
+# build_module OUT MODULE VERSION LDFLAGS NAME=PACKAGE...: the whole of a plain build, skipped when
+# OUT is complete.
+build_module() {
+  local out="$1" module="$2" version="$3" ldflags="$4"; shift 4
+  [[ -f "$out/.complete" ]] && return 0
+  log "building $module $version"
+  local work pair packages=()
+  work="$(mktemp -d)"
+  for pair in "$@"; do packages+=("${pair#*=}"); done
+  wrapper "$work"
+  go_module "$work" "$module" "$version" "${packages[@]}"
+  go_program "$work" "$out" "$ldflags" "$@"
+  finish "$out"
+  rm -rf "$work"
+}
+
 # finish OUT: the staged OUT.tmp becomes OUT, marked complete, so a later run skips it.
 finish() {
   local out="$1"

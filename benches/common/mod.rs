@@ -3,8 +3,10 @@
 //! Each benchmark includes it as `mod common`. The client and free ports are the test kit's,
 //! which the cluster tests use too.
 
+#![allow(dead_code)] // Each benchmark uses its own part.
+
 #[path = "../../tests/kit/mod.rs"]
-mod kit;
+pub mod kit;
 
 pub use kit::{client, free_port};
 
@@ -150,4 +152,31 @@ pub async fn wait_answers(addr: SocketAddr, what: &str, ready: impl Fn(&str) -> 
         assert!(Instant::now() < deadline, "{what} on {addr} not ready in time");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The S3 credentials Secret the example configuration names, in ooda's namespace `home` (the
+/// local S3 takes any key); without it deleting a project with a site would wait.
+pub async fn add_s3_credentials(client: &Client, home: &str) {
+    let credentials: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": { "name": "ooda-sites-s3" },
+        "stringData": { ooda::sites::ACCESS_KEY_ID: "bench", ooda::sites::SECRET_ACCESS_KEY: "bench-secret" },
+    }))
+    .expect("secret");
+    Api::namespaced(client.clone(), home)
+        .create(&PostParams::default(), &credentials)
+        .await
+        .expect("create the S3 credentials Secret");
+}
+
+/// Creates the organisation `manifest` and waits until it is Ready.
+pub async fn ready_organisation(client: &Client, manifest: serde_json::Value) {
+    let org: ooda::crd::Organisation = serde_json::from_value(manifest).expect("organisation");
+    let name = org.metadata.name.clone().expect("a name");
+    let orgs: Api<ooda::crd::Organisation> = Api::all(client.clone());
+    orgs.create(&PostParams::default(), &org).await.expect("create organisation");
+    wait_for(&orgs, &name, |o: Option<&ooda::crd::Organisation>| {
+        o.and_then(|o| o.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
 }

@@ -3,8 +3,8 @@
 //! own dev server (examples/dev-server) answering through the preview proxy, their workspace kept
 //! across hibernation, and their NetworkPolicy enforced on real packets.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use ooda::crd::{Phase, Project};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::gateway::ALICE;
 use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user};
 use crate::harness::{SETTLE, TEST_LABEL, client, eventually, install_crds, repo, unique_name, wait_deleted, wait_for};
+use crate::kit::{GitServer, bridge_address, outside_address};
 use crate::operator_harness::{World, project_phase};
 
 /// The jurisdiction whose pods go to the real node (examples/operator-config.yaml).
@@ -31,19 +32,6 @@ const DEV_PORT: u16 = 8080;
 const REAL_NODE_TOLERATION: &str = "ooda.run/real-node";
 /// Where the example configuration says the gateway's pods run (`gateway.namespace`).
 const GATEWAY_NAMESPACE: &str = "ooda-system";
-
-/// The bed's addresses, numbered as scripts/lib.sh numbers them.
-struct Network {
-    /// The host's address on the pods' bridge.
-    bridge: Ipv4Addr,
-    /// The host address pods may reach: the bed's stand-in for the world outside the cluster.
-    outside: Ipv4Addr,
-}
-
-fn network() -> Network {
-    let index: u8 = std::env::var("OODA_REAL_NODE_NET").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-    Network { bridge: Ipv4Addr::new(198, 18, index, 1), outside: Ipv4Addr::new(198, 19, index, 1) }
-}
 
 fn kubectl() -> Command {
     let binary = std::env::var_os("OODA_KUBECTL").expect("OODA_KUBECTL names the bed's kubectl (make test sets it)");
@@ -83,70 +71,6 @@ async fn connects(namespace: &str, pod: &str, container: &str, address: SocketAd
     exec(namespace, pod, container, &script, "").await.1.trim() == "open"
 }
 
-/// A Git repository holding examples/dev-server, served over HTTPS on the bed's outside address
-/// by scripts/git-server.py, with a certificate authority of its own.
-struct GitServer {
-    _process: Child,
-    /// The repository's URL.
-    url: String,
-    /// The certificate authority to trust, PEM.
-    ca: String,
-}
-
-impl GitServer {
-    async fn start(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("ooda-{test}-git"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let work = dir.join("work");
-        copy_dir(&repo().join("examples/dev-server"), &work);
-        let git = |args: &[&str], cwd: &Path| {
-            let status = std::process::Command::new("git")
-                .args(["-c", "user.name=ooda tests", "-c", "user.email=tests@ooda.example"])
-                .args(args)
-                .current_dir(cwd)
-                .stdout(Stdio::null())
-                .status()
-                .expect("run git");
-            assert!(status.success(), "git {args:?}");
-        };
-        git(&["init", "-q", "-b", "main"], &work);
-        git(&["add", "-A"], &work);
-        git(&["commit", "-q", "-m", "the shop"], &work);
-        std::fs::create_dir_all(dir.join("root")).expect("mkdir");
-        git(&["clone", "-q", "--bare", ".", dir.join("root/shop.git").to_str().unwrap()], &work);
-
-        let mut process = Command::new("python3")
-            .arg(repo().join("scripts/git-server.py"))
-            .args(["--address", &network().outside.to_string(), "--root"])
-            .arg(dir.join("root"))
-            .arg("--tls-dir")
-            .arg(dir.join("tls"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the git server");
-        let mut lines = BufReader::new(process.stdout.take().expect("stdout")).lines();
-        let base = tokio::time::timeout(SETTLE, lines.next_line()).await.expect("git server started in time");
-        let base = base.expect("read").expect("the git server prints its URL");
-        let ca = std::fs::read_to_string(dir.join("tls/ca.crt")).expect("the git server's CA");
-        GitServer { _process: process, url: format!("{base}/shop.git"), ca }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 /// The example configuration trusting the Git server's authority.
 fn config_trusting(test: &str, ca: &str) -> PathBuf {
     let example = std::fs::read_to_string(crate::operator_harness::example_config()).expect("example config");
@@ -172,7 +96,7 @@ impl Real {
         let client = client().await;
         install_crds(&client).await;
         let test = unique_name(test);
-        let git = GitServer::start(&test).await;
+        let git = GitServer::start(&repo(), &std::env::temp_dir().join(format!("ooda-{test}-git"))).await;
         let config = config_trusting(&test, &git.ca);
         let world = World::start_with(&client, &test, config.clone()).await;
         let org = world.ready_organisation(REAL).await.metadata.name.expect("name");
@@ -380,7 +304,6 @@ async fn namespace(client: &kube::Client, name: &str, test: &str) -> Api<Namespa
 async fn network_policy_lets_only_the_gateway_in_and_keeps_projects_off_pods_and_denied_ranges() {
     let s = Real::start("real-netpol").await;
     let client = s.world.client.clone();
-    let net = network();
     for name in ["alpha", "beta"] {
         let path = format!("/api/orgs/{}/projects", s.org);
         let body = json!({ "name": name, "spec": s.spec("15m") });
@@ -405,7 +328,7 @@ async fn network_policy_lets_only_the_gateway_in_and_keeps_projects_off_pods_and
     let open_ns = format!("open-{}", s.world.test);
     let namespaces = namespace(&client, &open_ns, &s.world.test).await;
     let listener = SocketAddr::new(plain_pod(&client, &open_ns, "listener", json!({}), Some(LISTENER)).await, 9000);
-    let outside = tokio::net::TcpListener::bind((net.outside, 0)).await.expect("listen on the outside address");
+    let outside = tokio::net::TcpListener::bind((outside_address(), 0)).await.expect("listen on the outside address");
     let outside = outside.local_addr().unwrap();
     plain_pod(&client, &open_ns, "client", json!({}), None).await;
 
@@ -413,7 +336,10 @@ async fn network_policy_lets_only_the_gateway_in_and_keeps_projects_off_pods_and
     assert!(!alpha(beta).await, "a project reached another project's pod");
     assert!(!alpha(gamma).await, "a project reached another organisation's pod");
     assert!(!alpha(listener).await, "a project reached a pod on a denied range");
-    assert!(!alpha(SocketAddr::new(net.bridge.into(), s.gateway.http.port())).await, "a project reached the host");
+    assert!(
+        !alpha(SocketAddr::new(bridge_address().into(), s.gateway.http.port())).await,
+        "a project reached the host"
+    );
     assert!(alpha(outside).await, "a project reaches addresses outside the denied ranges");
     // The refusals were the policy's: without one, the same pods are reachable.
     assert!(connects(&open_ns, "client", "main", listener).await, "an unconfined pod reaches the listener");

@@ -1,18 +1,18 @@
 //! What the cluster tests and the benchmarks share: a client for the local control plane, free
 //! loopback ports, a minimal HTTP GET, the `ooda` binary as a child process whose log is named
-//! when something fails, and one way to wait for what has no watch. Included by both as
+//! when something fails, one way to wait for what has no watch, and the bed's Git server. Included by both as
 //! `#[path = "…/kit/mod.rs"] mod kit;`.
 
 #![allow(dead_code)] // Each includer uses its own part.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// A client for the cluster in `kubeconfig`. Panics, with what to do, when there is none.
@@ -95,6 +95,83 @@ impl Drop for Ooda {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("ooda's log: {}", self.log.display());
+        }
+    }
+}
+
+/// The real node's address for what stands outside the cluster (scripts/lib.sh numbers it).
+pub fn outside_address() -> Ipv4Addr {
+    Ipv4Addr::new(198, 19, real_node_net(), 1)
+}
+
+/// The host's address on the real node's pod bridge.
+pub fn bridge_address() -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, real_node_net(), 1)
+}
+
+fn real_node_net() -> u8 {
+    std::env::var("OODA_REAL_NODE_NET").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A Git repository holding examples/dev-server, served over HTTPS on the bed's outside address
+/// by scripts/git-server.py (killed when dropped), with a certificate authority of its own.
+pub struct GitServer {
+    _process: Child,
+    /// The repository's URL.
+    pub url: String,
+    /// The certificate authority to trust, PEM.
+    pub ca: String,
+}
+
+impl GitServer {
+    /// Starts the server for `repo`'s checkout, keeping its files in `dir`.
+    pub async fn start(repo: &Path, dir: &Path) -> Self {
+        let _ = std::fs::remove_dir_all(dir);
+        let work = dir.join("work");
+        copy_dir(&repo.join("examples/dev-server"), &work);
+        let git = |args: &[&str]| {
+            let status = std::process::Command::new("git")
+                .args(["-c", "user.name=ooda", "-c", "user.email=tests@ooda.example"])
+                .args(args)
+                .current_dir(&work)
+                .stdout(Stdio::null())
+                .status()
+                .expect("run git");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "the shop"]);
+        git(&["clone", "-q", "--bare", ".", dir.join("root/shop.git").to_str().expect("utf-8 path")]);
+
+        let mut process = Command::new("python3")
+            .arg(repo.join("scripts/git-server.py"))
+            .args(["--address", &outside_address().to_string(), "--root"])
+            .arg(dir.join("root"))
+            .arg("--tls-dir")
+            .arg(dir.join("tls"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the git server");
+        let mut lines = tokio::io::BufReader::new(process.stdout.take().expect("stdout")).lines();
+        let base = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        let base = base.expect("the git server started in time").expect("read").expect("the git server's URL");
+        let ca = std::fs::read_to_string(dir.join("tls/ca.crt")).expect("the git server's CA");
+        GitServer { _process: process, url: format!("{base}/shop.git"), ca }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
         }
     }
 }
