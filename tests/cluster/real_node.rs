@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use ooda::crd::{Phase, Project};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -191,6 +191,11 @@ async fn a_gvisor_project_runs_its_repository_s_dev_server_behind_the_preview_pr
     let (_, dmesg) = exec(&ns, &pod_name("shop"), "workspace", "dmesg | head -n 1", "").await;
     assert!(dmesg.contains("gVisor"), "{dmesg}");
 
+    // The API server reaches the kubelet for logs too, with its own certificate.
+    let logs = kubectl().args(["logs", "-n", &ns, &pod_name("shop"), "-c", "loader"]).output().await.expect("logs");
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("ooda-loader: checked out main"), "the loader's log: {logs}");
+
     // The loader seeded the workspace from the repository, as the environment's user.
     let (ok, files) =
         exec(&ns, &pod_name("shop"), "workspace", "cd /workspace && git log --format=%s && ls -A && id -u", "").await;
@@ -254,6 +259,22 @@ async fn hibernation_keeps_the_workspace_and_a_preview_request_wakes_it() {
     s.world.cleanup().await;
 }
 
+/// `GET /` through `kubectl port-forward` to the pod's `port`.
+async fn port_forward_get(namespace: &str, pod: &str, port: u16) -> String {
+    let mut forward = kubectl()
+        .args(["port-forward", "-n", namespace, &format!("pod/{pod}"), &format!(":{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let mut lines = tokio::io::BufReader::new(forward.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(SETTLE, lines.next_line()).await.expect("forwarding in time").unwrap();
+    // "Forwarding from 127.0.0.1:<port> -> <port>"
+    let local = line.as_deref().and_then(|l| l.split_whitespace().nth(2)).expect("the forwarded address").to_owned();
+    let page = reqwest::get(format!("http://{local}/")).await.expect("an answer through port-forward");
+    page.text().await.expect("the page")
+}
+
 /// A pod on the real node running `python3 -c <program>` (or sleeping), in `namespace`.
 async fn plain_pod(client: &kube::Client, namespace: &str, name: &str, labels: Value, program: Option<&str>) -> IpAddr {
     let command = match program {
@@ -286,7 +307,8 @@ async fn plain_pod(client: &kube::Client, namespace: &str, name: &str, labels: V
     ready.status.and_then(|s| s.pod_ip).expect("pod IP").parse().expect("an IP")
 }
 
-const LISTENER: &str = "import socket\ns = socket.create_server(('0.0.0.0', 9000))\nwhile True: s.accept()[0].close()";
+/// An HTTP server on port 9000, serving the pod's root directory.
+const LISTENER: &str = "import http.server, os\nos.chdir('/')\nhttp.server.ThreadingHTTPServer(('0.0.0.0', 9000), http.server.SimpleHTTPRequestHandler).serve_forever()";
 
 async fn namespace(client: &kube::Client, name: &str, test: &str) -> Api<Namespace> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -343,6 +365,10 @@ async fn network_policy_lets_only_the_gateway_in_and_keeps_projects_off_pods_and
     assert!(alpha(outside).await, "a project reaches addresses outside the denied ranges");
     // The refusals were the policy's: without one, the same pods are reachable.
     assert!(connects(&open_ns, "client", "main", listener).await, "an unconfined pod reaches the listener");
+    // kubectl port-forward, through the API server and the kubelet with their certificates. (Into
+    // a runc pod: containerd forwards inside the pod's network namespace, and a gVisor sandbox's
+    // own network stack is not there.)
+    assert!(port_forward_get(&open_ns, "listener", 9000).await.contains("Directory listing"));
 
     // Only the gateway's pods reach a project's preview port.
     let gateway_ns = GATEWAY_NAMESPACE;

@@ -178,12 +178,13 @@ fn restricted_container_context() -> SecurityContext {
 }
 
 /// Clones the project's repository into the workspace, only while the workspace is empty (a
-/// fresh volume may hold `lost+found`). The clone happens in a scratch directory and is copied in
-/// only once complete, so a failed fetch leaves the workspace empty for the next attempt (and git
-/// never works in the volume's root-owned directory). URL and ref arrive as environment
-/// variables, never as shell text; the CRD refuses refs starting with `-`, and `--` ends git's
-/// options anyway.
-/// A configured CA bundle is trusted beside the image's own certificates.
+/// fresh volume may hold `lost+found`). The clone happens in `.ooda-loading` on the volume itself
+/// and its entries are renamed into place only once it is complete, so a failed fetch leaves the
+/// workspace empty for the next attempt (which first removes what the failed one left), and
+/// nothing touches the workspace directory's own owner or mode (root's on some volumes,
+/// which the environment's user may not change). URL and ref arrive as environment variables,
+/// never as shell text; the CRD refuses refs starting with `-`, and `--` ends git's options
+/// anyway. A configured CA bundle is trusted beside the image's own certificates.
 pub const LOADER_SCRIPT: &str = r#"set -eu
 if [ -n "${OODA_GIT_CA_BUNDLE:-}" ]; then
   GIT_SSL_CAINFO="$(mktemp)"
@@ -192,21 +193,26 @@ if [ -n "${OODA_GIT_CA_BUNDLE:-}" ]; then
   export GIT_SSL_CAINFO
 fi
 cd "$WORKSPACE"
+rm -rf .ooda-loading
 if [ -n "$(ls -A | grep -v '^lost+found$' || true)" ]; then
   echo "ooda-loader: workspace is not empty; leaving it as it is"
   exit 0
 fi
-scratch="$(mktemp -d)"
-git init -q "$scratch"
-git -C "$scratch" remote add origin -- "$GIT_URL"
-git -C "$scratch" fetch -q --depth 1 origin -- "${GIT_REF:-HEAD}"
-git -C "$scratch" checkout -q --detach FETCH_HEAD
-cp -a "$scratch"/. "$WORKSPACE"/
-rm -rf "$scratch"
+git init -q .ooda-loading
+git -C .ooda-loading remote add origin -- "$GIT_URL"
+git -C .ooda-loading fetch -q --depth 1 origin -- "${GIT_REF:-HEAD}"
+git -C .ooda-loading checkout -q --detach FETCH_HEAD
+for entry in .ooda-loading/* .ooda-loading/.[!.]* .ooda-loading/..?*; do
+  if [ -e "$entry" ] || [ -L "$entry" ]; then mv "$entry" .; fi
+done
+rmdir .ooda-loading
 echo "ooda-loader: checked out ${GIT_REF:-the default branch} of $GIT_URL"
 "#;
 
-fn loader(inputs: &Inputs) -> Option<Container> {
+/// The loader runs with the project's own dedicated compute: an init container's requests are not
+/// added to the pod's (the larger of the two counts), so the pod, and the organisation's quota,
+/// count exactly what the project asked for, and the clone gets all of it.
+fn loader(inputs: &Inputs, dedicated: &BTreeMap<String, Quantity>) -> Option<Container> {
     let git = inputs.project.spec.source.as_ref()?.git.as_ref()?;
     let mut env = vec![
         EnvVar { name: "WORKSPACE".into(), value: Some(WORKSPACE_PATH.into()), ..Default::default() },
@@ -220,14 +226,12 @@ fn loader(inputs: &Inputs) -> Option<Container> {
     if let Some(bundle) = &inputs.config.git_ca_bundle {
         env.push(EnvVar { name: "OODA_GIT_CA_BUNDLE".into(), value: Some(bundle.clone()), ..Default::default() });
     }
-    let small =
-        BTreeMap::from([("cpu".to_owned(), Quantity("250m".into())), ("memory".to_owned(), Quantity("256Mi".into()))]);
     Some(Container {
         name: "loader".into(),
         image: Some(inputs.config.defaults.loader_image.clone()),
         command: Some(vec!["/bin/sh".into(), "-c".into(), LOADER_SCRIPT.into()]),
         env: Some(env),
-        resources: Some(requests_equal_limits(small)),
+        resources: Some(requests_equal_limits(dedicated.clone())),
         security_context: Some(restricted_container_context()),
         volume_mounts: Some(workspace_mount()),
         ..Default::default()
@@ -331,7 +335,7 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
         ports: (!ports.is_empty()).then_some(ports),
         env: Some(environment(inputs, names)),
         readiness_probe: preview_probe(project),
-        resources: Some(requests_equal_limits(dedicated)),
+        resources: Some(requests_equal_limits(dedicated.clone())),
         security_context: Some(restricted_container_context()),
         volume_mounts: Some(workspace_mount()),
         ..Default::default()
@@ -351,7 +355,7 @@ fn stateful_set(inputs: &Inputs, names: &Names) -> StatefulSet {
             seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
             ..Default::default()
         }),
-        init_containers: loader(inputs).map(|c| vec![c]),
+        init_containers: loader(inputs, &dedicated).map(|c| vec![c]),
         containers: vec![workspace],
         volumes: Some(vec![Volume {
             name: "workspace".into(),
@@ -932,6 +936,7 @@ mod tests {
         }
         let resources = loader.resources.as_ref().expect("loader resources");
         assert_eq!(resources.requests, resources.limits);
+        assert_eq!(loader.resources, container(&d, "workspace").resources, "the project's own compute, no more");
     }
 
     #[test]
@@ -1261,6 +1266,42 @@ mod tests {
         assert!(workspace.path().join("README.md").is_file());
         assert!(workspace.path().join(".git").is_dir());
         assert!(workspace.path().join("lost+found").is_dir());
+    }
+
+    #[test]
+    fn loader_seeds_a_root_owned_workspace_as_an_unprivileged_user_and_leaves_its_directory_alone() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        std::fs::set_permissions(workspace.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let before = std::fs::metadata(workspace.path()).unwrap();
+        // As a local-path or hostPath volume is: the directory belongs to root, the environment's
+        // user is someone else (who owns the repository it fetches, as git wants).
+        let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(repo.dir.path()).status().unwrap();
+        assert!(chown.success());
+        let output = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", LOADER_SCRIPT])
+            .env("WORKSPACE", workspace.path())
+            .env("GIT_URL", repo.url())
+            .env("GIT_REF", "main")
+            .env("HOME", workspace.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("run setpriv");
+        assert!(succeeded(&output));
+        assert_eq!(entries(workspace.path()), [".git", "README.md"]);
+        let after = std::fs::metadata(workspace.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((after.uid(), after.mode()), (before.uid(), before.mode()));
+    }
+
+    #[test]
+    fn a_failed_attempt_leaves_nothing_the_next_one_mistakes_for_contents() {
+        let repo = Repository::new();
+        let workspace = TempDir::new("workspace");
+        let missing = format!("file://{}/missing", workspace.path().display());
+        assert!(!run_loader(workspace.path(), repo.home.path(), &missing, Some("main")).status.success());
+        assert!(succeeded(&run_loader(workspace.path(), repo.home.path(), &repo.url(), Some("main"))));
+        assert_eq!(entries(workspace.path()), [".git", "README.md"], "the retry seeded the workspace");
     }
 
     #[test]
