@@ -4,8 +4,9 @@
 //! Starts the real operator and gateway (release builds), a Git server with examples/dev-server
 //! (as `make demo` does), and an `eu-real` organisation with two projects seeded from it: one
 //! under gVisor, one under plain runc (the run's configuration maps isolation `kata` to the bed's
-//! `runc` RuntimeClass). Each cycle lets both hibernate (10 s idle timeout) and wakes each with one
-//! request through the preview proxy, while watches and a TCP poll timestamp the steps:
+//! `runc` RuntimeClass); and a third under gVisor with no repository, so no loader init container.
+//! Each cycle lets them hibernate (10 s idle timeout) and wakes each with one request through the
+//! preview proxy, while watches and a TCP poll timestamp the steps:
 //!
 //! - ooda, before: the request reaches the gateway, which renews the activity Lease; the
 //!   operator sees it and scales the StatefulSet to one;
@@ -47,9 +48,14 @@ const WAKES: usize = 12;
 const DEV_PORT: u16 = 8080;
 const ALICE: &str = "alice@acme.example";
 const PASSWORD: &str = "correct horse battery staple";
-/// The two projects: (name, isolation, what it runs under).
-const RUNTIMES: [(&str, &str, &str); 2] =
-    [("wake-gvisor", "gvisor", "gVisor (runsc, systrap)"), ("wake-runc", "kata", "runc")];
+/// The projects: (name, isolation, whether it has a repository to load, what it runs under). The
+/// third shows what the loader init container costs a gVisor wake: no repository, so no loader,
+/// and the environment serves its empty workspace.
+const RUNTIMES: [(&str, &str, bool, &str); 3] = [
+    ("wake-gvisor", "gvisor", true, "gVisor (runsc, systrap)"),
+    ("wake-runc", "kata", true, "runc"),
+    ("wake-bare", "gvisor", false, "gVisor, no loader"),
+];
 
 #[tokio::main]
 async fn main() {
@@ -154,14 +160,16 @@ async fn measure(
     let namespace = format!("org-{org}");
     let projects: Api<Project> = Api::namespaced(client.clone(), &namespace);
     let mut tokens = Vec::new();
-    for (name, isolation, _) in RUNTIMES {
-        let spec = json!({
-            "source": { "git": { "url": git, "ref": "main" } },
+    for (name, isolation, loads, _) in RUNTIMES {
+        let mut spec = json!({
             "isolation": isolation,
             "resources": { "cpu": "500m", "memory": "256Mi", "storage": "1Gi" },
             "ports": [{ "name": "web", "port": DEV_PORT, "preview": true }],
             "lifecycle": { "idleTimeout": "10s" },
         });
+        if loads {
+            spec["source"] = json!({ "git": { "url": git, "ref": "main" } });
+        }
         let created = http
             .post(format!("http://{gateway}/api/orgs/{org}/projects"))
             .bearer_auth(&session)
@@ -172,7 +180,7 @@ async fn measure(
         assert_eq!(created.status(), reqwest::StatusCode::CREATED);
     }
 
-    for (name, _, _) in RUNTIMES {
+    for (name, _, _, _) in RUNTIMES {
         // Running once (it may already be hibernating again when this looks).
         wait_for(&projects, name, |p: Option<&Project>| {
             let phase = p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase);
@@ -191,9 +199,9 @@ async fn measure(
         tokens.push(preview["token"].as_str().expect("token").to_owned());
     }
     let mut results: Vec<(&'static str, Vec<Wake>)> =
-        RUNTIMES.iter().map(|(_, _, label)| (*label, Vec::new())).collect();
+        RUNTIMES.iter().map(|(_, _, _, label)| (*label, Vec::new())).collect();
     for cycle in 0..=WAKES {
-        for (i, (name, _, _)) in RUNTIMES.iter().enumerate() {
+        for (i, (name, _, _, _)) in RUNTIMES.iter().enumerate() {
             hibernated(&client, &projects, &namespace, name).await;
             let wake = wake(&client, &namespace, name, &org, gateway, &tokens[i]).await;
             // The first cycle wakes pods whose image and volume are new to the node: not counted.
@@ -351,8 +359,8 @@ fn report(results: &[(&'static str, Vec<Wake>)], checkout: &str, load: &str) -> 
     let mut out = String::from("# Waking a hibernated project on the real node\n\n");
     out += &format!(
         "`make bench-wake`, {checkout}; load average at the start: {}. 2 cores shared by the control \
-         plane, the real node, the operator, the gateway and the benchmark. {WAKES} wakes per runtime, \
-         the two runtimes alternating, after one uncounted wake each. Each wake: the project \
+         plane, the real node, the operator, the gateway and the benchmark. {WAKES} wakes per project, \
+         the projects taking turns, after one uncounted wake each. Each wake: the project \
          hibernated (pod gone), one GET through the preview proxy, timed to the first byte of its answer.\n\n",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
@@ -387,7 +395,8 @@ fn report(results: &[(&'static str, Vec<Wake>)], checkout: &str, load: &str) -> 
     out += "\nThe steps are timestamped by the benchmark's own watches (StatefulSet replicas, the pod's \
             node and container state) and a TCP poll of the pod's port every 2 ms, so each carries a \
             few milliseconds of watch delivery. The kubelet's share includes the loader init container, \
-            which starts on every wake and finds the workspace already seeded. p50 and p95 are nearest-rank \
+            which starts on every wake and finds the workspace already seeded; the project without a \
+            repository has none, and its dev server is Python's static file server. p50 and p95 are nearest-rank \
             per step, so the rows need not add up to the total's.\n";
     out
 }
