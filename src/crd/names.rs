@@ -15,6 +15,12 @@ pub const TOKEN_KEY: &str = "token";
 pub const TOKEN_STATE: &str = "ooda.run/token-state";
 /// Annotation on the activity Lease: what renewed it last (`http`, `websocket`, `api`, …).
 pub const LAST_SIGNAL: &str = "ooda.run/last-signal";
+/// Annotation on a workspace claim: a pod that ran the loader on it became Ready, so the
+/// workspace holds the project's repository and later pods start without the loader. A claim made
+/// anew has none, and gets the loader again.
+pub const WORKSPACE_SEEDED: &str = "ooda.run/workspace-seeded";
+/// The init container that seeds the workspace.
+pub const LOADER_CONTAINER: &str = "loader";
 /// Separates the project from its organisation in preview and site host names. Neither name may
 /// contain it (the CRDs refuse such names), so a host label has exactly one reading.
 pub const HOST_SEPARATOR: &str = "--";

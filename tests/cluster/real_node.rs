@@ -255,7 +255,15 @@ async fn hibernation_keeps_the_workspace_and_a_preview_request_wakes_it() {
     println!("real wake (gVisor, pod gone → first proxied answer): {latency:?}");
     let (ok, notes) = exec(&ns, &pod_name("nap"), "workspace", "cat /workspace/notes.txt", "").await;
     assert!(ok && notes.trim() == "kept", "the workspace kept its file: {notes}");
-    assert_eq!(claims.get("nap-workspace").await.expect("claim").metadata.uid, claim_uid, "the same volume");
+    let claim = claims.get("nap-workspace").await.expect("claim");
+    assert_eq!(claim.metadata.uid, claim_uid, "the same volume");
+    // Seeded once: the woken pod starts without the loader.
+    assert_eq!(
+        claim.metadata.annotations.unwrap_or_default().get("ooda.run/workspace-seeded").map(String::as_str),
+        Some("true")
+    );
+    let woken_pod = pods.get(&pod_name("nap")).await.expect("the woken pod");
+    assert!(woken_pod.spec.expect("spec").init_containers.unwrap_or_default().is_empty(), "the loader ran again");
     s.world.cleanup().await;
 }
 

@@ -24,7 +24,8 @@ use kube::Resource;
 use crate::config::{Jurisdiction, OperatorConfig};
 use crate::crd::Project;
 use crate::crd::names::{
-    TOKEN_KEY, TOKEN_STATE, TokenState, preview_secret_name, project_labels, publish_secret_name, workspace_name,
+    LOADER_CONTAINER, TOKEN_KEY, TOKEN_STATE, TokenState, WORKSPACE_SEEDED, preview_secret_name, project_labels,
+    publish_secret_name, workspace_name,
 };
 use crate::operator::apply::stamp;
 
@@ -45,6 +46,11 @@ pub struct Inputs<'a> {
     pub token_state: TokenState,
     /// The project's publish token (kept for the project's life).
     pub publish_token: &'a str,
+    /// The workspace claim holds the repository already (see [`WORKSPACE_SEEDED`]).
+    pub workspace_seeded: bool,
+    /// Whether pods start with the loader (a Git source, and a workspace not known to be seeded,
+    /// or a running pod that was started with it).
+    pub load_workspace: bool,
 }
 
 /// Every child a project should have. `service` is absent when the project has no ports.
@@ -142,8 +148,9 @@ fn resources(inputs: &Inputs) -> Resources {
 }
 
 fn workspace_claim(inputs: &Inputs, names: &Names) -> PersistentVolumeClaim {
+    let seeded = inputs.workspace_seeded.then(|| BTreeMap::from([(WORKSPACE_SEEDED.to_owned(), "true".to_owned())]));
     PersistentVolumeClaim {
-        metadata: names.meta(workspace_name(names.project)),
+        metadata: ObjectMeta { annotations: seeded, ..names.meta(workspace_name(names.project)) },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: Some(inputs.jurisdiction.storage_class.clone()),
@@ -213,6 +220,9 @@ echo "ooda-loader: checked out ${GIT_REF:-the default branch} of $GIT_URL"
 /// added to the pod's (the larger of the two counts), so the pod, and the organisation's quota,
 /// count exactly what the project asked for, and the clone gets all of it.
 fn loader(inputs: &Inputs, dedicated: &BTreeMap<String, Quantity>) -> Option<Container> {
+    if !inputs.load_workspace {
+        return None;
+    }
     let git = inputs.project.spec.source.as_ref()?.git.as_ref()?;
     let mut env = vec![
         EnvVar { name: "WORKSPACE".into(), value: Some(WORKSPACE_PATH.into()), ..Default::default() },
@@ -227,7 +237,7 @@ fn loader(inputs: &Inputs, dedicated: &BTreeMap<String, Quantity>) -> Option<Con
         env.push(EnvVar { name: "OODA_GIT_CA_BUNDLE".into(), value: Some(bundle.clone()), ..Default::default() });
     }
     Some(Container {
-        name: "loader".into(),
+        name: LOADER_CONTAINER.into(),
         image: Some(inputs.config.defaults.loader_image.clone()),
         command: Some(vec!["/bin/sh".into(), "-c".into(), LOADER_SCRIPT.into()]),
         env: Some(env),
@@ -546,6 +556,8 @@ mod tests {
             token: "secret-token",
             token_state: TokenState::Running,
             publish_token: "publish-token-of-the-tests",
+            workspace_seeded: false,
+            load_workspace: true,
         })
     }
 
@@ -993,6 +1005,33 @@ mod tests {
     }
 
     #[test]
+    fn a_seeded_workspace_is_marked_on_its_claim_and_pods_may_start_without_the_loader() {
+        let project = full_project();
+        let config = config();
+        let jurisdiction = &config.jurisdictions["eu"];
+        let build = |workspace_seeded, load_workspace| {
+            desired(&Inputs {
+                project: &project,
+                organisation: "acme",
+                jurisdiction,
+                config: &config,
+                replicas: 1,
+                token: "t",
+                token_state: TokenState::Running,
+                publish_token: "p",
+                workspace_seeded,
+                load_workspace,
+            })
+        };
+        let first = build(false, true);
+        assert!(pod(&first).init_containers.as_ref().is_some_and(|c| c[0].name == LOADER_CONTAINER));
+        assert_eq!(first.workspace.metadata.annotations.as_ref().and_then(|a| a.get(WORKSPACE_SEEDED)), None);
+        let later = build(true, false);
+        assert_eq!(pod(&later).init_containers, None);
+        assert_eq!(later.workspace.metadata.annotations.as_ref().unwrap()[WORKSPACE_SEEDED], "true");
+    }
+
+    #[test]
     fn there_is_no_loader_without_a_git_source() {
         for spec in [json!({}), json!({ "source": {} })] {
             let d = build(&project(spec.clone()));
@@ -1014,6 +1053,8 @@ mod tests {
             token: "tok-123",
             token_state: TokenState::Stopped,
             publish_token: "publish-token-of-the-tests",
+            workspace_seeded: false,
+            load_workspace: true,
         });
         let secret = &d.preview_secret;
         assert_eq!(secret.type_.as_deref(), Some("Opaque"));
@@ -1038,6 +1079,8 @@ mod tests {
                 token,
                 token_state: TokenState::Running,
                 publish_token: "publish-token-of-the-tests",
+                workspace_seeded: false,
+                load_workspace: true,
             })
         };
         let (a, b) = (with_token("first"), with_token("second"));

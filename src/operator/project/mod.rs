@@ -25,8 +25,9 @@ use tracing::{info, instrument};
 
 use crate::crd::conditions;
 use crate::crd::names::{
-    LAST_SIGNAL, TOKEN_KEY, TOKEN_STATE, TokenState, activity_lease_name, object_ref, organisation_of_namespace,
-    pod_name, preview_secret_name, project_host, project_labels, publish_secret_name, workspace_name,
+    LAST_SIGNAL, LOADER_CONTAINER, TOKEN_KEY, TOKEN_STATE, TokenState, WORKSPACE_SEEDED, activity_lease_name,
+    object_ref, organisation_of_namespace, pod_name, preview_secret_name, project_host, project_labels,
+    publish_secret_name, workspace_name,
 };
 use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, ProjectStatus, WakeStatus};
 use crate::operator::apply::{FIELD_MANAGER, apply_child, apply_status, in_namespace};
@@ -161,6 +162,8 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         token: &plan.token,
         token_state: plan.token_state,
         publish_token: &plan.publish_token,
+        workspace_seeded: observed.workspace_seeded,
+        load_workspace: load_workspace(observed.workspace_seeded, plan.decision.replicas, &observed.children),
     });
     apply_children(project, &desired, &observed, shared).await?;
     if plan.rotate {
@@ -185,6 +188,19 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
     })
 }
 
+/// Whether pods start with the loader. Once the workspace is seeded they do not (a wake is then
+/// one container start shorter: about a second under gVisor), but a running pod is never
+/// restarted just to drop it: the template loses the loader when the project scales to zero.
+fn load_workspace(workspace_seeded: bool, replicas: i32, live: &LiveChildren) -> bool {
+    let running_with_loader = replicas > 0
+        && live
+            .stateful_set
+            .as_ref()
+            .and_then(|set| set.spec.as_ref()?.template.spec.as_ref()?.init_containers.as_ref())
+            .is_some_and(|init| init.iter().any(|c| c.name == LOADER_CONTAINER));
+    !workspace_seeded || running_with_loader
+}
+
 /// What a reconcile reads: the activity Lease (created if missing, so the gateway has one to
 /// renew), the pod's readiness, the tokens, and the live children.
 struct Observed {
@@ -192,6 +208,8 @@ struct Observed {
     last_signal: Option<String>,
     pod_ready: bool,
     ready_since: Option<Timestamp>,
+    /// The workspace claim is annotated as seeded, or a Ready pod ran the loader on it.
+    workspace_seeded: bool,
     preview_token: Option<Vec<u8>>,
     token_issued_for: Option<TokenState>,
     publish_token: Option<Vec<u8>>,
@@ -220,11 +238,23 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
             create_activity_lease(project, org_name, &leases, now, &ctx.shared).await?
         }
     };
-    let ready = caches.pods.get(&object_ref(&namespace, pod_name(&name))).and_then(|pod| {
+    let pod = caches.pods.get(&object_ref(&namespace, pod_name(&name)));
+    let ready = pod.as_ref().and_then(|pod| {
         let conditions = pod.status.as_ref()?.conditions.as_ref()?;
         let ready = conditions.iter().find(|c| c.type_ == "Ready" && c.status == "True")?;
         pod.metadata.deletion_timestamp.is_none().then(|| ready.last_transition_time.as_ref().map(|t| t.0))
     });
+    let workspace = caches.claims.get(&object_ref(&namespace, workspace_name(&name)));
+    // Init containers run to success before a pod can be Ready: a Ready pod with the loader seeded
+    // the claim it mounts (or found it already holding something).
+    let loaded = ready.is_some()
+        && pod
+            .as_ref()
+            .and_then(|p| p.spec.as_ref()?.init_containers.as_ref())
+            .is_some_and(|init| init.iter().any(|c| c.name == LOADER_CONTAINER));
+    let workspace_seeded = workspace
+        .as_ref()
+        .is_some_and(|claim| loaded || claim.annotations().get(WORKSPACE_SEEDED).is_some_and(|v| v == "true"));
     let preview_secret = caches.secrets.get(&object_ref(&namespace, preview_secret_name(&name)));
     let publish_secret = caches.secrets.get(&object_ref(&namespace, publish_secret_name(&name)));
     let token = |secret: &Option<Arc<Secret>>| secret.as_ref()?.data.as_ref()?.get(TOKEN_KEY).map(|t| t.0.clone());
@@ -233,6 +263,7 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
         last_signal: lease.annotations().get(LAST_SIGNAL).cloned(),
         pod_ready: ready.is_some(),
         ready_since: ready.flatten(),
+        workspace_seeded,
         preview_token: token(&preview_secret),
         token_issued_for: preview_secret
             .as_ref()
@@ -242,7 +273,7 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
             service_account: caches.service_accounts.get(&object_ref(&namespace, name.clone())),
             preview_secret,
             publish_secret,
-            workspace: caches.claims.get(&object_ref(&namespace, workspace_name(&name))),
+            workspace,
             network_policy: caches.network_policies.get(&object_ref(&namespace, name.clone())),
             service: caches.services.get(&object_ref(&namespace, name.clone())),
             stateful_set: caches.stateful_sets.get(&object_ref(&namespace, name)),
@@ -594,6 +625,7 @@ mod tests {
             last_signal: Some("http".into()),
             pod_ready: true,
             ready_since: Some(Timestamp::from_second(900).unwrap()),
+            workspace_seeded: false,
             preview_token: preview.map(|(t, _)| t.as_bytes().to_vec()),
             token_issued_for: preview.map(|(_, state)| state),
             publish_token: publish.map(|t| t.as_bytes().to_vec()),
@@ -713,5 +745,39 @@ mod tests {
             project_status(&status, &running(DesiredState::Running), &plan, "shop--acme.preview", 15 * MINUTE, later),
             status
         );
+    }
+
+    fn with_template(loader: bool) -> LiveChildren {
+        let set: StatefulSet = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "selector": {}, "serviceName": "p",
+                "template": { "spec": {
+                    "containers": [{ "name": "workspace" }],
+                    "initContainers": if loader { serde_json::json!([{ "name": "loader" }]) } else { serde_json::json!([]) },
+                } },
+            }
+        }))
+        .unwrap();
+        LiveChildren {
+            service_account: None,
+            preview_secret: None,
+            publish_secret: None,
+            workspace: None,
+            network_policy: None,
+            service: None,
+            stateful_set: Some(Arc::new(set)),
+        }
+    }
+
+    #[test]
+    fn the_loader_goes_once_the_workspace_is_seeded_but_never_restarts_a_running_pod() {
+        // Not seeded yet: always loaded.
+        assert!(load_workspace(false, 1, &with_template(false)));
+        assert!(load_workspace(false, 0, &with_template(true)));
+        // Seeded while running with it: kept until the project scales to zero…
+        assert!(load_workspace(true, 1, &with_template(true)));
+        assert!(!load_workspace(true, 0, &with_template(true)));
+        // …and not put back when it wakes.
+        assert!(!load_workspace(true, 1, &with_template(false)));
     }
 }
