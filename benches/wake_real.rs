@@ -4,15 +4,15 @@
 //! Starts the real operator and gateway (release builds), a Git server with examples/dev-server
 //! (as `make demo` does), and an `eu-real` organisation with two projects seeded from it: one
 //! under gVisor, one under plain runc (the run's configuration maps isolation `kata` to the bed's
-//! `runc` RuntimeClass); and a third under gVisor with no repository, so no loader init container.
+//! `runc` RuntimeClass); and a third under gVisor with no repository, so never a loader.
 //! Each cycle lets them hibernate (10 s idle timeout) and wakes each with one request through the
 //! preview proxy, while watches and a TCP poll timestamp the steps:
 //!
 //! - ooda, before: the request reaches the gateway, which renews the activity Lease; the
 //!   operator sees it and scales the StatefulSet to one;
 //! - control plane: the StatefulSet controller creates the pod and the scheduler binds it;
-//! - kubelet and runtime: pod sandbox, network, volume, the loader init container, the
-//!   environment's container started;
+//! - kubelet and runtime: pod sandbox, network, volume, the environment's container started (the
+//!   loader init container only on a workspace's first start, which is not counted);
 //! - dev server: from its container's start to its port accepting connections (polled every
 //!   2 ms from the host);
 //! - ooda, after: from the port accepting to the gateway's first byte back.
@@ -49,8 +49,8 @@ const DEV_PORT: u16 = 8080;
 const ALICE: &str = "alice@acme.example";
 const PASSWORD: &str = "correct horse battery staple";
 /// The projects: (name, isolation, whether it has a repository to load, what it runs under). The
-/// third shows what the loader init container costs a gVisor wake: no repository, so no loader,
-/// and the environment serves its empty workspace.
+/// third, with no repository and so never a loader, is the control for the first: a seeded
+/// workspace's wakes should cost what it costs.
 const RUNTIMES: [(&str, &str, bool, &str); 3] = [
     ("wake-gvisor", "gvisor", true, "gVisor (runsc, systrap)"),
     ("wake-runc", "kata", true, "runc"),
@@ -394,9 +394,9 @@ fn report(results: &[(&'static str, Vec<Wake>)], checkout: &str, load: &str) -> 
     }
     out += "\nThe steps are timestamped by the benchmark's own watches (StatefulSet replicas, the pod's \
             node and container state) and a TCP poll of the pod's port every 2 ms, so each carries a \
-            few milliseconds of watch delivery. The kubelet's share includes the loader init container, \
-            which starts on every wake and finds the workspace already seeded; the project without a \
-            repository has none, and its dev server is Python's static file server. p50 and p95 are nearest-rank \
+            few milliseconds of watch delivery. Pods start without the loader init container once their \
+            workspace is seeded (the uncounted first wake drops it), so the first two projects wake \
+            like the one without a repository, whose dev server is Python's static file server. p50 and p95 are nearest-rank \
             per step, so the rows need not add up to the total's.\n";
     out
 }
