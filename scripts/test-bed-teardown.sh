@@ -2,8 +2,8 @@
 # Test: `make cluster-down` leaves the machine as `make cluster-up` found it. Brings up a second
 # bed (own directory, ports and pod network), runs a runc pod and a gVisor pod with a workspace
 # volume and a NetworkPolicy on the real node, takes the bed down, and compares the host's
-# processes, mounts, interfaces, addresses, firewall, cgroups, /run and forwarding switch with a
-# snapshot taken before. Run it while no other bed is changing the host (`make test` runs it first).
+# mounts, interfaces, addresses, firewall, cgroups, /run, forwarding switch and the bed's
+# processes with a snapshot taken before. Run it while no other bed is changing the host (`make test` runs it first).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export OODA_BED_DIR="$here/../.local/teardown-test" OODA_REAL_NODE_NET=7
@@ -21,8 +21,15 @@ snapshot() { # snapshot DIR
   findmnt -rn -o TARGET | sort >"$1/mounts"
   find /sys/fs/cgroup -mindepth 2 -maxdepth 2 -type d | sort >"$1/cgroups"
   find /run | sort >"$1/run"
-  # User-space processes by name (kernel threads are children of kthreadd, pid 2).
-  ps --ppid 2 -p 2 --deselect -o comm= | sed -e "/^ps$/d" -e "/^sort$/d" -e "/^uniq$/d" | sort | uniq -c >"$1/processes"
+  # The bed's processes: anything run from its cache or directory, or naming either (components,
+  # shims, gVisor sandboxes, pause). A container's own processes live in the pod cgroups, which
+  # cannot be removed while any is left (the cgroups line above would show it). Other processes
+  # of the machine come and go on their own and are not the bed's to account for.
+  for proc in /proc/[0-9]*; do
+    exe="$(readlink "$proc/exe" 2>/dev/null)" || continue
+    args="$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null)" || continue
+    case "$exe $args" in *"$cache"* | *"$bed_dir"*) printf '%s\n' "${exe##*/}" ;; esac
+  done | sort | uniq -c >"$1/processes"
   cat /proc/sys/net/ipv4/ip_forward >"$1/ip_forward"
 }
 
