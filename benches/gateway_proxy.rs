@@ -49,8 +49,8 @@ use tokio::time::Instant;
 mod common;
 
 use common::{
-    Sender, TEST_LABEL, add_s3_credentials, checkout, client, command_output, connect, create_home, free_port, median,
-    ms, ooda, percentile, ratio, ready_organisation, run_id, wait_answers, wait_for,
+    Sender, TEST_LABEL, add_s3_credentials, checkout, checkout_and_kubeconfig, client, command_output, connect,
+    create_home, free_port, median, ms, ooda, percentile, ratio, ready_organisation, run_id, wait_answers, wait_for,
 };
 
 const CONNECTIONS: usize = 32;
@@ -70,9 +70,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 #[tokio::main]
 async fn main() {
-    // Read at run time: the target directory is shared between clones.
-    let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
+    let (repo, kubeconfig) = checkout_and_kubeconfig();
     let client = client(&kubeconfig).await;
 
     let run = run_id();

@@ -51,8 +51,8 @@ use tokio::time::Instant;
 mod common;
 
 use common::{
-    Sender, TEST_LABEL, checkout, client, command_output, connect, create_home, free_port, median, ms, ooda,
-    percentile, ratio, ready_organisation, run_id, wait_answers, wait_for,
+    Sender, TEST_LABEL, checkout, checkout_and_kubeconfig, client, command_output, connect, create_home, free_port,
+    median, ms, ooda, percentile, ratio, ready_organisation, run_id, wait_answers, wait_for,
 };
 
 /// Files of the generated site, and what they add up to.
@@ -83,9 +83,7 @@ const S3_SECRET_KEY: &str = "ooda-bench-secret";
 
 #[tokio::main]
 async fn main() {
-    // Read at run time: the target directory is shared between clones.
-    let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
+    let (repo, kubeconfig) = checkout_and_kubeconfig();
     let client = client(&kubeconfig).await;
     let config = repo.join("examples/operator-config.yaml");
     let example = OperatorConfig::load(&config).expect("the example configuration");

@@ -21,7 +21,6 @@
 //! The report goes to `benches/reports/wake-real.md` and stdout.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,8 +39,8 @@ use tokio::time::Instant;
 mod common;
 
 use common::{
-    SETTLE, TEST_LABEL, add_s3_credentials, checkout, client, create_home, free_port, ms, ooda, percentile,
-    ready_organisation, run_id, wait_answers, wait_for,
+    SETTLE, TEST_LABEL, add_s3_credentials, checkout, checkout_and_kubeconfig, client, create_home, free_port, ms,
+    ooda, percentile, ready_organisation, run_id, wait_answers, wait_for,
 };
 
 const WAKES: usize = 12;
@@ -59,8 +58,7 @@ const RUNTIMES: [(&str, &str, bool, &str); 3] = [
 
 #[tokio::main]
 async fn main() {
-    let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
+    let (repo, kubeconfig) = checkout_and_kubeconfig();
     let client = client(&kubeconfig).await;
     let run = run_id();
     let home = format!("ooda-bench-wake-{run}");

@@ -11,16 +11,6 @@ for f in "$state"/pids/ooda-*; do [[ -e "$f" ]] && ooda_processes+=("$(basename 
 "$repo/scripts/real-node-down.sh"
 stop_order=("${ooda_processes[@]}")
 for ((i = ${#components[@]} - 1; i >= 0; i--)); do stop_order+=("${components[i]}"); done
-for name in "${stop_order[@]}"; do
-  pid="$(pid_of "$name" || true)"
-  [[ -n "$pid" ]] || continue
-  # Each component runs in its own session: signal the whole process group.
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "$name ($pid) ignored SIGTERM for 10s; killing it"
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
-done
+for name in "${stop_order[@]}"; do stop_component "$name"; done
 rm -rf "$state" "$kubeconfig"
 log "stopped"

@@ -112,4 +112,18 @@ kubectl() { "$k8s_bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 log() { printf '[%s] %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 
 pid_of() { local f="$state/pids/$1"; [[ -f "$f" ]] && cat "$f"; }
+# stop_component NAME: TERM the component's process group (each runs in a session of its own),
+# and KILL it if it is still there after 10s.
+stop_component() {
+  local name="$1" pid
+  pid="$(pid_of "$name" || true)"
+  [[ -n "$pid" ]] || return 0
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name ($pid) ignored SIGTERM for 10s; killing it"
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$state/pids/$name"
+}
 alive() { local pid; pid="$(pid_of "$1")" && [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; }

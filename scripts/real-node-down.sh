@@ -6,16 +6,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 rn="$realnode_state"
 
-stop_component() { # stop_component NAME: TERM its process group, KILL it after 10s
-  local name="$1" pid
-  pid="$(pid_of "$name" || true)"
-  [[ -n "$pid" ]] || return 0
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  rm -f "$state/pids/$name"
-}
-
 # The kubelet first, so that it restarts nothing; then every container process, found by the
 # cgroups the kubelet put them in (runc's containers and gVisor's sandboxes alike); then the shims
 # of this node's containerd, recognised by its socket.

@@ -236,6 +236,6 @@ start local-path-provisioner "$realnode_bin/local-path-provisioner-$LOCAL_PATH_P
   start --kubeconfig "$rn/local-path-provisioner.kubeconfig" --namespace local-path-storage \
   --config "$rn/local-path-config.json" --helper-image "$devenv_image" \
   --service-account-name local-path-helper --provisioner-name rancher.io/local-path
-sleep 1 && alive local-path-provisioner || { log "local-path-provisioner exited:"; tail -n 20 "$logs/local-path-provisioner.log" >&2; exit 1; }
+wait_for local-path-provisioner 30 grep -q "Started provisioner controller" "$logs/local-path-provisioner.log"
 
 log "real-0 ready in $(awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s (pods in $pod_cidr on $bridge)"

@@ -12,7 +12,7 @@ pub use kit::{client, free_port};
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -179,4 +179,12 @@ pub async fn ready_organisation(client: &Client, manifest: serde_json::Value) {
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     })
     .await;
+}
+
+/// The checkout under test and the bed's kubeconfig (`OODA_KUBECONFIG`, or the checkout's
+/// `.local/kubeconfig`). Read at run time: the target directory is shared between clones.
+pub fn checkout_and_kubeconfig() -> (PathBuf, PathBuf) {
+    let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
+    (repo, kubeconfig)
 }

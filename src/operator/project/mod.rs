@@ -217,6 +217,7 @@ struct Observed {
 }
 
 /// The project's children as the caches hold them, for skipping writes that change nothing.
+#[derive(Default)]
 struct LiveChildren {
     service_account: Option<Arc<ServiceAccount>>,
     preview_secret: Option<Arc<Secret>>,
@@ -629,15 +630,7 @@ mod tests {
             preview_token: preview.map(|(t, _)| t.as_bytes().to_vec()),
             token_issued_for: preview.map(|(_, state)| state),
             publish_token: publish.map(|t| t.as_bytes().to_vec()),
-            children: LiveChildren {
-                service_account: None,
-                preview_secret: None,
-                publish_secret: None,
-                workspace: None,
-                network_policy: None,
-                service: None,
-                stateful_set: None,
-            },
+            children: LiveChildren::default(),
         }
     }
 
@@ -758,15 +751,7 @@ mod tests {
             }
         }))
         .unwrap();
-        LiveChildren {
-            service_account: None,
-            preview_secret: None,
-            publish_secret: None,
-            workspace: None,
-            network_policy: None,
-            service: None,
-            stateful_set: Some(Arc::new(set)),
-        }
+        LiveChildren { stateful_set: Some(Arc::new(set)), ..Default::default() }
     }
 
     #[test]
