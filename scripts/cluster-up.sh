@@ -27,8 +27,9 @@ mkdir -p "$pki" "$state/pids" "$state/etcd" "$logs"
 # --- PKI: one CA; P-256 keys (fast to make); client identities the bootstrap RBAC knows. ---
 openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
   -subj "/CN=ooda-local-ca" -keyout "$pki/ca.key" -out "$pki/ca.crt"
+# The outside address too: the real node's pods reach the API server there (real-node-up.sh).
 issue apiserver "/CN=kube-apiserver" \
-  "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  "IP:127.0.0.1,IP:$outside_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 issue admin "/O=system:masters/CN=ooda-admin"
 issue controller-manager "/CN=system:kube-controller-manager"
 issue scheduler "/CN=system:kube-scheduler"

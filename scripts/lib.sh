@@ -10,7 +10,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 k8s_bin="$cache/controlplane/kubernetes-$KUBERNETES_VERSION"
 etcd_bin="$cache/controlplane/etcd-$ETCD_VERSION"
 kwok_dir="$cache/controlplane/kwok-$KWOK_VERSION"
-moto_dir="$cache/moto-$MOTO_VERSION"       # a Python virtualenv holding the local S3 server
+helm_dir="$cache/tools/helm-$HELM_VERSION"     # scripts/build-tools.sh
+kubeconform_dir="$cache/tools/kubeconform-$KUBECONFORM_VERSION"
+kubeconform_schemas="$cache/tools/kubeconform-schemas-$KUBERNETES_VERSION-$(sha256sum "$repo/scripts/kubeconform-schemas.py" | cut -c1-12)"
+moto_dir="$cache/moto-$MOTO_VERSION"
+# ooda's own image (scripts/build-image.sh): an OCI archive that the real node loads at start.
+ooda_version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)"
+ooda_image="ooda.local/ooda:$ooda_version"
+ooda_image_archive="$cache/image/ooda-$ooda_version.oci.tar"       # a Python virtualenv holding the local S3 server
 
 # The bed's files; OODA_BED_DIR moves them, so a second bed (on other ports) can run beside.
 bed_dir="$(realpath -m "${OODA_BED_DIR:-$repo/.local}")"
@@ -30,13 +37,17 @@ server="https://127.0.0.1:$apiserver_port"
 
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok s3)
 # The real node's processes (scripts/real-node-up.sh), stopped before the control plane's.
-real_node_components=(containerd kubelet kube-network-policies local-path-provisioner)
+real_node_components=(containerd kubelet kube-network-policies local-path-provisioner apiserver-relay s3-relay)
 # The local S3's buckets: one per jurisdiction of examples/operator-config.yaml.
 s3_buckets=(ooda-sites-eu ooda-sites-us)
 
 # --- the real node `real-0` (scripts/real-node-up.sh) ---
 realnode_bin="$cache/realnode"
 realnode_state="$state/realnode"
+containerd_bin="$realnode_bin/containerd-$CONTAINERD_VERSION"
+containerd_socket="$realnode_state/containerd/containerd.sock"
+# ctr on the real node's containerd, in the namespace the kubelet uses.
+ctr() { "$containerd_bin/ctr" --address "$containerd_socket" --namespace k8s.io "$@"; }
 # gVisor's shim is built from a patched copy of the module: the patch's hash is part of the key.
 gvisor_bin="$realnode_bin/gvisor-$GVISOR_VERSION-$(sha256sum "$repo/scripts/realnode/gvisor-shim-oom-score.patch" | cut -c1-12)"
 # Everything the node puts on the host's network is numbered by OODA_REAL_NODE_NET (0–63), so two

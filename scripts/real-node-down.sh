@@ -9,6 +9,8 @@ rn="$realnode_state"
 # The kubelet first, so that it restarts nothing; then every container process, found by the
 # cgroups the kubelet put them in (runc's containers and gVisor's sandboxes alike); then the shims
 # of this node's containerd, recognised by its socket.
+stop_component apiserver-relay
+stop_component s3-relay
 stop_component local-path-provisioner
 stop_component kubelet
 cgroup_root="ooda-real-$net_index"
@@ -20,8 +22,7 @@ for _ in 1 2 3; do
   kill -KILL $pids 2>/dev/null || true
   sleep 0.2
 done
-socket="$rn/containerd/containerd.sock"
-shims="$(pgrep -d '|' -f -- "-address $socket( |$)" || true)"
+shims="$(pgrep -d '|' -f -- "-address $containerd_socket( |$)" || true)"
 if [[ -n "$shims" ]]; then
   # A killed shim leaves its socket in /run/containerd/s: note them first.
   shim_sockets="$(ss -xlpn 2>/dev/null | grep -E "pid=($shims)," | awk '{ print $5 }' | grep '^/run/containerd/s/' || true)"

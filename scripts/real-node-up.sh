@@ -78,8 +78,6 @@ cat >"$rn/cni/net.d/10-ooda.conflist" <<JSON
 JSON
 
 # --- containerd, on its own socket and directories ---
-containerd_bin="$realnode_bin/containerd-$CONTAINERD_VERSION"
-socket="$rn/containerd/containerd.sock"
 cat >"$rn/runsc.toml" <<TOML
 binary_name = "$gvisor_bin/runsc"
 root = "$rn/runsc"
@@ -92,9 +90,9 @@ root = "$rn/containerd/root"
 state = "$rn/containerd/state"
 disabled_plugins = ["io.containerd.nri.v1.nri"]
 [grpc]
-  address = "$socket"
+  address = "$containerd_socket"
 [ttrpc]
-  address = "$socket.ttrpc"
+  address = "$containerd_socket.ttrpc"
 [plugins.'io.containerd.internal.v1.opt']
   path = "$rn/containerd/opt"
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
@@ -124,10 +122,13 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 TOML
-ctr() { "$containerd_bin/ctr" --address "$socket" --namespace k8s.io "$@"; }
 PATH="$containerd_bin:$gvisor_bin:$PATH" start containerd "$containerd_bin/containerd" --config "$rn/containerd.toml"
 wait_for containerd 30 ctr version
 for image in pause devenv; do ctr images import --local "$images_dir/$image.tar" >>"$logs/containerd.log" 2>&1; done
+# ooda's own image, once `make image` has built it (the chart's pods run it).
+if [[ -f "$ooda_image_archive" ]]; then
+  ctr images import --local "$ooda_image_archive" >>"$logs/containerd.log" 2>&1
+fi
 
 # --- kubelet `real-0`: EU region, gVisor, tainted so that only pods that choose it land there ---
 issue kubelet "/O=system:nodes/CN=system:node:real-0"
@@ -150,7 +151,7 @@ authentication:
   webhook: { enabled: true }
   x509: { clientCAFile: $pki/ca.crt }
 authorization: { mode: Webhook }
-containerRuntimeEndpoint: unix://$socket
+containerRuntimeEndpoint: unix://$containerd_socket
 cgroupDriver: cgroupfs
 cgroupRoot: /ooda-real-$net_index
 failCgroupV1: false
@@ -237,5 +238,15 @@ start local-path-provisioner "$realnode_bin/local-path-provisioner-$LOCAL_PATH_P
   --config "$rn/local-path-config.json" --helper-image "$devenv_image" \
   --service-account-name local-path-helper --provisioner-name rancher.io/local-path
 wait_for local-path-provisioner 30 grep -q "Started provisioner controller" "$logs/local-path-provisioner.log"
+
+# --- the API server and S3 as pods see them: at the outside address, relayed to loopback ---
+# A cluster's own pods (ooda installed by its chart) reach the API server as pods do where there
+# is no kube-proxy: at an address given to them (the chart's apiServer.host). The API server's
+# certificate names this address too.
+for relay in "apiserver-relay $apiserver_port" "s3-relay $s3_port"; do
+  set -- $relay
+  start "$1" socat "TCP-LISTEN:$2,bind=$outside_ip,reuseaddr,fork" "TCP:127.0.0.1:$2"
+  wait_for "$1" 10 bash -c "exec 3<>/dev/tcp/$outside_ip/$2"
+done
 
 log "real-0 ready in $(awk -v a="$started_at" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')s (pods in $pod_cidr on $bridge)"

@@ -116,8 +116,12 @@ pub struct GatewayArgs {
     #[arg(long, env = "OODA_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Serve plain HTTP without a certificate. Only for local use; never on a network.
-    #[arg(long, conflicts_with = "tls_cert")]
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_offloaded"])]
     insecure_http: bool,
+    /// A proxy in front (an Ingress, a load balancer) terminates TLS: serve plain HTTP on
+    /// --listen, but to clients, who are on HTTPS, set `Secure` cookies and HSTS.
+    #[arg(long, env = "OODA_TLS_OFFLOADED", conflicts_with = "tls_cert")]
+    tls_offloaded: bool,
     /// Namespace of accounts, invites and signing keys: the operator's own.
     #[arg(long, env = "POD_NAMESPACE", default_value = "ooda-system")]
     namespace: String,
@@ -231,9 +235,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 fn gateway_options(args: GatewayArgs) -> Result<gateway::Options, CliError> {
     let tls = args.tls_cert.zip(args.tls_key);
-    if tls.is_none() && !args.insecure_http {
+    if tls.is_none() && !args.insecure_http && !args.tls_offloaded {
         return Err(CliError::Usage(
-            "the gateway needs --tls-cert and --tls-key, or --insecure-http for local plain HTTP".into(),
+            "the gateway needs --tls-cert and --tls-key, --tls-offloaded behind a proxy that terminates TLS, \
+             or --insecure-http for local plain HTTP"
+                .into(),
         ));
     }
     if args.password_iterations < accounts::MIN_ITERATIONS {
@@ -254,7 +260,7 @@ fn gateway_options(args: GatewayArgs) -> Result<gateway::Options, CliError> {
             activity_interval: args.activity_interval,
             wake_timeout: args.wake_timeout,
             browser_hold: Duration::from_secs(2),
-            tls: tls.is_some(),
+            tls: tls.is_some() || args.tls_offloaded,
             public_port: args.public_port,
             password_iterations: args.password_iterations,
             hashing_slots: args.hashing_slots.unwrap_or((cores / 2).max(1)),

@@ -84,7 +84,8 @@ pub struct Settings {
     pub wake_timeout: Duration,
     /// How long a browser waits before it is shown the "waking" page instead.
     pub browser_hold: Duration,
-    /// Whether the public listener speaks TLS (HSTS, `X-Forwarded-Proto`, preview URLs).
+    /// Whether clients reach the gateway over TLS, its own or a proxy's in front (HSTS, `Secure`
+    /// cookies, `X-Forwarded-Proto`, preview URLs).
     pub tls: bool,
     /// The port in preview URLs, when clients reach the gateway on a non-default one.
     pub public_port: Option<u16>,

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the tools that install and check ooda's chart from the Go module proxy, at the versions
+# pinned in scripts/versions.env, into a cache outside the repository keyed by version:
+#   $OODA_CACHE/tools/helm-<v>/helm
+#   $OODA_CACHE/tools/kubeconform-<v>/kubeconform
+#   $OODA_CACHE/tools/kubeconform-schemas-<kubernetes v>-<script hash>/<kind>-<group>-<version>.json,
+#     from the OpenAPI documents of the Kubernetes release the bed runs (nothing is fetched at
+#     validation time)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/lib.sh"
+# shellcheck source=gobuild.sh
+source "$here/gobuild.sh"
+
+build_module "$helm_dir" helm.sh/helm/v3 "$HELM_VERSION" \
+  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm=helm.sh/helm/v3/cmd/helm
+build_module "$kubeconform_dir" github.com/yannh/kubeconform "$KUBECONFORM_VERSION" "-s -w" \
+  kubeconform=github.com/yannh/kubeconform/cmd/kubeconform
+if [[ ! -f "$kubeconform_schemas/.complete" ]]; then
+  log "writing kubeconform's schemas for Kubernetes $KUBERNETES_VERSION"
+  spec="$(cd "$(mktemp -d)" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+  rm -rf "$kubeconform_schemas.tmp"
+  python3 "$here/kubeconform-schemas.py" "$spec/api/openapi-spec/v3" "$kubeconform_schemas.tmp"
+  finish "$kubeconform_schemas"
+fi
+log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform"

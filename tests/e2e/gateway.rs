@@ -1,0 +1,138 @@
+//! The gateway as its users reach it: HTTPS to the API host, the preview hosts and the sites
+//! hosts, every one of them sent to the one address the suite was given.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::{Method, RequestBuilder, Response, Url};
+use serde_json::Value;
+
+use crate::Preview;
+
+/// The API's host name: any name reaches the gateway; this one is in its certificate.
+const API_HOST: &str = "ooda.e2e.localhost";
+
+pub struct Gateway {
+    client: reqwest::Client,
+    port: u16,
+}
+
+/// Every host name resolves to the gateway's address, as DNS would send them to its Service.
+struct ToGateway(SocketAddr);
+
+impl Resolve for ToGateway {
+    fn resolve(&self, _: Name) -> Resolving {
+        let address = self.0;
+        Box::pin(async move { Ok(Box::new(std::iter::once(address)) as Addrs) })
+    }
+}
+
+impl Gateway {
+    pub fn from_env() -> Self {
+        let address = std::env::var("OODA_E2E_GATEWAY").expect("OODA_E2E_GATEWAY: host:port of the gateway's Service");
+        let address: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(&address)
+            .unwrap_or_else(|e| panic!("OODA_E2E_GATEWAY {address}: {e}"))
+            .next()
+            .expect("an address");
+        let mut client = reqwest::Client::builder()
+            .dns_resolver(Arc::new(ToGateway(address)))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30));
+        if let Ok(ca) = std::env::var("OODA_E2E_CA") {
+            let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("OODA_E2E_CA {ca}: {e}"));
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM certificate"));
+        }
+        Self { client: client.build().expect("client"), port: address.port() }
+    }
+
+    /// `url` with the gateway's port: host names stay (SNI, Host), the port is the Service's.
+    fn at_gateway(&self, url: &str) -> Url {
+        let mut url = Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        url.set_port(Some(self.port)).expect("an https URL has a port");
+        url
+    }
+
+    pub fn api(&self, session: &str, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.at_gateway(&format!("https://{API_HOST}{path}"))).bearer_auth(session)
+    }
+
+    pub async fn sign_in(&self, email: &str, password: &str) -> String {
+        let url = self.at_gateway(&format!("https://{API_HOST}/api/auth/login"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = self
+                .client
+                .post(url.clone())
+                .json(&serde_json::json!({ "email": email, "password": password }))
+                .send()
+                .await
+                .expect("sign in");
+            // The account was just written: a replica's watch may not have it yet.
+            if answer.status() == 401 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            assert_eq!(answer.status(), 200, "sign-in");
+            let body: Value = answer.json().await.expect("sign-in JSON");
+            return body["token"].as_str().expect("token").to_owned();
+        }
+    }
+
+    pub async fn preview(&self, session: &str, org: &str, project: &str) -> Preview {
+        let answer =
+            self.api(session, Method::GET, &format!("/api/orgs/{org}/projects/{project}/preview")).send().await;
+        let answer = answer.expect("GET preview");
+        assert_eq!(answer.status(), 200, "preview of {project}");
+        let body: Value = answer.json().await.expect("preview JSON");
+        let url = Url::parse(body["url"].as_str().expect("url")).expect("preview URL");
+        Preview { host: url.host_str().expect("host").to_owned(), token: body["token"].as_str().expect("token").into() }
+    }
+
+    pub async fn preview_get(&self, preview: &Preview, path: &str) -> Response {
+        let url = self.at_gateway(&format!("https://{}{path}", preview.host));
+        self.client.get(url).header("x-ooda-preview-token", &preview.token).send().await.expect("preview request")
+    }
+
+    /// Polls the preview until it answers `status`.
+    pub async fn until_status(&self, preview: &Preview, path: &str, status: u16, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let answer = self.preview_get(preview, path).await.status();
+            if answer == status {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} still answers {answer}, not {status}", preview.host);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Publishes `files` as a tar archive made by `tar`, as a user's script would.
+    pub async fn publish(&self, session: &str, org: &str, project: &str, files: &[(&str, &str)]) -> Value {
+        let dir = std::env::temp_dir().join(format!("ooda-e2e-site-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("site dir");
+        for (name, content) in files {
+            std::fs::write(dir.join(name), content).expect("site file");
+        }
+        let archive = std::process::Command::new("tar").arg("-c").arg("-C").arg(&dir).arg(".").output().expect("tar");
+        assert!(archive.status.success(), "tar: {}", String::from_utf8_lossy(&archive.stderr));
+        std::fs::remove_dir_all(&dir).expect("remove site dir");
+        let answer = self
+            .api(session, Method::POST, &format!("/api/orgs/{org}/projects/{project}/publish"))
+            .header("content-type", "application/x-tar")
+            .body(archive.stdout)
+            .send()
+            .await
+            .expect("publish");
+        let status = answer.status();
+        let body: Value = answer.json().await.expect("publish JSON");
+        assert!(status.is_success(), "publish: {status} {body}");
+        body
+    }
+
+    /// GET of a published site's URL (as `publish` answered it).
+    pub async fn site_get(&self, url: &str) -> Response {
+        self.client.get(self.at_gateway(url)).send().await.expect("site request")
+    }
+}
