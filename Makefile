@@ -5,20 +5,29 @@ OODA_CACHE ?= $(HOME)/.cache/ooda
 CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
 export OODA_CACHE CARGO_TARGET_DIR
 
-.PHONY: all build crds control-plane cluster-up cluster-down demo test test-unit lint bench-operator bench-gateway bench-sites bench-wake
+.PHONY: all build crds control-plane tools image cluster-up cluster-down demo test test-unit e2e lint bench-operator bench-gateway bench-sites bench-wake
 
 all: build
 
 build:
 	cargo build --locked
 
-## Regenerate crds/ from the Rust types (a test fails when they drift).
+## Regenerate crds/ and the chart's copy from the Rust types (a test fails when they drift).
 crds:
 	cargo run --locked -q -- crds --out crds
+	cargo run --locked -q -- crds --out charts/ooda/files/crds
 
 ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok.
 control-plane:
 	scripts/build-control-plane.sh
+
+## helm and kubeconform, from the Go module proxy, and kubeconform's schemas.
+tools:
+	scripts/build-tools.sh
+
+## ooda's image as an OCI archive (buildah, no Docker daemon), loaded into the bed's real node.
+image:
+	scripts/build-image.sh
 
 cluster-up:
 	scripts/cluster-up.sh
@@ -33,6 +42,10 @@ demo:
 ## Everything: unit and integration tests; brings the cluster up and down.
 test:
 	scripts/test.sh
+
+## helm install onto the bed's real node, then the e2e suite (tests/e2e) against the release.
+e2e:
+	scripts/e2e.sh
 
 ## Unit tests only (no cluster).
 test-unit:

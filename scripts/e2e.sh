@@ -36,6 +36,11 @@ else
   extra_values=(-f "${OODA_E2E_VALUES:?the values file of that cluster}")
 fi
 
+if k get namespace "$namespace" >/dev/null 2>&1; then
+  log "$namespace exists: ooda is installed there already; run the suite on a fresh cluster (make cluster-down)"
+  exit 1
+fi
+
 # --- what the README's "Install on a cluster" has the installer do first ---
 k create namespace "$namespace"
 k label namespace "$namespace" pod-security.kubernetes.io/enforce=restricted
@@ -75,5 +80,4 @@ fi
 log "the suite reaches the gateway at $gateway"
 OODA_E2E_KUBECONFIG="$e2e_kubeconfig" OODA_E2E_GATEWAY="$gateway" OODA_E2E_CA="$work/ca.crt" \
   OODA_KUBECTL="$k8s_bin/kubectl" OODA_HELM="$helm_dir/helm" OODA_E2E_RELEASE="$release" \
-  OODA_E2E_NAMESPACE="$namespace" OODA_E2E_INSTALL_SECONDS=$((SECONDS - started)) \
-  cargo test --locked --test e2e -- --nocapture
+  OODA_E2E_NAMESPACE="$namespace" cargo test --locked --test e2e -- --nocapture

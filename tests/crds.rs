@@ -1,5 +1,5 @@
-//! `crds/` is generated from the Rust types: these tests fail when the two drift apart, and when
-//! the examples use a field the types do not know.
+//! `crds/` and the chart's copy (`charts/ooda/files/crds/`) are generated from the Rust types:
+//! these tests fail when they drift apart, and when the examples use a field the types do not know.
 
 use ooda::crd::{self, Organisation, Project};
 
@@ -9,27 +9,37 @@ fn repo() -> std::path::PathBuf {
     std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests"))
 }
 
-const REGENERATE: &str = "run `make crds` (ooda crds --out crds) and commit the result";
+const REGENERATE: &str = "run `make crds` and commit the result";
 
-#[test]
-fn committed_crds_match_the_rust_types() {
-    let dir = repo().join("crds");
+fn assert_generated_in(folder: &str) {
+    let dir = repo().join(folder);
     let mut expected_files = Vec::new();
     for definition in crd::definitions() {
         let file = crd::file_name(&definition);
         let committed =
-            std::fs::read_to_string(dir.join(&file)).unwrap_or_else(|e| panic!("crds/{file}: {e}; {REGENERATE}"));
+            std::fs::read_to_string(dir.join(&file)).unwrap_or_else(|e| panic!("{folder}/{file}: {e}; {REGENERATE}"));
         let generated = crd::to_yaml(&definition).expect("render CRD");
-        assert!(committed == generated, "crds/{file} differs from the Rust types; {REGENERATE}");
+        assert!(committed == generated, "{folder}/{file} differs from the Rust types; {REGENERATE}");
         expected_files.push(file);
     }
     let mut present: Vec<String> = std::fs::read_dir(&dir)
-        .expect("read crds/")
+        .unwrap_or_else(|e| panic!("read {folder}: {e}"))
         .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
         .collect();
     present.sort();
     expected_files.sort();
-    assert_eq!(present, expected_files, "crds/ holds files no type generates; {REGENERATE}");
+    assert_eq!(present, expected_files, "{folder} holds files no type generates; {REGENERATE}");
+}
+
+#[test]
+fn committed_crds_match_the_rust_types() {
+    assert_generated_in("crds");
+}
+
+/// Helm reads only files inside the chart: it carries its own copy, written by the same command.
+#[test]
+fn the_charts_crds_match_the_rust_types() {
+    assert_generated_in("charts/ooda/files/crds");
 }
 
 /// Parsing into the typed structs and serialising back must give the same document: a field the

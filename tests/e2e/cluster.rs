@@ -59,12 +59,7 @@ impl Cluster {
 
     fn kubectl_with_input(&self, args: &[&str], stdin: Option<&str>) -> String {
         let output = self.run(&self.kubectl, args, stdin);
-        assert!(
-            output.status.success(),
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
         String::from_utf8(output.stdout).expect("kubectl prints UTF-8")
     }
 
@@ -78,14 +73,16 @@ impl Cluster {
     pub fn create_user(&self, email: &str, password: &str) {
         let deployment = "deployment/ooda-gateway";
         let ns = self.release_namespace.clone();
-        let args = ["-n", &ns, "exec", "-i", deployment, "--", "ooda", "user", "add", "--email", email, "--password-stdin"];
+        let args =
+            ["-n", &ns, "exec", "-i", deployment, "--", "ooda", "user", "add", "--email", email, "--password-stdin"];
         self.kubectl_with_input(&args, Some(&format!("{password}\n")));
     }
 
     /// A jurisdiction of the installed configuration that has S3 for sites.
     pub fn jurisdiction_with_sites(&self) -> String {
         let ns = self.release_namespace.clone();
-        let text = self.kubectl(&["-n", &ns, "get", "configmap", "ooda-config", "-o", "jsonpath={.data.config\\.yaml}"]);
+        let text =
+            self.kubectl(&["-n", &ns, "get", "configmap", "ooda-config", "-o", "jsonpath={.data.config\\.yaml}"]);
         let config: Value = serde_yaml::from_str(&text).expect("the installed configuration is YAML");
         let jurisdictions = config["jurisdictions"].as_object().expect("jurisdictions");
         jurisdictions
@@ -178,7 +175,8 @@ impl Cluster {
         let ns = self.release_namespace.clone();
         let deadline = Instant::now() + timeout;
         loop {
-            let holder = self.kubectl(&["get", "lease", "ooda-operator", "-n", &ns, "-o", "jsonpath={.spec.holderIdentity}"]);
+            let holder =
+                self.kubectl(&["get", "lease", "ooda-operator", "-n", &ns, "-o", "jsonpath={.spec.holderIdentity}"]);
             if pods.contains(holder.trim()) {
                 return;
             }

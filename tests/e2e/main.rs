@@ -90,7 +90,8 @@ async fn installed_release_serves_users_and_survives_upgrade_and_uninstall() {
     steps.done("published a site and served it");
 
     // Stop: the preview token dies with it.
-    let stop = gateway.api(&session, reqwest::Method::POST, &format!("/api/orgs/{ORG}/projects/blog/stop")).send().await;
+    let stop =
+        gateway.api(&session, reqwest::Method::POST, &format!("/api/orgs/{ORG}/projects/blog/stop")).send().await;
     assert!(stop.expect("stop").status().is_success());
     gateway.until_status(&blog_preview, "/e2e.txt", 401, Duration::from_secs(30)).await;
     steps.done("stopped: the old preview token is refused");
