@@ -78,18 +78,14 @@ impl Cluster {
         self.kubectl_with_input(&args, Some(&format!("{password}\n")));
     }
 
-    /// A jurisdiction of the installed configuration that has S3 for sites.
-    pub fn jurisdiction_with_sites(&self) -> String {
+    /// The jurisdictions of the installed configuration that have S3 for sites.
+    pub fn jurisdictions_with_sites(&self) -> Vec<String> {
         let ns = self.release_namespace.clone();
         let text =
             self.kubectl(&["-n", &ns, "get", "configmap", "ooda-config", "-o", "jsonpath={.data.config\\.yaml}"]);
         let config: Value = serde_yaml::from_str(&text).expect("the installed configuration is YAML");
         let jurisdictions = config["jurisdictions"].as_object().expect("jurisdictions");
-        jurisdictions
-            .iter()
-            .find(|(_, j)| j.get("sites").is_some())
-            .map(|(name, _)| name.clone())
-            .expect("the release configures a jurisdiction with sites")
+        jurisdictions.iter().filter(|(_, j)| j.get("sites").is_some()).map(|(name, _)| name.clone()).collect()
     }
 
     pub fn apply(&self, object: &Value) {

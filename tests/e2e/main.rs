@@ -25,8 +25,9 @@ use serde_json::{Value, json};
 use cluster::Cluster;
 use gateway::Gateway;
 
-const ORG: &str = "e2e";
-const ADMIN: &str = "admin@e2e.example";
+/// What examples/gitops/tenants/acme.yaml declares: the README's first organisation and project.
+const ORG: &str = "acme";
+const ADMIN: &str = "alice@acme.example";
 const PASSWORD: &str = "e2e password, long enough";
 
 #[tokio::test]
@@ -39,17 +40,14 @@ async fn installed_release_serves_users_and_survives_upgrade_and_uninstall() {
     cluster.create_user(ADMIN, PASSWORD);
     steps.done("first user created (kubectl exec … ooda user add)");
 
-    let jurisdiction = cluster.jurisdiction_with_sites();
-    cluster.apply(&json!({
-        "apiVersion": "ooda.run/v1alpha1", "kind": "Organisation",
-        "metadata": { "name": ORG },
-        "spec": { "jurisdiction": jurisdiction, "members": [{ "email": ADMIN, "role": "admin" }] },
-    }));
+    // The README's first organisation and project, as GitOps keeps them: `shop` lives through the
+    // upgrade and the uninstall.
+    let tenants = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gitops/tenants/acme.yaml");
+    cluster.kubectl(&["apply", "-f", tenants]);
     cluster.wait_ready("organisation", ORG, None, Duration::from_secs(60));
+    assert!(cluster.jurisdictions_with_sites().contains(&"eu".to_owned()), "the release configures eu with sites");
     steps.done("organisation applied and Ready");
 
-    // `shop` is GitOps' project (kubectl apply); it lives through the upgrade and the uninstall.
-    cluster.apply(&project_manifest("shop"));
     let session = gateway.sign_in(ADMIN, PASSWORD).await;
     steps.done("signed in");
 
