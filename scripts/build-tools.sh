@@ -3,6 +3,7 @@
 # pinned in scripts/versions.env, into a cache outside the repository keyed by version:
 #   $OODA_CACHE/tools/helm-<v>/helm
 #   $OODA_CACHE/tools/kubeconform-<v>/kubeconform
+#   $OODA_CACHE/tools/kstatus-<cli-utils v>-<source hash>/kstatus (scripts/kstatus/main.go)
 #   $OODA_CACHE/tools/kubeconform-schemas-<kubernetes v>-<script hash>/<kind>-<group>-<version>.json,
 #     from the OpenAPI documents of the Kubernetes release the bed runs (nothing is fetched at
 #     validation time)
@@ -16,6 +17,17 @@ build_module "$helm_dir" helm.sh/helm/v3 "$HELM_VERSION" \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm=helm.sh/helm/v3/cmd/helm
 build_module "$kubeconform_dir" github.com/yannh/kubeconform "$KUBECONFORM_VERSION" "-s -w" \
   kubeconform=github.com/yannh/kubeconform/cmd/kubeconform
+if [[ ! -f "$kstatus_dir/.complete" ]]; then
+  log "building kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION)"
+  work="$(mktemp -d)"
+  wrapper "$work"
+  cp "$here/kstatus/main.go" "$work/main.go"
+  printf 'require sigs.k8s.io/cli-utils %s\n' "$CLI_UTILS_VERSION" >>"$work/go.mod"
+  (cd "$work" && go mod tidy)
+  go_program "$work" "$kstatus_dir" "-s -w" kstatus=.
+  finish "$kstatus_dir"
+  rm -rf "$work"
+fi
 if [[ ! -f "$kubeconform_schemas/.complete" ]]; then
   log "writing kubeconform's schemas for Kubernetes $KUBERNETES_VERSION"
   spec="$(cd "$(mktemp -d)" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"

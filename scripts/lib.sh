@@ -12,6 +12,7 @@ etcd_bin="$cache/controlplane/etcd-$ETCD_VERSION"
 kwok_dir="$cache/controlplane/kwok-$KWOK_VERSION"
 helm_dir="$cache/tools/helm-$HELM_VERSION"     # scripts/build-tools.sh
 kubeconform_dir="$cache/tools/kubeconform-$KUBECONFORM_VERSION"
+kstatus_dir="$cache/tools/kstatus-$CLI_UTILS_VERSION-$(sha256sum "$repo/scripts/kstatus/main.go" | cut -c1-12)"
 kubeconform_schemas="$cache/tools/kubeconform-schemas-$KUBERNETES_VERSION-$(sha256sum "$repo/scripts/kubeconform-schemas.py" | cut -c1-12)"
 moto_dir="$cache/moto-$MOTO_VERSION"
 # ooda's own image (scripts/build-image.sh): an OCI archive that the real node loads at start.

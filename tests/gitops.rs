@@ -65,9 +65,22 @@ fn project(generation: i64, status: Option<Value>) -> Value {
     object
 }
 
-fn ready(status: &str, reason: &str, message: &str) -> Value {
-    json!({ "type": "Ready", "status": status, "reason": reason, "message": message,
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Value {
+    json!({ "type": type_, "status": status, "reason": reason, "message": message,
             "lastTransitionTime": "2026-11-30T12:00:00Z", "observedGeneration": 2 })
+}
+
+fn ready(status: &str, reason: &str, message: &str) -> Value {
+    condition("Ready", status, reason, message)
+}
+
+/// The conditions the operator writes: Ready, and kstatus's Reconciling and Stalled.
+fn conditions(ready_status: &str, reason: &str, message: &str, progress: &str) -> Value {
+    let abnormal = |type_: &str| match progress == type_ {
+        true => condition(type_, "True", reason, message),
+        false => condition(type_, "False", "Settled", ""),
+    };
+    json!([ready(ready_status, reason, message), abnormal("Reconciling"), abnormal("Stalled")])
 }
 
 #[test]
@@ -77,28 +90,29 @@ fn a_project_the_operator_has_not_seen_is_progressing() {
     let (status, message) = health_of(&project(2, Some(stale)));
     assert_eq!(status, "Progressing", "a Ready of an older generation is not health");
     assert!(message.contains("generation 2"), "{message}");
+    let waiting = "waiting for the environment's pod to become ready";
     let provisioning = json!({ "observedGeneration": 2, "phase": "Provisioning",
-        "conditions": [ready("False", "Provisioning", "waiting for the environment's pod to become ready")] });
-    assert_eq!(health_of(&project(2, Some(provisioning))).0, "Progressing");
+        "conditions": conditions("False", "Provisioning", waiting, "Reconciling") });
+    assert_eq!(health_of(&project(2, Some(provisioning))), ("Progressing".into(), waiting.into()));
 }
 
 #[test]
 fn a_ready_project_is_healthy() {
     let running = json!({ "observedGeneration": 2, "phase": "Running",
-        "conditions": [{ "type": "Provisioned", "status": "True", "reason": "ChildrenApplied", "message": "" },
-                       ready("True", "Running", "the environment is ready")] });
+        "conditions": conditions("True", "Running", "the environment is ready", "none") });
     assert_eq!(health_of(&project(2, Some(running))), ("Healthy".into(), "the environment is ready".into()));
 }
 
 #[test]
 fn a_failed_project_is_degraded_and_a_sleeping_one_suspended() {
     let failed = json!({ "observedGeneration": 2, "phase": "Failed",
-        "conditions": [ready("False", "InvalidSpec", "two ports ask for preview")] });
+        "conditions": conditions("False", "InvalidIdleTimeout", "idle timeout too long", "Stalled") });
     let (status, message) = health_of(&project(2, Some(failed)));
     assert_eq!(status, "Degraded");
-    assert!(message.contains("two ports ask for preview"), "{message}");
+    assert_eq!(message, "InvalidIdleTimeout: idle timeout too long");
     for reason in ["Hibernated", "Stopped"] {
-        let asleep = json!({ "observedGeneration": 2, "phase": reason, "conditions": [ready("False", reason, "")] });
+        let asleep =
+            json!({ "observedGeneration": 2, "phase": reason, "conditions": conditions("True", reason, "", "none") });
         assert_eq!(health_of(&project(2, Some(asleep))).0, "Suspended", "{reason}");
     }
 }
@@ -109,7 +123,7 @@ fn an_organisation_in_an_unknown_jurisdiction_is_degraded() {
         "apiVersion": "ooda.run/v1alpha1", "kind": "Organisation",
         "metadata": { "name": "acme", "generation": 1 },
         "status": { "observedGeneration": 1,
-                    "conditions": [ready("False", "UnknownJurisdiction", "no jurisdiction mars is configured")] },
+                    "conditions": conditions("False", "UnknownJurisdiction", "no jurisdiction mars", "Stalled") },
     });
     assert_eq!(health_of(&organisation).0, "Degraded");
 }

@@ -36,6 +36,34 @@ pub fn set(
     }
 }
 
+/// Where reconciliation of an object stands, as kstatus (the status library of Flux, `kubectl
+/// wait`-style tools and cli-utils) reads it from the abnormal-true conditions `Reconciling` and
+/// `Stalled`: an object with neither True, whose `observedGeneration` is its generation and whose
+/// `Ready` is True, is Current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress<'a> {
+    /// As its spec asks.
+    Settled,
+    /// On the way there (provisioning, waking, waiting for something that will come).
+    Reconciling { reason: &'a str, message: &'a str },
+    /// Cannot get there until someone changes the object or the configuration.
+    Stalled { reason: &'a str, message: &'a str },
+}
+
+/// Sets `Reconciling` and `Stalled` from `progress`: True with its reason while it applies,
+/// False (reason `Settled`, or the other's) otherwise.
+pub fn set_progress(conditions: &mut Vec<Condition>, progress: Progress, generation: Option<i64>, now: &Time) {
+    let (reconciling, stalled) = match progress {
+        Progress::Settled => (None, None),
+        Progress::Reconciling { reason, message } => (Some((reason, message)), None),
+        Progress::Stalled { reason, message } => (None, Some((reason, message))),
+    };
+    for (type_, state) in [("Reconciling", reconciling), ("Stalled", stalled)] {
+        let (reason, message) = state.unwrap_or(("Settled", ""));
+        set(conditions, type_, state.is_some(), reason, message, generation, now);
+    }
+}
+
 /// Whether condition `type_` is present and `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
@@ -63,5 +91,26 @@ mod tests {
         assert_eq!(conditions[0].last_transition_time, at(300));
         assert!(is_true(&conditions, "Ready"));
         assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn progress_sets_exactly_one_abnormal_condition_true() {
+        let mut conditions = Vec::new();
+        let provisioning = Progress::Reconciling { reason: "Provisioning", message: "waiting for the pod" };
+        set_progress(&mut conditions, provisioning, Some(1), &at(100));
+        assert!(is_true(&conditions, "Reconciling") && !is_true(&conditions, "Stalled"));
+        let failed = Progress::Stalled { reason: "InvalidIdleTimeout", message: "too short" };
+        set_progress(&mut conditions, failed, Some(2), &at(200));
+        assert!(!is_true(&conditions, "Reconciling") && is_true(&conditions, "Stalled"));
+        let stalled = conditions.iter().find(|c| c.type_ == "Stalled").expect("Stalled");
+        assert_eq!((stalled.reason.as_str(), stalled.message.as_str()), ("InvalidIdleTimeout", "too short"));
+        assert_eq!(stalled.observed_generation, Some(2));
+        set_progress(&mut conditions, Progress::Settled, Some(3), &at(300));
+        assert!(!is_true(&conditions, "Reconciling") && !is_true(&conditions, "Stalled"));
+        assert_eq!(conditions.len(), 2);
+        assert!(conditions.iter().all(|c| c.reason == "Settled" && c.message.is_empty()));
+        let flipped =
+            |type_: &str| conditions.iter().find(|c| c.type_ == type_).expect(type_).last_transition_time.clone();
+        assert_eq!((flipped("Reconciling"), flipped("Stalled")), (at(200), at(300)));
     }
 }

@@ -120,6 +120,8 @@ pub struct OrganisationStatus {
 
     /// `Ready`: the namespace and its guard rails are in place. `ResidencySatisfied`: the
     /// jurisdiction is configured, so the organisation's data has somewhere to live.
+    /// `Reconciling` and `Stalled` (an unknown jurisdiction, a namespace that is not its own):
+    /// kstatus's conditions, which Flux's health checks read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

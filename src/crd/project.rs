@@ -230,7 +230,11 @@ pub struct ProjectStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<PublishedStatus>,
 
-    /// `Ready`, `Provisioned`, `Hibernated`, `Published`.
+    /// `Ready`: the project is as its spec asks (running, hibernated or stopped: the phase says
+    /// which). `Provisioned`: its objects are in place. `Hibernated`: scaled to zero for want of
+    /// activity. `Published`: a site version is live. `Reconciling` (on its way: provisioning,
+    /// waking, waiting for its organisation) and `Stalled` (it cannot go on until the project or
+    /// the configuration changes): kstatus's conditions, which Flux's health checks read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

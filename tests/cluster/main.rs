@@ -9,6 +9,7 @@ mod bed;
 mod gateway;
 mod gateway_harness;
 mod harness;
+mod kstatus;
 mod operator;
 mod operator_harness;
 mod rbac;

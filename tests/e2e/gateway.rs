@@ -16,7 +16,8 @@ const API_HOST: &str = "ooda.e2e.localhost";
 
 pub struct Gateway {
     client: reqwest::Client,
-    port: u16,
+    address: SocketAddr,
+    ca: Option<String>,
 }
 
 /// Every host name resolves to the gateway's address, as DNS would send them to its Service.
@@ -40,17 +41,35 @@ impl Gateway {
             .dns_resolver(Arc::new(ToGateway(address)))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30));
-        if let Ok(ca) = std::env::var("OODA_E2E_CA") {
-            let pem = std::fs::read(&ca).unwrap_or_else(|e| panic!("OODA_E2E_CA {ca}: {e}"));
+        let ca = std::env::var("OODA_E2E_CA").ok();
+        if let Some(ca) = &ca {
+            let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("OODA_E2E_CA {ca}: {e}"));
             client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM certificate"));
         }
-        Self { client: client.build().expect("client"), port: address.port() }
+        Self { client: client.build().expect("client"), address, ca }
+    }
+
+    /// `curl -s https://<API host><path> ARGS` as the README has users run it, told only where to
+    /// connect (`--resolve`) and whom to trust (`--cacert`): (HTTP status, JSON answer).
+    fn curl(&self, path: &str, args: &[&str]) -> (u16, Value) {
+        let port = self.address.port();
+        let resolve = format!("{API_HOST}:{port}:{}", self.address.ip());
+        let mut command = std::process::Command::new("curl");
+        command.args(["-s", "--resolve", &resolve, "-w", "\n%{http_code}"]);
+        if let Some(ca) = &self.ca {
+            command.args(["--cacert", ca]);
+        }
+        let output = command.arg(format!("https://{API_HOST}:{port}{path}")).args(args).output().expect("curl");
+        let text = String::from_utf8(output.stdout).expect("UTF-8");
+        let (body, status) = text.rsplit_once('\n').unwrap_or_else(|| panic!("curl {path}: {text}"));
+        let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("curl {path}: {e}: {body}"));
+        (status.parse().expect("an HTTP status"), body)
     }
 
     /// `url` with the gateway's port: host names stay (SNI, Host), the port is the Service's.
     fn at_gateway(&self, url: &str) -> Url {
         let mut url = Url::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
-        url.set_port(Some(self.port)).expect("an https URL has a port");
+        url.set_port(Some(self.address.port())).expect("an https URL has a port");
         url
     }
 
@@ -58,34 +77,28 @@ impl Gateway {
         self.client.request(method, self.at_gateway(&format!("https://{API_HOST}{path}"))).bearer_auth(session)
     }
 
+    /// The README's sign-in: `curl -s …/api/auth/login -H 'content-type: application/json' -d …`.
     pub async fn sign_in(&self, email: &str, password: &str) -> String {
-        let url = self.at_gateway(&format!("https://{API_HOST}/api/auth/login"));
+        let body = serde_json::json!({ "email": email, "password": password }).to_string();
+        let args = ["-H", "content-type: application/json", "-d", body.as_str()];
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let answer = self
-                .client
-                .post(url.clone())
-                .json(&serde_json::json!({ "email": email, "password": password }))
-                .send()
-                .await
-                .expect("sign in");
+            let (status, answer) = self.curl("/api/auth/login", &args);
             // The account was just written: a replica's watch may not have it yet.
-            if answer.status() == 401 && Instant::now() < deadline {
+            if status == 401 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            assert_eq!(answer.status(), 200, "sign-in");
-            let body: Value = answer.json().await.expect("sign-in JSON");
-            return body["token"].as_str().expect("token").to_owned();
+            assert_eq!(status, 200, "sign-in: {answer}");
+            return answer["token"].as_str().expect("token").to_owned();
         }
     }
 
+    /// The README's `curl -s …/api/orgs/<org>/projects/<project>/preview -H "authorization: Bearer …"`.
     pub async fn preview(&self, session: &str, org: &str, project: &str) -> Preview {
-        let answer =
-            self.api(session, Method::GET, &format!("/api/orgs/{org}/projects/{project}/preview")).send().await;
-        let answer = answer.expect("GET preview");
-        assert_eq!(answer.status(), 200, "preview of {project}");
-        let body: Value = answer.json().await.expect("preview JSON");
+        let authorization = format!("authorization: Bearer {session}");
+        let (status, body) = self.curl(&format!("/api/orgs/{org}/projects/{project}/preview"), &["-H", &authorization]);
+        assert_eq!(status, 200, "preview of {project}: {body}");
         let url = Url::parse(body["url"].as_str().expect("url")).expect("preview URL");
         Preview { host: url.host_str().expect("host").to_owned(), token: body["token"].as_str().expect("token").into() }
     }

@@ -1,6 +1,6 @@
--- Argo CD health of ooda's Organisation and Project (group ooda.run), from their status: the
--- operator's observedGeneration first (a spec it has not yet seen is Progressing whatever the
--- conditions say), then the Ready condition and its reason.
+-- Argo CD health of ooda's Organisation and Project (group ooda.run), from their status as the
+-- operator writes it: observedGeneration first (a spec it has not yet seen is Progressing whatever
+-- the conditions say), then kstatus's Stalled and Reconciling, then Ready.
 local health = { status = "Progressing", message = "waiting for the ooda operator" }
 if obj.status == nil then
   return health
@@ -10,26 +10,24 @@ if generation ~= nil and (obj.status.observedGeneration == nil or obj.status.obs
   health.message = "the ooda operator has not yet observed generation " .. generation
   return health
 end
-local ready = nil
+local conditions = {}
 for _, condition in ipairs(obj.status.conditions or {}) do
-  if condition.type == "Ready" then
-    ready = condition
-  end
+  conditions[condition.type] = condition
 end
-if ready == nil then
+local stalled = conditions["Stalled"]
+if stalled ~= nil and stalled.status == "True" then
+  return { status = "Degraded", message = (stalled.reason or "") .. ": " .. (stalled.message or "") }
+end
+local ready = conditions["Ready"]
+if ready == nil or ready.status ~= "True" then
+  local reconciling = conditions["Reconciling"]
+  if reconciling ~= nil and reconciling.status == "True" then
+    health.message = reconciling.message or ""
+  end
   return health
 end
-local message = ready.message or ""
-if ready.status == "True" then
-  return { status = "Healthy", message = message }
+-- Asleep or stopped as its users asked: as its spec says, and it wakes or starts on request.
+if ready.reason == "Hibernated" or ready.reason == "Stopped" then
+  return { status = "Suspended", message = ready.message or "" }
 end
-local reason = ready.reason or ""
--- Asleep or stopped as its users asked: not broken, and it wakes or starts on request.
-if reason == "Hibernated" or reason == "Stopped" then
-  return { status = "Suspended", message = message }
-end
--- What waits for someone to change the object or the configuration, not for time.
-if obj.status.phase == "Failed" or reason == "UnknownJurisdiction" or reason == "NamespaceConflict" then
-  return { status = "Degraded", message = reason .. ": " .. message }
-end
-return { status = "Progressing", message = message }
+return { status = "Healthy", message = ready.message or "" }

@@ -19,7 +19,7 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use crate::crd::Organisation;
-use crate::crd::conditions;
+use crate::crd::conditions::{self, Progress};
 use crate::crd::names::{object_ref, organisation_namespace};
 use crate::operator::apply::{apply_child, apply_status, in_namespace};
 use crate::operator::context::Context;
@@ -144,6 +144,8 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
             &now,
         );
         conditions::set(&mut status.conditions, "Ready", false, "UnknownJurisdiction", &message, generation, &now);
+        let stalled = Progress::Stalled { reason: "UnknownJurisdiction", message: &message };
+        conditions::set_progress(&mut status.conditions, stalled, generation, &now);
     } else if conflict.is_some() {
         let message = format!("namespace {namespace_name} already exists and does not belong to this organisation");
         conditions::set(
@@ -156,6 +158,8 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
             &now,
         );
         conditions::set(&mut status.conditions, "Ready", false, "NamespaceConflict", &message, generation, &now);
+        let stalled = Progress::Stalled { reason: "NamespaceConflict", message: &message };
+        conditions::set_progress(&mut status.conditions, stalled, generation, &now);
     } else {
         let quota_counted = provision(org, ctx).await?;
         status.namespace = Some(namespace_name.clone());
@@ -171,10 +175,13 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
         if quota_counted {
             let message = format!("namespace {namespace_name} is ready");
             conditions::set(&mut status.conditions, "Ready", true, "Provisioned", message, generation, &now);
+            conditions::set_progress(&mut status.conditions, Progress::Settled, generation, &now);
         } else {
             // Until the quota controller has counted usage, the API server refuses new projects.
             let message = "waiting for Kubernetes to count the namespace's usage against its quota";
             conditions::set(&mut status.conditions, "Ready", false, "QuotaPending", message, generation, &now);
+            let reconciling = Progress::Reconciling { reason: "QuotaPending", message };
+            conditions::set_progress(&mut status.conditions, reconciling, generation, &now);
         }
     }
 

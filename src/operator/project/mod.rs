@@ -23,7 +23,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
-use crate::crd::conditions;
+use crate::crd::conditions::{self, Progress};
 use crate::crd::names::{
     LAST_SIGNAL, LOADER_CONTAINER, TOKEN_KEY, TOKEN_STATE, TokenState, WORKSPACE_SEEDED, activity_lease_name,
     object_ref, organisation_of_namespace, pod_name, preview_secret_name, project_host, project_labels,
@@ -385,7 +385,12 @@ fn project_status(
     let conditions = &mut status.conditions;
     let provisioned = "all of the project's objects are in place";
     conditions::set(conditions, "Provisioned", true, "ChildrenApplied", provisioned, generation, &time);
-    conditions::set(conditions, "Ready", ready, reason, message, generation, &time);
+    conditions::set(conditions, "Ready", ready, reason, &message, generation, &time);
+    let progress = match ready {
+        true => Progress::Settled,
+        false => Progress::Reconciling { reason, message: &message },
+    };
+    conditions::set_progress(conditions, progress, generation, &time);
     let hibernated = phase == Phase::Hibernated;
     let (reason, message) = match hibernated {
         true => ("Idle", "scaled to zero; the workspace volume is kept"),
@@ -395,16 +400,20 @@ fn project_status(
     status
 }
 
-/// The `Ready` condition of a provisioned project in `phase`: (status, reason, message).
+/// The `Ready` condition of a provisioned project in `phase`: (status, reason, message). Ready is
+/// True once the project is as its spec asks: serving, hibernated (it wakes on the next request)
+/// or stopped on request. So GitOps tools, which read Ready as "reconciled" (kstatus, Flux), do
+/// not take a project that sleeps as asked for one that is still on its way; the phase (and the
+/// `Hibernated` condition) says whether it serves right now.
 fn readiness(phase: Phase, idle_timeout: std::time::Duration) -> (bool, &'static str, String) {
     match phase {
         Phase::Running => (true, "Running", "the environment is ready".to_owned()),
         Phase::Provisioning => (false, "Provisioning", "waiting for the environment's pod to become ready".to_owned()),
         Phase::Waking => (false, "Waking", "woken by activity; waiting for the pod to become ready".to_owned()),
         Phase::Hibernated => {
-            (false, "Hibernated", format!("no activity for {}; wakes on the next request", humanize(idle_timeout)))
+            (true, "Hibernated", format!("no activity for {}; wakes on the next request", humanize(idle_timeout)))
         }
-        Phase::Stopped => (false, "Stopped", "stopped on request; start it to use it again".to_owned()),
+        Phase::Stopped => (true, "Stopped", "stopped on request; start it to use it again".to_owned()),
         other => (false, other.as_str(), String::new()),
     }
 }
@@ -420,7 +429,15 @@ fn stuck(
 ) -> ProjectStatus {
     let generation = project.metadata.generation;
     let mut status = ProjectStatus { observed_generation: generation, phase: Some(phase), ..old.clone() };
-    conditions::set(&mut status.conditions, "Ready", false, reason, message, generation, &Time(now));
+    let time = Time(now);
+    conditions::set(&mut status.conditions, "Ready", false, reason, message, generation, &time);
+    // Failed, or in no organisation's namespace: nothing changes until someone changes something.
+    // Pending on its organisation: that comes on its own.
+    let progress = match phase == Phase::Failed || reason == "NotInOrganisationNamespace" {
+        true => Progress::Stalled { reason, message },
+        false => Progress::Reconciling { reason, message },
+    };
+    conditions::set_progress(&mut status.conditions, progress, generation, &time);
     status
 }
 
@@ -648,8 +665,8 @@ mod tests {
             (Phase::Running, true, "Running", "the environment is ready"),
             (Phase::Provisioning, false, "Provisioning", "waiting for the environment's pod to become ready"),
             (Phase::Waking, false, "Waking", "woken by activity; waiting for the pod to become ready"),
-            (Phase::Hibernated, false, "Hibernated", "no activity for 15m; wakes on the next request"),
-            (Phase::Stopped, false, "Stopped", "stopped on request; start it to use it again"),
+            (Phase::Hibernated, true, "Hibernated", "no activity for 15m; wakes on the next request"),
+            (Phase::Stopped, true, "Stopped", "stopped on request; start it to use it again"),
             (Phase::Pending, false, "Pending", ""),
             (Phase::Failed, false, "Failed", ""),
             (Phase::Deleting, false, "Deleting", ""),
