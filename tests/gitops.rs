@@ -157,3 +157,40 @@ fn the_tenants_folder_uses_only_known_fields() {
         assert_eq!(raw["spec"], back["spec"], "{} has fields the types drop", raw["metadata"]["name"]);
     }
 }
+
+/// Every path the Argo CD and Flux manifests name in the repository exists: the chart, its values
+/// files and the tenants folder.
+#[test]
+fn the_gitops_manifests_point_at_what_is_in_the_repository() {
+    let mut named = Vec::new();
+    for file in ["examples/gitops/argocd/ooda.yaml", "examples/gitops/flux/ooda.yaml"] {
+        let text = std::fs::read_to_string(repo().join(file)).expect(file);
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let object = Value::deserialize(document).expect("YAML");
+            let kind = object["kind"].as_str().unwrap_or_else(|| panic!("{file}: a document without kind"));
+            let spec = &object["spec"];
+            match kind {
+                "Application" => {
+                    let path = spec["source"]["path"].as_str().expect("source.path");
+                    named.push(path.to_owned());
+                    for values in spec["source"]["helm"]["valueFiles"].as_array().into_iter().flatten() {
+                        named.push(format!("{path}/{}", values.as_str().expect("a path")));
+                    }
+                }
+                "HelmRelease" => {
+                    named.push(spec["chart"]["spec"]["chart"].as_str().expect("chart").to_owned());
+                    for values in spec["chart"]["spec"]["valuesFiles"].as_array().expect("valuesFiles") {
+                        named.push(values.as_str().expect("a path").to_owned());
+                    }
+                }
+                "Kustomization" => named.push(spec["path"].as_str().expect("path").to_owned()),
+                "GitRepository" => {}
+                other => panic!("{file}: unexpected kind {other}"),
+            }
+        }
+    }
+    assert_eq!(named.len(), 7, "{named:?}");
+    for path in named {
+        assert!(repo().join(&path).exists(), "{path} is named by a GitOps manifest but not in the repository");
+    }
+}
