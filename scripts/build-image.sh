@@ -6,7 +6,8 @@
 #    certificates, and /etc/passwd naming the fixed non-root user 65532.
 # 2. buildah builds the repository's Dockerfile (FROM scratch, COPY rootfs/) on that context, with
 #    storage of its own under the cache and timestamps fixed to the commit's, and writes an OCI
-#    archive: $OODA_CACHE/image/ooda-<version>.oci.tar.
+#    archive: $OODA_CACHE/image/ooda-<version>.oci.tar (and a docker-archive beside it, which
+#    `docker load` and `kind load image-archive` read).
 # 3. If the bed's real node is running, its containerd imports the archive (it also does so at
 #    every start), so the chart's pods run it with no registry.
 #
@@ -63,6 +64,9 @@ buildah bud --quiet --signature-policy "$work/policy.json" --format oci --timest
 rm -f "$ooda_image_archive.tmp"
 buildah push --quiet --signature-policy "$work/policy.json" "$ooda_image" "oci-archive:$ooda_image_archive.tmp:$ooda_image"
 mv "$ooda_image_archive.tmp" "$ooda_image_archive"
+rm -f "$ooda_image_docker_archive.tmp"
+buildah push --quiet --signature-policy "$work/policy.json" "$ooda_image" "docker-archive:$ooda_image_docker_archive.tmp:$ooda_image"
+mv "$ooda_image_docker_archive.tmp" "$ooda_image_docker_archive"
 buildah rmi --force "$ooda_image" >/dev/null
 log "wrote $ooda_image_archive ($(du -h "$ooda_image_archive" | cut -f1))"
 

@@ -5,8 +5,9 @@
 # On the bed (the default): brings it up if it is not running (and down afterwards), builds and
 # loads the image (`make image`), installs with examples/helm/minimal.yaml plus
 # tests/e2e/values-bed.yaml, and hands the suite the gateway Service's endpoint.
-# Elsewhere (the kind issue): OODA_E2E_KUBECONFIG, OODA_E2E_VALUES (an extra values file) and
-# OODA_E2E_GATEWAY (host:port where the suite reaches the gateway's Service) name the cluster.
+# Elsewhere (scripts/e2e-kind.sh): OODA_E2E_KUBECONFIG, OODA_E2E_VALUES (an extra values file),
+# OODA_E2E_SET (one more --set) and OODA_E2E_GATEWAY (host:port where the suite reaches the
+# gateway's Service) name the cluster.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
@@ -34,6 +35,7 @@ if [[ -z "${OODA_E2E_KUBECONFIG:-}" ]]; then
     --set "config.jurisdictions.eu.sites.endpoint=http://$outside_ip:$s3_port")
 else
   extra_values=(-f "${OODA_E2E_VALUES:?the values file of that cluster}")
+  [[ -n "${OODA_E2E_SET:-}" ]] && extra_values+=(--set "$OODA_E2E_SET")
 fi
 
 if k get namespace "$namespace" >/dev/null 2>&1; then

@@ -141,9 +141,18 @@ fn the_argocd_configmap_embeds_the_tested_script() {
 
 #[test]
 fn the_tenants_folder_uses_only_known_fields() {
-    let text = std::fs::read_to_string(repo().join("examples/gitops/tenants/acme.yaml")).expect("acme.yaml");
+    let mut text = String::new();
+    for file in ["organisation.yaml", "projects.yaml"] {
+        text += &std::fs::read_to_string(repo().join("examples/gitops/tenants/acme").join(file)).expect(file);
+        text += "\n---\n";
+    }
+    let mut kinds = Vec::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let raw = Value::deserialize(document).expect("YAML");
+        if raw.is_null() {
+            continue;
+        }
+        kinds.push(raw["kind"].clone());
         let back = match raw["kind"].as_str() {
             Some("Organisation") => serde_json::to_value(
                 serde_json::from_value::<ooda::crd::Organisation>(raw.clone()).expect("an Organisation"),
@@ -156,6 +165,7 @@ fn the_tenants_folder_uses_only_known_fields() {
         .expect("serialise");
         assert_eq!(raw["spec"], back["spec"], "{} has fields the types drop", raw["metadata"]["name"]);
     }
+    assert_eq!(kinds, [json!("Organisation"), json!("Project")]);
 }
 
 /// Every path the Argo CD and Flux manifests name in the repository exists: the chart, its values

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use cluster::Cluster;
 use gateway::Gateway;
 
-/// What examples/gitops/tenants/acme.yaml declares: the README's first organisation and project.
+/// What examples/gitops/tenants/acme/ declares: the README's first organisation and project.
 const ORG: &str = "acme";
 const ADMIN: &str = "alice@acme.example";
 const PASSWORD: &str = "e2e password, long enough";
@@ -42,9 +42,10 @@ async fn installed_release_serves_users_and_survives_upgrade_and_uninstall() {
 
     // The README's first organisation and project, as GitOps keeps them: `shop` lives through the
     // upgrade and the uninstall.
-    let tenants = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gitops/tenants/acme.yaml");
-    cluster.kubectl(&["apply", "-f", tenants]);
-    cluster.wait_ready("organisation", ORG, None, Duration::from_secs(60));
+    let tenants = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/gitops/tenants/acme");
+    cluster.kubectl(&["apply", "-f", &format!("{tenants}/organisation.yaml")]);
+    cluster.wait_ready("organisation", ORG, None, Duration::from_secs(120));
+    cluster.kubectl(&["apply", "-f", &format!("{tenants}/projects.yaml")]);
     assert!(cluster.jurisdictions_with_sites().contains(&"eu".to_owned()), "the release configures eu with sites");
     steps.done("organisation applied and Ready");
 

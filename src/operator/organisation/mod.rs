@@ -4,14 +4,14 @@
 pub mod build;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -124,6 +124,7 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
     status.observed_generation = generation;
     let namespace_name = organisation_namespace(&name);
 
+    let mut action = Action::await_change();
     let residency = shared.config.jurisdictions.get(&org.spec.jurisdiction);
     let conflict = ctx.children.namespaces.get(&ObjectRef::new(&namespace_name)).filter(|ns| {
         !ns.owner_references().iter().any(|o| Some(&o.uid) == org.metadata.uid.as_ref() && o.controller == Some(true))
@@ -161,7 +162,11 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
         let stalled = Progress::Stalled { reason: "NamespaceConflict", message: &message };
         conditions::set_progress(&mut status.conditions, stalled, generation, &now);
     } else {
-        let quota_counted = provision(org, ctx).await?;
+        let quota = provision(org, ctx).await?;
+        let quota_counted = quota == QuotaState::Counted;
+        if let QuotaState::Pending { recheck: Some(after) } = quota {
+            action = Action::requeue(after);
+        }
         status.namespace = Some(namespace_name.clone());
         conditions::set(
             &mut status.conditions,
@@ -201,12 +206,54 @@ async fn reconcile_inner(org: &Organisation, ctx: &OrganisationContext) -> Resul
             shared.event(&org.object_ref(&()), warning, &reason, "Reconcile", message).await;
         }
     }
-    Ok(Action::await_change())
+    Ok(action)
 }
 
-/// Applies the organisation's objects; returns whether its quota (if any) is in force, i.e. the
-/// quota controller reports usage for every limit.
-async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool> {
+/// Whether the organisation's quota is in force: the quota controller reports usage for every
+/// limit (until then the API server refuses every project in the namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QuotaState {
+    Counted,
+    /// Not yet; look again after `recheck`, or when the quota changes.
+    Pending {
+        recheck: Option<Duration>,
+    },
+}
+
+/// The quota controller's discovery period: a resource it did not know when it counted a quota
+/// (ooda's own Projects, in the first half minute after the CRDs are installed) is known by then.
+const QUOTA_DISCOVERY_PERIOD: Duration = Duration::from_secs(30);
+
+/// What to do about a quota that is not (fully) counted.
+#[derive(Debug, PartialEq, Eq)]
+enum Recount {
+    /// The controller has not counted it yet: it will.
+    Wait,
+    /// Counted without some of its resources, and young: the controller may not have discovered
+    /// them yet; look again then.
+    RecheckIn(Duration),
+    /// Counted without some of its resources though they have had time to be discovered. The
+    /// controller counts a quota again only when its limits change or at its full resync (5
+    /// minutes by default), so it is made anew, and counted at once. (Recreating it leaves the
+    /// namespace without a quota for a moment; the new one counts whatever came in meanwhile.)
+    Recreate,
+}
+
+fn recount(live: &ResourceQuota, now: Timestamp) -> Recount {
+    let counted_once = live.status.as_ref().and_then(|s| s.hard.as_ref()).is_some_and(|h| !h.is_empty());
+    if !counted_once {
+        return Recount::Wait;
+    }
+    let created = live.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0);
+    let age = Duration::try_from(now.duration_since(created)).unwrap_or_default();
+    match QUOTA_DISCOVERY_PERIOD.checked_sub(age) {
+        Some(left) if !left.is_zero() => Recount::RecheckIn(left),
+        _ => Recount::Recreate,
+    }
+}
+
+/// Applies the organisation's objects; returns whether its quota (if any) is in force.
+async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<QuotaState> {
     let shared = &ctx.shared;
     let children = &ctx.children;
     let desired = build::desired(org);
@@ -215,13 +262,32 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
     apply_child(shared, &Api::all(shared.client.clone()), &desired.namespace, live.as_deref()).await?;
 
     let live = children.quotas.get(&object_ref(&namespace_name, build::QUOTA_NAME));
-    let quota_counted = match (&desired.quota, live) {
+    let quota_state = match (&desired.quota, live) {
         (Some(quota), live) => {
             apply_child(shared, &in_namespace(shared, &namespace_name), quota, live.as_deref()).await?;
             let limits =
                 quota.spec.as_ref().and_then(|s| s.hard.as_ref()).map(|h| h.keys().cloned().collect::<Vec<_>>());
             let used = live.as_ref().and_then(|q| q.status.as_ref()?.used.as_ref());
-            limits.unwrap_or_default().iter().all(|key| used.is_some_and(|u| u.contains_key(key)))
+            let counted = limits.unwrap_or_default().iter().all(|key| used.is_some_and(|u| u.contains_key(key)));
+            match (counted, live.as_deref().map(|live| (live, recount(live, Timestamp::now())))) {
+                (true, _) => QuotaState::Counted,
+                (false, None | Some((_, Recount::Wait))) => QuotaState::Pending { recheck: None },
+                (false, Some((_, Recount::RecheckIn(after)))) => QuotaState::Pending { recheck: Some(after) },
+                (false, Some((live, Recount::Recreate))) => {
+                    let quotas: Api<ResourceQuota> = Api::namespaced(shared.client.clone(), &namespace_name);
+                    let this_one = DeleteParams {
+                        preconditions: Some(Preconditions { uid: live.metadata.uid.clone(), resource_version: None }),
+                        ..DeleteParams::background()
+                    };
+                    info!(namespace = %namespace_name, "recreating a quota counted before ooda's resources were discovered");
+                    quotas
+                        .delete(build::QUOTA_NAME, &this_one)
+                        .await
+                        .during(|| format!("recreating ResourceQuota {namespace_name}/{}", build::QUOTA_NAME))?;
+                    shared.metrics.wrote("ResourceQuota");
+                    QuotaState::Pending { recheck: None }
+                }
+            }
         }
         (None, Some(_)) => {
             let quotas: Api<ResourceQuota> = Api::namespaced(shared.client.clone(), &namespace_name);
@@ -230,9 +296,9 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
                 .await
                 .during(|| format!("deleting ResourceQuota {namespace_name}/{}", build::QUOTA_NAME))?;
             shared.metrics.wrote("ResourceQuota");
-            true
+            QuotaState::Counted
         }
-        (None, None) => true,
+        (None, None) => QuotaState::Counted,
     };
     let live = children.limit_ranges.get(&object_ref(&namespace_name, build::LIMIT_RANGE_NAME));
     apply_child(shared, &in_namespace(shared, &namespace_name), &desired.limit_range, live.as_deref()).await?;
@@ -243,9 +309,33 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<bool
     apply_child(shared, &in_namespace(shared, &namespace_name), &role, live.as_deref()).await?;
     let live = children.role_bindings.get(&object_ref(&namespace_name, build::GATEWAY_ACCESS_NAME));
     apply_child(shared, &in_namespace(shared, &namespace_name), &binding, live.as_deref()).await?;
-    Ok(quota_counted)
+    Ok(quota_state)
 }
 
 pub fn error_policy(org: Arc<Organisation>, error: &Error, ctx: Arc<OrganisationContext>) -> Action {
     super::error_action(CONTROLLER, &org.name_any(), error, &ctx.shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(created: i64, hard: Option<serde_json::Value>) -> ResourceQuota {
+        serde_json::from_value(json!({
+            "metadata": { "name": "organisation-quota", "creationTimestamp": Timestamp::from_second(created).unwrap() },
+            "spec": { "hard": { "count/projects.ooda.run": "10", "requests.cpu": "16" } },
+            "status": { "hard": hard, "used": { "requests.cpu": "0" } },
+        }))
+        .expect("quota")
+    }
+
+    #[test]
+    fn a_quota_counted_without_a_resource_is_made_anew_once_discovery_has_had_its_time() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        let counted = Some(json!({ "count/projects.ooda.run": "10", "requests.cpu": "16" }));
+        assert_eq!(recount(&quota(990, None), now), Recount::Wait, "not counted at all yet: the controller will");
+        assert_eq!(recount(&quota(990, counted.clone()), now), Recount::RecheckIn(Duration::from_secs(20)));
+        assert_eq!(recount(&quota(970, counted.clone()), now), Recount::Recreate);
+        assert_eq!(recount(&quota(900, counted), now), Recount::Recreate);
+    }
 }
