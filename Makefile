@@ -51,8 +51,7 @@ test:
 e2e:
 	scripts/e2e.sh
 
-## The e2e suite against ooda installed on a kind cluster of a private Docker engine (in progress:
-## gVisor inside the kind node fails on this machine's cgroup v1; see issue 12's note).
+## The e2e suite against ooda installed on a kind cluster of a private Docker engine, offline.
 e2e-kind:
 	scripts/e2e-kind.sh
 

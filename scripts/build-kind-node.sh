@@ -7,8 +7,9 @@
 #   $OODA_CACHE/kind/node-<kubernetes v>-<key>.tar   the node image `ooda.local/kind-node:<v>`, a
 #     docker-archive for `docker load`: Debian (mmdebstrap) with kind's base files, containerd,
 #     kubelet, kubeadm, kubectl, runc, the CNI plugins, gVisor (runtime handler `runsc`), a static
-#     CNI configuration for one node, and the images kubeadm asks for preloaded, built here around
-#     the same binaries (the control plane, etcd, CoreDNS, kube-proxy, pause)
+#     CNI configuration for one node, kind's local-path StorageClass, and the images kubeadm asks
+#     for preloaded, built here around the same binaries (the control plane, etcd, CoreDNS,
+#     kube-proxy, pause; and local-path-provisioner with its helper)
 # `kind build node-image` cannot be used: it fetches etcd, CoreDNS, pause and kindnetd from a registry.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,8 +37,8 @@ build_module "$kind_cache/coredns-$COREDNS_VERSION" github.com/coredns/coredns "
   "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" coredns=github.com/coredns/coredns
 
 # --- the node image ---
-node_key="$(cat "$here/build-kind-node.sh" "$here/versions.env" "$here/realnode/pause.c" "$here/realnode/oci-archive.py" |
-  sha256sum | cut -c1-12)"
+node_key="$({ cat "$here/build-kind-node.sh" "$here/versions.env" "$here/realnode/pause.c" "$here/realnode/oci-archive.py"
+  echo "$gvisor_bin"; } | sha256sum | cut -c1-12)"
 node_archive="$kind_cache/node-$KUBERNETES_VERSION-$node_key.tar"
 if [[ -f "$node_archive" ]]; then
   log "kind node image ready: $node_archive"
@@ -85,9 +86,32 @@ mmdebstrap --quiet --variant=minbase --include=iptables,nftables,conntrack,ipset
   bookworm "$work/kube-proxy"
 image "$(image_named kube-proxy)" "$work/kube-proxy" "{$path_env}"
 
+# kind's default StorageClass `standard`, as its own node images ship it: local-path-provisioner
+# (the bed's build) under kind's manifest and image names. Its helper makes each volume's
+# directory (`mkdir -m 0777`, so the project's non-root user can write its workspace) and needs
+# a shell: Debian's, from kube-proxy's base.
+kind_module="$(cd "$work" && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+storage_images="$(python3 - "$kind_module/pkg/build/nodeimage/const_storage.go" "$work/default-storage.yaml" <<'PY'
+import re, sys
+source = open(sys.argv[1]).read()
+names = dict(re.findall(r'const (storage\w+Image) = "([^"]+)"', source))
+for name, ref in names.items():
+    source = source.replace("` + " + name + " + `", ref)
+manifest = re.search(r'const defaultStorageManifest = `(.*?)`\n', source, re.S).group(1)
+open(sys.argv[2], "w").write(manifest)
+print(names["storageProvisionerImage"], names["storageHelperImage"])
+PY
+)"
+read -r provisioner_image helper_image <<<"$storage_images"
+mkdir -p "$work/local-path/usr/local/bin"
+cp "$realnode_bin/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION/local-path-provisioner" "$work/local-path/usr/local/bin/"
+image "$provisioner_image" "$work/local-path" "{$path_env}"
+rm "$work/kube-proxy/usr/local/bin/kube-proxy"
+image "$helper_image" "$work/kube-proxy" "{$path_env}"
+
 log "building the node's root filesystem (mmdebstrap, kind $KIND_VERSION's base files)"
 rootfs="$work/rootfs"
-kind_base="$(cd "$work" && go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/images/base/files"
+kind_base="$kind_module/images/base/files"
 mmdebstrap --quiet --variant=minbase \
   --include=systemd,systemd-sysv,dbus,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,procps,socat,runc,containernetworking-plugins,jq,curl \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -95,7 +119,8 @@ mmdebstrap --quiet --variant=minbase \
   bookworm "$rootfs"
 # What kind's images/base/Dockerfile does, without a Docker build.
 install -m 0755 "$kind_base"/usr/local/bin/* "$rootfs/usr/local/bin/"
-mkdir -p "$rootfs/kind/bin" "$rootfs/etc/kubernetes/manifests" "$rootfs/opt/cni/bin" "$rootfs/etc/cni/net.d"
+mkdir -p "$rootfs/kind/bin" "$rootfs/kind/manifests" "$rootfs/etc/kubernetes/manifests" "$rootfs/opt/cni/bin" "$rootfs/etc/cni/net.d"
+install -m 0644 "$work/default-storage.yaml" "$rootfs/kind/manifests/default-storage.yaml"
 install -m 0644 "$kind_base/kind/README.txt" "$rootfs/kind/"
 install -m 0755 "$kind_base"/kind/bin/* "$rootfs/kind/bin/"
 install -m 0644 "$kind_base/etc/crictl.yaml" "$rootfs/etc/"

@@ -3,7 +3,7 @@
 # scripts/versions.env, into a cache outside the repository keyed by version:
 #   $OODA_CACHE/realnode/kubelet-<v>/kubelet
 #   $OODA_CACHE/realnode/containerd-<v>/{containerd,ctr,containerd-shim-runc-v2}
-#   $OODA_CACHE/realnode/gvisor-<v>-<patch>/{runsc,containerd-shim-runsc-v1}
+#   $OODA_CACHE/realnode/gvisor-<v>-<patches>/{runsc,containerd-shim-runsc-v1} (scripts/realnode/gvisor-*.patch)
 #   $OODA_CACHE/realnode/kube-network-policies-<v>/kube-network-policies
 #   $OODA_CACHE/realnode/local-path-provisioner-<v>/local-path-provisioner
 # runc and the CNI plugins are Debian's (scripts/install-prerequisites.sh). Run after the control
@@ -46,7 +46,7 @@ build_gvisor() {
   wrapper "$work"
   local src; src="$(cd "$work" && go mod download -json "gvisor.dev/gvisor@$v" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
   cp -r "$src" "$work/gvisor" && chmod -R u+w "$work/gvisor"
-  patch -s -d "$work/gvisor" -p1 <"$here/realnode/gvisor-shim-oom-score.patch"
+  for fix in "$here"/realnode/gvisor-*.patch; do patch -s -d "$work/gvisor" -p1 <"$fix"; done
   printf 'replace gvisor.dev/gvisor => ./gvisor\n' >>"$work/go.mod"
   go_module "$work" gvisor.dev/gvisor "$v" gvisor.dev/gvisor/runsc gvisor.dev/gvisor/shim
   go_program "$work" "$out" "-s -w" runsc=gvisor.dev/gvisor/runsc containerd-shim-runsc-v1=gvisor.dev/gvisor/shim

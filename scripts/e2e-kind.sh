@@ -146,6 +146,8 @@ for _ in $(seq 100); do curl -fsS "http://198.18.193.1:${OODA_KIND_S3_PORT:-3457
 curl -fsS -X PUT "http://198.18.193.1:${OODA_KIND_S3_PORT:-34577}/ooda-sites-eu" >/dev/null
 
 node_ip="$(docker inspect -f '{{ .NetworkSettings.Networks.kind.IPAddress }}' "$cluster-control-plane")"
+# The pods' addresses are routed by the node (no masquerade): answers to them go back through it.
+ip route add 198.18.160.0/20 via "$node_ip" dev "$network_bridge"
 OODA_E2E_KUBECONFIG="$kind_kubeconfig" OODA_E2E_VALUES=tests/e2e/values-kind.yaml \
   OODA_E2E_SET="config.jurisdictions.eu.sites.endpoint=http://198.18.193.1:${OODA_KIND_S3_PORT:-34577}" \
   OODA_E2E_GATEWAY="$node_ip:30443" OODA_E2E_STARTED=$started "$here/e2e.sh"

@@ -51,8 +51,8 @@ containerd_bin="$realnode_bin/containerd-$CONTAINERD_VERSION"
 containerd_socket="$realnode_state/containerd/containerd.sock"
 # ctr on the real node's containerd, in the namespace the kubelet uses.
 ctr() { "$containerd_bin/ctr" --address "$containerd_socket" --namespace k8s.io "$@"; }
-# gVisor's shim is built from a patched copy of the module: the patch's hash is part of the key.
-gvisor_bin="$realnode_bin/gvisor-$GVISOR_VERSION-$(sha256sum "$repo/scripts/realnode/gvisor-shim-oom-score.patch" | cut -c1-12)"
+# gVisor is built from a patched copy of the module: the patches' hash is part of the key.
+gvisor_bin="$realnode_bin/gvisor-$GVISOR_VERSION-$(cat "$repo"/scripts/realnode/gvisor-*.patch | sha256sum | cut -c1-12)"
 # Everything the node puts on the host's network is numbered by OODA_REAL_NODE_NET (0–63), so two
 # beds on one machine never share a bridge, an address or a queue. Pod networks are all inside
 # 198.18.0.0/16, which the bed's operator configuration denies to projects' egress.

@@ -43,4 +43,10 @@ e2e_status=0
 "$repo/scripts/e2e.sh" || e2e_status=$?
 log "make e2e finished in $((SECONDS - started))s with status $e2e_status"
 ((status != 0)) || status=$e2e_status
+# The same suite on kind, of a private Docker engine, offline.
+started=$SECONDS
+kind_status=0
+"$repo/scripts/e2e-kind.sh" || kind_status=$?
+log "make e2e-kind finished in $((SECONDS - started))s with status $kind_status"
+((status != 0)) || status=$kind_status
 exit "$status"
