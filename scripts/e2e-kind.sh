@@ -150,4 +150,4 @@ node_ip="$(docker inspect -f '{{ .NetworkSettings.Networks.kind.IPAddress }}' "$
 ip route add 198.18.160.0/20 via "$node_ip" dev "$network_bridge"
 OODA_E2E_KUBECONFIG="$kind_kubeconfig" OODA_E2E_VALUES=tests/e2e/values-kind.yaml \
   OODA_E2E_SET="config.jurisdictions.eu.sites.endpoint=http://198.18.193.1:${OODA_KIND_S3_PORT:-34577}" \
-  OODA_E2E_GATEWAY="$node_ip:30443" OODA_E2E_STARTED=$started "$here/e2e.sh"
+  OODA_E2E_GATEWAY="$node_ip:30443" "$here/e2e.sh"
