@@ -17,9 +17,6 @@ log() { printf '[build-images] %s\n' "$*" >&2; }
 export SOURCE_DATE_EPOCH=1767225600 # 2026-01-01
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-tar_of() { # tar_of OUT DIR: a layer with fixed owners, order and times
-  tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner -C "$2" -cf "$1" .
-}
 
 log "building $pause_image"
 mkdir -p "$work/pause"

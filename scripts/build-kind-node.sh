@@ -16,6 +16,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
 # shellcheck source=gobuild.sh
 source "$here/gobuild.sh"
+# shellcheck source=images.sh
+source "$here/images.sh"
 mkdir -p "$kind_cache"
 
 build_module "$kind_cache/kind-$KIND_VERSION" sigs.k8s.io/kind "$KIND_VERSION" "-s -w" kind=sigs.k8s.io/kind
@@ -37,7 +39,7 @@ build_module "$kind_cache/coredns-$COREDNS_VERSION" github.com/coredns/coredns "
   "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" coredns=github.com/coredns/coredns
 
 # --- the node image ---
-node_key="$({ cat "$here/build-kind-node.sh" "$here/versions.env" "$here/realnode/pause.c" "$here/realnode/oci-archive.py"
+node_key="$({ cat "$here/build-kind-node.sh" "$here/images.sh" "$here/versions.env" "$here/realnode/pause.c" "$here/realnode/oci-archive.py"
   echo "$gvisor_bin"; } | sha256sum | cut -c1-12)"
 node_archive="$kind_cache/node-$KUBERNETES_VERSION-$node_key.tar"
 if [[ -f "$node_archive" ]]; then
@@ -47,9 +49,6 @@ fi
 export SOURCE_DATE_EPOCH=1767225600 # 2026-01-01
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-tar_of() { # tar_of OUT DIR: a layer with fixed owners, order and times
-  tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner -C "$2" -cf "$1" .
-}
 # image NAME DIR CONFIG: a docker-archive of DIR as one layer, into $work/images/.
 image() {
   mkdir -p "$work/images"

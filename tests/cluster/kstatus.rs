@@ -5,13 +5,13 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use ooda::crd::{Organisation, Phase, Project};
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{client, install_crds, repo, unique_name, wait_for};
+use crate::harness::{client, install_crds, repo, wait_for};
 use crate::operator_harness::{Operator, World, condition_true, project_phase};
 
 /// kstatus's verdict on `object`: (status, message).
@@ -56,9 +56,7 @@ async fn flux_reads_organisations_and_projects_as_they_stand() {
 
     // An organisation in a jurisdiction the operator does not have: Failed, saying why.
     let orgs: Api<Organisation> = Api::all(client.clone());
-    let mars = unique_name("org");
-    let manifest: Organisation = serde_json::from_value(world.organisation_manifest(&mars, "mars")).expect("org");
-    orgs.create(&PostParams::default(), &manifest).await.expect("create organisation");
+    let mars = world.create_organisation("mars").await;
     let stalled = wait_for(&orgs, &mars, |o: Option<&Organisation>| {
         condition_true(o.and_then(|o| o.status.as_ref()).map(|s| &s.conditions[..]), "Stalled")
     })

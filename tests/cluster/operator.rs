@@ -83,9 +83,7 @@ async fn an_unknown_jurisdiction_fails_closed() {
     install_crds(&client).await;
     let world = World::start(&client, "mars").await;
     let orgs: Api<Organisation> = Api::all(client.clone());
-    let name = crate::harness::unique_name("org");
-    let manifest: Organisation = serde_json::from_value(world.organisation_manifest(&name, "mars")).expect("org");
-    orgs.create(&PostParams::default(), &manifest).await.expect("create");
+    let name = world.create_organisation("mars").await;
     let org = wait_for(&orgs, &name, |o: Option<&Organisation>| {
         o.and_then(|o| o.status.as_ref()).is_some_and(|s| {
             s.conditions.iter().any(|c| c.type_ == "ResidencySatisfied" && c.reason == "UnknownJurisdiction")

@@ -131,13 +131,19 @@ impl World {
         })
     }
 
-    /// Creates an organisation the test's operator manages and waits until it is Ready.
-    pub async fn ready_organisation(&self, jurisdiction: &str) -> Organisation {
+    /// Creates an organisation the test's operator manages in `jurisdiction`; returns its name.
+    pub async fn create_organisation(&self, jurisdiction: &str) -> String {
         let name = unique_name("org");
         let api: Api<Organisation> = Api::all(self.client.clone());
         let org: Organisation = serde_json::from_value(self.organisation_manifest(&name, jurisdiction)).expect("org");
         api.create(&PostParams::default(), &org).await.expect("create organisation");
-        wait_for(&api, &name, organisation_ready()).await
+        name
+    }
+
+    /// Creates an organisation the test's operator manages and waits until it is Ready.
+    pub async fn ready_organisation(&self, jurisdiction: &str) -> Organisation {
+        let name = self.create_organisation(jurisdiction).await;
+        wait_for(&Api::all(self.client.clone()), &name, organisation_ready()).await
     }
 
     pub async fn create_project(&self, namespace: &str, name: &str, spec: Value) -> Project {
