@@ -227,13 +227,18 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let health = tokio::net::TcpListener::bind(options.http_addr)
         .await
         .map_err(|source| RunError::Listen { addr: options.http_addr, source })?;
+    // The bound addresses, not the configured ones: with port 0 the log is how callers learn them.
+    let bound = |listener: &tokio::net::TcpListener, addr| {
+        listener.local_addr().map_err(|source| RunError::Listen { addr, source })
+    };
+    let (addr, http_addr) = (bound(&listener, options.listen)?, bound(&health, options.http_addr)?);
     let health_router = health_router(gateway.clone());
     tokio::spawn(async move {
         if let Err(error) = axum::serve(health, health_router).await {
             error!(%error, "gateway health endpoints stopped");
         }
     });
-    info!(addr = %options.listen, tls = tls.is_some(), "gateway listening");
+    info!(%addr, %http_addr, tls = tls.is_some(), "gateway listening");
     server::serve(listener, router(gateway), tls, crate::signal::shutdown(), Duration::from_secs(10)).await;
     Ok(())
 }

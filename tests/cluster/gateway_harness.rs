@@ -20,9 +20,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::harness::{SETTLE, eventually};
+use crate::harness::{SETTLE, eventually, unique_name};
 use crate::kit::Ooda;
-use crate::operator_harness::{World, free_port, http_get};
+use crate::operator_harness::{World, http_get};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const PREVIEW_DOMAIN: &str = "preview.ooda.localhost";
@@ -65,22 +65,21 @@ impl Gateway {
         kubeconfig: std::path::PathBuf,
         client: reqwest::ClientBuilder,
     ) -> Self {
-        let (addr, http) = (free_port(), free_port());
-        let log = std::env::temp_dir().join(format!("ooda-gateway-{namespace}-{}.log", addr.port()));
-        let (listen, http_addr) = (addr.to_string(), http.to_string());
+        let log = std::env::temp_dir().join(format!("ooda-gateway-{namespace}-{}.log", unique_name("run")));
         let base = [
             "gateway",
             "--config",
             config.to_str().expect("utf-8 path"),
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--http-addr",
-            &http_addr,
+            "127.0.0.1:0",
             "--namespace",
             namespace,
         ];
         let process = Ooda::spawn(&[&base[..], args].concat(), &kubeconfig, "info,ooda=debug,kube=warn", log);
-        // The body tells this gateway apart from another process that took a freed port.
+        let addr = process.bound_address("gateway listening", "addr").await;
+        let http = process.bound_address("gateway listening", "http_addr").await;
         eventually(SETTLE, &format!("gateway on {addr} ready"), || async {
             http_get(http, "/readyz").await.ok().filter(|(status, body)| *status == 200 && body == "gateway ready")
         })

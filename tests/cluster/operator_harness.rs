@@ -37,15 +37,14 @@ impl Operator {
 
     /// The same, with the configuration file `config`.
     pub async fn start_with(test: &str, namespace: &str, lease: &str, kubeconfig: PathBuf, config: &Path) -> Self {
-        let http = free_port();
-        let log = std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", http.port()));
-        let (http_addr, selector) = (http.to_string(), format!("{TEST_LABEL}={test}"));
+        let log = std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", unique_name("run")));
+        let selector = format!("{TEST_LABEL}={test}");
         let args = [
             "operator",
             "--config",
             config.to_str().expect("utf-8 path"),
             "--http-addr",
-            &http_addr,
+            "127.0.0.1:0",
             "--namespace",
             namespace,
             "--leader-lease",
@@ -56,6 +55,7 @@ impl Operator {
             &selector,
         ];
         let process = Ooda::spawn(&args, &kubeconfig, "info,ooda=debug,kube=warn", log);
+        let http = process.bound_address("operator HTTP endpoints listening", "addr").await;
         Self { process, http }
     }
 
