@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # `make kind-node`: what a kind cluster needs on a machine with no registry, built from the Go
 # module proxy and Debian's packages at the versions in scripts/versions.env, cached by version:
-#   $OODA_CACHE/kind/kind-<v>/kind
 #   $OODA_CACHE/kind/kubernetes-<v>/{kubeadm,kube-proxy}   (next to the bed's own binaries)
 #   $OODA_CACHE/kind/coredns-<v>/coredns
 #   $OODA_CACHE/kind/node-<kubernetes v>-<key>.tar   the node image `ooda.local/kind-node:<v>`, a
 #     docker-archive for `docker load`: Debian (mmdebstrap) with kind's base files, containerd,
-#     kubelet, kubeadm, kubectl, runc, the CNI plugins, gVisor (runtime handler `runsc`), a static
-#     CNI configuration for one node, kind's local-path StorageClass, and the images kubeadm asks
-#     for preloaded, built here around the same binaries (the control plane, etcd, CoreDNS,
-#     kube-proxy, pause; and local-path-provisioner with its helper)
+#     kubelet, kubeadm, kubectl, runc, the CNI plugins, a static CNI configuration for one node,
+#     NetworkPolicy by kube-network-policies (scripts/kind/network-policies.yaml), kind's
+#     local-path StorageClass, and the images kubeadm asks for preloaded, built here around the
+#     same binaries (the control plane, etcd, CoreDNS, kube-proxy, pause; local-path-provisioner
+#     with its helper; kube-network-policies)
 # `kind build node-image` cannot be used: it fetches etcd, CoreDNS, pause and kindnetd from a registry.
+# gVisor is not in the image: scripts/e2e-kind.sh mounts it into any node image, stock ones too.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
@@ -19,8 +20,9 @@ source "$here/gobuild.sh"
 # shellcheck source=images.sh
 source "$here/images.sh"
 mkdir -p "$kind_cache"
-
-build_module "$kind_cache/kind-$KIND_VERSION" sigs.k8s.io/kind "$KIND_VERSION" "-s -w" kind=sigs.k8s.io/kind
+# The bed's binaries the node reuses: the control plane's, kubelet, containerd, kube-network-policies.
+"$here/build-control-plane.sh"
+"$here/build-real-node.sh"
 
 build_node_binaries() {
   local v="$KUBERNETES_VERSION" out="$kind_cache/kubernetes-$KUBERNETES_VERSION"
@@ -39,8 +41,8 @@ build_module "$kind_cache/coredns-$COREDNS_VERSION" github.com/coredns/coredns "
   "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" coredns=github.com/coredns/coredns
 
 # --- the node image ---
-node_key="$({ cat "$here/build-kind-node.sh" "$here/images.sh" "$here/versions.env" "$here/realnode/pause.c" "$here/realnode/oci-archive.py"
-  echo "$gvisor_bin"; } | sha256sum | cut -c1-12)"
+node_key="$(cat "$here/build-kind-node.sh" "$here/images.sh" "$here/versions.env" "$here/realnode/pause.c" \
+  "$here/realnode/oci-archive.py" "$here/kind/network-policies.yaml" | sha256sum | cut -c1-12)"
 node_archive="$kind_cache/node-$KUBERNETES_VERSION-$node_key.tar"
 if [[ -f "$node_archive" ]]; then
   log "kind node image ready: $node_archive"
@@ -107,6 +109,11 @@ cp "$realnode_bin/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION/local-p
 image "$provisioner_image" "$work/local-path" "{$path_env}"
 rm "$work/kube-proxy/usr/local/bin/kube-proxy"
 image "$helper_image" "$work/kube-proxy" "{$path_env}"
+# NetworkPolicy: kube-network-policies, with iptables and nftables for its init container's rules.
+knp_image="ooda.local/kube-network-policies:$KUBE_NETWORK_POLICIES_VERSION"
+install -m 0755 "$realnode_bin/kube-network-policies-$KUBE_NETWORK_POLICIES_VERSION/kube-network-policies" \
+  "$work/kube-proxy/usr/local/bin/"
+image "$knp_image" "$work/kube-proxy" "{$path_env}"
 
 log "building the node's root filesystem (mmdebstrap, kind $KIND_VERSION's base files)"
 rootfs="$work/rootfs"
@@ -120,6 +127,7 @@ mmdebstrap --quiet --variant=minbase \
 install -m 0755 "$kind_base"/usr/local/bin/* "$rootfs/usr/local/bin/"
 mkdir -p "$rootfs/kind/bin" "$rootfs/kind/manifests" "$rootfs/etc/kubernetes/manifests" "$rootfs/opt/cni/bin" "$rootfs/etc/cni/net.d"
 install -m 0644 "$work/default-storage.yaml" "$rootfs/kind/manifests/default-storage.yaml"
+sed "s#KUBE_NETWORK_POLICIES_IMAGE#$knp_image#" "$here/kind/network-policies.yaml" >"$rootfs/kind/manifests/default-cni.yaml"
 install -m 0644 "$kind_base/kind/README.txt" "$rootfs/kind/"
 install -m 0755 "$kind_base"/kind/bin/* "$rootfs/kind/bin/"
 install -m 0644 "$kind_base/etc/crictl.yaml" "$rootfs/etc/"
@@ -138,27 +146,15 @@ chroot "$rootfs" systemctl enable kubelet.service containerd.service undo-mount-
 chroot "$rootfs" systemctl mask systemd-binfmt.service >/dev/null 2>&1
 # The binaries: the bed's own, built from source (kind build node-image adds the same three).
 install -m 0755 "$containerd_bin"/{containerd,ctr,containerd-shim-runc-v2} "$rootfs/usr/local/bin/"
-install -m 0755 "$gvisor_bin"/{runsc,containerd-shim-runsc-v1} "$rootfs/usr/local/bin/"
 install -m 0755 "$k8s_node/kubeadm" "$realnode_bin/kubelet-$KUBERNETES_VERSION/kubelet" "$k8s_bin/kubectl" "$rootfs/usr/bin/"
 echo "$KUBERNETES_VERSION" >"$rootfs/kind/version"
 for plugin in host-local loopback ptp portmap bridge; do cp "$rootfs/usr/lib/cni/$plugin" "$rootfs/opt/cni/bin/"; done
 "$containerd_bin/ctr" oci spec |
   jq '.hooks.createContainer[.hooks.createContainer| length] |= . + {"path": "/kind/bin/mount-product-files.sh"}' |
   jq 'del(.process.rlimits)' >"$rootfs/etc/containerd/cri-base.json"
-# kind's containerd configuration, with kubeadm's pause, no OOM score changes the host refuses, and
-# gVisor as the runtime handler `runsc` (the RuntimeClass `gvisor` names it).
+# kind's containerd configuration, with kubeadm's pause and no OOM score changes the host refuses.
 sed -i -e "s#sandbox_image = .*#sandbox_image = \"$(image_named pause)\"#" \
   -e 's/restrict_oom_score_adj = false/restrict_oom_score_adj = true/' "$rootfs/etc/containerd/config.toml"
-cat >>"$rootfs/etc/containerd/config.toml" <<'TOML'
-
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
-  runtime_type = "io.containerd.runsc.v1"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
-    TypeUrl = "io.containerd.runsc.v1.options"
-    ConfigPath = "/etc/containerd/runsc.toml"
-TOML
-# kind's kubelet and containerd use systemd cgroups: runsc must read the same paths.
-printf '[runsc_config]\n  platform = "systrap"\n  systemd-cgroup = "true"\n' >"$rootfs/etc/containerd/runsc.toml"
 # One node, one pod range; routes only inside the kind network's 198.18.128.0/17.
 cat >"$rootfs/etc/cni/net.d/10-ooda.conflist" <<'JSON'
 {"cniVersion":"0.4.0","name":"ooda-kind","plugins":[

@@ -7,7 +7,8 @@
 #   $OODA_CACHE/realnode/kube-network-policies-<v>/kube-network-policies
 #   $OODA_CACHE/realnode/local-path-provisioner-<v>/local-path-provisioner
 # runc and the CNI plugins are Debian's (scripts/install-prerequisites.sh). Run after the control
-# plane's build: kubelet then reuses most of its compiled packages.
+# plane's build: kubelet then reuses most of its compiled packages. Arguments name the pieces to
+# build (default: all).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
@@ -66,9 +67,11 @@ build_local_path_provisioner() {
     local-path-provisioner=github.com/rancher/local-path-provisioner
 }
 
-build_kubelet
-build_containerd
-build_gvisor
-build_kube_network_policies
-build_local_path_provisioner
-log "real node binaries ready in $cache"
+# Every piece, or those named: `build-real-node.sh gvisor` builds only gVisor.
+pieces=("$@")
+((${#pieces[@]})) || pieces=(kubelet containerd gvisor kube-network-policies local-path-provisioner)
+for piece in "${pieces[@]}"; do
+  declare -F "build_${piece//-/_}" >/dev/null || { log "no piece $piece"; exit 2; }
+  "build_${piece//-/_}"
+done
+log "real node binaries ready in $cache: ${pieces[*]}"

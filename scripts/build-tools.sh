@@ -4,6 +4,7 @@
 #   $OODA_CACHE/tools/helm-<v>/helm
 #   $OODA_CACHE/tools/kubeconform-<v>/kubeconform
 #   $OODA_CACHE/tools/kstatus-<cli-utils v>-<source hash>/kstatus (scripts/kstatus/main.go)
+#   $OODA_CACHE/kind/kind-<v>/kind
 #   $OODA_CACHE/tools/kubeconform-schemas-<kubernetes v>-<script hash>/<kind>-<group>-<version>.json,
 #     from the OpenAPI documents of the Kubernetes release the bed runs (nothing is fetched at
 #     validation time)
@@ -17,6 +18,7 @@ build_module "$helm_dir" helm.sh/helm/v3 "$HELM_VERSION" \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm=helm.sh/helm/v3/cmd/helm
 build_module "$kubeconform_dir" github.com/yannh/kubeconform "$KUBECONFORM_VERSION" "-s -w" \
   kubeconform=github.com/yannh/kubeconform/cmd/kubeconform
+build_module "$kind_dir" sigs.k8s.io/kind "$KIND_VERSION" "-s -w" kind=sigs.k8s.io/kind
 if [[ ! -f "$kstatus_dir/.complete" ]]; then
   log "building kstatus (sigs.k8s.io/cli-utils $CLI_UTILS_VERSION)"
   work="$(mktemp -d)"
@@ -35,4 +37,4 @@ if [[ ! -f "$kubeconform_schemas/.complete" ]]; then
   python3 "$here/kubeconform-schemas.py" "$spec/api/openapi-spec/v3" "$kubeconform_schemas.tmp"
   finish "$kubeconform_schemas"
 fi
-log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform"
+log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform, $kind_dir/kind"

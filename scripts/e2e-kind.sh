@@ -6,13 +6,24 @@
 # DNS to loopback), a host guard that drops any packet from that range leaving by another
 # interface, a node image built by scripts/build-kind-node.sh, and the machine's workarounds,
 # each applied only when detected. Everything is taken down by a trap however the run ends.
+#
+# On a runner with a registry, OODA_KIND_NODE_IMAGE=kindest/node:<v> runs the same on the stock
+# node image (kindnetd brings the pod network and NetworkPolicy). Either way gVisor comes from
+# here: its runsc and shim (scripts/build-real-node.sh) are mounted into the node and containerd
+# gets the runtime handler `runsc` by kind's containerdConfigPatches.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/lib.sh"
 cd "$repo"
 
-"$here/build-kind-node.sh"
 "$here/build-tools.sh"
+"$here/build-real-node.sh" gvisor
+node_image="${OODA_KIND_NODE_IMAGE:-}"
+if [[ -z "$node_image" ]]; then
+  "$here/build-kind-node.sh"
+  node_image="ooda.local/kind-node:$KUBERNETES_VERSION"
+  node_archive="$(ls "$kind_cache"/node-"$KUBERNETES_VERSION"-*.tar)"
+fi
 "$here/build-image.sh" >/dev/null
 images_dir="$("$here/build-images.sh")"
 
@@ -21,8 +32,7 @@ docker_socket="$state/docker.sock"
 cluster=ooda-e2e
 network_bridge=br-ooda-kind
 guard=ooda_kind_guard
-kind_bin="$kind_cache/kind-$KIND_VERSION/kind"
-node_archive="$(ls "$kind_cache"/node-"$KUBERNETES_VERSION"-*.tar)"
+kind_bin="$kind_dir/kind"
 kind_kubeconfig="$state/kubeconfig"
 export DOCKER_HOST="unix://$docker_socket"
 
@@ -64,6 +74,7 @@ NFT
 
 # --- the machine's workarounds, detected ---
 runtime_flags=()
+containerd_patches=""
 cap_bounding="$(awk '/^CapBnd/ { print $2 }' /proc/self/status)"
 if (( (16#$cap_bounding >> 24 & 1) == 0 )); then
   # Privileged containers get every capability, and this machine cannot grant CAP_SYS_RESOURCE:
@@ -90,6 +101,11 @@ exec runc "$@"
 SH
   chmod +x "$state/runc"
   runtime_flags=(--add-runtime "ooda-runc=$state/runc" --default-runtime ooda-runc)
+  # Nor may the node's containerd lower an oom_score_adj (the gVisor shim tolerates it:
+  # realnode/gvisor-shim-oom-score.patch).
+  containerd_patches='- |-
+  [plugins."io.containerd.grpc.v1.cri"]
+    restrict_oom_score_adj = true'
 fi
 kubelet_patch=""
 if [[ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]]; then
@@ -111,33 +127,50 @@ setsid dockerd --data-root "$state/data" --exec-root "$state/exec" --pidfile "$s
 for _ in $(seq 300); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
 docker network create -d bridge --subnet 198.18.193.0/24 --gateway 198.18.193.1 \
   -o com.docker.network.bridge.enable_ip_masquerade=false -o "com.docker.network.bridge.name=$network_bridge" kind >/dev/null
-docker load -i "$node_archive" >/dev/null
+if [[ -n "${node_archive:-}" ]]; then docker load -i "$node_archive" >/dev/null; else docker pull -q "$node_image"; fi
 
-# --- the cluster ---
+# --- the cluster, with gVisor mounted into its node ---
+# kind's kubelet and containerd use systemd cgroups: runsc must read the same paths.
+printf '[runsc_config]\n  platform = "systrap"\n  systemd-cgroup = "true"\n' >"$state/runsc.toml"
 cat >"$state/kind.yaml" <<YAML
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 networking:
   apiServerAddress: 127.0.0.1
   apiServerPort: ${OODA_KIND_APISERVER_PORT:-36500}
-  disableDefaultCNI: true
   kubeProxyMode: iptables
   podSubnet: 198.18.160.0/20
   serviceSubnet: 198.18.176.0/20
+containerdConfigPatches:
+- |-
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
+    runtime_type = "io.containerd.runsc.v1"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
+      TypeUrl = "io.containerd.runsc.v1.options"
+      ConfigPath = "/etc/containerd/runsc.toml"
+$containerd_patches
 nodes:
 - role: control-plane
   labels: { topology.kubernetes.io/region: europe-west4, sandbox.ooda.run/gvisor: "true" }
+  extraMounts:
+  - { hostPath: "$gvisor_bin/runsc", containerPath: /usr/local/bin/runsc, readOnly: true }
+  - { hostPath: "$gvisor_bin/containerd-shim-runsc-v1", containerPath: /usr/local/bin/containerd-shim-runsc-v1, readOnly: true }
+  - { hostPath: "$state/runsc.toml", containerPath: /etc/containerd/runsc.toml, readOnly: true }
 $kubelet_patch
 YAML
 started=$SECONDS
-"$kind_bin" create cluster --name "$cluster" --image "ooda.local/kind-node:$KUBERNETES_VERSION" \
+"$kind_bin" create cluster --name "$cluster" --image "$node_image" \
   --config "$state/kind.yaml" --kubeconfig "$kind_kubeconfig" --wait 180s
 log "kind cluster up in $((SECONDS - started))s"
 for archive in "$ooda_image_docker_archive" "$images_dir/devenv.tar"; do
   "$kind_bin" load image-archive --name "$cluster" "$archive"
 done
 k() { "$k8s_bin/kubectl" --kubeconfig "$kind_kubeconfig" "$@"; }
-k -n kube-system rollout status deployment/coredns --timeout 180s
+# The cluster's own add-ons (CoreDNS, the pod network and its NetworkPolicy) rolled out.
+for addon in $(k -n kube-system get daemonsets,deployments -o name); do
+  k -n kube-system rollout status "$addon" --timeout 180s
+done
+k -n kube-system logs daemonset/kube-network-policies -c divert 2>/dev/null | sed 's/^/[e2e-kind] node: /' >&2 || true
 
 # The local S3, on the kind network's gateway address: the node's pods reach it there.
 "$moto_dir/bin/moto_server" -H 198.18.193.1 -p "${OODA_KIND_S3_PORT:-34577}" >"$logs/kind-s3.log" 2>&1 &

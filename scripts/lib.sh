@@ -15,12 +15,13 @@ kubeconform_dir="$cache/tools/kubeconform-$KUBECONFORM_VERSION"
 kstatus_dir="$cache/tools/kstatus-$CLI_UTILS_VERSION-$(sha256sum "$repo/scripts/kstatus/main.go" | cut -c1-12)"
 kubeconform_schemas="$cache/tools/kubeconform-schemas-$KUBERNETES_VERSION-$(sha256sum "$repo/scripts/kubeconform-schemas.py" | cut -c1-12)"
 kind_cache="$cache/kind"                    # scripts/build-kind-node.sh
-moto_dir="$cache/moto-$MOTO_VERSION"
+kind_dir="$kind_cache/kind-$KIND_VERSION"   # scripts/build-tools.sh
+moto_dir="$cache/moto-$MOTO_VERSION"           # a Python virtualenv holding the local S3 server
 # ooda's own image (scripts/build-image.sh): an OCI archive that the real node loads at start.
 ooda_version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)"
 ooda_image="ooda.local/ooda:$ooda_version"
 ooda_image_archive="$cache/image/ooda-$ooda_version.oci.tar"
-ooda_image_docker_archive="$cache/image/ooda-$ooda_version.docker.tar"   # the same, for `docker load`, `kind load`       # a Python virtualenv holding the local S3 server
+ooda_image_docker_archive="$cache/image/ooda-$ooda_version.docker.tar"   # the same, for `docker load`, `kind load`
 
 # The bed's files; OODA_BED_DIR moves them, so a second bed (on other ports) can run beside.
 bed_dir="$(realpath -m "${OODA_BED_DIR:-$repo/.local}")"

@@ -78,14 +78,33 @@ impl Cluster {
         self.kubectl_with_input(&args, Some(&format!("{password}\n")));
     }
 
-    /// The jurisdictions of the installed configuration that have S3 for sites.
-    pub fn jurisdictions_with_sites(&self) -> Vec<String> {
+    /// The release's operator configuration, as installed.
+    fn installed_config(&self) -> Value {
         let ns = self.release_namespace.clone();
         let text =
             self.kubectl(&["-n", &ns, "get", "configmap", "ooda-config", "-o", "jsonpath={.data.config\\.yaml}"]);
-        let config: Value = serde_yaml::from_str(&text).expect("the installed configuration is YAML");
+        serde_yaml::from_str(&text).expect("the installed configuration is YAML")
+    }
+
+    /// The jurisdictions of the installed configuration that have S3 for sites.
+    pub fn jurisdictions_with_sites(&self) -> Vec<String> {
+        let config = self.installed_config();
         let jurisdictions = config["jurisdictions"].as_object().expect("jurisdictions");
         jurisdictions.iter().filter(|(_, j)| j.get("sites").is_some()).map(|(name, _)| name.clone()).collect()
+    }
+
+    /// `host:port` of the S3 endpoint that `jurisdiction`'s sites are published to.
+    pub fn sites_endpoint(&self, jurisdiction: &str) -> String {
+        let config = self.installed_config();
+        let endpoint = config["jurisdictions"][jurisdiction]["sites"]["endpoint"].as_str().expect("a sites endpoint");
+        let url = reqwest::Url::parse(endpoint).expect("the endpoint is a URL");
+        format!("{}:{}", url.host_str().expect("host"), url.port_or_known_default().expect("port"))
+    }
+
+    /// `ip:port` of the first container port of the first pod labelled `selector` in `namespace`.
+    pub fn pod_address(&self, namespace: &str, selector: &str) -> String {
+        let template = "jsonpath={.items[0].status.podIP}:{.items[0].spec.containers[0].ports[0].containerPort}";
+        self.kubectl(&["get", "pods", "-n", namespace, "-l", selector, "-o", template])
     }
 
     pub fn apply(&self, object: &Value) {
@@ -156,6 +175,27 @@ impl Cluster {
     pub fn exec_in_project(&self, namespace: &str, project: &str, script: &str) {
         let pod = format!("{project}-0");
         self.kubectl(&["exec", "-n", namespace, &pod, "-c", "workspace", "--", "sh", "-c", script]);
+    }
+
+    /// Which of `targets` (`ip:port`) a TCP connection from the project's workspace opens to
+    /// within 3 s, all tried at once.
+    pub fn reachable_from_project(&self, namespace: &str, project: &str, targets: &[&str]) -> Vec<String> {
+        const CONNECT: &str = "import socket, sys\n\
+            from concurrent.futures import ThreadPoolExecutor\n\
+            def opens(target):\n\
+            \x20   host, port = target.rsplit(':', 1)\n\
+            \x20   try:\n\
+            \x20       socket.create_connection((host, int(port)), timeout=3).close()\n\
+            \x20       return True\n\
+            \x20   except OSError:\n\
+            \x20       return False\n\
+            with ThreadPoolExecutor(len(sys.argv) - 1) as pool:\n\
+            \x20   for target, answered in zip(sys.argv[1:], pool.map(opens, sys.argv[1:])):\n\
+            \x20       if answered: print(target)\n";
+        let pod = format!("{project}-0");
+        let mut args = vec!["exec", "-n", namespace, &pod, "-c", "workspace", "--", "python3", "-c", CONNECT];
+        args.extend(targets);
+        self.kubectl(&args).lines().map(str::to_owned).collect()
     }
 
     pub fn pod_names(&self, selector: &str) -> BTreeSet<String> {

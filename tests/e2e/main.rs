@@ -88,6 +88,17 @@ async fn installed_release_serves_users_and_survives_upgrade_and_uninstall() {
     assert_eq!(served.text().await.expect("site body"), site);
     steps.done("published a site and served it");
 
+    // NetworkPolicy: the gateway reaches shop's dev server and S3 (the preview and the publish
+    // above went through it); from blog, a project, neither they nor the gateway's pod answer.
+    let shop_preview = gateway.preview(&session, ORG, "shop").await;
+    assert_eq!(gateway.preview_get(&shop_preview, "/").await.status(), 200, "the gateway reaches shop");
+    let shop = cluster.pod_address(&namespace, "ooda.run/project=shop");
+    let gateway_pod = cluster.pod_address(&cluster.release_namespace, "app.kubernetes.io/component=gateway");
+    let s3 = cluster.sites_endpoint("eu");
+    let reached = cluster.reachable_from_project(&namespace, "blog", &[&shop, &gateway_pod, &s3]);
+    assert!(reached.is_empty(), "a project reached {reached:?} of shop {shop}, the gateway {gateway_pod}, S3 {s3}");
+    steps.done("network policy: a project reaches no other project, nor ooda's pods, nor S3");
+
     // Stop: the preview token dies with it.
     let stop =
         gateway.api(&session, reqwest::Method::POST, &format!("/api/orgs/{ORG}/projects/blog/stop")).send().await;
