@@ -39,7 +39,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Client, ResourceExt};
-use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
+use ooda::accounts::{AccountStore, DEFAULT_SERVER_ITERATIONS};
 use ooda::config::{OperatorConfig, SitesStorage};
 use ooda::crd::{Organisation, Phase, Project};
 use ooda::sites::{ACCESS_KEY_ID, Bucket, SECRET_ACCESS_KEY};
@@ -52,7 +52,7 @@ mod common;
 
 use common::{
     Sender, TEST_LABEL, checkout, checkout_and_kubeconfig, client, command_output, connect, create_home, free_port,
-    median, ms, ooda, percentile, ratio, ready_organisation, run_id, wait_answers, wait_for,
+    median, ms, ooda, percentile, platform_account, ratio, ready_organisation, run_id, wait_answers, wait_for,
 };
 
 /// Files of the generated site, and what they add up to.
@@ -221,12 +221,9 @@ async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
         }),
     )
     .await;
-    let account = tokio::task::spawn_blocking(|| Account::platform(ALICE, PASSWORD, MIN_ITERATIONS))
-        .await
-        .expect("hashing")
-        .expect("a long enough password");
+    let (account, auth_key) = platform_account(ALICE, PASSWORD, DEFAULT_SERVER_ITERATIONS).await;
     AccountStore::new(b.client.clone(), &b.home).create(&account).await.expect("add account");
-    let api = GatewayApi::sign_in(&b).await;
+    let api = GatewayApi::sign_in(&b, &auth_key).await;
     api.running_project(&b).await;
 
     let site = tokio::task::spawn_blocking(Site::generate).await.expect("generating the site");
@@ -310,12 +307,12 @@ struct GatewayApi {
 }
 
 impl GatewayApi {
-    async fn sign_in(b: &Bench) -> Self {
+    async fn sign_in(b: &Bench, auth_key: &str) -> Self {
         let http = reqwest::Client::new();
         let base = format!("http://{}/api", b.gateway);
         let answer = http
             .post(format!("{base}/auth/login"))
-            .json(&json!({ "email": ALICE, "password": PASSWORD }))
+            .json(&json!({ "email": ALICE, "authKey": auth_key }))
             .send()
             .await
             .expect("sign-in");

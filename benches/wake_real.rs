@@ -31,7 +31,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::wait::conditions;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
+use ooda::accounts::{AccountStore, DEFAULT_SERVER_ITERATIONS};
 use ooda::crd::{Organisation, Phase, Project};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ mod common;
 
 use common::{
     SETTLE, TEST_LABEL, add_s3_credentials, checkout, checkout_and_kubeconfig, client, create_home, free_port, ms,
-    ooda, percentile, ready_organisation, run_id, wait_answers, wait_for,
+    ooda, percentile, platform_account, ready_organisation, run_id, wait_answers, wait_for,
 };
 
 const WAKES: usize = 12;
@@ -138,15 +138,12 @@ async fn measure(
         }),
     )
     .await;
-    let account = tokio::task::spawn_blocking(|| Account::platform(ALICE, PASSWORD, MIN_ITERATIONS))
-        .await
-        .expect("hashing")
-        .expect("account");
+    let (account, auth_key) = platform_account(ALICE, PASSWORD, DEFAULT_SERVER_ITERATIONS).await;
     AccountStore::new(client.clone(), &home).create(&account).await.expect("add account");
     let http = reqwest::Client::new();
     let login: Value = http
         .post(format!("http://{gateway}/api/auth/login"))
-        .json(&json!({ "email": ALICE, "password": PASSWORD }))
+        .json(&json!({ "email": ALICE, "authKey": auth_key }))
         .send()
         .await
         .expect("login")

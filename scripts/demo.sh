@@ -84,8 +84,9 @@ if [[ ! -s "$password_file" ]]; then
   KUBECONFIG="$kubeconfig" "$CARGO_TARGET_DIR/debug/ooda" user add --email alice@acme.example \
     --password-stdin --namespace ooda-system <"$password_file"
 fi
-login=$(jq -n --rawfile p "$password_file" '{email: "alice@acme.example", password: ($p | rtrimstr("\n"))}')
-session=$(curl -fsS "http://$gateway_addr/api/auth/login" -H 'content-type: application/json' -d "$login" | jq -r .token)
+# `ooda login` derives the auth key from the password here; the gateway never sees the password.
+session=$("$CARGO_TARGET_DIR/debug/ooda" login --gateway "http://$gateway_addr" --email alice@acme.example \
+  --password-stdin <"$password_file")
 echo "Signed in as alice; her projects through the API:"
 curl -fsS "http://$gateway_addr/api/orgs/acme/projects" -H "authorization: Bearer $session" |
   jq -c '.projects[] | {name, phase, ready, previewHost}'

@@ -1,7 +1,14 @@
-//! User accounts: one Secret per email in the operator's namespace. No plaintext password is
-//! ever stored or logged.
+//! User accounts: one Secret per email in the operator's namespace. The server never sees a
+//! password (Bitwarden's model):
 //!
-//! An account holds one or more *credentials*: a PBKDF2-HMAC-SHA256 hash and the organisations
+//! - The client derives an *auth key*: PBKDF2-HMAC-SHA256 of the password over a salt made from
+//!   the normalised email ([`client_salt`]), [`CLIENT_ITERATIONS`] rounds, 32 bytes. That is all
+//!   it sends. `POST /api/auth/prelogin` tells clients the parameters, the same for every email.
+//! - The server stores PBKDF2-HMAC-SHA256 of the auth key with a random salt per account and a
+//!   few thousand rounds ([`DEFAULT_SERVER_ITERATIONS`]): a leaked Secret does not hold what
+//!   signs in, and guessing a password from it still costs the client's rounds per guess.
+//!
+//! An account holds one or more *credentials*: a hash and the organisations
 //! it was admitted to. A platform operator's `ooda user add` makes a credential good for every
 //! organisation that lists the email; redeeming an organisation's invite makes (or extends) a
 //! credential good for that organisation only. Invites are handed out by organisation admins,
@@ -26,13 +33,22 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The floor (and default) for PBKDF2-HMAC-SHA256 rounds, after OWASP's current advice.
-pub const MIN_ITERATIONS: u32 = 600_000;
+/// Rounds of the client's derivation (OWASP's advice for PBKDF2-HMAC-SHA256): what every guess at
+/// a password costs. Clients refuse parameters with fewer.
+pub const CLIENT_ITERATIONS: u32 = 600_000;
+/// The name clients are told for the client derivation.
+pub const CLIENT_KDF: &str = "pbkdf2-sha256";
+/// The server's rounds over an auth key, by default: see the README's "Passwords" for why so few.
+pub const DEFAULT_SERVER_ITERATIONS: u32 = 10_000;
+/// The floor for the server's rounds.
+pub const MIN_SERVER_ITERATIONS: u32 = 1_000;
 const SALT_LEN: usize = 16;
 const HASH_LEN: usize = 32;
-/// Longer passwords only cost hashing time: bounded so a request cannot make the server spin.
+/// Longer passwords only cost hashing time: bounded so no client spins on one.
 pub const MAX_PASSWORD_LEN: usize = 1024;
 pub const MIN_PASSWORD_LEN: usize = 12;
+/// What separates ooda's client salts from any other use of SHA-256 over an email.
+const CLIENT_SALT_CONTEXT: &[u8] = b"ooda.run/auth-key/v1\0";
 /// Credentials one account may hold: one per organisation that invited it is the most anyone
 /// needs; the bound keeps the Secret (and a sign-in's comparisons) small.
 pub const MAX_CREDENTIALS: usize = 64;
@@ -49,8 +65,10 @@ pub enum AccountError {
     InvalidEmail(String),
     #[error("a password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} bytes long")]
     PasswordLength,
-    #[error("PBKDF2 iterations must be at least {MIN_ITERATIONS}, not {0}")]
+    #[error("PBKDF2 iterations must be at least {MIN_SERVER_ITERATIONS} on the server, not {0}")]
     WeakIterations(u32),
+    #[error("the key derivation offered ({0}) is weaker than {CLIENT_KDF} with {CLIENT_ITERATIONS} rounds")]
+    WeakClientKdf(String),
     #[error("an account for {0} already exists")]
     Exists(String),
     #[error("there is no account for {0}")]
@@ -65,12 +83,75 @@ pub enum AccountError {
     Kube(#[from] kube::Error),
 }
 
-/// How a password becomes a key: PBKDF2-HMAC-SHA256 with this salt and round count.
+/// An email as accounts know it: trimmed and lowercase.
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// The salt of the client derivation for `email` (normalised): fixed per email, so the answer to
+/// a prelogin needs no account and looks the same for every email, known or not.
+pub fn client_salt(email: &str) -> [u8; 32] {
+    Sha256::new().chain_update(CLIENT_SALT_CONTEXT).chain_update(email.as_bytes()).finalize().into()
+}
+
+/// What a client sends instead of a password: PBKDF2-HMAC-SHA256(password, salt, rounds, 32).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey([u8; HASH_LEN]);
+
+impl std::fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthKey(..)")
+    }
+}
+
+impl AuthKey {
+    /// The client's derivation, with the parameters a prelogin answered. CPU-heavy: call it off
+    /// the async workers. Refuses fewer than [`CLIENT_ITERATIONS`] rounds, so a gateway cannot
+    /// talk a client into a weak key, and over-long passwords.
+    pub fn derive(password: &str, salt: &[u8], iterations: u32) -> Result<AuthKey, AccountError> {
+        if iterations < CLIENT_ITERATIONS {
+            return Err(AccountError::WeakClientKdf(format!("{CLIENT_KDF} with {iterations} rounds")));
+        }
+        if password.len() > MAX_PASSWORD_LEN {
+            return Err(AccountError::PasswordLength);
+        }
+        Ok(AuthKey(pbkdf2(password.as_bytes(), salt, iterations)))
+    }
+
+    /// [`AuthKey::derive`] with ooda's own parameters for `email`: what `ooda user` uses.
+    pub fn for_email(email: &str, password: &str) -> Result<AuthKey, AccountError> {
+        AuthKey::derive(password, &client_salt(email), CLIENT_ITERATIONS)
+    }
+
+    /// The key in standard base64 (44 characters), as clients send it.
+    pub fn parse(text: &str) -> Option<AuthKey> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+        Some(AuthKey(bytes.try_into().ok()?))
+    }
+
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+}
+
+/// How an auth key becomes what is stored: PBKDF2-HMAC-SHA256 with this salt and round count.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kdf {
     iterations: u32,
     #[serde(with = "base64_array")]
     salt: [u8; SALT_LEN],
+    /// What the stored hashes were derived from.
+    #[serde(default)]
+    input: KdfInput,
+}
+
+/// Accounts made before the client derivation hashed passwords; they can only be reset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KdfInput {
+    #[default]
+    Password,
+    AuthKey,
 }
 
 impl std::fmt::Debug for Kdf {
@@ -90,27 +171,30 @@ impl std::fmt::Debug for Key {
 }
 
 impl Kdf {
-    /// A fresh random salt with `iterations` rounds (at least [`MIN_ITERATIONS`]).
+    /// A fresh random salt with `iterations` rounds (at least [`MIN_SERVER_ITERATIONS`]).
     pub fn new(iterations: u32) -> Result<Kdf, AccountError> {
-        if iterations < MIN_ITERATIONS {
+        if iterations < MIN_SERVER_ITERATIONS {
             return Err(AccountError::WeakIterations(iterations));
         }
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).expect("the operating system provides randomness");
-        Ok(Kdf { iterations, salt })
+        Ok(Kdf { iterations, salt, input: KdfInput::AuthKey })
     }
 
     pub fn iterations(&self) -> u32 {
         self.iterations
     }
 
-    /// Derives the key of `password`. CPU-heavy: call it off the async workers. Over-long
-    /// passwords derive nothing that any credential could match.
-    pub fn derive(&self, password: &str) -> Key {
-        if password.len() > MAX_PASSWORD_LEN {
-            return Key([0u8; HASH_LEN]);
-        }
-        Key(pbkdf2(password.as_bytes(), &self.salt, self.iterations))
+    /// Whether this account's hashes are of auth keys: those from before the client derivation
+    /// are of passwords, which the server no longer sees, so nothing can match them.
+    pub fn takes_auth_keys(&self) -> bool {
+        self.input == KdfInput::AuthKey
+    }
+
+    /// Derives what is stored for `key`. CPU-heavy (a few thousand rounds): call it off the async
+    /// workers.
+    pub fn derive(&self, key: &AuthKey) -> Key {
+        Key(pbkdf2(&key.0, &self.salt, self.iterations))
     }
 }
 
@@ -195,18 +279,21 @@ impl Account {
     }
 
     /// A platform operator's account (`ooda user add`): one credential, good wherever the email
-    /// is a member. CPU-heavy (one key derivation): call it off the async workers.
-    pub fn platform(email: &str, password: &str, iterations: u32) -> Result<Account, AccountError> {
+    /// is a member, for the auth key the client derived. CPU-heavy: call it off the async workers.
+    pub fn platform(email: &str, key: &AuthKey, iterations: u32) -> Result<Account, AccountError> {
         check_email(email)?;
-        check_password(password)?;
         let kdf = Kdf::new(iterations)?;
-        let key = kdf.derive(password);
-        Ok(Account::new(email, kdf, key, Admission::Platform))
+        let stored = kdf.derive(key);
+        Ok(Account::new(email, kdf, stored, Admission::Platform))
     }
 
     /// The credential `key` opens. Every stored hash is compared, in constant time, whether or
-    /// not an earlier one matched.
+    /// not an earlier one matched. Hashes of passwords (accounts from before the client
+    /// derivation) open nothing.
     pub fn credential_for(&self, key: &Key) -> Option<&Credential> {
+        if !self.kdf.takes_auth_keys() {
+            return None;
+        }
         let mut found = None;
         for credential in &self.credentials {
             if bool::from(credential.hash.ct_eq(&key.0)) {
@@ -222,6 +309,15 @@ impl Account {
 
     pub fn credential_mut(&mut self, id: &str) -> Option<&mut Credential> {
         self.credentials.iter_mut().find(|c| c.id == id)
+    }
+
+    /// Moves the account to `kdf` if it predates the client derivation: its credentials, hashes
+    /// of passwords that no key opens, go with the old parameters.
+    pub fn rehash(&mut self, kdf: Kdf) {
+        if !self.kdf.takes_auth_keys() {
+            self.kdf = kdf;
+            self.credentials.clear();
+        }
     }
 
     /// Admits `organisation` for the holder of `key`: the credential it opens, or a new one good
@@ -401,7 +497,8 @@ impl AccountStore {
     }
 
     /// A platform operator's reset: one new credential good wherever the email is a member, with
-    /// a fresh salt; every other credential, and so every session, ends.
+    /// a fresh salt; every other credential, and so every session, ends. (Also how an account
+    /// from before the client derivation gets one that signs in.)
     /// `replacement` is a new [`Account::platform`] for the same email.
     pub async fn reset_password(&self, replacement: &Account) -> Result<Account, AccountError> {
         let email = &replacement.email;
@@ -438,50 +535,53 @@ mod tests {
     use super::*;
 
     fn kdf() -> Kdf {
-        Kdf::new(MIN_ITERATIONS).unwrap()
+        Kdf::new(MIN_SERVER_ITERATIONS).unwrap()
+    }
+
+    /// An auth key as a client would send it, without its 600,000 rounds: any 32 bytes do here.
+    fn auth(text: &str) -> AuthKey {
+        AuthKey(Sha256::digest(text.as_bytes()).into())
     }
 
     #[test]
     fn a_key_opens_its_credential_and_nothing_else() {
         let kdf = kdf();
-        let account =
-            Account::new("a@b.example", kdf.clone(), kdf.derive("correct horse battery"), Admission::Platform);
-        assert!(account.credential_for(&kdf.derive("correct horse battery")).is_some());
-        assert!(account.credential_for(&kdf.derive("correct horse batterY")).is_none());
-        assert!(account.credential_for(&kdf.derive("")).is_none());
-        assert!(account.credential_for(&kdf.derive(&"x".repeat(MAX_PASSWORD_LEN + 1))).is_none());
+        let account = Account::new("a@b.example", kdf.clone(), kdf.derive(&auth("right")), Admission::Platform);
+        assert!(account.credential_for(&kdf.derive(&auth("right"))).is_some());
+        assert!(account.credential_for(&kdf.derive(&auth("wrong"))).is_none());
+        assert!(account.credential_for(&kdf.derive(&AuthKey([0; HASH_LEN]))).is_none());
     }
 
     #[test]
     fn every_account_has_its_own_salt() {
         let (a, b) = (kdf(), kdf());
         assert_ne!(a.salt, b.salt);
-        assert_ne!(a.derive("the same password"), b.derive("the same password"));
+        assert_ne!(a.derive(&auth("the same key")), b.derive(&auth("the same key")));
     }
 
     #[test]
     fn an_invite_admits_one_organisation_to_the_credential_that_redeemed_it() {
         let kdf = kdf();
         let mut account =
-            Account::new("bob@b.example", kdf.clone(), kdf.derive("bob's own password"), Admission::Platform);
+            Account::new("bob@b.example", kdf.clone(), kdf.derive(&auth("bob's own")), Admission::Platform);
         // Someone else redeems acme's invite for bob's email with a password of their own.
-        account.admit_key(kdf.derive("acme admin's choice"), "acme").unwrap();
-        let squatter = account.credential_for(&kdf.derive("acme admin's choice")).unwrap();
+        account.admit_key(kdf.derive(&auth("acme admin's choice")), "acme").unwrap();
+        let squatter = account.credential_for(&kdf.derive(&auth("acme admin's choice"))).unwrap();
         assert!(squatter.admits("acme") && !squatter.admits("globex"));
-        let bob = account.credential_for(&kdf.derive("bob's own password")).unwrap();
+        let bob = account.credential_for(&kdf.derive(&auth("bob's own"))).unwrap();
         assert!(bob.admits("globex"), "bob's own credential is untouched");
         assert_ne!(bob.id, squatter.id);
         // Redeeming another invite with a password that opens a credential extends that one.
-        account.admit_key(kdf.derive("acme admin's choice"), "initech").unwrap();
+        account.admit_key(kdf.derive(&auth("acme admin's choice")), "initech").unwrap();
         assert_eq!(account.credentials.len(), 2);
-        let squatter = account.credential_for(&kdf.derive("acme admin's choice")).unwrap();
+        let squatter = account.credential_for(&kdf.derive(&auth("acme admin's choice"))).unwrap();
         assert!(squatter.admits("initech"));
     }
 
     #[test]
     fn sign_outs_end_the_sessions_issued_before_them() {
         let kdf = kdf();
-        let mut account = Account::new("a@b.example", kdf.clone(), kdf.derive("a password, long"), Admission::Platform);
+        let mut account = Account::new("a@b.example", kdf.clone(), kdf.derive(&auth("a")), Admission::Platform);
         let id = account.credentials[0].id.clone();
         assert!(account.session_valid(&id, 100) && account.session_admits(&id, 100, "acme"));
         account.credential_mut(&id).unwrap().sessions_not_before = 100;
@@ -499,14 +599,16 @@ mod tests {
     }
 
     #[test]
-    fn an_account_round_trips_through_its_secret_without_the_password() {
+    fn an_account_round_trips_through_its_secret_holding_neither_password_nor_auth_key() {
+        let password = "a long enough password";
+        let key = AuthKey::for_email("a@b.example", password).unwrap();
         let kdf = kdf();
-        let mut account =
-            Account::new("a@b.example", kdf.clone(), kdf.derive("a long enough one"), Admission::Platform);
-        account.admit_key(kdf.derive("another long one"), "acme").unwrap();
+        let mut account = Account::new("a@b.example", kdf.clone(), kdf.derive(&key), Admission::Platform);
+        account.admit_key(kdf.derive(&auth("another")), "acme").unwrap();
         let secret = account.to_secret();
-        let text = format!("{:?}", secret.data);
-        assert!(!text.contains("a long enough one"));
+        let document = String::from_utf8(secret.data.as_ref().unwrap()[ACCOUNT_KEY].0.clone()).unwrap();
+        assert!(!document.contains(password) && !document.contains(&key.to_base64()), "{document}");
+        assert!(document.contains(r#""input":"authKey""#), "{document}");
         assert_eq!(Account::from_secret(&secret).unwrap(), account);
         let mut broken = secret.clone();
         broken.data.as_mut().unwrap().insert(ACCOUNT_KEY.into(), ByteString(b"{}".to_vec()));
@@ -514,28 +616,63 @@ mod tests {
     }
 
     #[test]
-    fn weak_parameters_and_bad_passwords_are_refused() {
-        assert!(matches!(Kdf::new(100_000), Err(AccountError::WeakIterations(100_000))));
-        assert!(matches!(check_password("short"), Err(AccountError::PasswordLength)));
-        assert!(matches!(check_password(&"p".repeat(MAX_PASSWORD_LEN + 1)), Err(AccountError::PasswordLength)));
+    fn an_account_from_before_the_client_derivation_opens_for_no_key() {
+        // As 0.1 stored it: a hash of the password itself, no `input`.
+        let legacy: Account = serde_json::from_value(serde_json::json!({
+            "kdf": { "iterations": 600000, "salt": "AQIDBAUGBwgJCgsMDQ4PEA" },
+            "credentials": [{ "id": "c", "hash": "AAjmm4n/rBqnux9EKJumWvqnEd1FDwqrbDIuTNV7shY", "admission": "platform" }],
+        }))
+        .unwrap();
+        assert!(!legacy.kdf.takes_auth_keys());
+        let stored = Key(legacy.credentials[0].hash);
+        assert!(legacy.credential_for(&stored).is_none(), "not even the stored hash itself");
     }
 
     #[test]
-    fn the_derivation_matches_a_known_pbkdf2_sha256_vector() {
+    fn weak_parameters_and_bad_passwords_are_refused() {
+        assert!(matches!(Kdf::new(MIN_SERVER_ITERATIONS - 1), Err(AccountError::WeakIterations(_))));
+        let salt = client_salt("a@b.example");
+        assert!(matches!(AuthKey::derive("a password, long", &salt, 100_000), Err(AccountError::WeakClientKdf(_))));
+        let long = "p".repeat(MAX_PASSWORD_LEN + 1);
+        assert!(matches!(AuthKey::derive(&long, &salt, CLIENT_ITERATIONS), Err(AccountError::PasswordLength)));
+        assert!(matches!(check_password("short"), Err(AccountError::PasswordLength)));
+        assert!(matches!(check_password(&long), Err(AccountError::PasswordLength)));
+    }
+
+    #[test]
+    fn auth_keys_are_exactly_32_bytes_of_standard_base64() {
+        let key = auth("k");
+        assert_eq!(AuthKey::parse(&key.to_base64()), Some(key.clone()));
+        assert_eq!(key.to_base64().len(), 44);
+        for bad in ["", "not base64!", &STANDARD_NO_PAD.encode([0u8; 31]), &STANDARD_NO_PAD.encode([0u8; 33])] {
+            assert_eq!(AuthKey::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(format!("{key:?}"), "AuthKey(..)", "never printed");
+    }
+
+    #[test]
+    fn the_derivations_match_known_pbkdf2_sha256_vectors() {
         // RFC 7914 section 11: PBKDF2-HMAC-SHA256("passwd", "salt", 1, 64), first 32 bytes.
         let expected = "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc";
         let hex: String = pbkdf2(b"passwd", b"salt", 1).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, expected);
+        // The client's, computed independently with Python's hashlib:
+        // salt = sha256(b"ooda.run/auth-key/v1\0" + email); pbkdf2_hmac("sha256", password, salt, 600000, 32).
+        let standard = base64::engine::general_purpose::STANDARD;
+        assert_eq!(standard.encode(client_salt("alice@acme.example")), "Ab7LY7+Yw3jpGOXkl6gRiBjmR/Of2RyFKk6oz1J8qWw=");
+        let key = AuthKey::for_email("alice@acme.example", "correct horse battery staple").unwrap();
+        assert_eq!(key.to_base64(), "kzq9NKlqdV5cZZ+rgOxRR1gP5UlMPYc+mDJVozLf3Tk=");
     }
 
     #[test]
-    fn emails_are_checked_and_named_stably() {
+    fn emails_are_checked_normalised_and_named_stably() {
         assert!(check_email("alice@acme.example").is_ok());
         for bad in
             ["Alice@acme.example", "alice", "alice@acme", "@acme.example", "a b@acme.example", "alice@-acme.example"]
         {
             assert!(check_email(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(normalise_email("  Alice@Acme.Example "), "alice@acme.example");
         assert_eq!(secret_name("alice@acme.example"), secret_name("alice@acme.example"));
         assert_ne!(secret_name("alice@acme.example"), secret_name("bob@acme.example"));
         assert_eq!(secret_name("alice@acme.example").len(), 5 + 32);

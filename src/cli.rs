@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::accounts::{self, Account, AccountError, AccountStore};
+use crate::accounts::{self, Account, AccountError, AccountStore, AuthKey};
 use crate::gateway::forwarded::TrustedProxies;
 use crate::{crd, duration, gateway, operator};
 
@@ -34,9 +34,13 @@ pub enum Command {
         #[arg(long)]
         emergency: bool,
     },
-    /// Manage user accounts (platform-operator bootstrap): stored as Secrets, passwords hashed.
+    /// Manage user accounts (platform-operator bootstrap): stored as Secrets; the password is
+    /// derived to an auth key here, as a client would, and only that key's hash is stored.
     #[command(subcommand)]
     User(UserCommand),
+    /// Sign in to a gateway and print a session token (for curl and scripts). The password is
+    /// derived to an auth key here and never sent.
+    Login(LoginArgs),
     /// Print the CustomResourceDefinitions generated from the Rust types, or write one file per CRD.
     Crds {
         /// Directory to write `<plural>.ooda.run.yaml` files into, instead of printing to stdout.
@@ -65,9 +69,29 @@ pub struct UserArgs {
     /// Namespace holding the accounts: the operator's own.
     #[arg(long, env = "POD_NAMESPACE", default_value = "ooda-system")]
     namespace: String,
-    /// PBKDF2-HMAC-SHA256 rounds; lower than 600000 is refused.
-    #[arg(long, default_value_t = accounts::MIN_ITERATIONS)]
+    /// The server's PBKDF2-HMAC-SHA256 rounds over the auth key (the client derivation's rounds
+    /// are fixed); lower than 1000 is refused.
+    #[arg(long, default_value_t = accounts::DEFAULT_SERVER_ITERATIONS)]
     iterations: u32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// The gateway's API URL, such as https://ooda.example.com.
+    #[arg(long, env = "OODA_GATEWAY")]
+    gateway: reqwest::Url,
+    /// The sign-in email.
+    #[arg(long)]
+    email: String,
+    /// Read the password from standard input instead of a terminal prompt.
+    #[arg(long)]
+    password_stdin: bool,
+    /// PEM certificate authority to trust for the gateway, beside the system's.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// Connect to ADDR for HOST:PORT, as curl's --resolve (HOST:PORT:ADDR).
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    resolve: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,10 +170,11 @@ pub struct GatewayArgs {
     /// The port in preview URLs, when clients reach the gateway on a non-default port.
     #[arg(long)]
     public_port: Option<u16>,
-    /// PBKDF2-HMAC-SHA256 rounds for new passwords; lower than 600000 is refused.
-    #[arg(long, default_value_t = accounts::MIN_ITERATIONS)]
-    password_iterations: u32,
-    /// Password hashes computed at once (the rest queue); default half the cores.
+    /// The server's PBKDF2-HMAC-SHA256 rounds over the auth keys of new credentials (clients do
+    /// 600000 rounds of their own); lower than 1000 is refused.
+    #[arg(long, env = "OODA_AUTH_KEY_ITERATIONS", default_value_t = accounts::DEFAULT_SERVER_ITERATIONS)]
+    auth_key_iterations: u32,
+    /// Key hashes computed at once (the rest queue); default half the cores.
     #[arg(long)]
     hashing_slots: Option<usize>,
     /// Load balancers or ingress proxies in front of the gateway (comma-separated addresses and
@@ -179,8 +204,10 @@ pub enum CliError {
     Usage(String),
     #[error(transparent)]
     Account(#[from] AccountError),
-    #[error("reading the password from standard input: {0}")]
+    #[error("reading the password: {0}")]
     Stdin(std::io::Error),
+    #[error("signing in: {0}")]
+    Login(String),
     #[error("Kubernetes client: {0}")]
     Client(#[from] kube::Error),
     #[error("could not render CRD YAML: {0}")]
@@ -224,6 +251,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::User(command) => user(command).await,
+        Command::Login(args) => login(args).await,
         Command::Crds { out: None } => {
             let documents = crd::definitions().iter().map(crd::to_yaml).collect::<Result<Vec<_>, _>>()?;
             print!("{}", documents.join("---\n"));
@@ -242,8 +270,8 @@ fn gateway_options(args: GatewayArgs) -> Result<gateway::Options, CliError> {
                 .into(),
         ));
     }
-    if args.password_iterations < accounts::MIN_ITERATIONS {
-        return Err(AccountError::WeakIterations(args.password_iterations).into());
+    if args.auth_key_iterations < accounts::MIN_SERVER_ITERATIONS {
+        return Err(AccountError::WeakIterations(args.auth_key_iterations).into());
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(gateway::Options {
@@ -262,7 +290,7 @@ fn gateway_options(args: GatewayArgs) -> Result<gateway::Options, CliError> {
             browser_hold: Duration::from_secs(2),
             tls: tls.is_some() || args.tls_offloaded,
             public_port: args.public_port,
-            password_iterations: args.password_iterations,
+            auth_key_iterations: args.auth_key_iterations,
             hashing_slots: args.hashing_slots.unwrap_or((cores / 2).max(1)),
             trusted_proxies: args.trusted_proxies,
         },
@@ -276,15 +304,16 @@ async fn user(command: UserCommand) -> Result<(), CliError> {
         UserCommand::ResetPassword(args) => (args, false),
     };
     accounts::check_email(&args.email)?;
-    let mut password = String::new();
-    Read::read_to_string(&mut std::io::stdin().take(accounts::MAX_PASSWORD_LEN as u64 + 2), &mut password)
-        .map_err(CliError::Stdin)?;
-    let password = password.strip_suffix('\n').unwrap_or(&password).trim_end_matches('\r').to_owned();
+    let password = read_password_stdin()?;
+    accounts::check_password(&password)?;
     let (email, iterations) = (args.email.clone(), args.iterations);
     // Hundreds of thousands of HMAC rounds: keep them off the async workers.
-    let account = tokio::task::spawn_blocking(move || Account::platform(&email, &password, iterations))
-        .await
-        .expect("hashing does not panic")?;
+    let account = tokio::task::spawn_blocking(move || {
+        let key = AuthKey::for_email(&email, &password)?;
+        Account::platform(&email, &key, iterations)
+    })
+    .await
+    .expect("hashing does not panic")?;
     let store = AccountStore::new(kube::Client::try_default().await?, &args.namespace);
     if adding {
         store.create(&account).await?;
@@ -294,6 +323,80 @@ async fn user(command: UserCommand) -> Result<(), CliError> {
         eprintln!("reset the password of {}; its sessions have ended", args.email);
     }
     Ok(())
+}
+
+/// One line of standard input, without its line ending, bounded like any password.
+fn read_password_stdin() -> Result<String, CliError> {
+    let mut password = String::new();
+    Read::read_to_string(&mut std::io::stdin().take(accounts::MAX_PASSWORD_LEN as u64 + 2), &mut password)
+        .map_err(CliError::Stdin)?;
+    Ok(password.strip_suffix('\n').unwrap_or(&password).trim_end_matches('\r').to_owned())
+}
+
+/// `ooda login`: prelogin, the client derivation here, then the sign-in; the token on stdout.
+async fn login(args: LoginArgs) -> Result<(), CliError> {
+    let email = accounts::normalise_email(&args.email);
+    let password = if args.password_stdin {
+        read_password_stdin()?
+    } else {
+        rpassword::prompt_password(format!("password for {email}: ")).map_err(CliError::Stdin)?
+    };
+    let client = login_client(&args)?;
+    let url = |path: &str| args.gateway.join(path).map_err(|e| CliError::Login(e.to_string()));
+    let parameters: serde_json::Value =
+        answer(client.post(url("/api/auth/prelogin")?).json(&serde_json::json!({ "email": email }))).await?;
+    let kdf = parameters["kdf"].as_str().unwrap_or_default();
+    let iterations = parameters["iterations"].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    if kdf != accounts::CLIENT_KDF {
+        return Err(AccountError::WeakClientKdf(kdf.to_owned()).into());
+    }
+    let salt = parameters["salt"]
+        .as_str()
+        .and_then(|s| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s).ok());
+    let salt = salt.ok_or_else(|| CliError::Login("the prelogin answer has no salt".into()))?;
+    let key = tokio::task::spawn_blocking(move || AuthKey::derive(&password, &salt, iterations))
+        .await
+        .expect("hashing does not panic")?;
+    let body = serde_json::json!({ "email": email, "authKey": key.to_base64() });
+    let session: serde_json::Value = answer(client.post(url("/api/auth/login")?).json(&body)).await?;
+    let token = session["token"].as_str().ok_or_else(|| CliError::Login("the answer has no token".into()))?;
+    println!("{token}");
+    Ok(())
+}
+
+fn login_client(args: &LoginArgs) -> Result<reqwest::Client, CliError> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .https_only(args.gateway.scheme() == "https");
+    if let Some(path) = &args.cacert {
+        let pem = std::fs::read(path).map_err(|e| CliError::Login(format!("{}: {e}", path.display())))?;
+        let ca =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| CliError::Login(format!("{}: {e}", path.display())))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    for rule in &args.resolve {
+        let parsed = rule.rsplit_once(':').and_then(|(host_port, addr)| {
+            let (host, port) = host_port.rsplit_once(':')?;
+            let ip: std::net::IpAddr = addr.trim_matches(['[', ']']).parse().ok()?;
+            Some((host.to_owned(), SocketAddr::new(ip, port.parse().ok()?)))
+        });
+        let (host, address) = parsed.ok_or_else(|| CliError::Usage(format!("--resolve {rule}: not HOST:PORT:ADDR")))?;
+        builder = builder.resolve(&host, address);
+    }
+    builder.build().map_err(|e| CliError::Login(e.to_string()))
+}
+
+/// The JSON of a 2xx answer; otherwise the gateway's error message.
+async fn answer(request: reqwest::RequestBuilder) -> Result<serde_json::Value, CliError> {
+    let response = request.send().await.map_err(|e| CliError::Login(e.to_string()))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let message = body["message"].as_str().unwrap_or("no message");
+        return Err(CliError::Login(format!("{status}: {message}")));
+    }
+    Ok(body)
 }
 
 fn write_crds(dir: &std::path::Path) -> Result<(), CliError> {

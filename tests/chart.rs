@@ -178,7 +178,7 @@ fn values_that_break_the_schema_are_refused_with_the_field_named() {
     let cases = [
         ("gateway.sessionTtl=12", "/gateway/sessionTtl"),
         ("gateway.tls.mode=selfSigned", "/gateway/tls/mode"),
-        ("gateway.passwordIterations=1000", "/gateway/passwordIterations"),
+        ("gateway.authKeyIterations=999", "/gateway/authKeyIterations"),
         ("operator.replicas=0", "/operator/replicas"),
         ("operater.replicas=2", "'operater'"),
         ("config.previewDomain=Not_A_Domain", "/config/previewDomain"),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::accounts::{Account, AccountError, Admission, Kdf};
+use crate::accounts::{Account, AccountError, Admission, AuthKey, Kdf};
 use crate::gateway::Gateway;
 use crate::gateway::error::{ApiError, ApiResult};
 
@@ -33,24 +33,25 @@ impl Gateway {
         Err(busy())
     }
 
-    /// Admits `organisation` to the credential `password` opens on `email`'s account, or to a
-    /// new one; makes the account if the email has none. One key derivation either way.
-    pub async fn admit_password(&self, email: &str, password: String, organisation: &str) -> ApiResult<Account> {
+    /// Admits `organisation` to the credential `key` opens on `email`'s account, or to a new
+    /// one; makes the account if the email has none. One key derivation either way.
+    pub async fn admit_auth_key(&self, email: &str, key: AuthKey, organisation: &str) -> ApiResult<Account> {
         for _ in 0..ATTEMPTS {
             let existing = self.accounts.get(email).await.map_err(account_error)?;
             let kdf = match &existing {
-                Some(account) => account.kdf.clone(),
-                None => Kdf::new(self.settings.password_iterations).map_err(account_error)?,
+                Some(account) if account.kdf.takes_auth_keys() => account.kdf.clone(),
+                _ => Kdf::new(self.settings.auth_key_iterations).map_err(account_error)?,
             };
-            let key = self.derive_key(kdf.clone(), password.clone()).await?;
+            let stored = self.derive_key(kdf.clone(), key.clone()).await?;
             let written = match existing {
                 Some(mut account) => {
-                    account.admit_key(key, organisation).map_err(account_error)?;
+                    account.rehash(kdf.clone());
+                    account.admit_key(stored, organisation).map_err(account_error)?;
                     self.accounts.replace(&account).await
                 }
                 None => {
                     let admitted = Admission::Organisations([organisation.to_owned()].into());
-                    self.accounts.create(&Account::new(email, kdf, key, admitted)).await
+                    self.accounts.create(&Account::new(email, kdf, stored, admitted)).await
                 }
             };
             match written {

@@ -2,7 +2,7 @@
 //! the member and issues a single-use, expiring token (only its SHA-256 is stored, in a Secret
 //! beside the accounts), which the admin passes on. Redeeming it admits one organisation, the
 //! inviting one, to whoever redeems it (see [`crate::accounts`]): signed in, the session's own
-//! credential; otherwise a credential with the password given, made for this organisation alone
+//! credential; otherwise a credential for the auth key given, made for this organisation alone
 //! whether or not the email already has an account. So an admin who redeems their own invite
 //! for someone else's email gets into their own organisation and no other, and the answers
 //! never tell whether the email had an account.
@@ -24,11 +24,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{info, instrument};
 
-use crate::accounts::{self, AccountError};
+use crate::accounts::{self, AccountError, AuthKey};
 use crate::crd::Role;
 use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::extract::{ApiJson, ApiPath};
+use crate::gateway::login::parse_auth_key;
 use crate::gateway::{FIELD_MANAGER, Gateway, members};
 
 pub const INVITE_LABEL: &str = "ooda.run/invite";
@@ -88,16 +89,17 @@ pub async fn create(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AcceptRequest {
     token: String,
-    /// Without a session: the password of the credential to admit (a new one if it opens none).
+    /// Without a session: the auth key (derived from the password, as for signing in) of the
+    /// credential to admit, a new one if it opens none.
     #[serde(default)]
-    password: Option<String>,
+    auth_key: Option<String>,
 }
 
 /// Redeems an invite: admits its organisation to the session's credential (signed in) or to the
-/// credential the password opens or makes, and consumes the invite.
+/// credential the auth key opens or makes, and consumes the invite.
 #[instrument(skip_all)]
 pub async fn accept(
     State(gateway): State<Arc<Gateway>>,
@@ -109,21 +111,22 @@ pub async fn accept(
         false => None,
     };
     let invite = Invite::redeemable(&gateway, &request.token).await?;
-    let redeemer = match (&session, request.password) {
+    let redeemer = match (&session, request.auth_key) {
         (Some(session), None) if session.email == invite.email => Redeemer::Session(session),
         (Some(_), None) => {
             return Err(ApiError::conflict("invite_for_another_email", "this invite is for another email address"));
         }
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
-                "signed in, accept without a password: the invite joins this session's account",
+                "signed in, accept without an authKey: the invite joins this session's account",
             ));
         }
-        (None, Some(password)) => {
-            accounts::check_password(&password).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            Redeemer::Password(password)
+        (None, Some(key)) => Redeemer::AuthKey(parse_auth_key(&key)?),
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "an authKey (derived from a password) is required, or accept while signed in",
+            ));
         }
-        (None, None) => return Err(ApiError::bad_request("a password is required, or accept while signed in")),
     };
     invite.consume(&gateway).await?;
     let organisation = &invite.organisation;
@@ -140,8 +143,8 @@ pub async fn accept(
                 .await?;
             admitted.ok_or_else(|| ApiError::unauthorized("the session has ended; sign in again"))?;
         }
-        Redeemer::Password(password) => {
-            gateway.admit_password(&invite.email, password, organisation).await?;
+        Redeemer::AuthKey(key) => {
+            gateway.admit_auth_key(&invite.email, key, organisation).await?;
         }
     }
     info!(email = invite.email, organisation = invite.organisation, "accepted an invite");
@@ -149,10 +152,10 @@ pub async fn accept(
 }
 
 /// Who redeems an invite: a signed-in session (its own credential is admitted), or the holder of
-/// a password (the credential it opens, or a new one).
+/// a password's auth key (the credential it opens, or a new one).
 enum Redeemer<'a> {
     Session(&'a Session),
-    Password(String),
+    AuthKey(AuthKey),
 }
 
 /// An invite whose token checked out and that has not expired.

@@ -1,8 +1,10 @@
-//! Signing in. An unknown email and a wrong password are the same to the caller: the same
-//! status and body, and the same work (an unknown email derives a key with a decoy salt and the
-//! same parameters; a known one derives one key, however many credentials it has). Hashing runs
-//! on the blocking pool behind a semaphore, so a flood of sign-ins queues instead of taking the
-//! cores the proxy needs.
+//! Signing in. The client sends an auth key, never the password: `POST /api/auth/prelogin` tells
+//! it how to derive one (see [`crate::accounts`]).
+//!
+//! An unknown email and a wrong password are the same to the caller: the same status and body,
+//! and the same work (an unknown email derives a key with a decoy salt and the same parameters; a
+//! known one derives one key, however many credentials it has). Hashing runs on the blocking pool
+//! behind a semaphore, so a flood of sign-ins queues instead of taking the cores the proxy needs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +19,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
-use crate::accounts::{AccountError, Kdf, Key, MAX_PASSWORD_LEN};
+use base64::Engine;
+
+use crate::accounts::{AccountError, AuthKey, CLIENT_ITERATIONS, CLIENT_KDF, Kdf, Key, client_salt, normalise_email};
 use crate::gateway::Gateway;
 use crate::gateway::auth::{Session, memberships};
 use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::extract::ApiJson;
 use crate::gateway::token::Claims;
 
 /// Longest email a user can have (RFC 5321 path limit).
@@ -28,9 +33,39 @@ pub const MAX_EMAIL_LEN: usize = 254;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct PreloginRequest {
+    email: String,
+}
+
+/// `POST /api/auth/prelogin`: how a client derives the auth key for `email`. No account is read:
+/// the salt comes from the email alone, so every email, known or not, gets the same answer's
+/// shape, in the same time.
+#[instrument(skip_all)]
+pub async fn prelogin(ApiJson(request): ApiJson<PreloginRequest>) -> ApiResult<Json<Value>> {
+    let email = normalise_email(&request.email);
+    if email.len() > MAX_EMAIL_LEN {
+        return Err(ApiError::bad_request(format!("email is at most {MAX_EMAIL_LEN} bytes")));
+    }
+    let salt = base64::engine::general_purpose::STANDARD.encode(client_salt(&email));
+    Ok(Json(json!({ "kdf": CLIENT_KDF, "iterations": CLIENT_ITERATIONS, "salt": salt })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LoginRequest {
     email: String,
-    password: String,
+    /// The client's derivation of the password, as prelogin told it: 32 bytes, standard base64.
+    auth_key: String,
+}
+
+/// The refusal of a malformed auth key (never a password: a client that sends one is told how).
+pub fn parse_auth_key(text: &str) -> ApiResult<AuthKey> {
+    AuthKey::parse(text).ok_or_else(|| {
+        ApiError::bad_request(
+            "authKey is 32 bytes in standard base64, derived from the password as POST /api/auth/prelogin says; \
+             never the password itself",
+        )
+    })
 }
 
 #[instrument(skip_all, fields(client))]
@@ -43,12 +78,11 @@ pub async fn login(
     let client = gateway.settings.trusted_proxies.client(peer.ip(), &headers);
     tracing::Span::current().record("client", tracing::field::display(client));
     let Json(request) = body?;
-    let email = request.email.trim().to_lowercase();
-    if email.len() > MAX_EMAIL_LEN || request.password.len() > MAX_PASSWORD_LEN {
-        return Err(ApiError::bad_request(format!(
-            "email is at most {MAX_EMAIL_LEN} bytes and password at most {MAX_PASSWORD_LEN}"
-        )));
+    let email = normalise_email(&request.email);
+    if email.len() > MAX_EMAIL_LEN {
+        return Err(ApiError::bad_request(format!("email is at most {MAX_EMAIL_LEN} bytes")));
     }
+    let auth_key = parse_auth_key(&request.auth_key)?;
     let _turn = gateway.turns.take(&email).await;
     let admitted = gateway.limiter.lock().expect("limiter lock").begin(&email, client, Instant::now());
     if let Err(wait) = admitted {
@@ -60,8 +94,17 @@ pub async fn login(
         warn!(%error, "could not read an account");
         ApiError::unavailable("accounts are unavailable; try again", 1)
     })?;
-    let kdf = account.as_ref().map_or_else(|| gateway.decoy_kdf.clone(), |a| a.kdf.clone());
-    let key = gateway.derive_key(kdf, request.password).await?;
+    // An account from before the client derivation can open for no key; it costs the same as
+    // an unknown email, and its platform operator is told what to do.
+    let kdf = match &account {
+        Some(account) if account.kdf.takes_auth_keys() => account.kdf.clone(),
+        Some(_) => {
+            warn!(email, "this account predates client-side key derivation: reset it with `ooda user reset-password`");
+            gateway.decoy_kdf.clone()
+        }
+        None => gateway.decoy_kdf.clone(),
+    };
+    let key = gateway.derive_key(kdf, auth_key).await?;
     let credential = account.as_ref().and_then(|a| Some((a, a.credential_for(&key)?.id.clone())));
     attempt.settled = true;
     let Some((account, credential)) = credential else {
@@ -114,11 +157,11 @@ impl Drop for Attempt<'_> {
 
 impl Gateway {
     /// PBKDF2 on the blocking pool, at most `hashing_slots` at a time.
-    pub async fn derive_key(&self, kdf: Kdf, password: String) -> ApiResult<Key> {
+    pub async fn derive_key(&self, kdf: Kdf, auth_key: AuthKey) -> ApiResult<Key> {
         let _slot = self.hashing.acquire().await.map_err(|_| ApiError::internal("shutting down"))?;
-        tokio::task::spawn_blocking(move || kdf.derive(&password))
+        tokio::task::spawn_blocking(move || kdf.derive(&auth_key))
             .await
-            .map_err(|_| ApiError::internal("password check failed"))
+            .map_err(|_| ApiError::internal("key check failed"))
     }
 }
 

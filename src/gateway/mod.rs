@@ -43,7 +43,7 @@ use kube::Client;
 use tokio::sync::Semaphore;
 use tracing::{error, info};
 
-use crate::accounts::{AccountStore, Accounts, Kdf, MIN_ITERATIONS};
+use crate::accounts::{AccountStore, Accounts, Kdf, MIN_SERVER_ITERATIONS};
 use crate::config::{ConfigError, OperatorConfig};
 use crate::crd::Project;
 use activity::Activity;
@@ -89,8 +89,9 @@ pub struct Settings {
     pub tls: bool,
     /// The port in preview URLs, when clients reach the gateway on a non-default one.
     pub public_port: Option<u16>,
-    pub password_iterations: u32,
-    /// Password hashes computed at once; the rest queue.
+    /// PBKDF2 rounds over the auth keys of new credentials.
+    pub auth_key_iterations: u32,
+    /// Key hashes computed at once; the rest queue.
     pub hashing_slots: usize,
     /// Proxies in front of the gateway whose `X-Forwarded-For` names the client.
     pub trusted_proxies: forwarded::TrustedProxies,
@@ -151,7 +152,7 @@ impl Gateway {
             limiter: Mutex::new(LoginLimiter::default()),
             turns: limiter::Turns::default(),
             hashing: Semaphore::new(settings.hashing_slots.max(1)),
-            decoy_kdf: Kdf::new(settings.password_iterations.max(MIN_ITERATIONS))
+            decoy_kdf: Kdf::new(settings.auth_key_iterations.max(MIN_SERVER_ITERATIONS))
                 .expect("at least the minimum iterations"),
             upstream: upstream_client(),
             buckets,
@@ -263,6 +264,7 @@ pub const MAX_API_BODY: usize = 64 * 1024;
 /// The public router: the API on every host but preview hosts, which go to the proxy.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
+        .route("/api/auth/prelogin", post(login::prelogin))
         .route("/api/auth/login", post(login::login))
         .route("/api/auth/accept-invite", post(invites::accept))
         .route("/api/auth/sign-out-everywhere", post(login::sign_out_everywhere))

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -26,7 +26,9 @@ use super::limiter::{ACCOUNT_POLICY, ADDRESS_POLICY};
 use super::proxy::{TOKEN_HEADER, TOKEN_QUERY, host_label};
 use super::token::{Claims, Expectations, KeyRing, Membership, SigningKey};
 use super::{Gateway, MAX_API_BODY, Settings, random_token, router};
-use crate::accounts::{Account, AccountError, Accounts, MAX_PASSWORD_LEN, MIN_ITERATIONS};
+use crate::accounts::{
+    Account, AccountError, Accounts, Admission, AuthKey, CLIENT_ITERATIONS, Kdf, MIN_SERVER_ITERATIONS, client_salt,
+};
 use crate::config::OperatorConfig;
 use crate::crd::names::{TOKEN_KEY, TOKEN_STATE, organisation_namespace, preview_secret_name, project_host};
 use crate::crd::{
@@ -37,11 +39,12 @@ const ALICE: &str = "alice@acme.example";
 const BOB: &str = "bob@acme.example";
 const CAROL: &str = "carol@globex.example";
 const PASSWORD: &str = "correct horse battery staple";
-/// PBKDF2-HMAC-SHA256 of PASSWORD with [`PASSWORD_SALT`] (bytes 1 to 16) and 600,000 rounds,
-/// computed independently with Python's `hashlib.pbkdf2_hmac`: sign-ins that succeed also check
-/// ring's derivation against another implementation.
-const PASSWORD_SALT: &str = "AQIDBAUGBwgJCgsMDQ4PEA";
-const PASSWORD_KEY: &str = "AAjmm4n/rBqnux9EKJumWvqnEd1FDwqrbDIuTNV7shY";
+/// ALICE's auth key for PASSWORD, computed independently with Python's `hashlib.pbkdf2_hmac`
+/// (see `accounts`' vectors): her sign-ins check the client derivation against another
+/// implementation.
+const ALICE_AUTH_KEY: &str = "kzq9NKlqdV5cZZ+rgOxRR1gP5UlMPYc+mDJVozLf3Tk=";
+/// The fixture accounts' server salt: bytes 1 to 16.
+const SERVER_SALT: &str = "AQIDBAUGBwgJCgsMDQ4PEA";
 const NAMESPACE: &str = "ooda-system";
 
 const API_HOST: &str = "ooda.localhost";
@@ -51,7 +54,8 @@ const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
 
 /// The routes `router()` registers, with their methods: keep in step with `super::router`.
-const ROUTES: [(&str, &[&str]); 20] = [
+const ROUTES: [(&str, &[&str]); 21] = [
+    ("/api/auth/prelogin", &["post"]),
     ("/api/auth/login", &["post"]),
     ("/api/auth/accept-invite", &["post"]),
     ("/api/auth/sign-out-everywhere", &["post"]),
@@ -110,14 +114,26 @@ fn credential_id(email: &str) -> String {
     format!("cred-{}", email.split('@').next().unwrap_or_default())
 }
 
-/// `email`'s account as `ooda user add` makes it, with [`PASSWORD_KEY`] as its one credential.
+/// The auth key a client derives for `email` and `password`, remembered: each is 600,000 rounds.
+fn auth_key(email: &str, password: &str) -> String {
+    static KEYS: LazyLock<Mutex<HashMap<(String, String), String>>> = LazyLock::new(Default::default);
+    let id = (email.to_owned(), password.to_owned());
+    if let Some(key) = KEYS.lock().expect("keys lock").get(&id) {
+        return key.clone();
+    }
+    let key = AuthKey::for_email(email, password).expect("a client key").to_base64();
+    KEYS.lock().expect("keys lock").insert(id, key.clone());
+    key
+}
+
+/// `email`'s account as `ooda user add` makes it for [`PASSWORD`], with a fixed server salt.
 fn account(email: &str) -> Account {
-    let mut account: Account = serde_json::from_value(json!({
-        "kdf": { "iterations": MIN_ITERATIONS, "salt": PASSWORD_SALT },
-        "credentials": [{ "id": credential_id(email), "hash": PASSWORD_KEY, "admission": "platform" }],
-    }))
-    .expect("a valid account");
-    account.email = email.to_owned();
+    let kdf: Kdf =
+        serde_json::from_value(json!({ "iterations": MIN_SERVER_ITERATIONS, "salt": SERVER_SALT, "input": "authKey" }))
+            .expect("a valid kdf");
+    let key = AuthKey::parse(&auth_key(email, PASSWORD)).expect("a key");
+    let mut account = Account::new(email, kdf.clone(), kdf.derive(&key), Admission::Platform);
+    account.credentials[0].id = credential_id(email);
     account
 }
 
@@ -241,7 +257,7 @@ fn fixture(client: kube::Client, edit: impl FnOnce(&mut Settings)) -> Arc<Gatewa
         browser_hold: Duration::from_secs(2),
         tls: false,
         public_port: None,
-        password_iterations: MIN_ITERATIONS,
+        auth_key_iterations: MIN_SERVER_ITERATIONS,
         hashing_slots: 4,
         trusted_proxies: Default::default(),
     };
@@ -379,8 +395,9 @@ fn exhaust_address(gateway: &Gateway, address: [u8; 4]) {
     }
 }
 
+/// A sign-in body as a client sends it: the auth key of `password`, derived for `email`.
 fn credentials(email: &str, password: &str) -> String {
-    json!({ "email": email, "password": password }).to_string()
+    json!({ "email": email, "authKey": auth_key(&crate::accounts::normalise_email(email), password) }).to_string()
 }
 
 /// A request to `project`'s preview host in `org`.
@@ -391,6 +408,42 @@ fn preview(gateway: &Gateway, org: &str, project: &str, uri: &str) -> axum::http
 
 // ---------------------------------------------------------------------------------------------
 // Signing in
+
+async fn prelogin(gateway: &Arc<Gateway>, email: &str) -> Reply {
+    let request = Request::post("/api/auth/prelogin")
+        .header(header::HOST, API_HOST)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({ "email": email }).to_string()))
+        .expect("a valid request");
+    send(gateway, request).await
+}
+
+#[tokio::test]
+async fn prelogin_answers_every_email_alike_with_a_salt_of_the_email_alone() {
+    let gateway = gateway();
+    let known = prelogin(&gateway, " Alice@Acme.Example").await;
+    let unknown = prelogin(&gateway, "mallory@acme.example").await;
+    assert_eq!((known.status, unknown.status), (StatusCode::OK, StatusCode::OK));
+    let (known, unknown) = (known.json(), unknown.json());
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&known), keys(&unknown), "the same shape");
+    assert_eq!((&known["kdf"], &known["iterations"]), (&json!("pbkdf2-sha256"), &json!(CLIENT_ITERATIONS)));
+    assert_eq!((&known["kdf"], &known["iterations"]), (&unknown["kdf"], &unknown["iterations"]));
+    use base64::Engine;
+    let salt = |email: &str| base64::engine::general_purpose::STANDARD.encode(client_salt(email));
+    assert_eq!((&known["salt"], &unknown["salt"]), (&json!(salt(ALICE)), &json!(salt("mallory@acme.example"))));
+
+    let long_email = format!("{}@acme.example", "a".repeat(250));
+    prelogin(&gateway, &long_email).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn alice_signs_in_with_the_auth_key_python_derived_from_her_password() {
+    let gateway = gateway();
+    assert_eq!(auth_key(ALICE, PASSWORD), ALICE_AUTH_KEY, "ring and Python agree");
+    let reply = login(&gateway, json!({ "email": ALICE, "authKey": ALICE_AUTH_KEY }).to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
+}
 
 #[tokio::test]
 async fn login_with_the_right_password_issues_a_token_naming_the_cached_memberships() {
@@ -422,12 +475,33 @@ async fn an_unknown_email_and_a_wrong_password_get_the_same_401_and_body() {
 }
 
 #[tokio::test]
-async fn an_over_long_password_or_email_is_a_400() {
+async fn a_password_instead_of_an_auth_key_or_an_over_long_email_is_a_400() {
     let gateway = gateway();
-    let long_password = login(&gateway, credentials(ALICE, &"p".repeat(MAX_PASSWORD_LEN + 1))).await;
-    long_password.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    // A client that sends the password where the key goes is refused, and told what to send.
+    let password = login(&gateway, json!({ "email": ALICE, "authKey": PASSWORD }).to_string()).await;
+    let body = password.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(body["message"].as_str().unwrap().contains("prelogin"), "{body}");
+    let short = json!({ "email": ALICE, "authKey": &ALICE_AUTH_KEY[..40] }).to_string();
+    login(&gateway, short).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     let long_email = format!("{}@acme.example", "a".repeat(250));
-    login(&gateway, credentials(&long_email, PASSWORD)).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let body = json!({ "email": long_email, "authKey": ALICE_AUTH_KEY }).to_string();
+    login(&gateway, body).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn an_account_from_before_the_client_derivation_is_refused_like_a_wrong_password() {
+    let mut legacy: Account = serde_json::from_value(json!({
+        "kdf": { "iterations": 600000, "salt": SERVER_SALT },
+        "credentials": [{ "id": "old", "hash": SERVER_SALT.repeat(2)[..43].to_owned(), "admission": "platform" }],
+    }))
+    .expect("a 0.1 account");
+    let gateway = gateway();
+    legacy.email = ALICE.into();
+    gateway.accounts.replace(&legacy).await.expect("stored");
+    let old = login(&gateway, credentials(ALICE, PASSWORD)).await;
+    let unknown = login(&gateway, credentials("mallory@acme.example", PASSWORD)).await;
+    old.assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    assert_eq!((old.status, &old.body), (unknown.status, &unknown.body));
 }
 
 #[tokio::test]
@@ -435,11 +509,15 @@ async fn a_login_body_that_is_not_the_expected_json_is_refused_with_the_reason()
     let gateway = gateway();
     login(&gateway, "{\"email\": ").await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
 
-    let extra = json!({ "email": ALICE, "password": PASSWORD, "admin": true }).to_string();
+    let extra = json!({ "email": ALICE, "authKey": ALICE_AUTH_KEY, "admin": true }).to_string();
     let body = login(&gateway, extra).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert!(body["message"].as_str().unwrap().contains("admin"), "names the field: {body}");
     let missing = login(&gateway, json!({ "email": ALICE }).to_string()).await;
     let body = missing.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    assert!(body["message"].as_str().unwrap().contains("authKey"), "names the field: {body}");
+    // The old body, with the password itself, is refused for its field: it is never read.
+    let plaintext = json!({ "email": ALICE, "password": PASSWORD }).to_string();
+    let body = login(&gateway, plaintext).await.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert!(body["message"].as_str().unwrap().contains("password"), "names the field: {body}");
 
     let untyped = Request::post("/api/auth/login")
@@ -453,7 +531,7 @@ async fn a_login_body_that_is_not_the_expected_json_is_refused_with_the_reason()
 async fn a_login_body_over_64_kib_is_413_too_large() {
     let gateway = gateway();
     let padding = "p".repeat(MAX_API_BODY);
-    let reply = login(&gateway, credentials(ALICE, &padding)).await;
+    let reply = login(&gateway, json!({ "email": ALICE, "authKey": padding }).to_string()).await;
     reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large");
 }
 
@@ -779,7 +857,7 @@ async fn every_api_answer_carries_no_store_and_nosniff() {
         send(&gateway, api(Method::GET, "/api/orgs/initech", Some(&token))).await.status,
         send(&gateway, api(Method::PATCH, "/api/me", None)).await.status,
         login(&gateway, "not json").await.status,
-        login(&gateway, credentials(ALICE, &"p".repeat(MAX_API_BODY))).await.status,
+        login(&gateway, json!({ "email": ALICE, "authKey": "p".repeat(MAX_API_BODY) }).to_string()).await.status,
     ];
     assert_eq!(statuses.map(|s| s.as_u16()), [200, 200, 200, 401, 404, 405, 400, 413]);
 }
@@ -807,7 +885,9 @@ async fn the_route_list_matches_the_router() {
             let listed = methods.contains(&method.as_str().to_lowercase().as_str());
             let want = match (listed, path) {
                 (false, _) => StatusCode::METHOD_NOT_ALLOWED,
-                (true, "/api/auth/login" | "/api/auth/accept-invite") => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                (true, "/api/auth/prelogin" | "/api/auth/login" | "/api/auth/accept-invite") => {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE
+                }
                 (true, "/api/openapi.json" | "/.well-known/jwks.json") => StatusCode::OK,
                 (true, _) => StatusCode::UNAUTHORIZED,
             };

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
+use ooda::accounts::{Account, AccountStore, AuthKey};
 use ooda::crd::{Organisation, Phase, Project};
 use ooda::gateway::token::{Claims, KeyRing, SigningKey};
 use reqwest::{Method, StatusCode};
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user, follow_pod, pod_ip, upstream};
+use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user, derive_auth_key, follow_pod, pod_ip, upstream};
 use crate::harness::{client, eventually, install_crds, unique_name, wait_for};
 use crate::operator_harness::{World, organisation_ready, project_phase};
 
@@ -498,7 +499,16 @@ async fn roles_and_organisations_bound_what_a_session_can_do() {
 
 #[tokio::test]
 async fn an_unknown_email_and_a_wrong_password_look_the_same_and_guessing_is_limited() {
-    let s = setup("gw-login").await;
+    // Server rounds high enough that a few sign-ins' hashing shows in the process's CPU time
+    // (counted in 10 ms ticks): alice's account and the decoy both at that count.
+    let iterations = 300_000;
+    let s = setup_with("gw-login", &["--auth-key-iterations", &iterations.to_string()]).await;
+    let alice = tokio::task::spawn_blocking(move || {
+        let key = AuthKey::for_email(ALICE, crate::gateway_harness::PASSWORD).expect("a client key");
+        Account::platform(ALICE, &key, iterations).expect("an account")
+    });
+    let store = AccountStore::new(s.world.client.clone(), &s.world.home.name);
+    store.reset_password(&alice.await.expect("derivation")).await.expect("alice at the gateway's rounds");
     // The same work, measured as the gateway's own CPU time: other tests share the machine, and
     // wall time under their load said more about them than about this (two samples of five each,
     // minima or medians alike, were seen 4× apart both ways). Without the decoy hash an unknown
@@ -597,12 +607,13 @@ async fn an_invite_is_redeemed_once_to_set_a_password() {
     // Knowing the email is not enough; a wrong secret is refused.
     assert_eq!(s.gateway.login(dave, crate::gateway_harness::PASSWORD).await.status, StatusCode::UNAUTHORIZED);
     let guess = format!("{}.{}", token.split_once('.').unwrap().0, URL_SAFE_NO_PAD.encode([7u8; 32]));
+    let dave_key = s.gateway.auth_key(dave, "dave's own long password").await;
     let accept = |token: String| {
         s.gateway.call(
             Method::POST,
             "/api/auth/accept-invite",
             None,
-            Some(json!({ "token": token, "password": "dave's own long password" })),
+            Some(json!({ "token": token, "authKey": dave_key })),
         )
     };
     assert_eq!(accept(guess).await.status, StatusCode::BAD_REQUEST);
@@ -661,9 +672,15 @@ async fn with_a_certificate_the_gateway_speaks_tls_and_asks_for_it_to_stay_that_
         .resolve("ooda.localhost", gateway.addr)
         .build()
         .expect("client");
+    let prelogin =
+        tls_client.post(gateway.url_at("ooda.localhost", "/api/auth/prelogin")).json(&json!({ "email": ALICE }));
+    let parameters: Value = prelogin.send().await.expect("HTTPS answers").json().await.expect("json");
+    let salt = STANDARD.decode(parameters["salt"].as_str().expect("salt")).expect("base64 salt");
+    let key =
+        derive_auth_key(crate::gateway_harness::PASSWORD, &salt, parameters["iterations"].as_u64().unwrap() as u32);
     let login = tls_client
         .post(gateway.url_at("ooda.localhost", "/api/auth/login"))
-        .json(&json!({ "email": ALICE, "password": crate::gateway_harness::PASSWORD }))
+        .json(&json!({ "email": ALICE, "authKey": key.await }))
         .send()
         .await
         .expect("HTTPS answers");

@@ -2,8 +2,11 @@
 //! for a project's dev server: an HTTP and WebSocket server bound to the project pod's loopback
 //! IP and preview port, as kwok reports them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{LazyLock, Mutex};
 
+use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -11,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
-use ooda::accounts::{Account, AccountStore, MIN_ITERATIONS};
+use ooda::accounts::{Account, AccountStore, AuthKey, DEFAULT_SERVER_ITERATIONS};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -111,16 +114,29 @@ impl Gateway {
         Answer::from(request.send().await.expect("gateway answers")).await
     }
 
+    /// Signs in as a client does: the derivation's parameters from prelogin, then the auth key.
     pub async fn login(&self, email: &str, password: &str) -> Answer {
-        self.call(reqwest::Method::POST, "/api/auth/login", None, Some(json!({ "email": email, "password": password })))
-            .await
+        let body = json!({ "email": email, "authKey": self.auth_key(email, password).await });
+        self.call(reqwest::Method::POST, "/api/auth/login", None, Some(body)).await
     }
 
     /// A sign-in as relayed by a proxy that names the client in `X-Forwarded-For`.
     pub async fn login_forwarded_for(&self, client: &str, email: &str, password: &str) -> Answer {
         let request = self.client.post(self.url("/api/auth/login")).header("x-forwarded-for", client);
-        let request = request.json(&json!({ "email": email, "password": password }));
+        let request = request.json(&json!({ "email": email, "authKey": self.auth_key(email, password).await }));
         Answer::from(request.send().await.expect("gateway answers")).await
+    }
+
+    /// The auth key a client derives for `password`, with the parameters prelogin answers for
+    /// `email` (base64, as sign-ins and invites take it).
+    pub async fn auth_key(&self, email: &str, password: &str) -> String {
+        let answer =
+            self.call(reqwest::Method::POST, "/api/auth/prelogin", None, Some(json!({ "email": email }))).await;
+        assert_eq!(answer.status, StatusCode::OK, "prelogin: {:?}", answer.body);
+        assert_eq!(answer.body["kdf"], "pbkdf2-sha256");
+        let salt = base64::engine::general_purpose::STANDARD.decode(answer.body["salt"].as_str().expect("salt"));
+        let iterations = answer.body["iterations"].as_u64().expect("iterations") as u32;
+        derive_auth_key(password, &salt.expect("base64 salt"), iterations).await
     }
 
     /// Signs in and returns the session token.
@@ -181,13 +197,35 @@ impl Answer {
     }
 }
 
+/// The client derivation, remembered: its 600,000 rounds on every sign-in would be most of the
+/// tests' time, and each (password, salt) always derives the same key.
+pub async fn derive_auth_key(password: &str, salt: &[u8], iterations: u32) -> String {
+    type Derived = HashMap<(String, Vec<u8>, u32), String>;
+    static KEYS: LazyLock<Mutex<Derived>> = LazyLock::new(Default::default);
+    let id = (password.to_owned(), salt.to_vec(), iterations);
+    if let Some(key) = KEYS.lock().expect("keys lock").get(&id) {
+        return key.clone();
+    }
+    let (password, salt) = (id.0.clone(), id.1.clone());
+    let key = tokio::task::spawn_blocking(move || AuthKey::derive(&password, &salt, iterations))
+        .await
+        .expect("derivation")
+        .expect("parameters a client accepts")
+        .to_base64();
+    KEYS.lock().expect("keys lock").insert(id, key.clone());
+    key
+}
+
 /// Creates an account (as `ooda user add` does).
 pub async fn add_user(world: &World, namespace: &str, email: &str) {
     let owned = email.to_owned();
-    let account = tokio::task::spawn_blocking(move || Account::platform(&owned, PASSWORD, MIN_ITERATIONS))
-        .await
-        .unwrap()
-        .expect("a valid account");
+    let account = tokio::task::spawn_blocking(move || {
+        let key = AuthKey::for_email(&owned, PASSWORD).expect("a client key");
+        Account::platform(&owned, &key, DEFAULT_SERVER_ITERATIONS)
+    })
+    .await
+    .unwrap()
+    .expect("a valid account");
     AccountStore::new(world.client.clone(), namespace).create(&account).await.expect("add account");
 }
 

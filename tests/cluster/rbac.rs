@@ -149,7 +149,8 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
     let invite = json!({ "email": "erin@acme.example", "role": "member" });
     let invited = gateway.call(Method::POST, &format!("/api/orgs/{org}/invites"), Some(&alice), Some(invite)).await;
     assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
-    let accept = json!({ "token": invited.body["inviteToken"], "password": "erin's long password" });
+    let erin_key = gateway.auth_key("erin@acme.example", "erin's long password").await;
+    let accept = json!({ "token": invited.body["inviteToken"], "authKey": erin_key });
     let accepted = gateway.call(Method::POST, "/api/auth/accept-invite", None, Some(accept)).await;
     assert_eq!(accepted.status, StatusCode::CREATED, "{:?}", accepted.body);
 

@@ -60,7 +60,8 @@ async fn accept(
 ) -> (StatusCode, Value) {
     let mut body = json!({ "token": invite["inviteToken"] });
     if let Some(password) = password {
-        body["password"] = json!(password);
+        let email = invite["email"].as_str().expect("the invite's email");
+        body["authKey"] = json!(gateway.auth_key(email, password).await);
     }
     let answer = gateway.call(Method::POST, "/api/auth/accept-invite", session, Some(body)).await;
     (answer.status, answer.body)

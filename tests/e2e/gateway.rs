@@ -77,20 +77,38 @@ impl Gateway {
         self.client.request(method, self.at_gateway(&format!("https://{API_HOST}{path}"))).bearer_auth(session)
     }
 
-    /// The README's sign-in: `curl -s …/api/auth/login -H 'content-type: application/json' -d …`.
+    /// The README's sign-in: `ooda login --gateway https://<API host> --email … --password-stdin`,
+    /// which derives the auth key from the password and prints a session token.
     pub async fn sign_in(&self, email: &str, password: &str) -> String {
-        let body = serde_json::json!({ "email": email, "password": password }).to_string();
-        let args = ["-H", "content-type: application/json", "-d", body.as_str()];
+        let port = self.address.port();
+        let resolve = format!("{API_HOST}:{port}:{}", self.address.ip());
+        let gateway = format!("https://{API_HOST}:{port}");
+        let mut args =
+            vec!["login", "--gateway", &gateway, "--email", email, "--password-stdin", "--resolve", &resolve];
+        if let Some(ca) = &self.ca {
+            args.extend(["--cacert", ca]);
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (status, answer) = self.curl("/api/auth/login", &args);
+            let mut login = std::process::Command::new(env!("CARGO_BIN_EXE_ooda"))
+                .args(&args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run ooda login");
+            let mut stdin = login.stdin.take().expect("stdin");
+            std::io::Write::write_all(&mut stdin, format!("{password}\n").as_bytes()).expect("the password");
+            drop(stdin);
+            let output = login.wait_with_output().expect("ooda login");
+            let stderr = String::from_utf8_lossy(&output.stderr);
             // The account was just written: a replica's watch may not have it yet.
-            if status == 401 && Instant::now() < deadline {
+            if !output.status.success() && stderr.contains("401") && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            assert_eq!(status, 200, "sign-in: {answer}");
-            return answer["token"].as_str().expect("token").to_owned();
+            assert!(output.status.success(), "ooda login: {stderr}");
+            return String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
         }
     }
 
