@@ -122,11 +122,16 @@ pub async fn list_projects(
     ApiPath(org): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     access(&gateway, &session, &org, Role::Member)?;
-    let namespace = organisation_namespace(&org);
+    Ok(Json(json!({ "projects": organisation_projects(&gateway, &org) })))
+}
+
+/// `org`'s projects as the API shows them, by name, from the cache.
+pub fn organisation_projects(gateway: &Gateway, org: &str) -> Vec<Value> {
+    let namespace = organisation_namespace(org);
     let mut projects: Vec<Arc<Project>> =
         gateway.caches.projects.state().into_iter().filter(|p| p.namespace().as_deref() == Some(&namespace)).collect();
     projects.sort_by_key(|p| p.name_any());
-    Ok(Json(json!({ "projects": projects.iter().map(|p| summary(p)).collect::<Vec<_>>() })))
+    projects.iter().map(|p| summary(p)).collect()
 }
 
 #[derive(Deserialize)]

@@ -16,13 +16,16 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// For a refused object: each field the API server named (`spec.ports[0].port`) and why, so
+    /// a form can show the reason beside its field.
+    pub fields: Vec<(String, String)>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self { status, code, message: message.into(), retry_after: None, fields: Vec::new() }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -63,7 +66,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({ "error": self.code, "message": self.message }))).into_response();
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if !self.fields.is_empty() {
+            let fields = self.fields.iter().map(|(field, message)| json!({ "field": field, "message": message }));
+            body["fields"] = fields.collect();
+        }
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -77,7 +85,16 @@ impl From<kube::Error> for ApiError {
     fn from(error: kube::Error) -> Self {
         match &error {
             kube::Error::Api(status) => match status.code {
-                400 | 422 => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", status.message.clone()),
+                400 | 422 => Self {
+                    fields: status
+                        .details
+                        .iter()
+                        .flat_map(|details| &details.causes)
+                        .filter(|cause| !cause.field.is_empty())
+                        .map(|cause| (cause.field.clone(), cause.message.clone()))
+                        .collect(),
+                    ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", status.message.clone())
+                },
                 // The ResourceQuota admission plugin answers 403 too, but it is the organisation's
                 // limit, not the gateway's permissions: the caller can act on it.
                 403 if status.message.contains("exceeded quota") => {

@@ -7,7 +7,9 @@ pub mod activity;
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod forwarded;
 pub mod invites;
@@ -127,6 +129,8 @@ pub struct Gateway {
     pub buckets: crate::sites::Buckets,
     /// Publishes in progress on this replica, up to `publishing.maxConcurrent`.
     pub publishes: Semaphore,
+    /// Event streams open on this replica, up to [`events::MAX_STREAMS`].
+    pub event_streams: Arc<Semaphore>,
     /// Project pods' preview addresses seen accepting connections: a request to any other waits
     /// for it to listen first.
     serving: Mutex<std::collections::HashSet<SocketAddr>>,
@@ -157,6 +161,7 @@ impl Gateway {
             upstream: upstream_client(),
             buckets,
             publishes: Semaphore::new(config.publishing.max_concurrent),
+            event_streams: Arc::new(Semaphore::new(events::MAX_STREAMS)),
             serving: Mutex::default(),
             client,
             config,
@@ -270,6 +275,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/auth/sign-out-everywhere", post(login::sign_out_everywhere))
         .route("/api/me", get(api::me))
         .route("/api/orgs/{org}", get(api::organisation))
+        .route("/api/orgs/{org}/events", get(events::events))
         .route("/api/orgs/{org}/members", get(api::list_members))
         .route("/api/orgs/{org}/members/{email}", put(api::put_member).delete(api::delete_member))
         .route("/api/orgs/{org}/members/{email}/sign-out", post(api::sign_out_member))
@@ -285,6 +291,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/orgs/{org}/projects/{project}/versions/{version}/activate", post(sites::activate))
         .route("/api/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/", get(dashboard::index))
+        .route("/assets/{*path}", get(dashboard::asset))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")

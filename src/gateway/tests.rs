@@ -54,13 +54,14 @@ const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
 
 /// The routes `router()` registers, with their methods: keep in step with `super::router`.
-const ROUTES: [(&str, &[&str]); 21] = [
+const ROUTES: [(&str, &[&str]); 22] = [
     ("/api/auth/prelogin", &["post"]),
     ("/api/auth/login", &["post"]),
     ("/api/auth/accept-invite", &["post"]),
     ("/api/auth/sign-out-everywhere", &["post"]),
     ("/api/me", &["get"]),
     ("/api/orgs/{org}", &["get"]),
+    ("/api/orgs/{org}/events", &["get"]),
     ("/api/orgs/{org}/members", &["get"]),
     ("/api/orgs/{org}/members/{email}", &["put", "delete"]),
     ("/api/orgs/{org}/members/{email}/sign-out", &["post"]),
@@ -828,7 +829,7 @@ async fn api_paths_on_a_preview_host_go_to_the_proxy_not_the_api() {
 #[tokio::test]
 async fn an_unknown_route_is_a_json_404() {
     let gateway = gateway();
-    for path in ["/", "/api", "/api/nothing", "/api/orgs/acme/projects/shop/extra", "/healthz", "/metrics"] {
+    for path in ["/api", "/api/nothing", "/api/orgs/acme/projects/shop/extra", "/healthz", "/metrics", "/assets/x.js"] {
         send(&gateway, api(Method::GET, path, None)).await.assert_error(StatusCode::NOT_FOUND, "not_found");
     }
 }
@@ -991,4 +992,61 @@ async fn a_project_past_the_organisation_s_quota_is_a_409_naming_the_quota() {
     let reply = reply.await.unwrap();
     reply.assert_error(StatusCode::CONFLICT, "quota_exceeded");
     assert!(reply.json()["message"].as_str().unwrap().contains("exceeded quota: organisation-quota"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dashboard and its event stream
+
+#[tokio::test]
+async fn the_dashboard_is_served_on_the_api_host_under_a_strict_content_security_policy() {
+    let gateway = gateway();
+    let page = send(&gateway, api(Method::GET, "/", None)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.header(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    let policy = page.header(header::CONTENT_SECURITY_POLICY);
+    for directive in ["default-src 'self'", "script-src 'self';", "frame-ancestors 'none'", "object-src 'none'"] {
+        assert!(policy.contains(directive), "{policy}");
+    }
+    assert!(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"), "{policy}");
+    assert_eq!(page.header(header::X_FRAME_OPTIONS), "DENY");
+    let page_text = String::from_utf8(page.body.to_vec()).expect("UTF-8");
+    assert!(page_text.contains(r#"<script type="module" src="/assets/app.js">"#), "{page_text}");
+    assert!(!page_text.contains("<script>"), "no inline script");
+
+    let script = send(&gateway, api(Method::GET, "/assets/vendor/preact.js", None)).await;
+    assert_eq!(
+        (script.status, script.header(header::CONTENT_TYPE)),
+        (StatusCode::OK, "text/javascript; charset=utf-8")
+    );
+    send(&gateway, api(Method::GET, "/assets/../Cargo.toml", None))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+
+    // A preview host is the project's, never the dashboard's.
+    let previewed = send(&gateway, preview(&gateway, "acme", "nonexistent", "/").body(Body::empty()).unwrap()).await;
+    assert!(!String::from_utf8_lossy(&previewed.body).contains("/assets/app.js"));
+}
+
+#[tokio::test]
+async fn the_event_stream_opens_with_the_organisations_projects_for_members_only() {
+    let gateway = gateway();
+    let token = session(&gateway, ALICE);
+    let request = api(Method::GET, "/api/orgs/acme/events", Some(&token));
+    let response = router(gateway.clone()).oneshot(request).await.expect("an answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = response.into_body().into_data_stream();
+    let first = futures::StreamExt::next(&mut body).await.expect("a first message").expect("bytes");
+    let text = String::from_utf8(first.to_vec()).expect("UTF-8");
+    let data = text.strip_prefix("event: projects\ndata: ").and_then(|t| t.strip_suffix("\n\n")).expect(&text);
+    let listed = get(&gateway, "/api/orgs/acme/projects", &token).await.json();
+    assert_eq!(serde_json::from_str::<Value>(data).expect("JSON"), listed, "the same as GET …/projects");
+
+    send(&gateway, api(Method::GET, "/api/orgs/acme/events", None))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let bob = session(&gateway, BOB);
+    send(&gateway, api(Method::GET, "/api/orgs/initech/events", Some(&bob)))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
 }

@@ -480,6 +480,13 @@ async fn roles_and_organisations_bound_what_a_session_can_do() {
     let bad_body = project_body("Bad_Name", 3000, "15m");
     let bad_name = s.gateway.call(Method::POST, &projects_path, Some(&s.alice), Some(bad_body)).await;
     assert_eq!(bad_name.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", bad_name.body);
+    // Each field the API server refuses is named on its own, for a form to show beside it.
+    let bad_port =
+        json!({ "name": "badport", "spec": { "ports": [{ "name": "web", "port": 70000, "preview": true }] } });
+    let refused = s.gateway.call(Method::POST, &projects_path, Some(&s.alice), Some(bad_port)).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", refused.body);
+    let fields = refused.body["fields"].as_array().expect("the refused fields");
+    assert!(fields.iter().any(|f| f["field"] == "spec.ports[0].port" && f["message"].is_string()), "{fields:?}");
     let listed = s.gateway.call(Method::GET, &projects_path, Some(&s.alice), None).await;
     assert_eq!(listed.body["projects"], json!([]));
 
@@ -771,4 +778,84 @@ fn certificates(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBu
         "tls.crt",
     ]);
     (dir.join("ca.crt"), dir.join("tls.crt"), dir.join("tls.key"))
+}
+
+/// A client of `GET /api/orgs/{org}/events`: the stream read as it arrives, event by event.
+struct EventStream {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl EventStream {
+    async fn open(gateway: &Gateway, org: &str, session: &str) -> Self {
+        let response = reqwest::Client::new()
+            .get(gateway.url(&format!("/api/orgs/{org}/events")))
+            .bearer_auth(session)
+            .send()
+            .await
+            .expect("the stream opens");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Self { body: Box::pin(response.bytes_stream()), buffer: String::new() }
+    }
+
+    /// The next event (heartbeat comments skipped): its name and data; `None` when the stream ends.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let message: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| message.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
+                if let (Some(event), Some(data)) = (field("event: "), field("data: ")) {
+                    return Some((event, serde_json::from_str(&data).expect("JSON data")));
+                }
+            }
+            let chunk =
+                tokio::time::timeout(crate::harness::SETTLE, self.body.next()).await.expect("an event in time")?;
+            self.buffer.push_str(std::str::from_utf8(&chunk.expect("the stream reads")).expect("UTF-8"));
+        }
+    }
+
+    /// Reads events until one satisfies `wanted`; returns it.
+    async fn until(&mut self, what: &str, wanted: impl Fn(&str, &Value) -> bool) -> Value {
+        loop {
+            let (event, data) = self.next().await.unwrap_or_else(|| panic!("the stream ended before {what}"));
+            if wanted(&event, &data) {
+                return data;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_pushes_project_changes_and_ends_with_the_membership() {
+    let s = setup("gw-events").await;
+    let mut alice = EventStream::open(&s.gateway, &s.org, &s.alice).await;
+    assert_eq!(alice.next().await, Some(("projects".to_owned(), json!({ "projects": [] }))));
+
+    let projects = format!("/api/orgs/{}/projects", s.org);
+    let body = project_body("live", dev_port(), "15m");
+    assert_eq!(s.gateway.call(Method::POST, &projects, Some(&s.alice), Some(body)).await.status, StatusCode::CREATED);
+    let live = |phase: &'static str| {
+        move |event: &str, p: &Value| event == "project" && p["name"] == "live" && p["phase"] == phase
+    };
+    alice.until("live Running", live("Running")).await;
+    let stop = s.gateway.call(Method::POST, &format!("{projects}/live/stop"), Some(&s.alice), None).await;
+    assert!(stop.status.is_success(), "{:?}", stop.body);
+    let stopped = alice.until("live Stopped", live("Stopped")).await;
+    assert_eq!(stopped["state"], "Stopped");
+
+    // bob's stream ends when he stops being a member; alice's sees the project go.
+    let bob_session = s.gateway.session(BOB).await;
+    let mut bob = EventStream::open(&s.gateway, &s.org, &bob_session).await;
+    assert_eq!(bob.next().await.expect("a first event").0, "projects");
+    let removed =
+        s.gateway.call(Method::DELETE, &format!("/api/orgs/{}/members/{BOB}", s.org), Some(&s.alice), None).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{:?}", removed.body);
+    bob.until("bob's stream to end", |event, _| event == "ended").await;
+    assert_eq!(bob.next().await, None, "and close");
+    let deleted = s.gateway.call(Method::DELETE, &format!("{projects}/live"), Some(&s.alice), None).await;
+    assert_eq!(deleted.status, StatusCode::ACCEPTED);
+    let gone = alice.until("live deleted", |event, _| event == "deleted").await;
+    assert_eq!(gone, json!({ "name": "live" }));
+    s.world.cleanup().await;
 }
