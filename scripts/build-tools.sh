@@ -5,6 +5,8 @@
 #   $OODA_CACHE/tools/kubeconform-<v>/kubeconform
 #   $OODA_CACHE/tools/kstatus-<cli-utils v>-<source hash>/kstatus (scripts/kstatus/main.go)
 #   $OODA_CACHE/kind/kind-<v>/kind
+#   tests/browser/node_modules: playwright-core and axe-core, as pinned in its package-lock.json
+#     (downloads cached in $OODA_CACHE/npm)
 #   $OODA_CACHE/tools/kubeconform-schemas-<kubernetes v>-<script hash>/<kind>-<group>-<version>.json,
 #     from the OpenAPI documents of the Kubernetes release the bed runs (nothing is fetched at
 #     validation time)
@@ -37,4 +39,12 @@ if [[ ! -f "$kubeconform_schemas/.complete" ]]; then
   python3 "$here/kubeconform-schemas.py" "$spec/api/openapi-spec/v3" "$kubeconform_schemas.tmp"
   finish "$kubeconform_schemas"
 fi
-log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform, $kind_dir/kind"
+# The browser tests' packages: `npm ci` checks each against the lock's integrity.
+browser="$repo/tests/browser"
+lock_sum="$(sha256sum "$browser/package-lock.json" | cut -c1-64)"
+if [[ "$(cat "$browser/node_modules/.installed-lock" 2>/dev/null)" != "$lock_sum" ]]; then
+  log "installing the browser tests' packages (npm ci)"
+  npm ci --prefix "$browser" --cache "$cache/npm" --no-audit --no-fund --loglevel=error
+  echo "$lock_sum" >"$browser/node_modules/.installed-lock"
+fi
+log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform, $kind_dir/kind, $browser/node_modules"

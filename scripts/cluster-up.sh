@@ -34,6 +34,8 @@ issue admin "/O=system:masters/CN=ooda-admin"
 issue controller-manager "/CN=system:kube-controller-manager"
 issue scheduler "/CN=system:kube-scheduler"
 issue kwok "/O=system:masters/CN=kwok"
+# kwok's kubelet API (exec, logs), which the API server reaches with the CA above.
+issue kwok-serving "/CN=kwok-kubelet" "IP:127.0.0.1"
 # How the API server proves itself to kubelets (logs, exec, port-forward); bed/kubelet-api.yaml
 # lets it, and only it, use their API.
 issue apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client"
@@ -100,9 +102,25 @@ for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat
   pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
   cat "$kwok_dir/stages/$f"; echo "---"
 done >"$stages"
+# `kubectl exec` into a simulated pod's workspace container runs the command on this host, as
+# nobody, in a scratch folder: what terminals are tested against (a real node runs them for real).
+mkdir -p "$state/kwok-exec" && chown nobody: "$state/kwok-exec"
+cat >>"$stages" <<YAML
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterExec
+metadata: { name: ooda-workspaces }
+spec:
+  execs:
+  - containers: [workspace]
+    local:
+      workDir: $state/kwok-exec
+      envs: [{ name: HOME, value: $state/kwok-exec }, { name: PATH, value: /usr/bin:/bin }]
+      securityContext: { runAsUser: 65534, runAsGroup: 65534 }
+YAML
 start kwok "$kwok_dir/kwok" --kubeconfig "$state/kwok.kubeconfig" --config "$stages" \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake --node-ip 127.0.0.1 --cidr 127.1.0.0/16 --node-lease-duration-seconds 40 \
-  --server-address "127.0.0.1:$kwok_port"
+  --server-address "127.0.0.1:$kwok_port" --node-port "$kwok_port" \
+  --tls-cert-file "$pki/kwok-serving.crt" --tls-private-key-file "$pki/kwok-serving.key"
 
 wait_for kube-controller-manager 60 curl -fsSk --max-time 2 "https://127.0.0.1:$controller_manager_port/healthz"
 wait_for kube-scheduler 60 curl -fsSk --max-time 2 "https://127.0.0.1:$scheduler_port/healthz"

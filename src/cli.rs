@@ -167,7 +167,8 @@ pub struct GatewayArgs {
     /// How long a request waits for a hibernated project to wake before 503.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     wake_timeout: Duration,
-    /// The port in preview URLs, when clients reach the gateway on a non-default port.
+    /// The port in preview and site URLs, when clients reach the gateway on a non-default port;
+    /// 0: the port --listen bound (clients reach the listener directly, as in local runs).
     #[arg(long)]
     public_port: Option<u16>,
     /// The server's PBKDF2-HMAC-SHA256 rounds over the auth keys of new credentials (clients do

@@ -47,6 +47,11 @@ impl Session {
         let Some(token) = bearer_token(header) else {
             return Err(ApiError::unauthorized("sign in: send `Authorization: Bearer <token>` from /api/auth/login"));
         };
+        Session::from_token(gateway, token)
+    }
+
+    /// The session `token` carries, re-verified now.
+    pub fn from_token(gateway: &Gateway, token: &str) -> ApiResult<Self> {
         let settings = &gateway.settings;
         let expect = Expectations {
             issuer: &settings.issuer,
@@ -71,6 +76,26 @@ impl Session {
             claimed: claims.orgs,
             account: Arc::new(account),
         })
+    }
+}
+
+impl Session {
+    /// This session's access to `org` as the caches have it now: for what outlives the request
+    /// that opened it (an event stream, a terminal), which must end with the session, the
+    /// credential or the membership.
+    pub fn access_now(&self, gateway: &Gateway, org: &str, needed: Role) -> ApiResult<Access> {
+        let ended = || ApiError::unauthorized("the session has ended");
+        let account = gateway.caches.account(&self.email).ok_or_else(ended)?;
+        if !account.session_valid(&self.credential, self.issued_at) {
+            return Err(ended());
+        }
+        access(gateway, &Session { account: Arc::new(account), ..self.clone() }, org, needed)
+    }
+
+    /// How long until the token expires (tokens live at most one session lifetime).
+    pub fn remaining(&self, gateway: &Gateway) -> std::time::Duration {
+        let expires = self.issued_at + gateway.settings.session_ttl.as_secs() as i64;
+        std::time::Duration::from_secs((expires - Timestamp::now().as_second()).max(0) as u64)
     }
 }
 

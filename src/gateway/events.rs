@@ -19,7 +19,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::stream;
-use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
@@ -49,11 +48,7 @@ pub async fn events(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::unavailable("too many open event streams; try again", 5))?;
-    let expires = Instant::now()
-        + Duration::from_secs(
-            (session.issued_at + gateway.settings.session_ttl.as_secs() as i64 - Timestamp::now().as_second()).max(0)
-                as u64,
-        );
+    let expires = Instant::now() + session.remaining(&gateway);
     let follower =
         Follower { changes: gateway.caches.changes(), gateway, session, org, sent: None, expires, _permit: permit };
     let body = Body::from_stream(stream::unfold(Some(follower), |follower| async move {
@@ -100,7 +95,7 @@ impl Follower {
                     return (message("ended", &json!({ "reason": "the session has expired" })), None);
                 }
             }
-            if let Err(refusal) = self.still_allowed() {
+            if let Err(refusal) = self.session.access_now(&self.gateway, &self.org, Role::Member) {
                 return (message("ended", &json!({ "reason": refusal.message })), None);
             }
             let current = self.projects();
@@ -110,17 +105,6 @@ impl Follower {
                 return (Bytes::from(chunk), Some(self));
             }
         }
-    }
-
-    /// The session as the caches have it now: its credential not ended, the caller a member.
-    fn still_allowed(&self) -> ApiResult<()> {
-        let ended = || ApiError::unauthorized("the session has ended");
-        let account = self.gateway.caches.account(&self.session.email).ok_or_else(ended)?;
-        if !account.session_valid(&self.session.credential, self.session.issued_at) {
-            return Err(ended());
-        }
-        let current = Session { account: Arc::new(account), ..self.session.clone() };
-        access(&self.gateway, &current, &self.org, Role::Member).map(|_| ())
     }
 
     fn projects(&self) -> BTreeMap<String, Value> {

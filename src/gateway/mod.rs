@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod sites;
+pub mod terminal;
 #[cfg(test)]
 mod tests;
 pub mod token;
@@ -131,6 +132,8 @@ pub struct Gateway {
     pub publishes: Semaphore,
     /// Event streams open on this replica, up to [`events::MAX_STREAMS`].
     pub event_streams: Arc<Semaphore>,
+    /// Terminals open on this replica, up to [`terminal::MAX_TERMINALS`].
+    pub terminals: Arc<Semaphore>,
     /// Project pods' preview addresses seen accepting connections: a request to any other waits
     /// for it to listen first.
     serving: Mutex<std::collections::HashSet<SocketAddr>>,
@@ -162,6 +165,7 @@ impl Gateway {
             buckets,
             publishes: Semaphore::new(config.publishing.max_concurrent),
             event_streams: Arc::new(Semaphore::new(events::MAX_STREAMS)),
+            terminals: Arc::new(Semaphore::new(terminal::MAX_TERMINALS)),
             serving: Mutex::default(),
             client,
             config,
@@ -216,16 +220,6 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
         None => None,
     };
-    let client = Client::try_default().await?;
-    let settings = options.settings.clone();
-    let secrets = kube::Api::namespaced(client.clone(), &settings.namespace);
-    let keys = Arc::new(RwLock::new(Arc::new(keys::load_or_create(&secrets).await?)));
-    let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
-    keys::follow(secrets, keys.clone());
-    let caches = Caches::start(&client, &settings.namespace);
-    let accounts = Arc::new(AccountStore::new(client.clone(), &settings.namespace));
-    let gateway = Arc::new(Gateway::new(client, config, settings, caches, accounts, keys, buckets));
-
     // The public address first: once /readyz says ready, it must already accept connections.
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -238,6 +232,19 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         listener.local_addr().map_err(|source| RunError::Listen { addr, source })
     };
     let (addr, http_addr) = (bound(&listener, options.listen)?, bound(&health, options.http_addr)?);
+
+    let client = Client::try_default().await?;
+    let mut settings = options.settings.clone();
+    if settings.public_port == Some(0) {
+        settings.public_port = Some(addr.port());
+    }
+    let secrets = kube::Api::namespaced(client.clone(), &settings.namespace);
+    let keys = Arc::new(RwLock::new(Arc::new(keys::load_or_create(&secrets).await?)));
+    let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
+    keys::follow(secrets, keys.clone());
+    let caches = Caches::start(&client, &settings.namespace);
+    let accounts = Arc::new(AccountStore::new(client.clone(), &settings.namespace));
+    let gateway = Arc::new(Gateway::new(client, config, settings, caches, accounts, keys, buckets));
     let health_router = health_router(gateway.clone());
     tokio::spawn(async move {
         if let Err(error) = axum::serve(health, health_router).await {
@@ -286,6 +293,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/orgs/{org}/projects/{project}/stop", post(api::stop_project))
         .route("/api/orgs/{org}/projects/{project}/wake", post(api::wake_project))
         .route("/api/orgs/{org}/projects/{project}/preview", get(api::preview))
+        .route("/api/orgs/{org}/projects/{project}/terminal", get(terminal::terminal))
         .route("/api/orgs/{org}/projects/{project}/publish", post(sites::publish))
         .route("/api/orgs/{org}/projects/{project}/versions", get(sites::versions))
         .route("/api/orgs/{org}/projects/{project}/versions/{version}/activate", post(sites::activate))

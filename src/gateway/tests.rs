@@ -54,7 +54,7 @@ const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
 
 /// The routes `router()` registers, with their methods: keep in step with `super::router`.
-const ROUTES: [(&str, &[&str]); 22] = [
+const ROUTES: [(&str, &[&str]); 23] = [
     ("/api/auth/prelogin", &["post"]),
     ("/api/auth/login", &["post"]),
     ("/api/auth/accept-invite", &["post"]),
@@ -72,6 +72,7 @@ const ROUTES: [(&str, &[&str]); 22] = [
     ("/api/orgs/{org}/projects/{project}/stop", &["post"]),
     ("/api/orgs/{org}/projects/{project}/wake", &["post"]),
     ("/api/orgs/{org}/projects/{project}/preview", &["get"]),
+    ("/api/orgs/{org}/projects/{project}/terminal", &["get"]),
     ("/api/orgs/{org}/projects/{project}/publish", &["post"]),
     ("/api/orgs/{org}/projects/{project}/versions", &["get"]),
     ("/api/orgs/{org}/projects/{project}/versions/{version}/activate", &["post"]),

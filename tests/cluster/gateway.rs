@@ -859,3 +859,104 @@ async fn the_event_stream_pushes_project_changes_and_ends_with_the_membership() 
     assert_eq!(gone, json!({ "name": "live" }));
     s.world.cleanup().await;
 }
+
+/// Opens the terminal of `project` as the holder of `session`: the socket, or the refusal's
+/// status and body.
+pub async fn open_terminal(
+    gateway: &Gateway,
+    org: &str,
+    project: &str,
+    session: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, (StatusCode, String)> {
+    let url = format!("ws://ooda.localhost:{}/api/orgs/{org}/projects/{project}/terminal", gateway.addr.port());
+    let mut request = url.into_client_request().expect("ws request");
+    let protocols = format!("ooda.terminal.v1, ooda.bearer.{session}");
+    request.headers_mut().insert("sec-websocket-protocol", protocols.parse().expect("header"));
+    let stream = tokio::net::TcpStream::connect(gateway.addr).await.expect("connect");
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((socket, response)) => {
+            assert_eq!(response.headers()["sec-websocket-protocol"], "ooda.terminal.v1");
+            Ok(socket)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            Err((response.status(), body))
+        }
+        Err(other) => panic!("terminal handshake: {other}"),
+    }
+}
+
+/// Reads the terminal's output until it contains every one of `wanted`; returns all of it.
+pub async fn terminal_output(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    wanted: &[&str],
+) -> String {
+    let mut output = String::new();
+    while !wanted.iter().all(|w| output.contains(w)) {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {wanted:?} in the terminal's output: {output:?}"));
+        match message.expect("the socket is open").expect("a message") {
+            Message::Binary(bytes) => output.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("{other:?} before {wanted:?}; output so far {output:?}"),
+        }
+    }
+    output
+}
+
+#[tokio::test]
+async fn a_member_opens_a_terminal_in_a_running_project_until_it_stops() {
+    let s = setup("gw-terminal").await;
+    let projects = format!("/api/orgs/{}/projects", s.org);
+    let body = project_body("shell", dev_port(), "15m");
+    assert_eq!(s.gateway.call(Method::POST, &projects, Some(&s.alice), Some(body)).await.status, StatusCode::CREATED);
+    let api: Api<Project> = Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
+    wait_for(&api, "shell", project_phase(Phase::Running)).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
+    let renewed = || async { leases.get("shell-activity").await.ok().and_then(|l| l.spec?.renew_time) };
+    let before = renewed().await;
+
+    // Refusals are the API's JSON: no session, a plain GET, another organisation's project.
+    let (status, _) = open_terminal(&s.gateway, &s.org, "shell", "not-a-token").await.expect_err("refused");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let plain = reqwest::Client::new()
+        .get(s.gateway.url(&format!("{projects}/shell/terminal")))
+        .header("sec-websocket-protocol", format!("ooda.terminal.v1, ooda.bearer.{}", s.alice))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(plain.status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(plain.json::<Value>().await.expect("JSON")["error"], "upgrade_required");
+    let (status, _) = open_terminal(&s.gateway, &s.org, "nothing-here", &s.alice).await.expect_err("refused");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // bob, a member, types; the terminal has his size and streams the shell's answers.
+    let bob = s.gateway.session(BOB).await;
+    let mut socket = open_terminal(&s.gateway, &s.org, "shell", &bob).await.expect("a terminal");
+    socket.send(Message::text(r#"{"type":"resize","cols":101,"rows":33}"#)).await.expect("resize");
+    socket.send(Message::binary(b"stty size; echo hello-$((6*7)); id -un\n".to_vec())).await.expect("type");
+    let output = terminal_output(&mut socket, &["33 101", "hello-42", "nobody"]).await;
+    assert!(!output.contains("root"), "{output}");
+    eventually(Duration::from_secs(10), "the terminal renews the activity Lease", || async {
+        (renewed().await > before).then_some(())
+    })
+    .await;
+
+    // Stopping the project closes the terminal, saying why; a stopped project opens none.
+    let stop = s.gateway.call(Method::POST, &format!("{projects}/shell/stop"), Some(&s.alice), None).await;
+    assert!(stop.status.is_success(), "{:?}", stop.body);
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(20), socket.next()).await.expect("closed in time") {
+            Some(Ok(Message::Text(text))) => break serde_json::from_str::<Value>(&text).expect("JSON"),
+            Some(Ok(Message::Binary(_))) => continue,
+            other => panic!("{other:?} before the closing message"),
+        }
+    };
+    assert_eq!(closed["type"], "closed");
+    assert!(closed["reason"].as_str().expect("a reason").contains("not running"), "{closed}");
+    wait_for(&api, "shell", project_phase(Phase::Stopped)).await;
+    let (status, body) = open_terminal(&s.gateway, &s.org, "shell", &s.alice).await.expect_err("refused");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    s.world.cleanup().await;
+}

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use futures::SinkExt;
 use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -18,6 +19,7 @@ use kube::config::Kubeconfig;
 use ooda::crd::{Phase, Project};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::gateway_harness::{Gateway, add_user};
 use crate::harness::{FIELD_MANAGER, TestNamespace, client, install_crds, kubeconfig_path, unique_name, wait_for};
@@ -100,14 +102,17 @@ async fn refused_writes_as(operator: &Client, bystander: &str, org_namespace: &s
     refused
 }
 
-/// Asks the API server whether `user` may `verb` `resource` in `namespace` (what `kubectl auth
-/// can-i --as <user>` sends).
+/// Asks the API server whether `user` may `verb` `resource` (or `resource/subresource`) in
+/// `namespace` (what `kubectl auth can-i --as <user>` sends).
 async fn can_i(client: &Client, user: &str, verb: &str, group: &str, resource: &str, namespace: &str) -> bool {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
     let review: SubjectAccessReview = serde_json::from_value(json!({
         "spec": {
             "user": user,
             "groups": ["system:serviceaccounts", "system:authenticated"],
-            "resourceAttributes": { "verb": verb, "group": group, "resource": resource, "namespace": namespace },
+            "resourceAttributes": {
+                "verb": verb, "group": group, "resource": resource, "subresource": subresource, "namespace": namespace,
+            },
         }
     }))
     .expect("review");
@@ -177,6 +182,11 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
         (gateway.call(Method::GET, &versions_path, Some(&alice), None).await.body["current"] == 1).then_some(())
     })
     .await;
+    // A terminal, exec'd by the gateway's own identity in the organisation's namespace.
+    let mut terminal = crate::gateway::open_terminal(&gateway, &org, "least", &alice).await.expect("a terminal");
+    terminal.send(Message::binary(b"echo least-$((40+2))\n".to_vec())).await.expect("type");
+    crate::gateway::terminal_output(&mut terminal, &["least-42"]).await;
+    drop(terminal);
     let wake = gateway.call(Method::POST, &format!("{projects_path}/least/wake"), Some(&alice), None).await;
     assert_eq!(wake.status, StatusCode::ACCEPTED, "{:?}", wake.body);
     let stop = gateway.call(Method::POST, &format!("{projects_path}/least/stop"), Some(&alice), None).await;
@@ -196,6 +206,10 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
         ("create", "", "secrets", org_namespace.as_str(), false),
         ("list", "", "secrets", org_namespace.as_str(), true),
         ("patch", "coordination.k8s.io", "leases", org_namespace.as_str(), true),
+        // Terminals: exec in organisation namespaces, nowhere else.
+        ("create", "", "pods/exec", org_namespace.as_str(), true),
+        ("create", "", "pods/exec", "kube-system", false),
+        ("create", "", "pods/exec", world.home.name.as_str(), false),
     ] {
         let answer = can_i(&client, &me, verb, group, resource, namespace).await;
         assert_eq!(answer, allowed, "can the gateway {verb} {resource} in {namespace}?");
@@ -251,6 +265,14 @@ impl ServiceAccountIdentity {
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         };
         let cluster_role: ClusterRole = serde_yaml::from_str(&chart("clusterrole")).expect("ClusterRole YAML");
+        // The gateway's terminals: a ClusterRole the operator binds in organisation namespaces.
+        if component == "gateway" {
+            let exec: ClusterRole = serde_yaml::from_str(&chart("exec-clusterrole")).expect("ClusterRole YAML");
+            Api::<ClusterRole>::all(client.clone())
+                .patch("ooda-gateway-exec", &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&exec))
+                .await
+                .expect("apply the exec ClusterRole");
+        }
         // The chart's admission policy, cluster-wide: it matches ServiceAccounts by this name.
         let policy = chart("admission-policy");
         let mut documents = policy.split("\n---\n");

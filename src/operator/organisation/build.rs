@@ -21,6 +21,10 @@ pub const LIMIT_RANGE_NAME: &str = "container-defaults";
 pub const DEFAULT_DENY_NAME: &str = "default-deny";
 /// The Role (and its binding) giving the gateway what it needs in the organisation's namespace.
 pub const GATEWAY_ACCESS_NAME: &str = "ooda-gateway";
+/// The ClusterRole (from the chart) that lets the gateway open terminals, and the RoleBinding
+/// that grants it in one organisation namespace only. The operator may bind that ClusterRole
+/// (RBAC `bind`, by name) without holding exec rights itself.
+pub const GATEWAY_EXEC_NAME: &str = "ooda-gateway-exec";
 
 /// Everything an organisation should have.
 pub struct Desired {
@@ -112,9 +116,17 @@ pub fn desired(org: &Organisation) -> Desired {
 }
 
 /// What the gateway may do in this organisation's namespace, and nothing more: read the project
-/// tokens (Secrets) and pods, and renew activity Leases. It has no such rights anywhere else, so
-/// it cannot read another namespace's Secrets (kube-system's, say).
-pub fn gateway_access(org: &Organisation, gateway: &GatewaySelector) -> (Role, RoleBinding) {
+/// tokens (Secrets) and pods, renew activity Leases, and exec into pods (members' terminals). It
+/// has no such rights anywhere else, so it cannot read another namespace's Secrets (kube-system's,
+/// say) or open a shell in another namespace's pods.
+pub struct GatewayAccess {
+    pub role: Role,
+    pub binding: RoleBinding,
+    /// Binds [`GATEWAY_EXEC_NAME`] in this namespace.
+    pub exec_binding: RoleBinding,
+}
+
+pub fn gateway_access(org: &Organisation, gateway: &GatewaySelector) -> GatewayAccess {
     let name = org.metadata.name.as_deref().expect("organisation has a name");
     let namespace = organisation_namespace(name);
     let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
@@ -131,23 +143,30 @@ pub fn gateway_access(org: &Organisation, gateway: &GatewaySelector) -> (Role, R
             rule("coordination.k8s.io", "leases", &["get", "patch"]),
         ]),
     };
-    let mut binding = RoleBinding {
-        metadata: meta(org, GATEWAY_ACCESS_NAME, Some(&namespace)),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: GATEWAY_ACCESS_NAME.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: gateway.service_account.clone(),
-            namespace: Some(gateway.namespace.clone()),
-            ..Default::default()
-        }]),
+    let binding = |name: &str, kind: &str| {
+        let mut binding = RoleBinding {
+            metadata: meta(org, name, Some(&namespace)),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: kind.into(),
+                name: name.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: gateway.service_account.clone(),
+                namespace: Some(gateway.namespace.clone()),
+                ..Default::default()
+            }]),
+        };
+        stamp(&mut binding);
+        binding
     };
     stamp(&mut role);
-    stamp(&mut binding);
-    (role, binding)
+    GatewayAccess {
+        role,
+        binding: binding(GATEWAY_ACCESS_NAME, "Role"),
+        exec_binding: binding(GATEWAY_EXEC_NAME, "ClusterRole"),
+    }
 }
 
 #[cfg(test)]
@@ -334,14 +353,14 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_may_read_tokens_and_pods_and_renew_activity_in_the_namespace_and_nothing_more() {
+    fn the_gateway_may_read_tokens_and_pods_renew_activity_and_exec_in_the_namespace_and_nothing_more() {
         let gateway = crate::config::GatewaySelector {
             namespace: "ooda-system".into(),
             pod_labels: BTreeMap::new(),
             service_account: "ooda-gateway".into(),
             public_url: None,
         };
-        let (role, binding) = gateway_access(&without_quota(), &gateway);
+        let GatewayAccess { role, binding, exec_binding } = gateway_access(&without_quota(), &gateway);
         assert_eq!(role.metadata.namespace.as_deref(), Some("org-acme"));
         let rules: Vec<(String, String, Vec<String>)> = role
             .rules
@@ -359,6 +378,12 @@ mod tests {
             ]
         );
         assert_eq!(binding.role_ref.name, "ooda-gateway");
+        assert_eq!(
+            (exec_binding.role_ref.kind.as_str(), exec_binding.role_ref.name.as_str()),
+            ("ClusterRole", "ooda-gateway-exec")
+        );
+        assert_eq!(exec_binding.metadata.namespace.as_deref(), Some("org-acme"), "exec in this namespace only");
+        assert_eq!(exec_binding.subjects, binding.subjects);
         let subject = &binding.subjects.unwrap()[0];
         assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("ServiceAccount", "ooda-gateway"));
         assert_eq!(subject.namespace.as_deref(), Some("ooda-system"));

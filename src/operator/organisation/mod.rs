@@ -304,11 +304,14 @@ async fn provision(org: &Organisation, ctx: &OrganisationContext) -> Result<Quot
     apply_child(shared, &in_namespace(shared, &namespace_name), &desired.limit_range, live.as_deref()).await?;
     let live = children.network_policies.get(&object_ref(&namespace_name, build::DEFAULT_DENY_NAME));
     apply_child(shared, &in_namespace(shared, &namespace_name), &desired.default_deny, live.as_deref()).await?;
-    let (role, binding) = build::gateway_access(org, &shared.config.gateway);
+    let access = build::gateway_access(org, &shared.config.gateway);
     let live = children.roles.get(&object_ref(&namespace_name, build::GATEWAY_ACCESS_NAME));
-    apply_child(shared, &in_namespace(shared, &namespace_name), &role, live.as_deref()).await?;
-    let live = children.role_bindings.get(&object_ref(&namespace_name, build::GATEWAY_ACCESS_NAME));
-    apply_child(shared, &in_namespace(shared, &namespace_name), &binding, live.as_deref()).await?;
+    apply_child(shared, &in_namespace(shared, &namespace_name), &access.role, live.as_deref()).await?;
+    for binding in [&access.binding, &access.exec_binding] {
+        let name = binding.metadata.name.as_deref().expect("a binding has a name");
+        let live = children.role_bindings.get(&object_ref(&namespace_name, name));
+        apply_child(shared, &in_namespace(shared, &namespace_name), binding, live.as_deref()).await?;
+    }
     Ok(quota_state)
 }
 
