@@ -112,7 +112,8 @@ echo "Published version $(jq -r .version <<<"$published") of examples/site ($(jq
 curl -sS --resolve "$site_host:${gateway_addr##*:}:127.0.0.1" "http://$site_host:${gateway_addr##*:}/" | head -4
 echo "Site in a browser: $(jq -r .url <<<"$published")"
 echo
-echo "Gateway: http://$gateway_addr/api/openapi.json (log: $logs/ooda-gateway.log); alice's password: $password_file"
+echo "Dashboard: http://ooda.localhost:${gateway_addr##*:}/  sign in as alice@acme.example, password: $(cat "$password_file")"
+echo "Gateway API: http://$gateway_addr/api/openapi.json (log: $logs/ooda-gateway.log)"
 echo "Preview in a browser: $(jq -r .url <<<"$preview")  (resolve *.localhost to 127.0.0.1)"
 echo "Operator: http://$operator_addr/metrics (log: $logs/ooda-operator.log)"
 echo "Use the cluster: export KUBECONFIG=$kubeconfig   (kubectl: $k8s_bin/kubectl)"

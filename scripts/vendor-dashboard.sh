@@ -24,7 +24,7 @@ while IFS=$'\t' read -r package version integrity path output; do
     fi
   fi
   tar -xzf "$tarball" -O "$path" |
-    sed -e 's#from"preact"#from"./preact.js"#g' -e "s#from 'preact'#from './preact.js'#g" >"$vendor/$output"
+    sed -e 's#from"preact"#from"./preact.js"#g' -e "s#from 'preact'#from './preact.js'#g" -e '/^\/\/# sourceMappingURL=/d' >"$vendor/$output"
   echo "vendored $package@$version $path as $output" >&2
 done <"$vendor/vendor.lock"
 (cd "$vendor" && sha256sum -- *.js *.css 2>/dev/null | sort -k2 >SHA256SUMS)
