@@ -5,7 +5,7 @@ OODA_CACHE ?= $(HOME)/.cache/ooda
 CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
 export OODA_CACHE CARGO_TARGET_DIR
 
-.PHONY: all build crds control-plane tools image kind-node cluster-up cluster-down demo test test-unit e2e e2e-kind lint bench-operator bench-gateway bench-sites bench-wake
+.PHONY: all build crds control-plane tools image kind-node cluster-up cluster-down demo test test-unit e2e e2e-kind lint bench-operator bench-gateway bench-sites bench-wake bench-dashboard
 
 all: build
 
@@ -78,3 +78,7 @@ bench-sites:
 ## Waking hibernated projects on the real node, runc vs gVisor; writes benches/reports/wake-real.md.
 bench-wake:
 	scripts/bench-wake.sh
+
+## The dashboard in Chromium: phase change to screen, and its weight; writes benches/reports/dashboard.md.
+bench-dashboard:
+	scripts/bench-dashboard.sh

@@ -13,6 +13,13 @@ stop_component apiserver-relay
 stop_component s3-relay
 stop_component local-path-provisioner
 stop_component kubelet
+# The names below (cgroups, bridge, addresses, firewall) follow the node's net index, which another
+# bed may share: only a bed that brought a real node up (and so has its state) takes them down.
+if [[ ! -d "$rn" ]]; then
+  stop_component containerd
+  stop_component kube-network-policies
+  exit 0
+fi
 cgroup_root="ooda-real-$net_index"
 pids_in_cgroups() { { find /sys/fs/cgroup/*/"$cgroup_root" -name cgroup.procs -exec cat {} + 2>/dev/null || true; } | sort -u; }
 for _ in 1 2 3; do

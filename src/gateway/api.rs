@@ -25,6 +25,7 @@ use crate::gateway::auth::{Session, access, memberships, role_of};
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::extract::{ApiJson, ApiPath};
 use crate::gateway::members;
+use crate::gateway::sites::site_url;
 
 pub async fn me(State(gateway): State<Arc<Gateway>>, session: Session) -> Json<Value> {
     let organisations = memberships(&gateway, &session.account, &session.credential, session.issued_at);
@@ -131,7 +132,7 @@ pub fn organisation_projects(gateway: &Gateway, org: &str) -> Vec<Value> {
     let mut projects: Vec<Arc<Project>> =
         gateway.caches.projects.state().into_iter().filter(|p| p.namespace().as_deref() == Some(&namespace)).collect();
     projects.sort_by_key(|p| p.name_any());
-    projects.iter().map(|p| summary(p)).collect()
+    projects.iter().map(|p| summary(gateway, p)).collect()
 }
 
 #[derive(Deserialize)]
@@ -160,7 +161,7 @@ pub async fn create_project(
         _ => error.into(),
     })?;
     info!(project = request.name, by = session.email, "project created");
-    Ok((StatusCode::CREATED, Json(summary(&created))))
+    Ok((StatusCode::CREATED, Json(summary(&gateway, &created))))
 }
 
 pub async fn get_project(
@@ -169,7 +170,7 @@ pub async fn get_project(
     ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     access(&gateway, &session, &org, Role::Member)?;
-    Ok(Json(summary(project(&gateway, &org, &name)?.as_ref())))
+    Ok(Json(summary(&gateway, project(&gateway, &org, &name)?.as_ref())))
 }
 
 #[instrument(skip_all, fields(org = %org, project = %name))]
@@ -219,7 +220,7 @@ async fn set_state(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let updated = projects(gateway, org).patch(name, &params, &Patch::Apply(&apply)).await?;
     info!(by = session.email, "desired state set");
-    Ok((StatusCode::ACCEPTED, Json(summary(&updated))))
+    Ok((StatusCode::ACCEPTED, Json(summary(gateway, &updated))))
 }
 
 /// Wakes a hibernated project (or keeps a running one awake) by renewing its activity Lease.
@@ -239,7 +240,7 @@ pub async fn wake_project(
         return Err(ApiError::conflict("provisioning", "the project is still being provisioned"));
     }
     gateway.activity.renew_for_wake(&org, &name).await?;
-    Ok((StatusCode::ACCEPTED, Json(summary(&project))))
+    Ok((StatusCode::ACCEPTED, Json(summary(&gateway, &project))))
 }
 
 /// The preview URL with the project's current token.
@@ -276,10 +277,13 @@ fn project(gateway: &Gateway, org: &str, name: &str) -> ApiResult<Arc<Project>> 
     gateway.caches.project(org, name).ok_or_else(|| ApiError::not_found(format!("project {name:?}")))
 }
 
-fn summary(project: &Project) -> Value {
+fn summary(gateway: &Gateway, project: &Project) -> Value {
     let status = project.status.as_ref();
     let conditions = status.map(|s| &s.conditions[..]).unwrap_or_default();
     let org = project.namespace().as_deref().and_then(organisation_of_namespace).map(str::to_owned);
+    // Where its site is served, once a version is.
+    let published = status.and_then(|s| s.published.as_ref()).is_some_and(|p| p.current.is_some());
+    let site_url = org.as_deref().filter(|_| published).and_then(|org| site_url(gateway, org, &project.name_any()));
     json!({
         "name": project.name_any(),
         "organisation": org,
@@ -288,6 +292,7 @@ fn summary(project: &Project) -> Value {
         "ready": conditions::is_true(conditions, "Ready"),
         "previewHost": status.and_then(|s| s.preview_host.clone()),
         "lastActivity": status.and_then(|s| s.last_activity.clone()),
+        "siteUrl": site_url,
         "spec": project.spec,
     })
 }

@@ -15,22 +15,53 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
+/// The terminal page's policy: the same, but inline styles are allowed, because xterm.js sizes
+/// and colours its rows with `<style>` elements it writes. Scripts stay this origin's files only;
+/// the dashboard itself keeps the strict policy.
+pub const TERMINAL_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// The dashboard's files: (path under `/assets/`, media type, contents).
 pub const ASSETS: &[(&str, &str, &[u8])] = &[
     ("app.js", JAVASCRIPT, include_bytes!("dashboard/app.js")),
+    ("api.js", JAVASCRIPT, include_bytes!("dashboard/api.js")),
+    ("auth.js", JAVASCRIPT, include_bytes!("dashboard/auth.js")),
+    ("create.js", JAVASCRIPT, include_bytes!("dashboard/create.js")),
+    ("events.js", JAVASCRIPT, include_bytes!("dashboard/events.js")),
+    ("members.js", JAVASCRIPT, include_bytes!("dashboard/members.js")),
+    ("projects.js", JAVASCRIPT, include_bytes!("dashboard/projects.js")),
+    ("signin.js", JAVASCRIPT, include_bytes!("dashboard/signin.js")),
+    ("tar.js", JAVASCRIPT, include_bytes!("dashboard/tar.js")),
+    ("ui.js", JAVASCRIPT, include_bytes!("dashboard/ui.js")),
     ("style.css", CSS, include_bytes!("dashboard/style.css")),
+    ("terminal.js", JAVASCRIPT, include_bytes!("dashboard/terminal.js")),
+    ("terminal.css", CSS, include_bytes!("dashboard/terminal.css")),
+    ("vendor/xterm.js", JAVASCRIPT, include_bytes!("dashboard/vendor/xterm.js")),
+    ("vendor/xterm.css", CSS, include_bytes!("dashboard/vendor/xterm.css")),
+    ("vendor/addon-fit.js", JAVASCRIPT, include_bytes!("dashboard/vendor/addon-fit.js")),
     ("vendor/preact.js", JAVASCRIPT, include_bytes!("dashboard/vendor/preact.js")),
     ("vendor/hooks.js", JAVASCRIPT, include_bytes!("dashboard/vendor/hooks.js")),
     ("vendor/htm.js", JAVASCRIPT, include_bytes!("dashboard/vendor/htm.js")),
 ];
 
 const INDEX: &[u8] = include_bytes!("dashboard/index.html");
+const TERMINAL: &[u8] = include_bytes!("dashboard/terminal.html");
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// `GET /`: the page (every view is a `#/…` route of it, so tokens in links never reach a server).
 pub async fn index() -> Response {
     page("text/html; charset=utf-8", INDEX)
+}
+
+/// `GET /terminal` (`#<org>/<project>`): a project's terminal, in a page of its own.
+pub async fn terminal() -> Response {
+    let mut response = page("text/html; charset=utf-8", TERMINAL);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(TERMINAL_CONTENT_SECURITY_POLICY));
+    response
 }
 
 /// `GET /assets/{*path}`.

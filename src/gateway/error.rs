@@ -90,7 +90,8 @@ impl From<kube::Error> for ApiError {
                         .details
                         .iter()
                         .flat_map(|details| &details.causes)
-                        .filter(|cause| !cause.field.is_empty())
+                        // The API server names no field for some refusals ("<nil>").
+                        .filter(|cause| !cause.field.is_empty() && cause.field != "<nil>")
                         .map(|cause| (cause.field.clone(), cause.message.clone()))
                         .collect(),
                     ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", status.message.clone())

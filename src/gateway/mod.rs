@@ -300,6 +300,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/", get(dashboard::index))
+        .route("/terminal", get(dashboard::terminal))
         .route("/assets/{*path}", get(dashboard::asset))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {

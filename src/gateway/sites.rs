@@ -139,7 +139,8 @@ fn bucket<'a>(gateway: &'a Gateway, org: &str) -> ApiResult<&'a crate::sites::Bu
     gateway.buckets.for_jurisdiction(&organisation.spec.jurisdiction).map_err(sites_error)
 }
 
-fn site_url(gateway: &Gateway, org: &str, name: &str) -> Option<String> {
+/// Where `org`'s project `name` serves its site, if the gateway serves sites.
+pub fn site_url(gateway: &Gateway, org: &str, name: &str) -> Option<String> {
     let domain = gateway.config.sites_domain.as_ref()?;
     Some(format!("{}/", gateway.settings.public_origin(&format!("{name}--{org}.{domain}"))))
 }

@@ -61,11 +61,11 @@ pub async fn terminal(
     })?;
     let session = Session::from_token(&gateway, token)?;
     access(&gateway, &session, &org, Role::Member)?;
+    let project = running_project(&gateway, &org, &name)?;
     let upgrade = upgrade.map_err(|rejection| {
         let why = rejection.body_text();
         ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", format!("a terminal is a WebSocket: {why}"))
     })?;
-    let project = running_project(&gateway, &org, &name)?;
     let permit = gateway
         .terminals
         .clone()

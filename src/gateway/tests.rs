@@ -1051,3 +1051,35 @@ async fn the_event_stream_opens_with_the_organisations_projects_for_members_only
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
 }
+
+#[tokio::test]
+async fn a_terminal_is_for_members_with_a_session_offered_as_a_subprotocol() {
+    let gateway = gateway();
+    let terminal = |org: &str, project: &str, protocols: Option<String>| {
+        let mut request =
+            Request::get(format!("/api/orgs/{org}/projects/{project}/terminal")).header(header::HOST, API_HOST);
+        if let Some(protocols) = protocols {
+            request = request.header(header::SEC_WEBSOCKET_PROTOCOL, protocols);
+        }
+        request.body(Body::empty()).expect("a valid request")
+    };
+    let offer = |token: &str| Some(format!("ooda.terminal.v1, ooda.bearer.{token}"));
+    let (alice, bob) = (session(&gateway, ALICE), session(&gateway, BOB));
+
+    // No token, a token without the bridge's protocol, a token in the Authorization header only.
+    send(&gateway, terminal("acme", "shop", None)).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let bare = terminal("acme", "shop", Some(format!("ooda.bearer.{alice}")));
+    send(&gateway, bare).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    send(&gateway, api(Method::GET, "/api/orgs/acme/projects/shop/terminal", Some(&alice)))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    send(&gateway, terminal("acme", "shop", offer("forged.token.here")))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    // Another organisation's project, and one that does not exist, are not there.
+    send(&gateway, terminal("globex", "portal", offer(&bob))).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    send(&gateway, terminal("acme", "nothing", offer(&alice))).await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    // A member, a running project, but no WebSocket handshake: told what the endpoint is.
+    let plain = send(&gateway, terminal("acme", "shop", offer(&bob))).await;
+    plain.assert_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
+}

@@ -935,8 +935,20 @@ async fn a_member_opens_a_terminal_in_a_running_project_until_it_stops() {
     let bob = s.gateway.session(BOB).await;
     let mut socket = open_terminal(&s.gateway, &s.org, "shell", &bob).await.expect("a terminal");
     socket.send(Message::text(r#"{"type":"resize","cols":101,"rows":33}"#)).await.expect("resize");
-    socket.send(Message::binary(b"stty size; echo hello-$((6*7)); id -un\n".to_vec())).await.expect("type");
-    let output = terminal_output(&mut socket, &["33 101", "hello-42", "nobody"]).await;
+    // The size and the keystrokes travel on different exec channels: ask until the size is in.
+    let mut sized = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sized.contains("33 101") {
+        assert!(Instant::now() < deadline, "the terminal never took its size: {sized:?}");
+        socket.send(Message::binary(b"stty size\n".to_vec())).await.expect("type");
+        while let Ok(Some(Ok(Message::Binary(bytes)))) =
+            tokio::time::timeout(Duration::from_millis(500), socket.next()).await
+        {
+            sized.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    socket.send(Message::binary(b"echo hello-$((6*7)); id -un\n".to_vec())).await.expect("type");
+    let output = terminal_output(&mut socket, &["hello-42", "nobody"]).await;
     assert!(!output.contains("root"), "{output}");
     eventually(Duration::from_secs(10), "the terminal renews the activity Lease", || async {
         (renewed().await > before).then_some(())

@@ -6,6 +6,7 @@ mod kit;
 
 mod accounts;
 mod bed;
+mod dashboard;
 mod gateway;
 mod gateway_harness;
 mod harness;
