@@ -886,6 +886,21 @@ pub async fn open_terminal(
     }
 }
 
+/// Reads (and drops) the terminal's output until its closing message; returns that.
+async fn closing_message(socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), socket.next()).await.expect("closed in time") {
+            Some(Ok(Message::Text(text))) => {
+                let closed: Value = serde_json::from_str(&text).expect("JSON");
+                assert_eq!(closed["type"], "closed");
+                return closed;
+            }
+            Some(Ok(Message::Binary(_))) => continue,
+            other => panic!("{other:?} before the closing message"),
+        }
+    }
+}
+
 /// Reads the terminal's output until it contains every one of `wanted`; returns all of it.
 pub async fn terminal_output(
     socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
@@ -955,17 +970,20 @@ async fn a_member_opens_a_terminal_in_a_running_project_until_it_stops() {
     })
     .await;
 
+    // Removing bob closes his terminal, saying why; alice's stays open.
+    let mut alice = open_terminal(&s.gateway, &s.org, "shell", &s.alice).await.expect("alice's terminal");
+    let bob_path = format!("/api/orgs/{}/members/{BOB}", s.org);
+    let removed = s.gateway.call(Method::DELETE, &bob_path, Some(&s.alice), None).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{:?}", removed.body);
+    let closed = closing_message(&mut socket).await;
+    assert!(closed["reason"].as_str().expect("a reason").contains("membership"), "{closed}");
+    alice.send(Message::binary(b"echo still-$((1+1))\n".to_vec())).await.expect("type");
+    terminal_output(&mut alice, &["still-2"]).await;
+
     // Stopping the project closes the terminal, saying why; a stopped project opens none.
     let stop = s.gateway.call(Method::POST, &format!("{projects}/shell/stop"), Some(&s.alice), None).await;
     assert!(stop.status.is_success(), "{:?}", stop.body);
-    let closed = loop {
-        match tokio::time::timeout(Duration::from_secs(20), socket.next()).await.expect("closed in time") {
-            Some(Ok(Message::Text(text))) => break serde_json::from_str::<Value>(&text).expect("JSON"),
-            Some(Ok(Message::Binary(_))) => continue,
-            other => panic!("{other:?} before the closing message"),
-        }
-    };
-    assert_eq!(closed["type"], "closed");
+    let closed = closing_message(&mut alice).await;
     assert!(closed["reason"].as_str().expect("a reason").contains("not running"), "{closed}");
     wait_for(&api, "shell", project_phase(Phase::Stopped)).await;
     let (status, body) = open_terminal(&s.gateway, &s.org, "shell", &s.alice).await.expect_err("refused");
