@@ -151,6 +151,27 @@ pub async fn accept(
     Ok((StatusCode::CREATED, Json(json!({ "email": invite.email, "organisation": invite.organisation }))))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailsRequest {
+    token: String,
+}
+
+/// `POST /api/auth/invite-details {token}`: whom an invite is for and where it leads, without
+/// using it up. The invitee's client derives the auth key for that email, so a typo cannot spend
+/// the invite on a credential nobody can open. Only the token's holder learns this, and it is
+/// what the admin who handed the token out told them anyway.
+#[instrument(skip_all)]
+pub async fn details(
+    State(gateway): State<Arc<Gateway>>,
+    ApiJson(request): ApiJson<DetailsRequest>,
+) -> ApiResult<Json<Value>> {
+    let invite = Invite::redeemable(&gateway, &request.token).await?;
+    Ok(Json(
+        json!({ "email": invite.email, "organisation": invite.organisation, "expiresAt": invite.expires.to_string() }),
+    ))
+}
+
 /// Who redeems an invite: a signed-in session (its own credential is admitted), or the holder of
 /// a password's auth key (the credential it opens, or a new one).
 enum Redeemer<'a> {
@@ -165,6 +186,7 @@ struct Invite {
     resource_version: Option<String>,
     email: String,
     organisation: String,
+    expires: Timestamp,
 }
 
 impl Invite {
@@ -180,15 +202,16 @@ impl Invite {
         let field = |key: &str| invite.data.as_ref().and_then(|d| d.get(key)).map(|v| v.0.clone()).unwrap_or_default();
         let matches: bool = Sha256::digest(secret.as_bytes()).as_slice().ct_eq(&field("token-sha256")).into();
         let expires: Option<Timestamp> = String::from_utf8(field("expires-at")).ok().and_then(|t| t.parse().ok());
-        if !matches || expires.is_none_or(|e| e <= Timestamp::now()) {
+        let Some(expires) = expires.filter(|e| matches && *e > Timestamp::now()) else {
             return Err(invalid());
-        }
+        };
         Ok(Invite {
             name,
             uid: invite.metadata.uid.clone(),
             resource_version: invite.metadata.resource_version.clone(),
             email: String::from_utf8(field("email")).map_err(|_| invalid())?,
             organisation: String::from_utf8(field("organisation")).map_err(|_| invalid())?,
+            expires,
         })
     }
 

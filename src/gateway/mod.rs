@@ -278,6 +278,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/api/auth/prelogin", post(login::prelogin))
         .route("/api/auth/login", post(login::login))
+        .route("/api/auth/invite-details", post(invites::details))
         .route("/api/auth/accept-invite", post(invites::accept))
         .route("/api/auth/sign-out-everywhere", post(login::sign_out_everywhere))
         .route("/api/me", get(api::me))

@@ -54,9 +54,10 @@ const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
 
 /// The routes `router()` registers, with their methods: keep in step with `super::router`.
-const ROUTES: [(&str, &[&str]); 23] = [
+const ROUTES: [(&str, &[&str]); 24] = [
     ("/api/auth/prelogin", &["post"]),
     ("/api/auth/login", &["post"]),
+    ("/api/auth/invite-details", &["post"]),
     ("/api/auth/accept-invite", &["post"]),
     ("/api/auth/sign-out-everywhere", &["post"]),
     ("/api/me", &["get"]),
@@ -887,9 +888,10 @@ async fn the_route_list_matches_the_router() {
             let listed = methods.contains(&method.as_str().to_lowercase().as_str());
             let want = match (listed, path) {
                 (false, _) => StatusCode::METHOD_NOT_ALLOWED,
-                (true, "/api/auth/prelogin" | "/api/auth/login" | "/api/auth/accept-invite") => {
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE
-                }
+                (
+                    true,
+                    "/api/auth/prelogin" | "/api/auth/login" | "/api/auth/invite-details" | "/api/auth/accept-invite",
+                ) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 (true, "/api/openapi.json" | "/.well-known/jwks.json") => StatusCode::OK,
                 (true, _) => StatusCode::UNAUTHORIZED,
             };

@@ -623,10 +623,21 @@ async fn an_invite_is_redeemed_once_to_set_a_password() {
             Some(json!({ "token": token, "authKey": dave_key })),
         )
     };
-    assert_eq!(accept(guess).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(accept(guess.clone()).await.status, StatusCode::BAD_REQUEST);
+    // Its holder may ask whom it is for (a client derives the key for that email), any number of
+    // times, without using it up; a wrong secret learns nothing.
+    let details =
+        |token: String| s.gateway.call(Method::POST, "/api/auth/invite-details", None, Some(json!({ "token": token })));
+    for _ in 0..2 {
+        let told = details(token.clone()).await;
+        assert_eq!(told.status, StatusCode::OK, "{:?}", told.body);
+        assert_eq!((&told.body["email"], &told.body["organisation"]), (&json!(dave), &json!(s.org)));
+    }
+    assert_eq!(details(guess).await.body["error"], "invalid_invite");
     let accepted = accept(token.clone()).await;
     assert_eq!(accepted.status, StatusCode::CREATED, "{:?}", accepted.body);
-    assert_ne!(accept(token).await.status, StatusCode::CREATED, "single use");
+    assert_ne!(accept(token.clone()).await.status, StatusCode::CREATED, "single use");
+    assert_eq!(details(token).await.body["error"], "invalid_invite", "a used invite tells nothing more");
 
     let signed_in = s.gateway.login(dave, "dave's own long password").await;
     assert_eq!(signed_in.status, StatusCode::OK);

@@ -24,19 +24,18 @@ import { announce, ConfirmDialog, html, LiveRegions, toast } from "./ui.js";
 // ---- Routes ---------------------------------------------------------------------------------
 
 function parseRoute(hash) {
-  const [path, query = ""] = hash.replace(/^#/, "").split("?");
+  const [path] = hash.replace(/^#/, "").split("?");
   let parts;
   try {
     parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   } catch {
     return { view: "not-found" };
   }
-  const params = new URLSearchParams(query);
   const [first, org, section, name] = parts;
   if (!first) return { view: "home" };
   if (first === "signin") return { view: "signin" };
   if (first === "account") return { view: "account" };
-  if (first === "invite") return { view: "invite", token: parts[1] || "", email: params.get("email") || "" };
+  if (first === "invite") return { view: "invite", token: parts[1] || "" };
   if (first === "orgs" && org) {
     if (!section || (section === "projects" && !name)) return { view: "projects", org };
     if (section === "projects" && name && parts.length === 4) return { view: "project", org, name };
@@ -228,7 +227,7 @@ function App() {
   if (!session) {
     content =
       route.view === "invite"
-        ? html`<${AcceptInvite} token=${route.token} emailHint=${route.email} onSignedIn=${signedIn} />`
+        ? html`<${AcceptInvite} token=${route.token} onSignedIn=${signedIn} />`
         : html`<${SignIn} notice=${notice} onSignedIn=${signedIn} />`;
     return html`<${Shell} signedOut=${true}>${content}<//>`;
   }

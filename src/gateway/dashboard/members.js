@@ -186,8 +186,8 @@ function InviteForm({ org, onInvited }) {
     setBusy(true);
     try {
       const answer = await api(`${orgPath(org)}/invites`, { method: "POST", json: { email: address, role } });
-      // The fragment never reaches a server; the email in it fills in the accept page.
-      const link = `${location.origin}/#/invite/${encodeURIComponent(answer.inviteToken)}?email=${encodeURIComponent(answer.email)}`;
+      // The fragment never reaches a server.
+      const link = `${location.origin}/#/invite/${encodeURIComponent(answer.inviteToken)}`;
       setInvite({ ...answer, link });
       setEmail("");
       onInvited(answer.email);

@@ -1,7 +1,7 @@
 // Signed-out pages: signing in, and accepting an invitation (choosing a password).
 
-import { useState } from "./vendor/hooks.js";
-import { describeError } from "./api.js";
+import { useEffect, useState } from "./vendor/hooks.js";
+import { api, describeError } from "./api.js";
 import {
   acceptInvite,
   acceptInviteSignedIn,
@@ -103,14 +103,27 @@ function PasswordField({ shown, onToggle, ...field }) {
  * derived from it for the invited email becomes their credential) and is signed in; signed in,
  * the invitation joins the current account.
  */
-export function AcceptInvite({ token, emailHint, session, onSignedIn, onJoined, onSignOut }) {
-  const [email, setEmail] = useState(emailHint || "");
+export function AcceptInvite({ token, session, onSignedIn, onJoined, onSignOut }) {
+  // Whom the invitation is for: the key is derived for that email, so it is asked, not typed.
+  const [invited, setInvited] = useState(null);
+  const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
   const [confirm, setConfirm] = useState("");
   const [showPassword, setShowPassword] = useState(false);
   const [errors, setErrors] = useState({});
   const [failure, setFailure] = useState(null);
   const [busy, setBusy] = useState(false);
+
+  useEffect(() => {
+    if (!token || session) return;
+    api("/api/auth/invite-details", { method: "POST", json: { token }, auth: false }).then(
+      (details) => {
+        setInvited(details);
+        setEmail(details.email);
+      },
+      (error) => setInvited({ error: describeError(error) }),
+    );
+  }, [token, session]);
 
   if (!token) {
     return html`<${Card} title="Invitation not found"><p>This invitation link is incomplete. Ask for a new one.</p><//>`;
@@ -169,9 +182,16 @@ export function AcceptInvite({ token, emailHint, session, onSignedIn, onJoined, 
     }
   };
 
+  if (!invited) {
+    return html`<${Card} title="Accept the invitation"><p class="muted loading">Reading the invitation…</p><//>`;
+  }
+  if (invited.error) {
+    return html`<${Card} title="Invitation not valid"><p class="form-error" role="alert">${invited.error}</p><p>Ask whoever invited you for a new link.</p><//>`;
+  }
+
   return html`
     <${Card} title="Accept the invitation">
-      <p>Choose a password to join. It never leaves this browser: only a key derived from it is sent.</p>
+      <p>You are invited to <strong>${invited.organisation}</strong>. Choose a password to join. It never leaves this browser: only a key derived from it is sent.</p>
       ${failure && html`<p class="form-error" role="alert" id="invite-error">${failure}</p>`}
       <form onSubmit=${submit} noValidate aria-describedby=${failure ? "invite-error" : undefined}>
         <${TextField}
@@ -181,6 +201,7 @@ export function AcceptInvite({ token, emailHint, session, onSignedIn, onJoined, 
           type="email"
           autocomplete="username"
           spellcheck="false"
+          readonly
           value=${email}
           onInput=${setEmail}
           error=${errors.email}
