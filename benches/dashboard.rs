@@ -51,7 +51,7 @@ async fn main() {
         .args(["--public-port", &gateway.port().to_string()])
         .spawn()
         .expect("start the gateway");
-    wait_answers(operator_http, "operator", |body| body.contains("leader")).await;
+    wait_answers(operator_http, "operator", |body| body.starts_with("leader:")).await;
     wait_answers(gateway_http, "gateway", |body| body == "gateway ready").await;
     ready_organisation(
         &client,

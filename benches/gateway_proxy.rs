@@ -176,7 +176,7 @@ struct Signing {
 }
 
 async fn measure(b: Arc<Bench>) -> Results {
-    wait_answers(b.operator_http, "operator", |body| body.contains("leader")).await;
+    wait_answers(b.operator_http, "operator", |body| body.starts_with("leader:")).await;
     wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
     ready_organisation(
         &b.client,

@@ -205,7 +205,7 @@ struct Results {
 }
 
 async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
-    wait_answers(b.operator_http, "operator", |body| body.contains("leader")).await;
+    wait_answers(b.operator_http, "operator", |body| body.starts_with("leader:")).await;
     wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
     let idle = memory(processes.gateway);
     let moto_before = processes.moto.map(memory);

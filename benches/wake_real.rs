@@ -89,7 +89,7 @@ async fn main() {
         .args(["--http-addr", &gateway_http.to_string(), "--insecure-http", "--namespace", &home])
         .spawn()
         .expect("start the gateway");
-    wait_answers(operator_http, "operator", |body| body.contains("leader")).await;
+    wait_answers(operator_http, "operator", |body| body.starts_with("leader:")).await;
     wait_answers(gateway_http, "gateway", |body| body == "gateway ready").await;
 
     let org = format!("bench-{run}");

@@ -59,11 +59,14 @@ impl Operator {
         Self { process, http }
     }
 
-    /// Waits until `/readyz` answers 200 with a body containing `state` (`leader` or `standby`).
+    /// Waits until `/readyz` answers 200 as `state` (`leader` or `standby`): the body starts with
+    /// it. (Not "contains": a standby's "waiting for leadership" contains "leader".)
     pub async fn wait_ready(&self, state: &str) {
         let what = format!("operator on {} ready as {state}", self.http);
+        let prefix = format!("{state}:");
         eventually(SETTLE, &what, || async {
-            http_get(self.http, "/readyz").await.ok().filter(|(status, body)| *status == 200 && body.contains(state))
+            let answer = http_get(self.http, "/readyz").await.ok();
+            answer.filter(|(status, body)| *status == 200 && body.starts_with(&prefix))
         })
         .await;
     }
