@@ -49,8 +49,16 @@ pub async fn events(
         .try_acquire_owned()
         .map_err(|_| ApiError::unavailable("too many open event streams; try again", 5))?;
     let expires = Instant::now() + session.remaining(&gateway);
-    let follower =
-        Follower { changes: gateway.caches.changes(), gateway, session, org, sent: None, expires, _permit: permit };
+    let follower = Follower {
+        changes: gateway.caches.changes(),
+        gateway,
+        session,
+        org,
+        sent: None,
+        heartbeat: Instant::now() + HEARTBEAT,
+        expires,
+        _permit: permit,
+    };
     let body = Body::from_stream(stream::unfold(Some(follower), |follower| async move {
         let (chunk, next) = follower?.next().await;
         Some((Ok::<_, Infallible>(chunk), next))
@@ -71,6 +79,8 @@ struct Follower {
     changes: watch::Receiver<u64>,
     /// The projects as last sent, by name (`None` before the first message).
     sent: Option<BTreeMap<String, Value>>,
+    /// When to send a heartbeat if nothing else went out: changes elsewhere must not put it off.
+    heartbeat: Instant,
     expires: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -83,6 +93,7 @@ impl Follower {
             let projects = self.projects();
             let chunk = message("projects", &json!({ "projects": projects.values().collect::<Vec<_>>() }));
             self.sent = Some(projects);
+            self.heartbeat = Instant::now() + HEARTBEAT;
             return (chunk, Some(self));
         }
         loop {
@@ -90,7 +101,10 @@ impl Follower {
                 changed = self.changes.changed() => if changed.is_err() {
                     return (message("ended", &json!({ "reason": "the gateway is shutting down" })), None);
                 },
-                () = tokio::time::sleep(HEARTBEAT) => return (Bytes::from_static(b": heartbeat\n\n"), Some(self)),
+                () = tokio::time::sleep_until(self.heartbeat) => {
+                    self.heartbeat = Instant::now() + HEARTBEAT;
+                    return (Bytes::from_static(b": heartbeat\n\n"), Some(self));
+                }
                 () = tokio::time::sleep_until(self.expires) => {
                     return (message("ended", &json!({ "reason": "the session has expired" })), None);
                 }
@@ -102,6 +116,7 @@ impl Follower {
             let chunk = self.changes_since_sent(&current);
             self.sent = Some(current);
             if !chunk.is_empty() {
+                self.heartbeat = Instant::now() + HEARTBEAT;
                 return (Bytes::from(chunk), Some(self));
             }
         }
