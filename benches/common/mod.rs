@@ -8,7 +8,7 @@
 #[path = "../../tests/kit/mod.rs"]
 pub mod kit;
 
-pub use kit::{client, free_port};
+pub use kit::{client, free_port, platform_account};
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -24,7 +24,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Client, Resource};
-use ooda::accounts::{Account, AuthKey};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,17 +48,6 @@ pub async fn create_home(client: &Client, name: &str, run: &str) {
         .create(&PostParams::default(), &home)
         .await
         .expect("create the home namespace");
-}
-
-/// `email`'s platform account as `ooda user add` makes it from `password`, with the server's
-/// `iterations`; and the auth key (base64) a client derives from the password to sign in.
-pub async fn platform_account(email: &'static str, password: &'static str, iterations: u32) -> (Account, String) {
-    tokio::task::spawn_blocking(move || {
-        let key = AuthKey::for_email(email, password).expect("a client key");
-        (Account::platform(email, &key, iterations).expect("an account"), key.to_base64())
-    })
-    .await
-    .expect("derivation")
 }
 
 /// Six hex digits, unique enough for names on one cluster.

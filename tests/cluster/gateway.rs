@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use ooda::accounts::{Account, AccountStore, AuthKey};
+use ooda::accounts::AccountStore;
 use ooda::crd::{Organisation, Phase, Project};
 use ooda::gateway::token::{Claims, KeyRing, SigningKey};
 use reqwest::{Method, StatusCode};
@@ -510,12 +510,9 @@ async fn an_unknown_email_and_a_wrong_password_look_the_same_and_guessing_is_lim
     // (counted in 10 ms ticks): alice's account and the decoy both at that count.
     let iterations = 300_000;
     let s = setup_with("gw-login", &["--auth-key-iterations", &iterations.to_string()]).await;
-    let alice = tokio::task::spawn_blocking(move || {
-        let key = AuthKey::for_email(ALICE, crate::gateway_harness::PASSWORD).expect("a client key");
-        Account::platform(ALICE, &key, iterations).expect("an account")
-    });
+    let (alice, _) = crate::kit::platform_account(ALICE, crate::gateway_harness::PASSWORD, iterations).await;
     let store = AccountStore::new(s.world.client.clone(), &s.world.home.name);
-    store.reset_password(&alice.await.expect("derivation")).await.expect("alice at the gateway's rounds");
+    store.reset_password(&alice).await.expect("alice at the gateway's rounds");
     // The same work, measured as the gateway's own CPU time: other tests share the machine, and
     // wall time under their load said more about them than about this (two samples of five each,
     // minima or medians alike, were seen 4× apart both ways). Without the decoy hash an unknown

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
-use ooda::accounts::{Account, AccountStore, AuthKey, DEFAULT_SERVER_ITERATIONS};
+use ooda::accounts::{AccountStore, AuthKey, DEFAULT_SERVER_ITERATIONS};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -218,14 +218,7 @@ pub async fn derive_auth_key(password: &str, salt: &[u8], iterations: u32) -> St
 
 /// Creates an account (as `ooda user add` does).
 pub async fn add_user(world: &World, namespace: &str, email: &str) {
-    let owned = email.to_owned();
-    let account = tokio::task::spawn_blocking(move || {
-        let key = AuthKey::for_email(&owned, PASSWORD).expect("a client key");
-        Account::platform(&owned, &key, DEFAULT_SERVER_ITERATIONS)
-    })
-    .await
-    .unwrap()
-    .expect("a valid account");
+    let (account, _) = crate::kit::platform_account(email, PASSWORD, DEFAULT_SERVER_ITERATIONS).await;
     AccountStore::new(world.client.clone(), namespace).create(&account).await.expect("add account");
 }
 

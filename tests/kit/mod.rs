@@ -38,6 +38,18 @@ pub fn free_port() -> SocketAddr {
     listener.local_addr().expect("local addr")
 }
 
+/// `email`'s platform account as `ooda user add` makes it from `password`, with the server's
+/// `iterations`; and the auth key (base64) a client derives from the password to sign in.
+pub async fn platform_account(email: &str, password: &str, iterations: u32) -> (ooda::accounts::Account, String) {
+    let (email, password) = (email.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let key = ooda::accounts::AuthKey::for_email(&email, &password).expect("a client key");
+        (ooda::accounts::Account::platform(&email, &key, iterations).expect("an account"), key.to_base64())
+    })
+    .await
+    .expect("derivation")
+}
+
 /// A minimal HTTP/1.0 GET on loopback: enough for health and metrics endpoints.
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
