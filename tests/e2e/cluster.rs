@@ -198,11 +198,17 @@ impl Cluster {
         self.kubectl(&args).lines().map(str::to_owned).collect()
     }
 
+    /// The release's running pods labelled `selector`. A pod shutting down is still in phase
+    /// Running until it exits (`helm upgrade --wait` returns before that): it does not count.
     pub fn pod_names(&self, selector: &str) -> BTreeSet<String> {
         let ns = self.release_namespace.clone();
-        self.kubectl(&["get", "pods", "-n", &ns, "-l", selector, "--field-selector=status.phase=Running", "-o", "name"])
-            .lines()
-            .map(|line| line.trim_start_matches("pod/").to_owned())
+        let args = ["get", "pods", "-n", &ns, "-l", selector, "--field-selector=status.phase=Running", "-o", "json"];
+        let pods: Value = serde_json::from_str(&self.kubectl(&args)).expect("a pod list");
+        let items = pods["items"].as_array().expect("items");
+        items
+            .iter()
+            .filter(|pod| pod["metadata"]["deletionTimestamp"].is_null())
+            .map(|pod| pod["metadata"]["name"].as_str().expect("a name").to_owned())
             .collect()
     }
 
