@@ -83,7 +83,16 @@ async fn installed_release_serves_users_and_survives_upgrade_and_uninstall() {
     let published = gateway.publish(&session, ORG, "blog", &[("index.html", site.as_str())]).await;
     assert_eq!(published["version"], 1, "{published}");
     let site_url = published["url"].as_str().expect("the release has a sites domain").to_owned();
-    let served = gateway.site_get(&site_url).await;
+    // Sites are served from each gateway replica's watch of the project's status: the one
+    // answering may see the new version a moment after the publish's answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        let served = gateway.site_get(&site_url).await;
+        if served.status() == 200 || Instant::now() > deadline {
+            break served;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(served.status(), 200);
     assert_eq!(served.text().await.expect("site body"), site);
     steps.done("published a site and served it");
