@@ -5,6 +5,8 @@
 #   $OODA_CACHE/tools/kubeconform-<v>/kubeconform
 #   $OODA_CACHE/tools/kstatus-<cli-utils v>-<source hash>/kstatus (scripts/kstatus/main.go)
 #   $OODA_CACHE/kind/kind-<v>/kind
+#   $OODA_CACHE/tools/anthropic-<v>: a Python virtualenv with Anthropic's SDK from PyPI (the AI
+#     relay's tests' client)
 #   tests/browser/node_modules: playwright-core and axe-core, as pinned in its package-lock.json
 #     (downloads cached in $OODA_CACHE/npm)
 #   $OODA_CACHE/tools/kubeconform-schemas-<kubernetes v>-<script hash>/<kind>-<group>-<version>.json,
@@ -39,6 +41,14 @@ if [[ ! -f "$kubeconform_schemas/.complete" ]]; then
   python3 "$here/kubeconform-schemas.py" "$spec/api/openapi-spec/v3" "$kubeconform_schemas.tmp"
   finish "$kubeconform_schemas"
 fi
+if [[ ! -f "$anthropic_dir/.complete" ]]; then
+  log "installing Anthropic's Python SDK $ANTHROPIC_SDK_VERSION into $anthropic_dir"
+  rm -rf "$anthropic_dir"
+  python3 -m venv "$anthropic_dir"
+  "$anthropic_dir/bin/pip" install --quiet --disable-pip-version-check "anthropic==$ANTHROPIC_SDK_VERSION"
+  # A virtualenv names its own path inside: built in place, complete once marked.
+  touch "$anthropic_dir/.complete"
+fi
 # The browser tests' packages: `npm ci` checks each against the lock's integrity.
 browser="$repo/tests/browser"
 lock_sum="$(sha256sum "$browser/package-lock.json" | cut -c1-64)"
@@ -47,4 +57,4 @@ if [[ "$(cat "$browser/node_modules/.installed-lock" 2>/dev/null)" != "$lock_sum
   npm ci --prefix "$browser" --cache "$cache/npm" --no-audit --no-fund --loglevel=error
   echo "$lock_sum" >"$browser/node_modules/.installed-lock"
 fi
-log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform, $kind_dir/kind, $browser/node_modules"
+log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform, $kind_dir/kind, $anthropic_dir, $browser/node_modules"

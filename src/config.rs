@@ -75,6 +75,55 @@ pub struct Jurisdiction {
     /// node pool of its own.
     #[serde(default)]
     pub tolerations: Vec<Toleration>,
+    /// The AI relay's upstream for the jurisdiction's organisations; the relay refuses (409)
+    /// where absent.
+    #[serde(default)]
+    pub ai: Option<AiRelay>,
+}
+
+/// An Anthropic Messages API endpoint for one jurisdiction, and what may be asked of it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AiRelay {
+    /// `https://…` (or `http://` for a server on the same host), without `/v1`.
+    pub endpoint: String,
+    /// Secret in ooda's own namespace holding the API key under `apiKey`.
+    pub credentials_secret: String,
+    /// Model names requests may name; any other is refused (400).
+    pub models: Vec<String>,
+    /// Largest request body, as a quantity such as `4Mi` (413 above it).
+    #[serde(default = "default_ai_request_bytes", deserialize_with = "byte_size")]
+    pub max_request_bytes: u64,
+    /// Longest wait for a connection to the endpoint.
+    #[serde(default = "default_ai_connect_timeout", deserialize_with = "duration_setting")]
+    pub connect_timeout: Duration,
+    /// Longest silence from the endpoint: before the answer's head, or between two pieces of
+    /// its body. Anthropic's streams send a `ping` at least every few seconds.
+    #[serde(default = "default_ai_idle_timeout", deserialize_with = "duration_setting")]
+    pub idle_timeout: Duration,
+}
+
+fn default_ai_request_bytes() -> u64 {
+    8 << 20
+}
+
+fn default_ai_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_ai_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// A size written as a quantity (`4Mi`, `500k`, `65536`).
+fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let Quantity(text) = Quantity::deserialize(deserializer)?;
+    quantity_bytes(&text).ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a size such as 4Mi")))
+}
+
+/// A duration written as `90s`, `5m` or `1h`.
+fn duration_setting<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
 }
 
 /// An S3-compatible bucket for one jurisdiction's published sites (AWS, R2, Garage, MinIO…).
@@ -377,6 +426,9 @@ impl RawConfig {
                     return invalid(&at("sites.credentialsSecret"), "must be a Secret name");
                 }
             }
+            if let Some(ai) = &j.ai {
+                validate_ai(ai).map_err(|(field, problem)| (at(&format!("ai.{field}")), problem))?;
+            }
             if j.tolerations.iter().any(|t| !matches!(t.operator.as_deref(), None | Some("Equal" | "Exists"))) {
                 return invalid(&at("tolerations"), "each operator must be Equal or Exists");
             }
@@ -453,6 +505,34 @@ impl RawConfig {
         }
         Ok(())
     }
+}
+
+/// The AI relay's checks, as (field, problem).
+fn validate_ai(ai: &AiRelay) -> Result<(), (String, String)> {
+    let invalid = |field: &str, problem: &str| Err((field.to_owned(), problem.to_owned()));
+    let url_rest = ai.endpoint.strip_prefix("https://").or_else(|| ai.endpoint.strip_prefix("http://"));
+    if !url_rest.is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#'])) {
+        return invalid("endpoint", "must be an http:// or https:// URL without query or fragment");
+    }
+    if !is_dns_subdomain(&ai.credentials_secret) {
+        return invalid("credentialsSecret", "must be a Secret name");
+    }
+    let model_name = |m: &String| {
+        !m.is_empty() && m.len() <= 128 && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:@".contains(&b))
+    };
+    if ai.models.is_empty() || !ai.models.iter().all(model_name) {
+        return invalid("models", "list at least one model name such as claude-sonnet-4-5");
+    }
+    if !(1024..=(256 << 20)).contains(&ai.max_request_bytes) {
+        return invalid("maxRequestBytes", "must be between 1Ki and 256Mi");
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&ai.connect_timeout) {
+        return invalid("connectTimeout", "must be between 1s and 5m");
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&ai.idle_timeout) {
+        return invalid("idleTimeout", "must be between 1s and 1h");
+    }
+    Ok(())
 }
 
 fn is_dns_label(s: &str, max: usize) -> bool {
@@ -688,6 +768,45 @@ mod tests {
         );
         let config = parse_with(&["jurisdictions", "eu", "storageClass"], "fast.ssd-1").unwrap();
         assert_eq!(config.jurisdictions["eu"].storage_class, "fast.ssd-1");
+    }
+
+    #[test]
+    fn an_ai_relay_needs_an_endpoint_credentials_and_models_and_bounds_its_limits() {
+        let ai = |yaml: &str| parse_with(&["jurisdictions", "eu", "ai"], yaml);
+        let full = "{ endpoint: 'https://api.anthropic.com', credentialsSecret: anthropic-eu, \
+                    models: [claude-sonnet-4-5, claude-haiku-4-5] }";
+        let relay = ai(full).unwrap().jurisdictions["eu"].ai.clone().expect("a relay");
+        assert_eq!(
+            relay,
+            AiRelay {
+                endpoint: "https://api.anthropic.com".into(),
+                credentials_secret: "anthropic-eu".into(),
+                models: vec!["claude-sonnet-4-5".into(), "claude-haiku-4-5".into()],
+                max_request_bytes: 8 << 20,
+                connect_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(600),
+            }
+        );
+        let tuned = full.replace(" }", ", maxRequestBytes: 64Ki, connectTimeout: 3s, idleTimeout: 2m }");
+        let tuned = ai(&tuned).unwrap().jurisdictions["eu"].ai.clone().unwrap();
+        assert_eq!(
+            (tuned.max_request_bytes, tuned.connect_timeout, tuned.idle_timeout),
+            (64 << 10, Duration::from_secs(3), Duration::from_secs(120))
+        );
+        assert_refused(
+            ai(&full.replace("https://api.anthropic.com", "api.anthropic.com")),
+            "jurisdictions.eu.ai.endpoint",
+        );
+        assert_refused(ai(&full.replace("anthropic-eu", "'Anthropic EU'")), "jurisdictions.eu.ai.credentialsSecret");
+        assert_refused(ai(&full.replace("[claude-sonnet-4-5, claude-haiku-4-5]", "[]")), "jurisdictions.eu.ai.models");
+        assert_refused(ai(&full.replace("claude-haiku-4-5", "'a model'")), "jurisdictions.eu.ai.models");
+        let limit = |setting: &str| ai(&full.replace(" }", &format!(", {setting} }}")));
+        assert_refused(limit("maxRequestBytes: 1Gi"), "jurisdictions.eu.ai.maxRequestBytes");
+        assert_refused(limit("idleTimeout: 0s"), "jurisdictions.eu.ai.idleTimeout");
+        assert_refused(limit("connectTimeout: 1h"), "jurisdictions.eu.ai.connectTimeout");
+        let unreadable = limit("idleTimeout: soon").unwrap_err().to_string();
+        assert!(unreadable.contains("jurisdictions.eu.ai: \"soon\" is not a duration"), "{unreadable}");
+        assert!(example().jurisdictions["us"].ai.is_none(), "a jurisdiction without a relay");
     }
 
     #[test]

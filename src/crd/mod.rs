@@ -6,7 +6,9 @@ mod organisation;
 mod project;
 mod schema;
 
-pub use organisation::{Member, Organisation, OrganisationQuota, OrganisationSpec, OrganisationStatus, Role};
+pub use organisation::{
+    Member, Organisation, OrganisationAi, OrganisationQuota, OrganisationSpec, OrganisationStatus, Role,
+};
 pub use project::{
     DesiredState, GitSource, IdleStatus, Isolation, Lifecycle, Phase, Project, ProjectPort, ProjectResources,
     ProjectSource, ProjectSpec, ProjectStatus, PublishedStatus, PublishedVersion, WakeStatus,

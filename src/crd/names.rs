@@ -93,6 +93,12 @@ pub fn publish_secret_name(project: &str) -> String {
     format!("{project}-publish")
 }
 
+/// The Secret holding the token with which the environment uses the AI relay (its
+/// `ANTHROPIC_API_KEY`): replaced when the project stops, like the preview token.
+pub fn ai_secret_name(project: &str) -> String {
+    format!("{project}-ai")
+}
+
 pub fn activity_lease_name(project: &str) -> String {
     format!("{project}-activity")
 }

@@ -50,6 +50,28 @@ pub struct OrganisationSpec {
     /// Upper bounds on what the organisation's projects may use together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<OrganisationQuota>,
+
+    /// Limits on the organisation's use of the AI relay, enforced by each gateway replica. The
+    /// jurisdiction's configuration decides whether there is a relay at all, and its models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai: Option<OrganisationAi>,
+}
+
+/// Limits on an organisation's AI requests; a limit left out is not enforced.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganisationAi {
+    /// Requests per minute across all the organisation's projects and members; more are
+    /// answered 429 with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub requests_per_minute: Option<u32>,
+
+    /// Tokens (input, cached input and output, as the upstream reports them) per UTC day; once
+    /// used up, requests are answered 429 until midnight UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
+    pub tokens_per_day: Option<i64>,
 }
 
 /// A member of an organisation.

@@ -26,6 +26,9 @@ use crate::crd::names::{
     self, TOKEN_KEY, TOKEN_STATE, TokenState, object_ref, organisation_namespace, pod_name, preview_secret_name,
 };
 use crate::crd::{Organisation, Project};
+
+/// The key of the AI relay's credentials Secrets that holds the upstream API key.
+pub const AI_KEY: &str = "apiKey";
 use crate::watch::{Listed, ManagedFields, Readiness};
 
 #[derive(Clone)]
@@ -36,14 +39,18 @@ pub struct Caches {
     pub secrets: PerNamespace<Secret>,
     /// Account Secrets (label `ooda.run/user`) in the gateway's own namespace.
     pub accounts: Store<Secret>,
+    /// The AI relay's credentials Secrets in the gateway's own namespace, by name. Not waited
+    /// for: until one has listed, its jurisdiction's relay answers 503.
+    ai_credentials: HashMap<String, Store<Secret>>,
     accounts_namespace: String,
     changes: watch::Receiver<u64>,
     readiness: Readiness,
 }
 
 impl Caches {
-    /// Starts the watches; they run for as long as the process.
-    pub fn start(client: &Client, namespace: &str) -> Self {
+    /// Starts the watches; they run for as long as the process. `ai_credentials`: the names of
+    /// the AI relay's credentials Secrets, each watched on its own.
+    pub fn start(client: &Client, namespace: &str, ai_credentials: &BTreeSet<String>) -> Self {
         let (changed, changes) = watch::channel(0u64);
         // The per-namespace watches start later, as organisations become Ready, and are not
         // waited for here: until one has listed, its namespace's previews are refused.
@@ -68,6 +75,15 @@ impl Caches {
             readiness.register("account Secret"),
             &[&changed],
         );
+        let own_secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let ai_credentials = ai_credentials
+            .iter()
+            .map(|name| {
+                let one = watcher::Config::default().fields(&format!("metadata.name={name}"));
+                let listed = Readiness::default().register("AI credentials Secret");
+                (name.clone(), reflect(own_secrets.clone(), one, ManagedFields::Drop, listed, &[]))
+            })
+            .collect();
         let (pods, secrets) = (PerNamespace::default(), PerNamespace::default());
         let watches = NamespaceWatches { pods: pods.clone(), secrets: secrets.clone(), changed };
         follow_organisations(client.clone(), organisations.clone(), watches, organisations_changed.subscribe());
@@ -77,6 +93,7 @@ impl Caches {
             pods,
             secrets,
             accounts,
+            ai_credentials,
             accounts_namespace: namespace.to_owned(),
             changes,
             readiness,
@@ -103,6 +120,7 @@ impl Caches {
             pods: PerNamespace::listed(pods),
             secrets: PerNamespace::listed(secrets),
             accounts: listed(accounts),
+            ai_credentials: HashMap::new(),
             accounts_namespace: accounts_namespace.to_owned(),
             changes,
             readiness: Readiness::default(),
@@ -164,6 +182,13 @@ impl Caches {
     /// A Secret the operator made in `org`'s namespace.
     pub fn secret(&self, org: &str, name: &str) -> Option<Arc<Secret>> {
         self.secrets.get(&organisation_namespace(org), name)
+    }
+
+    /// The AI relay's upstream API key (`apiKey`) from the credentials Secret `name`.
+    pub fn ai_key(&self, name: &str) -> Option<String> {
+        let secret = self.ai_credentials.get(name)?.get(&object_ref(&self.accounts_namespace, name))?;
+        let key = secret.data.as_ref()?.get(AI_KEY)?;
+        String::from_utf8(key.0.clone()).ok().map(|key| key.trim().to_owned()).filter(|key| !key.is_empty())
     }
 
     /// The project's current preview token, unless the project is stopped (the operator marks

@@ -1,4 +1,5 @@
-//! The gateway's Prometheus metrics. Labels are bounded: a surface, a status class, an outcome.
+//! The gateway's Prometheus metrics. Labels are bounded: a surface, a status class, an outcome;
+//! for the AI relay, an organisation and a model its jurisdiction allows.
 
 use std::time::Duration;
 
@@ -21,6 +22,25 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AiLabels {
+    pub organisation: String,
+    /// One of the jurisdiction's allowed models (a request naming another is refused first).
+    pub model: String,
+    /// `completed`, `client_closed`, `closed` (the caller's access ended), `rate_limited`,
+    /// `upstream_error` (the endpoint refused), `upstream_unreachable`, `upstream_timeout`,
+    /// `upstream_failed`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AiTokenLabels {
+    pub organisation: String,
+    pub model: String,
+    /// `input` (cached input included) or `output`.
+    pub kind: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -29,6 +49,8 @@ pub struct Metrics {
     wakes: Family<OutcomeLabel, Counter>,
     wake_seconds: Histogram,
     activity_renewals: Counter,
+    ai_requests: Family<AiLabels, Counter>,
+    ai_tokens: Family<AiTokenLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,7 +78,25 @@ impl Default for Metrics {
             wake_seconds.clone(),
         );
         registry.register("activity_renewals", "Activity Lease renewals written", activity_renewals.clone());
-        Self { registry, requests, request_seconds, logins, wakes, wake_seconds, activity_renewals }
+        let ai_requests = Family::<AiLabels, Counter>::default();
+        let ai_tokens = Family::<AiTokenLabels, Counter>::default();
+        registry.register("ai_requests", "AI relay requests by organisation, model and outcome", ai_requests.clone());
+        registry.register(
+            "ai_tokens",
+            "Tokens the AI endpoint reported, by organisation, model and kind",
+            ai_tokens.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_seconds,
+            logins,
+            wakes,
+            wake_seconds,
+            activity_renewals,
+            ai_requests,
+            ai_tokens,
+        }
     }
 }
 
@@ -86,6 +126,18 @@ impl Metrics {
 
     pub fn activity_renewed(&self) {
         self.activity_renewals.inc();
+    }
+
+    pub fn ai_request(&self, organisation: &str, model: &str, outcome: &'static str) {
+        let labels = AiLabels { organisation: organisation.to_owned(), model: model.to_owned(), outcome };
+        self.ai_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn ai_tokens(&self, organisation: &str, model: &str, input: u64, output: u64) {
+        for (kind, tokens) in [("input", input), ("output", output)] {
+            let labels = AiTokenLabels { organisation: organisation.to_owned(), model: model.to_owned(), kind };
+            self.ai_tokens.get_or_create(&labels).inc_by(tokens);
+        }
     }
 
     pub fn encode(&self) -> String {

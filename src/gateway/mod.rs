@@ -19,6 +19,7 @@ pub mod login;
 pub mod members;
 pub mod metrics;
 pub mod proxy;
+pub mod relay;
 pub mod server;
 pub mod sites;
 pub mod terminal;
@@ -134,6 +135,8 @@ pub struct Gateway {
     pub event_streams: Arc<Semaphore>,
     /// Terminals open on this replica, up to [`terminal::MAX_TERMINALS`].
     pub terminals: Arc<Semaphore>,
+    /// The AI relay's upstream clients and the organisations' AI limits.
+    pub relay: relay::Relay,
     /// Project pods' preview addresses seen accepting connections: a request to any other waits
     /// for it to listen first.
     serving: Mutex<std::collections::HashSet<SocketAddr>>,
@@ -166,6 +169,7 @@ impl Gateway {
             publishes: Semaphore::new(config.publishing.max_concurrent),
             event_streams: Arc::new(Semaphore::new(events::MAX_STREAMS)),
             terminals: Arc::new(Semaphore::new(terminal::MAX_TERMINALS)),
+            relay: relay::Relay::new(&config),
             serving: Mutex::default(),
             client,
             config,
@@ -242,7 +246,8 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let keys = Arc::new(RwLock::new(Arc::new(keys::load_or_create(&secrets).await?)));
     let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
     keys::follow(secrets, keys.clone());
-    let caches = Caches::start(&client, &settings.namespace);
+    let ai_credentials = config.jurisdictions.values().filter_map(|j| Some(j.ai.as_ref()?.credentials_secret.clone()));
+    let caches = Caches::start(&client, &settings.namespace, &ai_credentials.collect());
     let accounts = Arc::new(AccountStore::new(client.clone(), &settings.namespace));
     let gateway = Arc::new(Gateway::new(client, config, settings, caches, accounts, keys, buckets));
     let health_router = health_router(gateway.clone());
@@ -298,6 +303,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/orgs/{org}/projects/{project}/publish", post(sites::publish))
         .route("/api/orgs/{org}/projects/{project}/versions", get(sites::versions))
         .route("/api/orgs/{org}/projects/{project}/versions/{version}/activate", post(sites::activate))
+        .route("/api/orgs/{org}/projects/{project}/ai/v1/messages", post(relay::messages))
+        .route("/api/orgs/{org}/projects/{project}/ai/v1/messages/count_tokens", post(relay::count_tokens))
+        .route("/api/orgs/{org}/projects/{project}/ai/v1/models", get(relay::models))
         .route("/api/openapi.json", get(openapi))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/", get(dashboard::index))

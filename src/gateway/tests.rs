@@ -54,7 +54,7 @@ const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
 
 /// The routes `router()` registers, with their methods: keep in step with `super::router`.
-const ROUTES: [(&str, &[&str]); 24] = [
+const ROUTES: [(&str, &[&str]); 27] = [
     ("/api/auth/prelogin", &["post"]),
     ("/api/auth/login", &["post"]),
     ("/api/auth/invite-details", &["post"]),
@@ -77,6 +77,9 @@ const ROUTES: [(&str, &[&str]); 24] = [
     ("/api/orgs/{org}/projects/{project}/publish", &["post"]),
     ("/api/orgs/{org}/projects/{project}/versions", &["get"]),
     ("/api/orgs/{org}/projects/{project}/versions/{version}/activate", &["post"]),
+    ("/api/orgs/{org}/projects/{project}/ai/v1/messages", &["post"]),
+    ("/api/orgs/{org}/projects/{project}/ai/v1/messages/count_tokens", &["post"]),
+    ("/api/orgs/{org}/projects/{project}/ai/v1/models", &["get"]),
     ("/api/openapi.json", &["get"]),
     ("/.well-known/jwks.json", &["get"]),
 ];
@@ -149,7 +152,10 @@ fn account_secret(email: &str) -> Secret {
 
 fn organisation(name: &str, members: &[(&str, Role)]) -> Organisation {
     let members = members.iter().map(|(email, role)| Member { email: (*email).to_owned(), role: *role }).collect();
-    Organisation::new(name, OrganisationSpec { display_name: None, jurisdiction: "eu".into(), members, quota: None })
+    Organisation::new(
+        name,
+        OrganisationSpec { display_name: None, jurisdiction: "eu".into(), members, quota: None, ai: None },
+    )
 }
 
 fn project(org: &str, name: &str, phase: Phase, preview_domain: &str) -> Project {

@@ -25,13 +25,13 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::harness::{SETTLE, eventually, unique_name};
 use crate::kit::Ooda;
-use crate::operator_harness::{World, http_get};
+use crate::operator_harness::{DEFAULT_LOG, World, http_get};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const PREVIEW_DOMAIN: &str = "preview.ooda.localhost";
 
 pub struct Gateway {
-    process: Ooda,
+    pub process: Ooda,
     /// `http` or `https`.
     scheme: &'static str,
     pub addr: SocketAddr,
@@ -68,6 +68,18 @@ impl Gateway {
         kubeconfig: std::path::PathBuf,
         client: reqwest::ClientBuilder,
     ) -> Self {
+        Self::start_logging(namespace, config, args, kubeconfig, client, DEFAULT_LOG).await
+    }
+
+    /// The same, logging at `rust_log`.
+    pub async fn start_logging(
+        namespace: &str,
+        config: &std::path::Path,
+        args: &[&str],
+        kubeconfig: std::path::PathBuf,
+        client: reqwest::ClientBuilder,
+        rust_log: &str,
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("ooda-gateway-{namespace}-{}.log", unique_name("run")));
         let base = [
             "gateway",
@@ -80,7 +92,7 @@ impl Gateway {
             "--namespace",
             namespace,
         ];
-        let process = Ooda::spawn(&[&base[..], args].concat(), &kubeconfig, "info,ooda=debug,kube=warn", log);
+        let process = Ooda::spawn(&[&base[..], args].concat(), &kubeconfig, rust_log, log);
         let addr = process.bound_address("gateway listening", "addr").await;
         let http = process.bound_address("gateway listening", "http_addr").await;
         eventually(SETTLE, &format!("gateway on {addr} ready"), || async {

@@ -5,6 +5,7 @@
 mod kit;
 
 mod accounts;
+mod ai;
 mod bed;
 mod dashboard;
 mod gateway;

@@ -18,8 +18,11 @@ use serde_json::{Value, json};
 use crate::harness::{SETTLE, TEST_LABEL, TestNamespace, eventually, unique_name, wait_for};
 use crate::kit::Ooda;
 
+/// What the tests' `ooda` processes log, unless a test asks for more.
+pub const DEFAULT_LOG: &str = "info,ooda=debug,kube=warn";
+
 pub struct Operator {
-    process: Ooda,
+    pub process: Ooda,
     pub http: SocketAddr,
 }
 
@@ -37,6 +40,18 @@ impl Operator {
 
     /// The same, with the configuration file `config`.
     pub async fn start_with(test: &str, namespace: &str, lease: &str, kubeconfig: PathBuf, config: &Path) -> Self {
+        Self::start_logging(test, namespace, lease, kubeconfig, config, DEFAULT_LOG).await
+    }
+
+    /// The same, logging at `rust_log`.
+    pub async fn start_logging(
+        test: &str,
+        namespace: &str,
+        lease: &str,
+        kubeconfig: PathBuf,
+        config: &Path,
+        rust_log: &str,
+    ) -> Self {
         let log = std::env::temp_dir().join(format!("ooda-operator-{test}-{}.log", unique_name("run")));
         let selector = format!("{TEST_LABEL}={test}");
         let args = [
@@ -54,7 +69,7 @@ impl Operator {
             "--organisation-selector",
             &selector,
         ];
-        let process = Ooda::spawn(&args, &kubeconfig, "info,ooda=debug,kube=warn", log);
+        let process = Ooda::spawn(&args, &kubeconfig, rust_log, log);
         let http = process.bound_address("operator HTTP endpoints listening", "addr").await;
         Self { process, http }
     }
@@ -113,11 +128,16 @@ impl World {
 
     /// A world whose operator runs with the configuration file `config`.
     pub async fn start_with(client: &Client, test: &str, config: PathBuf) -> Self {
+        Self::start_logging(client, test, config, DEFAULT_LOG).await
+    }
+
+    /// The same, its operator logging at `rust_log`.
+    pub async fn start_logging(client: &Client, test: &str, config: PathBuf, rust_log: &str) -> Self {
         let test = unique_name(test);
         let home = TestNamespace::create(client, &test).await;
         add_s3_credentials(&home).await;
         let kubeconfig = crate::harness::kubeconfig_path();
-        let operator = Operator::start_with(&test, &home.name, "ooda-operator", kubeconfig, &config).await;
+        let operator = Operator::start_logging(&test, &home.name, "ooda-operator", kubeconfig, &config, rust_log).await;
         operator.wait_ready("leader").await;
         Self { client: client.clone(), test, home, operator, config }
     }

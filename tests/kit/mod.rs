@@ -1,9 +1,11 @@
 //! What the cluster tests and the benchmarks share: a client for the local control plane, free
 //! loopback ports, a minimal HTTP GET, the `ooda` binary as a child process whose log is named
-//! when something fails, one way to wait for what has no watch, and the bed's Git server. Included by both as
-//! `#[path = "…/kit/mod.rs"] mod kit;`.
+//! when something fails, one way to wait for what has no watch, the bed's Git server, and a
+//! stand-in for Anthropic's Messages API. Included by both as `#[path = "…/kit/mod.rs"] mod kit;`.
 
 #![allow(dead_code)] // Each includer uses its own part.
+
+pub mod anthropic;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -24,8 +24,8 @@ use kube::Resource;
 use crate::config::{Jurisdiction, OperatorConfig};
 use crate::crd::Project;
 use crate::crd::names::{
-    LOADER_CONTAINER, TOKEN_KEY, TOKEN_STATE, TokenState, WORKSPACE_SEEDED, preview_secret_name, project_labels,
-    publish_secret_name, workspace_name,
+    LOADER_CONTAINER, TOKEN_KEY, TOKEN_STATE, TokenState, WORKSPACE_SEEDED, ai_secret_name, preview_secret_name,
+    project_labels, publish_secret_name, workspace_name,
 };
 use crate::operator::apply::stamp;
 
@@ -46,6 +46,8 @@ pub struct Inputs<'a> {
     pub token_state: TokenState,
     /// The project's publish token (kept for the project's life).
     pub publish_token: &'a str,
+    /// The project's AI relay token (replaced, like the preview token, when the project stops).
+    pub ai_token: &'a str,
     /// The workspace claim holds the repository already (see [`WORKSPACE_SEEDED`]).
     pub workspace_seeded: bool,
     /// Whether pods start with the loader (a Git source, and a workspace not known to be seeded,
@@ -62,6 +64,7 @@ pub struct Desired {
     pub network_policy: NetworkPolicy,
     pub preview_secret: Secret,
     pub publish_secret: Secret,
+    pub ai_secret: Secret,
 }
 
 struct Names<'a> {
@@ -102,22 +105,20 @@ pub fn desired(inputs: &Inputs) -> Desired {
     let mut stateful_set = stateful_set(inputs, &names);
     let mut service = service(inputs, &names);
     let mut network_policy = network_policy(inputs, &names);
-    let mut preview_secret = Secret {
-        metadata: ObjectMeta {
-            annotations: Some(BTreeMap::from([(TOKEN_STATE.to_owned(), inputs.token_state.as_str().to_owned())])),
-            ..names.meta(preview_secret_name(name))
-        },
+    let token_secret = |metadata: ObjectMeta, token: &str| Secret {
+        metadata,
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(inputs.token.as_bytes().to_vec()))])),
+        data: Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(token.as_bytes().to_vec()))])),
         ..Default::default()
     };
-
-    let mut publish_secret = Secret {
-        metadata: names.meta(publish_secret_name(name)),
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(inputs.publish_token.as_bytes().to_vec()))])),
-        ..Default::default()
+    // The gateway refuses a token issued for a stopped project by this annotation.
+    let for_state = |name: String| ObjectMeta {
+        annotations: Some(BTreeMap::from([(TOKEN_STATE.to_owned(), inputs.token_state.as_str().to_owned())])),
+        ..names.meta(name)
     };
+    let mut preview_secret = token_secret(for_state(preview_secret_name(name)), inputs.token);
+    let mut publish_secret = token_secret(names.meta(publish_secret_name(name)), inputs.publish_token);
+    let mut ai_secret = token_secret(for_state(ai_secret_name(name)), inputs.ai_token);
 
     stamp(&mut service_account);
     stamp(&mut workspace);
@@ -128,7 +129,17 @@ pub fn desired(inputs: &Inputs) -> Desired {
     stamp(&mut network_policy);
     stamp(&mut preview_secret);
     stamp(&mut publish_secret);
-    Desired { service_account, workspace, stateful_set, service, network_policy, preview_secret, publish_secret }
+    stamp(&mut ai_secret);
+    Desired {
+        service_account,
+        workspace,
+        stateful_set,
+        service,
+        network_policy,
+        preview_secret,
+        publish_secret,
+        ai_secret,
+    }
 }
 
 struct Resources {
@@ -263,24 +274,32 @@ fn preview_probe(project: &Project) -> Option<Probe> {
     })
 }
 
-/// The workspace container's environment: who it is, and how it publishes its own site.
+/// The workspace container's environment: who it is, how it publishes its own site, and (where
+/// the jurisdiction has an AI relay) the key and base URL every Anthropic client reads.
 fn environment(inputs: &Inputs, names: &Names) -> Vec<EnvVar> {
+    let secret_env = |name: &str, secret: String| EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret, key: TOKEN_KEY.into(), optional: Some(false) }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let project_url = |path: &str| {
+        let base = inputs.config.gateway.public_url.as_ref()?;
+        Some(format!(
+            "{}/api/orgs/{}/projects/{}/{path}",
+            base.trim_end_matches('/'),
+            inputs.organisation,
+            names.project
+        ))
+    };
+    let relay = inputs.jurisdiction.ai.is_some();
     vec![
         EnvVar { name: "OODA_ORGANISATION".into(), value: Some(inputs.organisation.to_owned()), ..Default::default() },
         EnvVar { name: "OODA_PROJECT".into(), value: Some(names.project.to_owned()), ..Default::default() },
         // The environment publishes its own site with this token (and only its own).
-        EnvVar {
-            name: "OODA_PUBLISH_TOKEN".into(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: publish_secret_name(names.project),
-                    key: TOKEN_KEY.into(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
+        secret_env("OODA_PUBLISH_TOKEN", publish_secret_name(names.project)),
     ]
     .into_iter()
     // Where the dev server should listen: the port the preview proxies to.
@@ -289,14 +308,17 @@ fn environment(inputs: &Inputs, names: &Names) -> Vec<EnvVar> {
         value: Some(port.port.to_string()),
         ..Default::default()
     }))
-    .chain(inputs.config.gateway.public_url.as_ref().map(|url| EnvVar {
+    .chain(project_url("publish").map(|url| EnvVar {
         name: "OODA_PUBLISH_URL".into(),
-        value: Some(format!(
-            "{}/api/orgs/{}/projects/{}/publish",
-            url.trim_end_matches('/'),
-            inputs.organisation,
-            names.project
-        )),
+        value: Some(url),
+        ..Default::default()
+    }))
+    // The relay's token, good for this project only: never the upstream's key.
+    .chain(relay.then(|| secret_env("ANTHROPIC_API_KEY", ai_secret_name(names.project))))
+    // Clients add `/v1/messages` to it.
+    .chain(project_url("ai").filter(|_| relay).map(|url| EnvVar {
+        name: "ANTHROPIC_BASE_URL".into(),
+        value: Some(url),
         ..Default::default()
     }))
     .collect()
@@ -556,6 +578,7 @@ mod tests {
             token: "secret-token",
             token_state: TokenState::Running,
             publish_token: "publish-token-of-the-tests",
+            ai_token: "ai-token-of-the-tests",
             workspace_seeded: false,
             load_workspace: true,
         })
@@ -595,6 +618,7 @@ mod tests {
             ("NetworkPolicy", &d.network_policy.metadata),
             ("Secret", &d.preview_secret.metadata),
             ("Secret", &d.publish_secret.metadata),
+            ("Secret", &d.ai_secret.metadata),
         ];
         if let Some(service) = &d.service {
             all.push(("Service", &service.metadata));
@@ -614,6 +638,7 @@ mod tests {
         assert_eq!(d.stateful_set.metadata.name.as_deref(), Some("shop"));
         assert_eq!(d.network_policy.metadata.name.as_deref(), Some("shop"));
         assert_eq!(d.preview_secret.metadata.name.as_deref(), Some("shop-preview"));
+        assert_eq!(d.ai_secret.metadata.name.as_deref(), Some("shop-ai"));
         assert_eq!(d.service.as_ref().unwrap().metadata.name.as_deref(), Some("shop"));
         assert_eq!(pod(&d).service_account_name.as_deref(), Some("shop"));
     }
@@ -778,7 +803,7 @@ mod tests {
     fn every_child_is_labelled_namespaced_and_controlled_by_the_project() {
         let d = build(&full_project());
         let children = metas(&d);
-        assert_eq!(children.len(), 7, "the full project has a Service too");
+        assert_eq!(children.len(), 8, "the full project has a Service too");
         for (kind, meta) in children {
             let labels = meta.labels.as_ref().unwrap_or_else(|| panic!("{kind}: no labels"));
             assert_eq!(labels.get(MANAGED_BY).map(String::as_str), Some("ooda"), "{kind}");
@@ -1019,6 +1044,7 @@ mod tests {
                 token: "t",
                 token_state: TokenState::Running,
                 publish_token: "p",
+                ai_token: "a",
                 workspace_seeded,
                 load_workspace,
             })
@@ -1053,16 +1079,58 @@ mod tests {
             token: "tok-123",
             token_state: TokenState::Stopped,
             publish_token: "publish-token-of-the-tests",
+            ai_token: "ai-token-of-the-tests",
             workspace_seeded: false,
             load_workspace: true,
         });
-        let secret = &d.preview_secret;
-        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
-        assert_eq!(secret.data, Some(BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(b"tok-123".to_vec()))])));
-        assert!(secret.string_data.is_none());
-        let annotations = secret.metadata.annotations.as_ref().unwrap();
-        assert_eq!(annotations.get(TOKEN_STATE).map(String::as_str), Some("stopped"));
-        assert!(annotations.values().all(|v| !v.contains("tok-123")), "token leaked into {annotations:?}");
+        for (secret, token) in [(&d.preview_secret, "tok-123"), (&d.ai_secret, "ai-token-of-the-tests")] {
+            assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+            let data = BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(token.as_bytes().to_vec()))]);
+            assert_eq!(secret.data, Some(data));
+            assert!(secret.string_data.is_none());
+            let annotations = secret.metadata.annotations.as_ref().unwrap();
+            assert_eq!(annotations.get(TOKEN_STATE).map(String::as_str), Some("stopped"));
+            assert!(annotations.values().all(|v| !v.contains(token)), "token leaked into {annotations:?}");
+        }
+    }
+
+    #[test]
+    fn where_the_jurisdiction_has_an_ai_relay_clients_get_the_projects_token_and_the_relays_url() {
+        let secret_of = |c: &Container, name: &str| {
+            let var = c.env.iter().flatten().find(|e| e.name == name)?;
+            assert!(var.value.is_none(), "{name} must come from a Secret, not the pod spec");
+            let selector = var.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            Some((selector.name.clone(), selector.key.clone()))
+        };
+        let mut config = config();
+        let without = build_in(&full_project(), &config, "eu", 1);
+        let workspace = container(&without, "workspace");
+        assert_eq!(secret_of(workspace, "ANTHROPIC_API_KEY"), None, "no relay: no key");
+        assert_eq!(env(workspace, "ANTHROPIC_BASE_URL"), None);
+
+        config.jurisdictions.get_mut("eu").unwrap().ai = Some(crate::config::AiRelay {
+            endpoint: "https://api.anthropic.com".into(),
+            credentials_secret: "anthropic".into(),
+            models: vec!["claude-sonnet-4-5".into()],
+            max_request_bytes: 1 << 20,
+            connect_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+        });
+        let with = build_in(&full_project(), &config, "eu", 1);
+        let workspace = container(&with, "workspace");
+        assert_eq!(secret_of(workspace, "ANTHROPIC_API_KEY"), Some(("shop-ai".into(), TOKEN_KEY.into())));
+        assert_eq!(env(workspace, "ANTHROPIC_BASE_URL"), None, "no public URL configured");
+        let loader = container(&with, "loader");
+        assert_eq!(secret_of(loader, "ANTHROPIC_API_KEY"), None, "the loader runs the repository's code only");
+
+        config.gateway.public_url = Some("https://ooda.example.com/".into());
+        let with_url = build_in(&full_project(), &config, "eu", 1);
+        assert_eq!(
+            env(container(&with_url, "workspace"), "ANTHROPIC_BASE_URL"),
+            Some("https://ooda.example.com/api/orgs/acme/projects/shop/ai")
+        );
+        let rendered = serde_json::to_string(&with_url.stateful_set).unwrap();
+        assert!(!rendered.contains("ai-token-of-the-tests"), "the token travels only in its Secret");
     }
 
     #[test]
@@ -1079,6 +1147,7 @@ mod tests {
                 token,
                 token_state: TokenState::Running,
                 publish_token: "publish-token-of-the-tests",
+                ai_token: "ai-token-of-the-tests",
                 workspace_seeded: false,
                 load_workspace: true,
             })

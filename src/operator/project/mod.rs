@@ -26,7 +26,7 @@ use tracing::{info, instrument};
 use crate::crd::conditions::{self, Progress};
 use crate::crd::names::{
     LAST_SIGNAL, LOADER_CONTAINER, TOKEN_KEY, TOKEN_STATE, TokenState, WORKSPACE_SEEDED, activity_lease_name,
-    object_ref, organisation_of_namespace, pod_name, preview_secret_name, project_host, project_labels,
+    ai_secret_name, object_ref, organisation_of_namespace, pod_name, preview_secret_name, project_host, project_labels,
     publish_secret_name, workspace_name,
 };
 use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, ProjectStatus, WakeStatus};
@@ -162,12 +162,13 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         token: &plan.token,
         token_state: plan.token_state,
         publish_token: &plan.publish_token,
+        ai_token: &plan.ai_token,
         workspace_seeded: observed.workspace_seeded,
         load_workspace: load_workspace(observed.workspace_seeded, plan.decision.replicas, &observed.children),
     });
     apply_children(project, &desired, &observed, shared).await?;
     if plan.rotate {
-        info!("preview token rotated: the project is stopped");
+        info!("preview and AI tokens rotated: the project is stopped");
     }
 
     let status = project_status(
@@ -210,10 +211,28 @@ struct Observed {
     ready_since: Option<Timestamp>,
     /// The workspace claim is annotated as seeded, or a Ready pod ran the loader on it.
     workspace_seeded: bool,
-    preview_token: Option<Vec<u8>>,
-    token_issued_for: Option<TokenState>,
+    preview_token: StoppableToken,
     publish_token: Option<Vec<u8>>,
+    ai_token: StoppableToken,
     children: LiveChildren,
+}
+
+/// A token that is replaced when its project stops: its value, and the desired state it was
+/// issued for (the Secret's annotation).
+#[derive(Default)]
+struct StoppableToken {
+    value: Option<Vec<u8>>,
+    issued_for: Option<TokenState>,
+}
+
+impl StoppableToken {
+    fn of(secret: Option<&Secret>) -> Self {
+        Self {
+            value: secret.and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)).map(|t| t.0.clone()),
+            issued_for: secret
+                .map(|s| TokenState::from_annotation(s.annotations().get(TOKEN_STATE).map(String::as_str))),
+        }
+    }
 }
 
 /// The project's children as the caches hold them, for skipping writes that change nothing.
@@ -222,6 +241,7 @@ struct LiveChildren {
     service_account: Option<Arc<ServiceAccount>>,
     preview_secret: Option<Arc<Secret>>,
     publish_secret: Option<Arc<Secret>>,
+    ai_secret: Option<Arc<Secret>>,
     workspace: Option<Arc<PersistentVolumeClaim>>,
     network_policy: Option<Arc<NetworkPolicy>>,
     service: Option<Arc<Service>>,
@@ -258,6 +278,7 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
         .is_some_and(|claim| loaded || claim.annotations().get(WORKSPACE_SEEDED).is_some_and(|v| v == "true"));
     let preview_secret = caches.secrets.get(&object_ref(&namespace, preview_secret_name(&name)));
     let publish_secret = caches.secrets.get(&object_ref(&namespace, publish_secret_name(&name)));
+    let ai_secret = caches.secrets.get(&object_ref(&namespace, ai_secret_name(&name)));
     let token = |secret: &Option<Arc<Secret>>| secret.as_ref()?.data.as_ref()?.get(TOKEN_KEY).map(|t| t.0.clone());
     Ok(Observed {
         last_activity: lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map_or(now, |t| t.0),
@@ -265,15 +286,14 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
         pod_ready: ready.is_some(),
         ready_since: ready.flatten(),
         workspace_seeded,
-        preview_token: token(&preview_secret),
-        token_issued_for: preview_secret
-            .as_ref()
-            .map(|s| TokenState::from_annotation(s.annotations().get(TOKEN_STATE).map(String::as_str))),
+        preview_token: StoppableToken::of(preview_secret.as_deref()),
         publish_token: token(&publish_secret),
+        ai_token: StoppableToken::of(ai_secret.as_deref()),
         children: LiveChildren {
             service_account: caches.service_accounts.get(&object_ref(&namespace, name.clone())),
             preview_secret,
             publish_secret,
+            ai_secret,
             workspace,
             network_policy: caches.network_policies.get(&object_ref(&namespace, name.clone())),
             service: caches.services.get(&object_ref(&namespace, name.clone())),
@@ -294,10 +314,12 @@ struct Plan {
     /// The preview token is replaced: the project was just stopped.
     rotate: bool,
     publish_token: String,
+    ai_token: String,
 }
 
-/// Decides, from what was observed. Pure: `fresh` makes new tokens. The preview token is kept
-/// while the project runs and replaced the moment it stops; the publish token is made once.
+/// Decides, from what was observed. Pure: `fresh` makes new tokens. The preview and AI tokens
+/// are kept while the project runs and replaced the moment it stops; the publish token is made
+/// once.
 fn plan(
     project: &Project,
     old: &ProjectStatus,
@@ -321,16 +343,20 @@ fn plan(
     };
     let token_state =
         if project.spec.lifecycle.state == DesiredState::Stopped { TokenState::Stopped } else { TokenState::Running };
-    let rotate = token_state == TokenState::Stopped && observed.token_issued_for != Some(TokenState::Stopped);
     let kept = |token: &Option<Vec<u8>>, what: &str| {
         token.clone().map(|t| String::from_utf8(t).map_err(|_| format!("the {what} token is not UTF-8"))).transpose()
     };
-    let token = match kept(&observed.preview_token, "preview")? {
-        Some(token) if !rotate => token,
-        _ => fresh(),
+    let mut stoppable = |token: &StoppableToken, what: &str| -> Result<(String, bool), String> {
+        let rotate = token_state == TokenState::Stopped && token.issued_for != Some(TokenState::Stopped);
+        Ok(match kept(&token.value, what)? {
+            Some(token) if !rotate => (token, false),
+            _ => (fresh(), rotate),
+        })
     };
+    let (token, rotate) = stoppable(&observed.preview_token, "preview")?;
+    let (ai_token, _) = stoppable(&observed.ai_token, "AI")?;
     let publish_token = kept(&observed.publish_token, "publish")?.unwrap_or_else(&mut fresh);
-    Ok(Plan { decision, last_activity, last_signal, token, token_state, rotate, publish_token })
+    Ok(Plan { decision, last_activity, last_signal, token, token_state, rotate, publish_token, ai_token })
 }
 
 /// Applies every desired child (skipping those already as desired), and deletes the Service
@@ -341,6 +367,7 @@ async fn apply_children(project: &Project, desired: &build::Desired, observed: &
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.service_account, live.service_account.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.preview_secret, live.preview_secret.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.publish_secret, live.publish_secret.as_deref()).await?;
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.ai_secret, live.ai_secret.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.workspace, live.workspace.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.network_policy, live.network_policy.as_deref()).await?;
     match (&desired.service, &live.service) {
@@ -638,15 +665,19 @@ mod tests {
     }
 
     fn observed(preview: Option<(&str, TokenState)>, publish: Option<&str>) -> Observed {
+        let stoppable = |token: Option<(&str, TokenState)>| StoppableToken {
+            value: token.map(|(t, _)| t.as_bytes().to_vec()),
+            issued_for: token.map(|(_, state)| state),
+        };
         Observed {
             last_activity: Timestamp::from_second(1_000).unwrap(),
             last_signal: Some("http".into()),
             pod_ready: true,
             ready_since: Some(Timestamp::from_second(900).unwrap()),
             workspace_seeded: false,
-            preview_token: preview.map(|(t, _)| t.as_bytes().to_vec()),
-            token_issued_for: preview.map(|(_, state)| state),
+            preview_token: stoppable(preview),
             publish_token: publish.map(|t| t.as_bytes().to_vec()),
+            ai_token: stoppable(preview.map(|(_, state)| ("ai", state))),
             children: LiveChildren::default(),
         }
     }
@@ -681,7 +712,7 @@ mod tests {
     }
 
     #[test]
-    fn a_running_project_keeps_its_tokens_and_a_stopped_one_gets_a_new_preview_token_once() {
+    fn a_running_project_keeps_its_tokens_and_a_stopped_one_gets_new_preview_and_ai_tokens_once() {
         let now = Timestamp::from_second(1_030).unwrap();
         let mut minted = 0;
         let mut fresh = || {
@@ -691,13 +722,19 @@ mod tests {
         let kept = observed(Some(("preview", TokenState::Running)), Some("publish"));
         let running_plan = plan_for(DesiredState::Running, &kept, now, &mut fresh);
         assert_eq!(
-            (running_plan.token.as_str(), running_plan.publish_token.as_str(), running_plan.rotate),
-            ("preview", "publish", false)
+            (
+                running_plan.token.as_str(),
+                running_plan.publish_token.as_str(),
+                running_plan.ai_token.as_str(),
+                running_plan.rotate
+            ),
+            ("preview", "publish", "ai", false)
         );
         assert_eq!(running_plan.token_state, TokenState::Running);
 
         let stopping = plan_for(DesiredState::Stopped, &kept, now, &mut fresh);
         assert!(stopping.rotate && stopping.token.starts_with("fresh-") && stopping.publish_token == "publish");
+        assert!(stopping.ai_token.starts_with("fresh-") && stopping.ai_token != stopping.token);
         assert_eq!(stopping.token_state, TokenState::Stopped);
         // Already rotated for this stop: kept.
         let stopped = plan_for(
@@ -706,13 +743,23 @@ mod tests {
             now,
             &mut fresh,
         );
-        assert_eq!((stopped.token.as_str(), stopped.rotate), ("rotated", false));
+        assert_eq!((stopped.token.as_str(), stopped.ai_token.as_str(), stopped.rotate), ("rotated", "ai", false));
+        // Started again: the tokens issued while stopped are kept.
+        let started = plan_for(
+            DesiredState::Running,
+            &observed(Some(("rotated", TokenState::Stopped)), Some("publish")),
+            now,
+            &mut fresh,
+        );
+        assert_eq!((started.token.as_str(), started.ai_token.as_str(), started.rotate), ("rotated", "ai", false));
         // A new project gets both tokens made.
         let new = plan_for(DesiredState::Running, &observed(None, None), now, &mut fresh);
         assert!(
             new.token.starts_with("fresh-")
                 && new.publish_token.starts_with("fresh-")
+                && new.ai_token.starts_with("fresh-")
                 && new.token != new.publish_token
+                && new.ai_token != new.token
         );
         // An unreadable token is an invalid object, not a silent replacement.
         let broken = Observed { publish_token: Some(vec![0xff]), ..observed(None, None) };
