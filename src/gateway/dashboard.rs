@@ -25,6 +25,7 @@ pub const TERMINAL_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-s
 /// The dashboard's files: (path under `/assets/`, media type, contents).
 pub const ASSETS: &[(&str, &str, &[u8])] = &[
     ("app.js", JAVASCRIPT, include_bytes!("dashboard/app.js")),
+    ("ai.js", JAVASCRIPT, include_bytes!("dashboard/ai.js")),
     ("api.js", JAVASCRIPT, include_bytes!("dashboard/api.js")),
     ("auth.js", JAVASCRIPT, include_bytes!("dashboard/auth.js")),
     ("create.js", JAVASCRIPT, include_bytes!("dashboard/create.js")),

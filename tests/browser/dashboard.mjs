@@ -48,6 +48,8 @@ const settings = {
   gitUrl: process.env.OODA_PROJECT_GIT_URL || "",
   cpu: process.env.OODA_PROJECT_CPU || "",
   memory: process.env.OODA_PROJECT_MEMORY || "",
+  // How the AI relay's upstream (a stand-in) begins each reply; unset: no AI step.
+  aiReply: process.env.OODA_AI_REPLY || "",
 };
 // The member's password is made up here; like the admin's, it must never be sent anywhere.
 const memberPassword = `member-${crypto.randomBytes(12).toString("base64url")}`;
@@ -382,6 +384,29 @@ try {
     await audit(terminal, "terminal");
     await terminal.close();
   });
+
+  if (settings.aiReply) {
+    await step("3c. ask Claude on the project page: the answer streams in; a reload forgets it", async () => {
+      await page.getByRole("heading", { level: 2, name: "Ask Claude" }).waitFor();
+      const prompt = `what does ${crypto.randomBytes(6).toString("hex")} mean?`;
+      const field = page.getByLabel("Message");
+      await field.fill(prompt);
+      await page.getByRole("button", { name: "Send" }).click();
+      const answer = page.locator(".chat-assistant .chat-text");
+      await textIs(answer, `${settings.aiReply}${prompt}`, "Claude's answer in the panel", UI_MS);
+      await shot(page, "ai-panel");
+      await audit(page, "project page with a conversation");
+      const stored = await page.evaluate(() => JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }));
+      check(!stored.includes(prompt), "the conversation was written to the browser's storage");
+      await page.reload({ waitUntil: "domcontentloaded" });
+      await page.getByRole("heading", { level: 2, name: "Ask Claude" }).waitFor({ timeout: CLUSTER_MS });
+      check((await page.locator(".chat-turn").count()) === 0, "the conversation survived a reload");
+      // The later steps check that nothing else reloads the page: mark this load as the page's.
+      await page.evaluate(() => {
+        window.__noReload = 1;
+      });
+    });
+  }
 
   await step("4. stop the project from the list: Stopped live, the old preview link refused", async () => {
     await mainNav(page).getByRole("link", { name: "Projects" }).click();

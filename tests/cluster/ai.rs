@@ -126,8 +126,15 @@ enum Credential<'a> {
     None,
 }
 
+/// The AI relay's credentials Secret `name` in ooda's namespace, holding `key`.
+pub(crate) async fn add_ai_credentials(world: &World, name: &str, key: &str) {
+    let secret: Secret =
+        serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": { "apiKey": key } })).expect("secret");
+    world.home.api().create(&PostParams::default(), &secret).await.expect("create the AI credentials");
+}
+
 /// The example configuration with a relay for eu and us (eu-real has none), and a public URL.
-fn relay_config(test: &str, eu: &StandIn, us: &StandIn) -> PathBuf {
+pub(crate) fn relay_config(test: &str, eu: &StandIn, us: &StandIn) -> PathBuf {
     let example = std::fs::read_to_string(repo().join("examples/operator-config.yaml")).expect("example config");
     let mut config: serde_yaml::Value = serde_yaml::from_str(&example).expect("YAML");
     let relay = |stand_in: &StandIn, secret: &str, models: &[&str]| {

@@ -1,13 +1,16 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium`), driven by playwright-core
 //! (`tests/browser/dashboard.mjs`), against the real gateway and operator on the local control
-//! plane: the user's whole path through the page, with an axe-core scan of every view.
+//! plane (and a stand-in for Anthropic's API behind the AI relay): the user's whole path through
+//! the page, with an axe-core scan of every view.
 //! Screenshots of each step go to `.local/screenshots/dashboard/`.
 
 use std::time::Duration;
 
+use crate::ai::{add_ai_credentials, relay_config};
 use crate::gateway::{ALICE, dev_port, organisation};
 use crate::gateway_harness::{Gateway, PASSWORD, add_user, follow_pod};
 use crate::harness::{client, install_crds, repo, unique_name};
+use crate::kit::anthropic::StandIn;
 use crate::operator_harness::World;
 
 /// What the stand-in dev server's answer (a JSON echo of the request) always contains.
@@ -17,11 +20,22 @@ const PREVIEW_TEXT: &str = r#""method":"GET""#;
 async fn a_user_drives_projects_previews_sites_and_members_through_the_dashboard_in_chromium() {
     let client = client().await;
     install_crds(&client).await;
-    let world = World::start(&client, "dashboard").await;
+    // The project page's AI panel talks to a stand-in for Anthropic's API, through the relay.
+    let (eu, us) = (StandIn::start("eu").await, StandIn::start("us").await);
+    let config = relay_config("dashboard", &eu, &us);
+    let world = World::start_with(&client, "dashboard", config.clone()).await;
+    add_ai_credentials(&world, "anthropic-eu", "sk-dashboard-test").await;
     let org = organisation(&world).await;
     add_user(&world, &world.home.name, ALICE).await;
     // Preview and site URLs carry the port the browser reaches the gateway on.
-    let gateway = Gateway::start(&world.home.name, &["--public-port", "0", "--activity-interval", "2s"]).await;
+    let gateway = Gateway::start_with(
+        &world.home.name,
+        &config,
+        &["--insecure-http", "--public-port", "0", "--activity-interval", "2s"],
+        crate::harness::kubeconfig_path(),
+        reqwest::Client::builder(),
+    )
+    .await;
     let project = unique_name("web");
     let port = dev_port();
     let _dev_server = follow_pod(&client, &format!("org-{org}"), &project, port);
@@ -48,6 +62,7 @@ async fn a_user_drives_projects_previews_sites_and_members_through_the_dashboard
         .env("OODA_PROJECT", &project)
         .env("OODA_PROJECT_PORT", port.to_string())
         .env("OODA_PREVIEW_TEXT", PREVIEW_TEXT)
+        .env("OODA_AI_REPLY", "eu heard: ")
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(300), run)

@@ -1,7 +1,8 @@
-// Projects: the live list, one project's page (actions, preview, publishing, versions, details),
-// and deleting one (admins).
+// Projects: the live list, one project's page (actions, preview, publishing, versions, the AI
+// panel, details), and deleting one (admins).
 
 import { useCallback, useEffect, useRef, useState } from "./vendor/hooks.js";
+import { AiSection } from "./ai.js";
 import { api, describeError, projectPath, rememberSiteUrl, seg, siteUrlOf } from "./api.js";
 import { folderEntries, tarArchive } from "./tar.js";
 import {
@@ -258,6 +259,7 @@ export function ProjectDetail({ org, name, live, isAdmin, navigate }) {
 
     <${PreviewSection} org=${org} project=${project} />
     <${SiteSection} org=${org} project=${project} />
+    <${AiSection} org=${org} project=${project} />
     <${DetailsSection} project=${project} />
 
     ${isAdmin &&
