@@ -5,7 +5,7 @@ OODA_CACHE ?= $(HOME)/.cache/ooda
 CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
 export OODA_CACHE CARGO_TARGET_DIR
 
-.PHONY: all build crds control-plane tools image kind-node cluster-up cluster-down demo test test-unit e2e e2e-kind lint bench-operator bench-gateway bench-sites bench-wake bench-dashboard
+.PHONY: all build crds control-plane tools image kind-node cluster-up cluster-down demo test test-unit e2e e2e-kind lint bench-operator bench-gateway bench-sites bench-wake bench-dashboard bench-ai
 
 all: build
 
@@ -82,3 +82,8 @@ bench-wake:
 ## The dashboard in Chromium: phase change to screen, and its weight; writes benches/reports/dashboard.md.
 bench-dashboard:
 	scripts/bench-dashboard.sh
+
+## The AI relay: time to first byte and throughput beside the upstream asked directly, and memory
+## with 100 open streams (benches/reports/ai-relay.md).
+bench-ai:
+	scripts/bench-ai.sh

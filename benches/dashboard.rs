@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 mod common;
 
 use common::{
-    TEST_LABEL, add_s3_credentials, checkout, checkout_and_kubeconfig, client, create_home, free_port, median, ooda,
-    platform_account, ready_organisation, run_id, wait_answers, wait_for,
+    Started, TEST_LABEL, add_s3_credentials, checkout, checkout_and_kubeconfig, client, create_home, median,
+    platform_account, ready_organisation, run_id, start_ooda, wait_for,
 };
 
 const ALICE: &str = "alice@acme.example";
@@ -38,21 +38,9 @@ async fn main() {
     add_s3_credentials(&client, &home).await;
     let config = repo.join("examples/operator-config.yaml");
     let config = config.to_str().expect("utf-8 path");
-    let (operator_http, gateway, gateway_http) = (free_port(), free_port(), free_port());
-    let logs = std::env::temp_dir();
-    let mut operator = ooda(&kubeconfig, &logs.join(format!("ooda-bench-dash-operator-{run}.log")))
-        .args(["operator", "--config", config, "--namespace", &home, "--http-addr", &operator_http.to_string()])
-        .args(["--organisation-selector", &format!("{TEST_LABEL}={run}")])
-        .spawn()
-        .expect("start the operator");
-    let mut gateway_process = ooda(&kubeconfig, &logs.join(format!("ooda-bench-dash-gateway-{run}.log")))
-        .args(["gateway", "--config", config, "--namespace", &home, "--insecure-http"])
-        .args(["--listen", &gateway.to_string(), "--http-addr", &gateway_http.to_string()])
-        .args(["--public-port", &gateway.port().to_string()])
-        .spawn()
-        .expect("start the gateway");
-    wait_answers(operator_http, "operator", |body| body.starts_with("leader:")).await;
-    wait_answers(gateway_http, "gateway", |body| body == "gateway ready").await;
+    // Port 0: the port it listens on, which previews' URLs then carry.
+    let Started { mut operator, gateway: mut gateway_process, addr: gateway } =
+        start_ooda(&kubeconfig, "dash", &run, &home, config, &["--public-port", "0"]).await;
     ready_organisation(
         &client,
         json!({

@@ -183,6 +183,7 @@ fn values_that_break_the_schema_are_refused_with_the_field_named() {
         ("operater.replicas=2", "'operater'"),
         ("config.previewDomain=Not_A_Domain", "/config/previewDomain"),
         ("config.jurisdictions.eu.regions=null", "/config/jurisdictions/eu"),
+        ("config.jurisdictions.eu.ai.endpoint=api.anthropic.com", "/config/jurisdictions/eu/ai"),
         ("gateway.tls.mode=certManager", "/gateway/tls/certManager/issuerRef/name"),
     ];
     for (set, field) in cases {
@@ -211,6 +212,12 @@ fn the_rendered_configuration_is_one_ooda_loads() {
         assert_eq!(gateway["spec"]["template"]["spec"]["serviceAccountName"], config.gateway.service_account);
         assert_eq!(config.gateway.public_url.as_deref(), Some("https://ooda.example.com"));
     }
+    let full = documents(&render(&["full.yaml"], &[]));
+    let text = get(&full, "ConfigMap", "ooda-config")["data"]["config.yaml"].as_str().expect("config.yaml");
+    let config = ooda::config::OperatorConfig::parse("config.yaml", text).expect("the full configuration");
+    let relay = config.jurisdictions["eu"].ai.as_ref().expect("the EU relay reaches the configuration");
+    assert_eq!((relay.credentials_secret.as_str(), relay.max_request_bytes), ("anthropic-eu", 16 << 20));
+    assert!(config.jurisdictions["us"].ai.is_none());
 }
 
 fn container(deployment: &Value) -> &Value {

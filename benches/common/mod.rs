@@ -8,6 +8,7 @@
 #[path = "../../tests/kit/mod.rs"]
 pub mod kit;
 
+#[allow(unused_imports)] // Each benchmark uses its own part.
 pub use kit::{client, free_port, platform_account};
 
 use std::fmt::Debug;
@@ -69,6 +70,43 @@ pub fn ooda(kubeconfig: &Path, log: &Path) -> Command {
         .stderr(std::fs::File::create(log).expect("log file"))
         .kill_on_drop(true);
     command
+}
+
+/// A run's release operator (managing the run's organisations) and gateway, both ready.
+pub struct Started {
+    pub operator: tokio::process::Child,
+    pub gateway: tokio::process::Child,
+    /// The gateway's public listener.
+    pub addr: SocketAddr,
+}
+
+/// Starts the operator and the gateway of run `run` (`bench` names their logs) with the
+/// configuration file `config` and ooda's namespace `home`; `gateway_args` are added to the
+/// gateway's (`--insecure-http` always is).
+pub async fn start_ooda(
+    kubeconfig: &Path,
+    bench: &str,
+    run: &str,
+    home: &str,
+    config: &str,
+    gateway_args: &[&str],
+) -> Started {
+    let (operator_http, addr, gateway_http) = (free_port(), free_port(), free_port());
+    let log = |part: &str| std::env::temp_dir().join(format!("ooda-bench-{bench}-{part}-{run}.log"));
+    let operator = ooda(kubeconfig, &log("operator"))
+        .args(["operator", "--config", config, "--namespace", home, "--http-addr", &operator_http.to_string()])
+        .args(["--organisation-selector", &format!("{TEST_LABEL}={run}")])
+        .spawn()
+        .expect("start the operator");
+    let gateway = ooda(kubeconfig, &log("gateway"))
+        .args(["gateway", "--config", config, "--namespace", home, "--insecure-http"])
+        .args(["--listen", &addr.to_string(), "--http-addr", &gateway_http.to_string()])
+        .args(gateway_args)
+        .spawn()
+        .expect("start the gateway");
+    wait_answers(operator_http, "operator", |body| body.starts_with("leader:")).await;
+    wait_answers(gateway_http, "gateway", |body| body == "gateway ready").await;
+    Started { operator, gateway, addr }
 }
 
 /// Waits, by watch, until `condition` holds for the named object; returns it (`None` if the

@@ -6,9 +6,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::discovery::{Discovery, verbs};
 use ooda::crd::Organisation;
@@ -129,7 +131,8 @@ enum Credential<'a> {
 /// The AI relay's credentials Secret `name` in ooda's namespace, holding `key`.
 pub(crate) async fn add_ai_credentials(world: &World, name: &str, key: &str) {
     let secret: Secret =
-        serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": { "apiKey": key } })).expect("secret");
+        serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": { "apiKey": key } }))
+            .expect("secret");
     world.home.api().create(&PostParams::default(), &secret).await.expect("create the AI credentials");
 }
 
@@ -140,7 +143,7 @@ pub(crate) fn relay_config(test: &str, eu: &StandIn, us: &StandIn) -> PathBuf {
     let relay = |stand_in: &StandIn, secret: &str, models: &[&str]| {
         serde_yaml::to_value(json!({
             "endpoint": stand_in.endpoint(), "credentialsSecret": secret, "models": models,
-            "maxRequestBytes": "64Ki", "idleTimeout": "10s",
+            "maxRequestBytes": "64Ki", "idleTimeout": "2s",
         }))
         .expect("YAML")
     };
@@ -179,8 +182,8 @@ fn python_sdk() -> PathBuf {
     python
 }
 
-/// Every object of every kind the API server lists, as JSON text, kind by kind.
-async fn every_object(client: &kube::Client) -> Vec<(String, String)> {
+/// Every object of every kind the API server lists: (kind, namespace/name, the object as JSON).
+async fn every_object(client: &kube::Client) -> Vec<(String, String, String)> {
     let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
     let mut all = Vec::new();
     for group in discovery.groups() {
@@ -189,8 +192,9 @@ async fn every_object(client: &kube::Client) -> Vec<(String, String)> {
                 continue;
             }
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                all.push((resource.kind.clone(), serde_json::to_string(&list.items).expect("JSON")));
+            for object in api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+                let at = format!("{}/{}", object.metadata.namespace.as_deref().unwrap_or(""), object.name_any());
+                all.push((resource.kind.clone(), at, serde_json::to_string(&object).expect("JSON")));
             }
         }
     }
@@ -295,8 +299,13 @@ async fn the_official_sdk_reaches_claude_through_the_relay_with_the_projects_tok
         let leaked: Vec<&str> = text.lines().filter(|l| l.contains(&marker)).collect();
         assert!(leaked.is_empty(), "{} kept the conversation: {leaked:?}", log.display());
     }
-    for (kind, objects) in every_object(&relays.world.client).await {
-        assert!(!objects.contains(&marker), "a {kind} holds the conversation");
+    // The real key is in one object: its Secret in ooda's namespace.
+    let credentials = format!("{}/anthropic-eu", relays.world.home.name);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&relays.eu_key);
+    for (kind, at, object) in every_object(&relays.world.client).await {
+        assert!(!object.contains(&marker), "{kind} {at} holds the conversation");
+        let holds_key = object.contains(&relays.eu_key) || object.contains(&encoded);
+        assert!(!holds_key || (kind == "Secret" && at == credentials), "{kind} {at} holds the real key");
     }
     relays.world.cleanup().await;
 }
@@ -383,6 +392,34 @@ async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
         "invalid_request_error",
     );
     assert!(message_.contains("eu-real"), "{message_}");
+
+    // A deleted project's token is refused.
+    assert_eq!(relays.ask(&acme, "blog", Credential::Key(&blog), &hello).await.0, StatusCode::OK);
+    let projects: Api<ooda::crd::Project> = Api::namespaced(relays.world.client.clone(), &format!("org-{acme}"));
+    projects.delete("blog", &Default::default()).await.expect("delete blog");
+    eventually(SETTLE, "the deleted project's token refused", || async {
+        let (status, _) = relays.ask(&acme, "blog", Credential::Key(&blog), &hello).await;
+        (status == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+
+    // The API server checks the limits; tokens per day: the stand-in counts 11 input and 7
+    // output tokens for "hello", so a day of 15 allows one answer.
+    let api: Api<Organisation> = Api::all(relays.world.client.clone());
+    let mut manifest = relays.world.organisation_manifest(&unique_name("org"), "eu");
+    manifest["spec"]["ai"] = json!({ "requestsPerMinute": 0 });
+    let invalid: Organisation = serde_json::from_value(manifest).expect("organisation");
+    let status = crate::harness::api_error(api.create(&PostParams::default(), &invalid).await);
+    assert!(status.code == 422 && status.message.contains("spec.ai.requestsPerMinute"), "{}", status.message);
+    let frugal = relays
+        .organisation("eu", json!([{ "email": ALICE, "role": "admin" }]), Some(json!({ "tokensPerDay": 15 })))
+        .await;
+    let notes = relays.project(&frugal, "notes").await;
+    assert_eq!(relays.ask(&frugal, "notes", Credential::Key(&notes), &hello).await.0, StatusCode::OK);
+    let response = relays.send(&frugal, "notes", Credential::Key(&notes), &hello).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().expect("seconds");
+    assert!((1..=86_400).contains(&retry_after), "until midnight UTC: {retry_after}");
 
     // The organisation's requests per minute: two, then 429 with Retry-After.
     let tools = relays.project(&limited, "tools").await;
@@ -481,8 +518,30 @@ async fn a_relayed_stream_ends_with_its_client_and_with_its_project() {
     let (status, body) = relays.ask(&acme, "shop", Credential::Session(&relays.alice), &message(MODEL, "hi")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("project_stopped")));
 
+    // An upstream that falls silent: after idleTimeout (2s here) the stream ends with an error
+    // event, and the upstream request is let go.
+    relays.world.create_project(&format!("org-{acme}"), "lab", json!({})).await;
+    let lab = ai_token(&relays.world.client, &format!("org-{acme}"), "lab", None).await;
+    let stall = json!({
+        "model": MODEL, "max_tokens": 64, "stream": true,
+        "messages": [{ "role": "user", "content": "stall" }],
+    });
+    let response = eventually(SETTLE, "the gateway knows lab's AI token", || async {
+        let response = relays.send(&acme, "lab", Credential::Key(&lab), &stall).await;
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await;
+    let text =
+        tokio::time::timeout(SETTLE, response.text()).await.expect("the stalled stream ends").unwrap_or_default();
+    assert!(
+        text.contains("message_start") && text.contains("event: error") && text.contains("sent nothing for 2s"),
+        "{text}"
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(1), cancelled.wait_for(|n| *n >= 3)).await.is_ok();
+    assert!(seen, "the stalled upstream request was kept");
+
     let metrics = relays.gateway.metrics().await;
-    for outcome in ["client_closed", "closed"] {
+    for outcome in ["client_closed", "closed", "upstream_timeout"] {
         let series = format!(
             "ooda_gateway_ai_requests_total{{organisation=\"{acme}\",model=\"{MODEL}\",outcome=\"{outcome}\"}} 1"
         );

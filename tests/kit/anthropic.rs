@@ -4,8 +4,9 @@
 //! streams were cut off before their end.
 //!
 //! The reply is `"<name> heard: <the last user message>"`, so whatever the prompt holds travels
-//! back. The prompt steers it: `slowly` streams 600 pieces 50 ms apart (half a minute), and a
-//! `max_tokens` over 100,000 is refused with the API's own error shape.
+//! back. The prompt steers it: `slowly` streams 600 pieces 50 ms apart (half a minute), `stall`
+//! falls silent for a minute after `message_start`, and a `max_tokens` over 100,000 is refused
+//! with the API's own error shape.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -140,8 +141,13 @@ async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes)
         return ([("content-type", "application/json"), ("request-id", "req_standin")], message.to_string())
             .into_response();
     }
-    let (pieces, gap) =
-        if prompt.contains("slowly") { (600, Duration::from_millis(50)) } else { (shared.pieces, Duration::ZERO) };
+    let (pieces, gap) = if prompt.contains("slowly") {
+        (600, Duration::from_millis(50))
+    } else if prompt.contains("stall") {
+        (1, Duration::from_secs(60))
+    } else {
+        (shared.pieces, Duration::ZERO)
+    };
     let events = stream_events(reply, model, input_tokens, pieces, gap, shared);
     Response::builder()
         .header("content-type", "text/event-stream; charset=utf-8")

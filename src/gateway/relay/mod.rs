@@ -14,6 +14,7 @@ pub mod usage;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tracing::{debug, instrument, warn};
 
 use crate::config::{AiRelay, OperatorConfig};
@@ -51,10 +54,15 @@ const MAX_HEADER_VALUE: usize = 1024;
 /// organisation) are the platform's, not the client's.
 const ANSWER_HEADERS: [&str; 4] = ["content-type", "request-id", "retry-after", "x-should-retry"];
 
-/// Per jurisdiction with a relay: a client with its timeouts. And the organisations' limits.
+/// Requests one replica relays at once; more are answered 503 with Retry-After.
+pub const MAX_RELAYED: usize = 4096;
+
+/// Per jurisdiction with a relay: a client with its timeouts. The organisations' limits, and
+/// the requests in flight.
 pub struct Relay {
     clients: BTreeMap<String, reqwest::Client>,
     limits: Limits,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Relay {
@@ -64,7 +72,7 @@ impl Relay {
             .iter()
             .filter_map(|(name, jurisdiction)| Some((name.clone(), upstream_client(jurisdiction.ai.as_ref()?))))
             .collect();
-        Self { clients, limits: Limits::default() }
+        Self { clients, limits: Limits::default(), in_flight: Arc::new(Semaphore::new(MAX_RELAYED)) }
     }
 }
 
@@ -156,6 +164,11 @@ async fn relay(
         return Err(RelayError(refusal));
     }
 
+    let Ok(slot) = gateway.relay.in_flight.clone().try_acquire_owned() else {
+        let message =
+            format!("this gateway is relaying as many requests as it allows ({MAX_RELAYED}); try again shortly");
+        return Err(RelayError(ApiError::unavailable(message, 2)));
+    };
     let client = gateway.relay.clients.get(&target.jurisdiction).expect("a client for every jurisdiction with a relay");
     let url = format!("{}{}", relay.endpoint.trim_end_matches('/'), operation.path());
     let mut upstream = client
@@ -167,7 +180,8 @@ async fn relay(
     if let Some(beta) = beta {
         upstream = upstream.header("anthropic-beta", beta);
     }
-    let record = Record { gateway: gateway.clone(), org: org.clone(), model, outcome: "client_closed", tap: None };
+    let record =
+        Record { gateway: gateway.clone(), org: org.clone(), model, outcome: "client_closed", tap: None, _slot: slot };
     let answer = match tokio::time::timeout(relay.idle_timeout, upstream.send()).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
@@ -368,6 +382,8 @@ struct Record {
     model: String,
     outcome: &'static str,
     tap: Option<UsageTap>,
+    /// Held until the answer ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Record {
@@ -414,6 +430,7 @@ fn relayed(
     let state = Relayed {
         upstream: answer.bytes_stream().boxed(),
         idle,
+        stall: Box::pin(tokio::time::sleep(idle)),
         closing,
         events,
         at_boundary: true,
@@ -430,6 +447,8 @@ fn relayed(
 struct Relayed {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     idle: Duration,
+    /// Fires once the upstream has sent nothing for `idle`; reset by every piece.
+    stall: Pin<Box<Sleep>>,
     closing: BoxFuture<'static, String>,
     /// The answer is a Server-Sent Events stream.
     events: bool,
@@ -449,23 +468,24 @@ impl Relayed {
         }
         let reason = tokio::select! {
             reason = &mut self.closing => (reason, "closed"),
-            next = tokio::time::timeout(self.idle, self.upstream.next()) => match next {
-                Ok(Some(Ok(bytes))) => {
+            () = &mut self.stall => (format!("the AI endpoint sent nothing for {}s", self.idle.as_secs()), "upstream_timeout"),
+            next = self.upstream.next() => match next {
+                Some(Ok(bytes)) => {
                     if let Some(tap) = self.record.tap.as_mut() {
                         tap.feed(&bytes);
                     }
                     self.at_boundary = bytes.ends_with(b"\n\n") || bytes.ends_with(b"\r\n\r\n");
+                    self.stall.as_mut().reset(tokio::time::Instant::now() + self.idle);
                     return Some((Ok(bytes), self));
                 }
-                Ok(None) => {
+                None => {
                     self.record.outcome = if self.success { "completed" } else { "upstream_error" };
                     return None;
                 }
-                Ok(Some(Err(error))) => {
+                Some(Err(error)) => {
                     debug!(error = %error.without_url(), "the AI endpoint's answer broke off");
                     ("the AI endpoint's answer broke off".to_owned(), "upstream_failed")
                 }
-                Err(_) => (format!("the AI endpoint sent nothing for {}s", self.idle.as_secs()), "upstream_timeout"),
             },
         };
         let (message, outcome) = reason;

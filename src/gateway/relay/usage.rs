@@ -37,11 +37,24 @@ impl Usage {
 
 /// Reads usage from an answer's bytes, piece by piece.
 pub enum UsageTap {
-    /// `text/event-stream`: line by line, keeping only the lines of the events that report usage.
-    Events { line: Vec<u8>, skipping: bool, wanted: bool, usage: Usage },
+    /// `text/event-stream`: line by line, keeping only `event:` lines and the `data:` lines of
+    /// the events that report usage; the text of every other line passes without a copy.
+    Events { line: Vec<u8>, reading: Line, wanted: bool, usage: Usage },
     /// A JSON message: its last [`TAIL`] bytes.
     Json { tail: Vec<u8> },
 }
+
+/// What the tap does with the line it is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// Too little seen yet to tell whether the line matters.
+    Deciding,
+    Keeping,
+    Skipping,
+}
+
+/// Enough of a line to tell `event:` and `data:` apart from the rest.
+const DECISIVE: usize = 6;
 
 #[derive(Deserialize)]
 struct Event {
@@ -62,7 +75,7 @@ struct Message {
 impl UsageTap {
     pub fn for_content_type(content_type: &str) -> Self {
         if content_type.trim_start().starts_with("text/event-stream") {
-            UsageTap::Events { line: Vec::new(), skipping: false, wanted: false, usage: Usage::default() }
+            UsageTap::Events { line: Vec::new(), reading: Line::Deciding, wanted: false, usage: Usage::default() }
         } else {
             UsageTap::Json { tail: Vec::new() }
         }
@@ -70,23 +83,28 @@ impl UsageTap {
 
     pub fn feed(&mut self, bytes: &[u8]) {
         match self {
-            UsageTap::Events { line, skipping, wanted, usage } => {
+            UsageTap::Events { line, reading, wanted, usage } => {
                 for piece in bytes.split_inclusive(|b| *b == b'\n') {
                     let complete = piece.ends_with(b"\n");
-                    if !*skipping {
-                        if line.len() + piece.len() > MAX_EVENT_LINE {
-                            line.clear();
-                            *skipping = true;
-                        } else {
-                            line.extend_from_slice(piece);
-                        }
+                    if *reading != Line::Skipping {
+                        line.extend_from_slice(piece);
+                    }
+                    if *reading == Line::Deciding && (complete || line.len() >= DECISIVE) {
+                        let kept = line.starts_with(b"event:")
+                            || (*wanted && line.starts_with(b"data:"))
+                            || line.trim_ascii().is_empty();
+                        *reading = if kept { Line::Keeping } else { Line::Skipping };
+                    }
+                    if *reading == Line::Skipping || line.len() > MAX_EVENT_LINE {
+                        line.clear();
+                        *reading = Line::Skipping;
                     }
                     if complete {
-                        if !*skipping {
+                        if *reading == Line::Keeping {
                             read_line(line, wanted, usage);
                         }
                         line.clear();
-                        *skipping = false;
+                        *reading = Line::Deciding;
                     }
                 }
             }
@@ -194,6 +212,11 @@ mod tests {
         tap.feed(&vec![b'x'; 3 * MAX_EVENT_LINE]);
         let UsageTap::Events { line, .. } = &tap else { unreachable!() };
         assert!(line.is_empty(), "an over-long line is not buffered");
+        let mut tap = UsageTap::for_content_type("text/event-stream");
+        tap.feed(b"event: content_block_delta\ndata: ");
+        tap.feed(b"{\"type\":\"content_block_delta\",\"delta\":{\"text\":\"a long answer\"}}");
+        let UsageTap::Events { line, .. } = &tap else { unreachable!() };
+        assert!(line.is_empty(), "the text of an answer is not copied");
         tap.feed(b"\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":3}}\n\n");
         assert_eq!(tap.usage().output_tokens, 3);
     }
