@@ -205,8 +205,10 @@ async fn every_object(client: &kube::Client) -> Vec<(String, String, String)> {
 async fn the_official_sdk_reaches_claude_through_the_relay_with_the_projects_token_and_nothing_is_kept() {
     // Trace level everywhere: whatever any library would log, the test sees.
     let relays = Relays::start("ai-sdk", "trace").await;
-    let acme = relays.organisation("eu", json!([{ "email": ALICE, "role": "admin" }]), None).await;
-    let globex = relays.organisation("us", json!([{ "email": CAROL, "role": "admin" }]), None).await;
+    let (acme, globex) = tokio::join!(
+        relays.organisation("eu", json!([{ "email": ALICE, "role": "admin" }]), None),
+        relays.organisation("us", json!([{ "email": CAROL, "role": "admin" }]), None),
+    );
     let token = relays.project(&acme, "shop").await;
     let marker = unique_name("marker-of-a-private-conversation");
     let prompt = format!("please keep {marker} to yourself");
@@ -314,10 +316,15 @@ async fn the_official_sdk_reaches_claude_through_the_relay_with_the_projects_tok
 async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
     let relays = Relays::start("ai-refusals", crate::operator_harness::DEFAULT_LOG).await;
     let alice_admin = json!([{ "email": ALICE, "role": "admin" }]);
-    let acme = relays.organisation("eu", alice_admin.clone(), None).await;
-    let limited = relays.organisation("eu", alice_admin.clone(), Some(json!({ "requestsPerMinute": 2 }))).await;
-    let local = relays.organisation("eu-real", alice_admin, None).await;
-    let globex = relays.organisation("us", json!([{ "email": CAROL, "role": "admin" }]), None).await;
+    let (acme, limited, local, globex, frugal) = tokio::join!(
+        relays.organisation("eu", alice_admin.clone(), None),
+        relays.organisation("eu", alice_admin.clone(), Some(json!({ "requestsPerMinute": 2 }))),
+        relays.organisation("eu-real", alice_admin.clone(), None),
+        relays.organisation("us", json!([{ "email": CAROL, "role": "admin" }]), None),
+        // Tokens per day: the stand-in counts 11 input and 7 output tokens for "hello", so a day
+        // of 15 allows one answer.
+        relays.organisation("eu", alice_admin, Some(json!({ "tokensPerDay": 15 }))),
+    );
     let shop = relays.project(&acme, "shop").await;
     let blog = relays.project(&acme, "blog").await;
     let hello = message(MODEL, "hello");
@@ -403,17 +410,13 @@ async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
     })
     .await;
 
-    // The API server checks the limits; tokens per day: the stand-in counts 11 input and 7
-    // output tokens for "hello", so a day of 15 allows one answer.
+    // The API server checks the limits; the day's tokens run out.
     let api: Api<Organisation> = Api::all(relays.world.client.clone());
     let mut manifest = relays.world.organisation_manifest(&unique_name("org"), "eu");
     manifest["spec"]["ai"] = json!({ "requestsPerMinute": 0 });
     let invalid: Organisation = serde_json::from_value(manifest).expect("organisation");
     let status = crate::harness::api_error(api.create(&PostParams::default(), &invalid).await);
     assert!(status.code == 422 && status.message.contains("spec.ai.requestsPerMinute"), "{}", status.message);
-    let frugal = relays
-        .organisation("eu", json!([{ "email": ALICE, "role": "admin" }]), Some(json!({ "tokensPerDay": 15 })))
-        .await;
     let notes = relays.project(&frugal, "notes").await;
     assert_eq!(relays.ask(&frugal, "notes", Credential::Key(&notes), &hello).await.0, StatusCode::OK);
     let response = relays.send(&frugal, "notes", Credential::Key(&notes), &hello).await;
@@ -451,7 +454,7 @@ async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
     let ids: Vec<&str> = models["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
     assert_eq!(ids, [MODEL, "claude-test-2"]);
     let counted: Value = reqwest::Client::new()
-        .post(relays.url(&acme, "shop", "/v1/messages/count_tokens"))
+        .post(relays.url(&acme, "shop", "/v1/messages/count_tokens?beta=true"))
         .header("x-api-key", &shop)
         .json(&json!({ "model": MODEL, "messages": [{ "role": "user", "content": "one two three" }] }))
         .send()
@@ -461,6 +464,8 @@ async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
         .await
         .expect("JSON");
     assert_eq!(counted, json!({ "input_tokens": 13 }));
+    let last = relays.eu.received().pop().expect("the count's request");
+    assert_eq!((last.path.as_str(), last.query.as_deref()), ("/v1/messages/count_tokens", Some("beta=true")));
     let upstream_paths: Vec<String> = relays.eu.received().into_iter().map(|r| r.path).collect();
     assert!(upstream_paths.iter().all(|p| p.starts_with("/v1/messages")), "{upstream_paths:?}");
     assert!(relays.us.received().is_empty(), "every refused US request stopped at the relay");

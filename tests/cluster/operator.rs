@@ -208,8 +208,8 @@ async fn a_project_becomes_an_isolated_environment_pinned_to_its_jurisdiction() 
     let expected: BTreeMap<String, i32> =
         ["Lease", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service", "ServiceAccount", "StatefulSet"]
             .iter()
-            // Two Secrets: the preview token and the publish token.
-            .map(|k| ((*k).to_owned(), if *k == "Secret" { 2 } else { 1 }))
+            // Three Secrets: the preview, publish and AI tokens.
+            .map(|k| ((*k).to_owned(), if *k == "Secret" { 3 } else { 1 }))
             .collect();
     assert_eq!(kinds, expected);
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    pub query: Option<String>,
     /// Every header, `name: value` per line.
     pub headers: String,
     pub api_key: Option<String>,
@@ -94,11 +95,12 @@ impl Drop for StandIn {
     }
 }
 
-fn record(shared: &Shared, path: &str, headers: &HeaderMap, body: &Bytes) {
+fn record(shared: &Shared, path: &str, query: Option<String>, headers: &HeaderMap, body: &Bytes) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let all = headers.iter().map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes()))).collect();
     shared.received.lock().expect("received lock").push(Received {
         path: path.to_owned(),
+        query,
         headers: all,
         api_key: header("x-api-key"),
         version: header("anthropic-version"),
@@ -117,8 +119,13 @@ fn prompt(request: &Value) -> String {
     }
 }
 
-async fn messages(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    record(&shared, "/v1/messages", &headers, &body);
+async fn messages(
+    State(shared): State<Shared>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, "/v1/messages", query, &headers, &body);
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "the body is not JSON");
     };
@@ -238,8 +245,13 @@ fn stream_events(
     })
 }
 
-async fn count_tokens(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    record(&shared, "/v1/messages/count_tokens", &headers, &body);
+async fn count_tokens(
+    State(shared): State<Shared>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&shared, "/v1/messages/count_tokens", query, &headers, &body);
     let request: Value = serde_json::from_slice(&body).unwrap_or_default();
     let tokens = prompt(&request).split_whitespace().count() + 10;
     ([("content-type", "application/json")], json!({ "input_tokens": tokens }).to_string()).into_response()

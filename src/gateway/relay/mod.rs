@@ -150,6 +150,7 @@ async fn relay(
     let relay = target.relay.clone();
     let (version, beta) =
         (forwarded(request.headers(), "anthropic-version")?, forwarded(request.headers(), "anthropic-beta")?);
+    let query = forwarded_query(request.uri().query())?;
     let body = read_body(request, relay.max_request_bytes).await?;
     let model = requested_model(&body, &relay)?;
     let key = gateway.caches.ai_key(&relay.credentials_secret).ok_or_else(|| {
@@ -170,7 +171,7 @@ async fn relay(
         return Err(RelayError(ApiError::unavailable(message, 2)));
     };
     let client = gateway.relay.clients.get(&target.jurisdiction).expect("a client for every jurisdiction with a relay");
-    let url = format!("{}{}", relay.endpoint.trim_end_matches('/'), operation.path());
+    let url = format!("{}{}{query}", relay.endpoint.trim_end_matches('/'), operation.path());
     let mut upstream = client
         .post(url)
         .header("x-api-key", key)
@@ -207,6 +208,21 @@ fn forwarded(headers: &HeaderMap, name: &str) -> Result<Option<HeaderValue>, Rel
         return Err(RelayError(ApiError::bad_request(format!("{name} must be printable ASCII of at most 1 KiB"))));
     }
     Ok(Some(value.clone()))
+}
+
+/// The query to pass on (`?beta=true`, as Anthropic's SDKs send for beta features): short, and
+/// only names and values of letters, digits, `_`, `-` and `.`.
+fn forwarded_query(query: Option<&str>) -> Result<String, RelayError> {
+    let Some(query) = query.filter(|q| !q.is_empty()) else { return Ok(String::new()) };
+    let plain = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    let valid = query.len() <= 256
+        && query
+            .split('&')
+            .all(|pair| pair.split_once('=').map_or(plain(pair), |(name, value)| plain(name) && plain(value)));
+    if !valid {
+        return Err(RelayError(ApiError::bad_request("the query must be short name=value pairs such as beta=true")));
+    }
+    Ok(format!("?{query}"))
 }
 
 async fn read_body(request: Request, limit: u64) -> Result<Bytes, RelayError> {
@@ -505,6 +521,23 @@ impl Relayed {
 
 fn now_seconds() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plain_query_is_passed_on() {
+        let passed = |query: Option<&str>| forwarded_query(query).ok();
+        assert_eq!(passed(None), Some(String::new()));
+        assert_eq!(passed(Some("")), Some(String::new()));
+        assert_eq!(passed(Some("beta=true")), Some("?beta=true".to_owned()));
+        assert_eq!(passed(Some("beta=true&limit=20")), Some("?beta=true&limit=20".to_owned()));
+        for refused in ["beta=%2F..", "x=1#", "a=b=c", "=1", "a=", "a&&b", &"a".repeat(300)] {
+            assert!(forwarded_query(Some(refused)).is_err(), "{refused:?}");
+        }
+    }
 }
 
 /// A refusal in the Messages API's error shape, which Anthropic's clients read: the same status,

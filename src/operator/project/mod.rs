@@ -276,9 +276,10 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
     let workspace_seeded = workspace
         .as_ref()
         .is_some_and(|claim| loaded || claim.annotations().get(WORKSPACE_SEEDED).is_some_and(|v| v == "true"));
-    let preview_secret = caches.secrets.get(&object_ref(&namespace, preview_secret_name(&name)));
-    let publish_secret = caches.secrets.get(&object_ref(&namespace, publish_secret_name(&name)));
-    let ai_secret = caches.secrets.get(&object_ref(&namespace, ai_secret_name(&name)));
+    let secrets: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace);
+    let preview_secret = token_secret(caches, &secrets, &namespace, preview_secret_name(&name)).await?;
+    let publish_secret = token_secret(caches, &secrets, &namespace, publish_secret_name(&name)).await?;
+    let ai_secret = token_secret(caches, &secrets, &namespace, ai_secret_name(&name)).await?;
     let token = |secret: &Option<Arc<Secret>>| secret.as_ref()?.data.as_ref()?.get(TOKEN_KEY).map(|t| t.0.clone());
     Ok(Observed {
         last_activity: lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map_or(now, |t| t.0),
@@ -300,6 +301,22 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
             stateful_set: caches.stateful_sets.get(&object_ref(&namespace, name)),
         },
     })
+}
+
+/// A token Secret from the cache, or else from the API server: the cache may not have seen yet
+/// what the last reconcile wrote, and a token made anew for want of it would replace one already
+/// handed out (to a pod, a preview link). One read per Secret the cache lacks, which is once.
+async fn token_secret(
+    caches: &Children,
+    secrets: &Api<Secret>,
+    namespace: &str,
+    name: String,
+) -> Result<Option<Arc<Secret>>> {
+    if let Some(cached) = caches.secrets.get(&object_ref(namespace, name.clone())) {
+        return Ok(Some(cached));
+    }
+    let live = secrets.get_opt(&name).await.during(|| format!("reading Secret {namespace}/{name}"))?;
+    Ok(live.map(Arc::new))
 }
 
 /// What this reconcile decided: run, hibernate, wake or stop, and the tokens to keep or issue.
