@@ -523,23 +523,6 @@ fn now_seconds() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_plain_query_is_passed_on() {
-        let passed = |query: Option<&str>| forwarded_query(query).ok();
-        assert_eq!(passed(None), Some(String::new()));
-        assert_eq!(passed(Some("")), Some(String::new()));
-        assert_eq!(passed(Some("beta=true")), Some("?beta=true".to_owned()));
-        assert_eq!(passed(Some("beta=true&limit=20")), Some("?beta=true&limit=20".to_owned()));
-        for refused in ["beta=%2F..", "x=1#", "a=b=c", "=1", "a=", "a&&b", &"a".repeat(300)] {
-            assert!(forwarded_query(Some(refused)).is_err(), "{refused:?}");
-        }
-    }
-}
-
 /// A refusal in the Messages API's error shape, which Anthropic's clients read: the same status,
 /// message and `Retry-After` as the rest of the API, with ooda's code beside Anthropic's type.
 pub struct RelayError(pub ApiError);
@@ -569,5 +552,22 @@ impl IntoResponse for RelayError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plain_query_is_passed_on() {
+        let passed = |query: Option<&str>| forwarded_query(query).ok();
+        assert_eq!(passed(None), Some(String::new()));
+        assert_eq!(passed(Some("")), Some(String::new()));
+        assert_eq!(passed(Some("beta=true")), Some("?beta=true".to_owned()));
+        assert_eq!(passed(Some("beta=true&limit=20")), Some("?beta=true&limit=20".to_owned()));
+        for refused in ["beta=%2F..", "x=1#", "a=b=c", "=1", "a=", "a&&b", &"a".repeat(300)] {
+            assert!(forwarded_query(Some(refused)).is_err(), "{refused:?}");
+        }
     }
 }
