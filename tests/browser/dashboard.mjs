@@ -262,7 +262,8 @@ try {
 
   await step("1. sign in as the admin", async () => {
     await page.goto(settings.url);
-    await page.getByRole("heading", { level: 1, name: "Sign in to ooda" }).waitFor();
+    // The first page a cold Chromium renders, while the rest of the suite loads both cores.
+    await page.getByRole("heading", { level: 1, name: "Sign in to ooda" }).waitFor({ timeout: CLUSTER_MS });
     await shot(page, "sign-in");
     await audit(page, "sign-in");
     await page.getByLabel("Email", { exact: true }).fill(settings.adminEmail);

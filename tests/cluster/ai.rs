@@ -9,6 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
@@ -242,6 +243,12 @@ async fn the_official_sdk_reaches_claude_through_the_relay_with_the_projects_tok
     assert_eq!(answered["streamed_usage"], json!({ "input": input, "output": 5 }));
     assert_eq!(answered["created_usage"], json!({ "input": input, "output": 7 }));
     assert!(!stdout.contains(&relays.eu_key));
+    // The environment's AI requests are its activity: it does not hibernate while an agent works.
+    let leases: Api<Lease> = Api::namespaced(relays.world.client.clone(), &format!("org-{acme}"));
+    wait_for(&leases, "shop-activity", |l: Option<&Lease>| {
+        l.is_some_and(|l| l.annotations().get("ooda.run/last-signal").is_some_and(|s| s == "ai"))
+    })
+    .await;
 
     // The upstream got the real key, the client's version and beta headers, the body as sent,
     // and never the project's token; the other jurisdiction's endpoint got nothing.

@@ -147,6 +147,11 @@ async fn relay(
 ) -> Result<Response<Body>, RelayError> {
     let caller = Caller::of(&gateway, &org, &name, request.headers())?;
     let target = Target::resolve(&gateway, &org, &name, &caller)?;
+    if let (Caller::Project { .. }, Some(project)) = (&caller, gateway.caches.project(&org, &name)) {
+        // The environment at work: an agent that only talks to the model is not idle. (A member's
+        // chat in the dashboard is not the environment's activity, and wakes nothing.)
+        gateway.activity.touch(&org, &name, crate::gateway::idle_timeout(&gateway, &project), "ai");
+    }
     let relay = target.relay.clone();
     let (version, beta) =
         (forwarded(request.headers(), "anthropic-version")?, forwarded(request.headers(), "anthropic-beta")?);
