@@ -307,6 +307,8 @@ async fn the_official_sdk_reaches_claude_through_the_relay_with_the_projects_tok
         );
         let leaked: Vec<&str> = text.lines().filter(|l| l.contains(&marker)).collect();
         assert!(leaked.is_empty(), "{} kept the conversation: {leaked:?}", log.display());
+        assert!(!text.contains(&relays.eu_key), "{} holds the real key", log.display());
+        assert!(!text.contains(&token), "{} holds the project's AI token", log.display());
     }
     // The real key is in one object: its Secret in ooda's namespace.
     let credentials = format!("{}/anthropic-eu", relays.world.home.name);

@@ -158,10 +158,16 @@ async fn relay(
     let query = forwarded_query(request.uri().query())?;
     let body = read_body(request, relay.max_request_bytes).await?;
     let model = requested_model(&body, &relay)?;
-    let key = gateway.caches.ai_key(&relay.credentials_secret).ok_or_else(|| {
-        warn!(secret = relay.credentials_secret, "the AI relay's credentials Secret is missing or has no apiKey");
-        RelayError(ApiError::unavailable("the AI relay has no credentials for this jurisdiction yet", 5))
-    })?;
+    let key = gateway.caches.ai_key(&relay.credentials_secret).and_then(|key| HeaderValue::from_str(&key).ok());
+    let Some(mut key) = key else {
+        warn!(
+            secret = relay.credentials_secret,
+            "the AI relay's credentials Secret is missing or has no usable apiKey"
+        );
+        return Err(RelayError(ApiError::unavailable("the AI relay has no credentials for this jurisdiction yet", 5)));
+    };
+    // Never printed, whoever debug-formats the request.
+    key.set_sensitive(true);
     let organisation = target.organisation.spec.ai.as_ref();
     if let Err(exceeded) = gateway.relay.limits.admit(&org, organisation, now_seconds()) {
         gateway.metrics.ai_request(&org, &model, "rate_limited");
