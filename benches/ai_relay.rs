@@ -18,8 +18,8 @@ mod common;
 
 use common::kit::anthropic::StandIn;
 use common::{
-    Started, TEST_LABEL, add_s3_credentials, checkout, checkout_and_kubeconfig, client, create_home, median, ms,
-    percentile, ratio, ready_organisation, run_id, start_ooda, wait_for,
+    Run, Started, TEST_LABEL, checkout, median, ms, percentile, ratio, ready_organisation, start_ooda, start_run,
+    wait_for,
 };
 
 const MODEL: &str = "claude-bench";
@@ -33,12 +33,8 @@ const CONCURRENT: usize = 100;
 
 #[tokio::main]
 async fn main() {
-    let (repo, kubeconfig) = checkout_and_kubeconfig();
-    let client = client(&kubeconfig).await;
-    let run = run_id();
-    let (home, org) = (format!("ooda-bench-ai-{run}"), format!("bench-{run}"));
-    create_home(&client, &home, &run).await;
-    add_s3_credentials(&client, &home).await;
+    let Run { repo, kubeconfig, client, id: run, home } = start_run("ai").await;
+    let org = format!("bench-{run}");
     let secret: Secret = serde_json::from_value(json!({
         "metadata": { "name": "anthropic-bench" }, "stringData": { "apiKey": "sk-bench" },
     }))

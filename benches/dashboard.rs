@@ -20,8 +20,7 @@ use serde_json::{Value, json};
 mod common;
 
 use common::{
-    Started, TEST_LABEL, add_s3_credentials, checkout, checkout_and_kubeconfig, client, create_home, median,
-    platform_account, ready_organisation, run_id, start_ooda, wait_for,
+    Run, Started, TEST_LABEL, checkout, median, platform_account, ready_organisation, start_ooda, start_run, wait_for,
 };
 
 const ALICE: &str = "alice@acme.example";
@@ -30,12 +29,8 @@ const CHANGES: usize = 20;
 
 #[tokio::main]
 async fn main() {
-    let (repo, kubeconfig) = checkout_and_kubeconfig();
-    let client = client(&kubeconfig).await;
-    let run = run_id();
-    let (home, org) = (format!("ooda-bench-dash-{run}"), format!("bench-{run}"));
-    create_home(&client, &home, &run).await;
-    add_s3_credentials(&client, &home).await;
+    let Run { repo, kubeconfig, client, id: run, home } = start_run("dash").await;
+    let org = format!("bench-{run}");
     let config = repo.join("examples/operator-config.yaml");
     let config = config.to_str().expect("utf-8 path");
     // Port 0: the port it listens on, which previews' URLs then carry.

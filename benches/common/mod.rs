@@ -221,6 +221,27 @@ pub async fn ready_organisation(client: &Client, manifest: serde_json::Value) {
 
 /// The checkout under test and the bed's kubeconfig (`OODA_KUBECONFIG`, or the checkout's
 /// `.local/kubeconfig`). Read at run time: the target directory is shared between clones.
+/// What a benchmark run starts from: the checkout, the bed's kubeconfig and a client, the run's
+/// id, and its home namespace `ooda-bench-<bench>-<run>` (with the S3 credentials the example
+/// configuration names) for the operator and gateway.
+pub struct Run {
+    pub repo: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub client: Client,
+    pub id: String,
+    pub home: String,
+}
+
+pub async fn start_run(bench: &str) -> Run {
+    let (repo, kubeconfig) = checkout_and_kubeconfig();
+    let client = client(&kubeconfig).await;
+    let id = run_id();
+    let home = format!("ooda-bench-{bench}-{id}");
+    create_home(&client, &home, &id).await;
+    add_s3_credentials(&client, &home).await;
+    Run { repo, kubeconfig, client, id, home }
+}
+
 pub fn checkout_and_kubeconfig() -> (PathBuf, PathBuf) {
     let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));

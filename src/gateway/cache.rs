@@ -23,7 +23,8 @@ use tracing::warn;
 
 use crate::accounts::{Account, USER_LABEL, secret_name};
 use crate::crd::names::{
-    self, TOKEN_KEY, TOKEN_STATE, TokenState, object_ref, organisation_namespace, pod_name, preview_secret_name,
+    self, TOKEN_KEY, TOKEN_STATE, TokenState, ai_secret_name, object_ref, organisation_namespace, pod_name,
+    preview_secret_name,
 };
 use crate::crd::{Organisation, Project};
 
@@ -191,20 +192,30 @@ impl Caches {
         String::from_utf8(key.0.clone()).ok().map(|key| key.trim().to_owned()).filter(|key| !key.is_empty())
     }
 
-    /// The project's current preview token, unless the project is stopped (the operator marks
-    /// the Secret the moment it rotates the token on stop).
-    pub fn preview_token(&self, org: &str, project: &str) -> Option<PreviewToken> {
-        let secret = self.secret(org, &preview_secret_name(project))?;
+    /// The project's current preview token, and the desired state it was issued for (the
+    /// operator marks the Secret the moment it rotates the token on stop).
+    pub fn preview_token(&self, org: &str, project: &str) -> Option<IssuedToken> {
+        self.issued_token(org, &preview_secret_name(project))
+    }
+
+    /// The project's current AI token (see [`Caches::preview_token`]).
+    pub fn ai_token(&self, org: &str, project: &str) -> Option<IssuedToken> {
+        self.issued_token(org, &ai_secret_name(project))
+    }
+
+    fn issued_token(&self, org: &str, secret_name: &str) -> Option<IssuedToken> {
+        let secret = self.secret(org, secret_name)?;
         let state = TokenState::from_annotation(secret.annotations().get(TOKEN_STATE).map(String::as_str));
-        let stopped = state == TokenState::Stopped;
         let token = secret.data.as_ref()?.get(TOKEN_KEY)?.0.clone();
-        Some(PreviewToken { token, stopped })
+        Some(IssuedToken { token, state })
     }
 }
 
-pub struct PreviewToken {
+/// A token the operator issued for a project, as its Secret holds it.
+pub struct IssuedToken {
     pub token: Vec<u8>,
-    pub stopped: bool,
+    /// The desired state it was issued for.
+    pub state: TokenState,
 }
 
 /// The address of a pod that is Ready and has an IP.

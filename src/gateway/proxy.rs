@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 use tracing::{debug, instrument, warn};
 
-use crate::crd::names::parse_host_label;
+use crate::crd::names::{TokenState, parse_host_label};
 use crate::crd::{DesiredState, Project};
 use crate::gateway::Gateway;
 use crate::gateway::cache::{ready_pod_ip, waking_pod_ip};
@@ -84,7 +84,7 @@ fn authorise(gateway: &Gateway, org: &str, name: &str, presented: &[u8]) -> Resu
     if !bool::from(current.token.as_slice().ct_eq(presented)) {
         return Err(Refusal::WrongToken);
     }
-    if current.stopped || project.spec.lifecycle.state == DesiredState::Stopped {
+    if current.state == TokenState::Stopped || project.spec.lifecycle.state == DesiredState::Stopped {
         return Err(Refusal::Stopped);
     }
     let port = project.spec.ports.iter().find(|p| p.preview).ok_or(Refusal::NoPreviewPort)?.port;

@@ -104,6 +104,15 @@ impl Relays {
         self.gateway.url(&format!("/api/orgs/{org}/projects/{project}/ai{path}"))
     }
 
+    /// The JSON answer to `method url` with `key` as `x-api-key` and `body`, if any.
+    async fn json(&self, method: Method, url: String, key: &str, body: Option<&Value>) -> Value {
+        let mut request = reqwest::Client::new().request(method, url).header("x-api-key", key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("answer").json().await.expect("JSON")
+    }
+
     /// `POST …/ai/v1/messages` with `key` as `x-api-key` (or `session` as bearer).
     async fn ask(&self, org: &str, project: &str, credential: Credential<'_>, body: &Value) -> (StatusCode, Value) {
         let response = self.send(org, project, credential, body).await;
@@ -451,27 +460,13 @@ async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
     );
 
     // What clients ask besides messages: the allowed models, and token counts.
-    let models: Value = reqwest::Client::new()
-        .get(relays.url(&acme, "shop", "/v1/models"))
-        .header("x-api-key", &shop)
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let models = relays.json(Method::GET, relays.url(&acme, "shop", "/v1/models"), &shop, None).await;
     let ids: Vec<&str> = models["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
     assert_eq!(ids, [MODEL, "claude-test-2"]);
-    let counted: Value = reqwest::Client::new()
-        .post(relays.url(&acme, "shop", "/v1/messages/count_tokens?beta=true"))
-        .header("x-api-key", &shop)
-        .json(&json!({ "model": MODEL, "messages": [{ "role": "user", "content": "one two three" }] }))
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("JSON");
+    let count = json!({ "model": MODEL, "messages": [{ "role": "user", "content": "one two three" }] });
+    let counted = relays
+        .json(Method::POST, relays.url(&acme, "shop", "/v1/messages/count_tokens?beta=true"), &shop, Some(&count))
+        .await;
     assert_eq!(counted, json!({ "input_tokens": 13 }));
     let last = relays.eu.received().pop().expect("the count's request");
     assert_eq!((last.path.as_str(), last.query.as_deref()), ("/v1/messages/count_tokens", Some("beta=true")));

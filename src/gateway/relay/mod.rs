@@ -37,7 +37,7 @@ use tokio::time::Sleep;
 use tracing::{debug, instrument, warn};
 
 use crate::config::{AiRelay, OperatorConfig};
-use crate::crd::names::{TOKEN_KEY, TOKEN_STATE, TokenState, ai_secret_name};
+use crate::crd::names::TokenState;
 use crate::crd::{DesiredState, Organisation, Project, Role};
 use crate::gateway::Gateway;
 use crate::gateway::auth::{Session, access};
@@ -353,15 +353,9 @@ impl Caller {
 /// token).
 fn current_ai_token(gateway: &Gateway, org: &str, name: &str) -> Option<Vec<u8>> {
     let project = gateway.caches.project(org, name)?;
-    if project.spec.lifecycle.state == DesiredState::Stopped {
-        return None;
-    }
-    let secret = gateway.caches.secret(org, &ai_secret_name(name))?;
-    let state = TokenState::from_annotation(secret.metadata.annotations.as_ref()?.get(TOKEN_STATE).map(String::as_str));
-    if state != TokenState::Running {
-        return None;
-    }
-    Some(secret.data.as_ref()?.get(TOKEN_KEY)?.0.clone())
+    let issued = gateway.caches.ai_token(org, name)?;
+    let running = project.spec.lifecycle.state != DesiredState::Stopped && issued.state == TokenState::Running;
+    running.then_some(issued.token)
 }
 
 fn running_project(gateway: &Gateway, org: &str, name: &str) -> Result<Arc<Project>, RelayError> {

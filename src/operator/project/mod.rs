@@ -280,7 +280,6 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
     let preview_secret = token_secret(caches, &secrets, &namespace, preview_secret_name(&name)).await?;
     let publish_secret = token_secret(caches, &secrets, &namespace, publish_secret_name(&name)).await?;
     let ai_secret = token_secret(caches, &secrets, &namespace, ai_secret_name(&name)).await?;
-    let token = |secret: &Option<Arc<Secret>>| secret.as_ref()?.data.as_ref()?.get(TOKEN_KEY).map(|t| t.0.clone());
     Ok(Observed {
         last_activity: lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map_or(now, |t| t.0),
         last_signal: lease.annotations().get(LAST_SIGNAL).cloned(),
@@ -288,7 +287,7 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
         ready_since: ready.flatten(),
         workspace_seeded,
         preview_token: StoppableToken::of(preview_secret.as_deref()),
-        publish_token: token(&publish_secret),
+        publish_token: StoppableToken::of(publish_secret.as_deref()).value,
         ai_token: StoppableToken::of(ai_secret.as_deref()),
         children: LiveChildren {
             service_account: caches.service_accounts.get(&object_ref(&namespace, name.clone())),
