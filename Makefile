@@ -63,7 +63,8 @@ lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-## 1,000 projects on a fresh local control plane; writes benches/reports/operator-scale.md.
+## 1,000 and 3,000 projects, each on a fresh local control plane, with the bed's own floor and a
+## leader failover; writes benches/reports/operator-scale.md.
 bench-operator:
 	scripts/bench-operator.sh
 

@@ -1,241 +1,394 @@
-//! Operator at scale on the local control plane: 1,000 Projects across 10 Organisations.
+//! Operator at scale on the local control plane: `OODA_BENCH_PROJECTS` Projects (1,000 unless
+//! set) across 10 Organisations.
 //!
-//! Measures the time until every project is Ready, the operator's peak RSS, API writes per project
-//! (the operator's own count and the API server's `apiserver_request_total`), and writes during
-//! two idle minutes after convergence (target: zero). Run with `make bench-operator`, which brings
-//! up a fresh cluster; the report goes to `benches/reports/operator-scale.md`.
+//! In one run, on one fresh bed:
+//! 1. **The bed's floor.** The same children the operator would make for every project
+//!    (`build::desired`, relabelled so the operator ignores them) are applied by the benchmark
+//!    itself, with no operator: the time until every pod is Ready is what the bed needs anyway.
+//! 2. **The operator.** Two replicas, one leading. Time until every project is Ready, the leader's
+//!    peak RSS and cache bytes, its API writes by kind, and the writes of everyone by resource;
+//!    then two idle minutes, which should cost no writes.
+//! 3. **Failover.** The leader is SIGKILLed; the time until the standby leads, and until it has
+//!    reconciled every project, with the writes it made (nothing changed: the target is none).
+//!
+//! The numbers go to `benches/reports/operator-scale/<projects>.json`, and the report
+//! `benches/reports/operator-scale.md` is rendered from every such file, so runs at 1,000 and
+//! 3,000 projects give the slope. Run with `make bench-operator`, which runs both, each on a fresh
+//! cluster (`OODA_BENCH_PROJECTS=1000 make bench-operator` for one).
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config};
+use kube::{Client, Resource};
+use ooda::config::OperatorConfig;
+use ooda::crd::names::{MANAGED_BY, MANAGED_BY_VALUE};
 use ooda::crd::{Organisation, Project};
-use serde_json::json;
+use ooda::operator::{organisation, project};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Child;
+use tokio::time::Instant;
 
 const ORGANISATIONS: usize = 10;
-const PROJECTS: usize = 1000;
 const IDLE_WINDOW: Duration = Duration::from_secs(120);
 const WRITE_VERBS: [&str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
+/// Clients creating projects (and applying the floor's objects) at once.
+const CLIENTS: usize = 16;
+/// What the floor's objects are labelled `managed-by` instead of ooda, so the operator does not see them.
+const FLOOR_MANAGER: &str = "ooda-bench-floor";
+/// Kinds only ooda writes once pods run.
+const OODA_RESOURCES: [&str; 11] = [
+    "projects",
+    "organisations",
+    "statefulsets",
+    "services",
+    "networkpolicies",
+    "secrets",
+    "serviceaccounts",
+    "persistentvolumeclaims",
+    "namespaces",
+    "resourcequotas",
+    "limitranges",
+];
+
+/// One run's numbers, kept as JSON beside the report.
+#[derive(Serialize, Deserialize)]
+struct Results {
+    projects: usize,
+    date: String,
+    checkout: String,
+    /// /proc/loadavg's 1-minute figure at the start and at the end.
+    load: (f64, f64),
+    /// The bed's controller manager's client rate limit, requests/s.
+    controller_manager_qps: String,
+    floor_applied_s: f64,
+    floor_ready_s: f64,
+    organisations_ready_s: f64,
+    created_s: f64,
+    applied_s: f64,
+    ready_s: f64,
+    rss_converged_mib: f64,
+    rss_idle_mib: f64,
+    /// VmRSS, not the peak: what the operator holds once idle.
+    rss_resident_mib: f64,
+    cache_bytes: f64,
+    operator_writes: BTreeMap<String, f64>,
+    apiserver_writes: BTreeMap<String, f64>,
+    idle_operator_writes: f64,
+    idle_ooda_writes: f64,
+    failover_leading_s: f64,
+    failover_converged_s: f64,
+    failover_writes: f64,
+    failover_rss_mib: f64,
+}
 
 #[tokio::main]
 async fn main() {
-    // Read at run time: the target directory is shared between clones.
-    let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let kubeconfig_path =
-        std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));
-    let kubeconfig = Kubeconfig::read_from(&kubeconfig_path).expect("kubeconfig (run `make cluster-up`)");
-    let client = Client::try_from(
-        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig"),
-    )
-    .expect("client");
+    let projects: usize = std::env::var("OODA_BENCH_PROJECTS").map_or(1000, |n| n.parse().expect("a number"));
+    let (repo, kubeconfig) = common::checkout_and_kubeconfig();
+    let client = common::client(&kubeconfig).await;
+    let config = OperatorConfig::load(&repo.join("examples/operator-config.yaml")).expect("example configuration");
+    let load_before = load_average();
 
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let home: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(json!({ "metadata": { "name": "ooda-bench" } })).expect("ns");
-    let _ = namespaces.create(&PostParams::default(), &home).await;
+    let (floor_applied, floor_ready) = floor(&client, &config, projects).await;
+    println!("floor: applied after {floor_applied:.1?}, every pod Ready after {floor_ready:.1?}");
 
-    let http = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_ooda"))
-        .args(["operator", "--config", repo.join("examples/operator-config.yaml").to_str().expect("path")])
-        .args(["--http-addr", &http.to_string(), "--namespace", "ooda-bench"])
-        .env("KUBECONFIG", &kubeconfig_path)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start operator");
-    let pid = operator.id().expect("operator pid");
-    wait_ready(http).await;
+    let run = common::start_run("operator").await;
+    let mut replicas = [start_operator(&run, "a"), start_operator(&run, "b")];
+    let leader = wait_for_leader(&replicas).await;
+    let standby = 1 - leader;
+    let (leader_http, standby_http) = (replicas[leader].1, replicas[standby].1);
 
     let before = apiserver_writes(&client).await;
     let started = Instant::now();
-
     let orgs: Api<Organisation> = Api::all(client.clone());
     for i in 0..ORGANISATIONS {
-        let org: Organisation = serde_json::from_value(json!({
-            "metadata": { "name": format!("bench-{i}") },
-            "spec": {
-                "jurisdiction": if i % 2 == 0 { "eu" } else { "us" },
-                "members": [{ "email": format!("admin@bench-{i}.example"), "role": "admin" }],
-                "quota": { "projects": 200, "cpu": "100", "memory": "200Gi", "storage": "2000Gi" },
-            }
-        }))
-        .expect("org");
-        orgs.create(&PostParams::default(), &org).await.expect("create organisation");
+        orgs.create(&PostParams::default(), &bench_organisation(&format!("bench-{i}"), projects))
+            .await
+            .expect("create organisation");
     }
-    let mut ready_orgs = watcher(orgs.clone(), watcher::Config::default()).applied_objects().boxed();
-    let mut org_ready = BTreeMap::new();
-    while org_ready.values().filter(|r| **r).count() < ORGANISATIONS {
-        let org = ready_orgs.try_next().await.expect("watch").expect("stream");
-        let ready =
-            org.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        org_ready.insert(org.metadata.name.clone().unwrap_or_default(), ready);
-    }
-    let orgs_ready_after = started.elapsed();
+    count_ready(orgs.clone(), watcher::Config::default(), ORGANISATIONS, |org: &Organisation| {
+        org.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
+    let organisations_ready = started.elapsed();
 
     let projects_started = Instant::now();
-    let creates = futures::stream::iter(0..PROJECTS)
+    let creates = futures::stream::iter(0..projects)
         .map(|i| {
-            let client = client.clone();
+            let api = Api::<Project>::namespaced(client.clone(), &format!("org-bench-{}", i % ORGANISATIONS));
             async move {
-                let ns = format!("org-bench-{}", i % ORGANISATIONS);
-                let project: Project = serde_json::from_value(json!({
-                    "metadata": { "name": format!("p{i}") },
-                    "spec": {
-                        "resources": { "cpu": "100m", "memory": "128Mi", "storage": "1Gi" },
-                        "ports": [{ "name": "web", "port": 3000, "preview": true }],
-                    }
-                }))
-                .expect("project");
-                Api::<Project>::namespaced(client, &ns)
-                    .create(&PostParams::default(), &project)
-                    .await
-                    .expect("create project");
+                api.create(&PostParams::default(), &bench_project(i)).await.expect("create project");
             }
         })
-        .buffer_unordered(16)
+        .buffer_unordered(CLIENTS)
         .collect::<Vec<_>>();
     let all_created = async {
         creates.await;
         projects_started.elapsed()
     };
-    let all_ready = async {
-        let projects: Api<Project> = Api::all(client.clone());
-        let mut stream = watcher(projects, watcher::Config::default()).applied_objects().boxed();
-        let mut ready = BTreeMap::new();
-        while ready.values().filter(|r| **r).count() < PROJECTS {
-            let p = stream.try_next().await.expect("watch").expect("stream");
-            let is_ready = p
-                .status
-                .as_ref()
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            ready.insert(format!("{:?}/{:?}", p.metadata.namespace, p.metadata.name), is_ready);
+    let all_ready = count_ready(Api::<Project>::all(client.clone()), watcher::Config::default(), projects, |p| {
+        p.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    });
+    // The operator's own part: every project's StatefulSet applied. Pods then wait on the bed.
+    let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGED_BY_VALUE}"));
+    let all_applied = count_ready(Api::<StatefulSet>::all(client.clone()), managed, projects, |_| true);
+    let (created, applied, ready) = tokio::join!(
+        all_created,
+        async {
+            all_applied.await;
+            projects_started.elapsed()
+        },
+        async {
+            all_ready.await;
+            projects_started.elapsed()
         }
-        projects_started.elapsed()
-    };
-    // The operator's own part: every project's StatefulSet applied. Pods then wait on the bed's
-    // scheduler, volume provisioning and kwok.
-    let all_applied = async {
-        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::all(client.clone());
-        let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=ooda");
-        let mut stream = watcher(sets, config).applied_objects().boxed();
-        let mut seen = std::collections::BTreeSet::new();
-        while seen.len() < PROJECTS {
-            let set = stream.try_next().await.expect("watch").expect("stream");
-            seen.insert(format!("{:?}/{:?}", set.metadata.namespace, set.metadata.name));
-        }
-        projects_started.elapsed()
-    };
-    let (created_after, applied_after, ready_after) = tokio::join!(all_created, all_applied, all_ready);
+    );
     let converged = apiserver_writes(&client).await;
-    let operator_writes_converged = metric_sum(&http_get(http, "/metrics").await, "ooda_api_writes_total");
-    let rss_converged = peak_rss_kib(pid);
+    let leader_metrics = http_get(leader_http, "/metrics").await;
+    let operator_writes = metric_by_label(&leader_metrics, "ooda_api_writes_total", "kind");
+    let cache_bytes = metric_by_label(&leader_metrics, "ooda_cache_bytes", "cache").values().sum();
+    let rss_converged = peak_rss_mib(&replicas[leader].0);
 
     tokio::time::sleep(IDLE_WINDOW).await;
     let idle = apiserver_writes(&client).await;
-    let operator_writes_idle =
-        metric_sum(&http_get(http, "/metrics").await, "ooda_api_writes_total") - operator_writes_converged;
-    let rss_peak = peak_rss_kib(pid);
-    operator.kill().await.expect("stop operator");
+    let idle_operator_writes =
+        metric_by_label(&http_get(leader_http, "/metrics").await, "ooda_api_writes_total", "kind")
+            .values()
+            .sum::<f64>()
+            - operator_writes.values().sum::<f64>();
+    let rss_idle = peak_rss_mib(&replicas[leader].0);
+    let rss_resident = rss_mib(&replicas[leader].0, "VmRSS");
 
-    let during = diff(&converged, &before);
-    let idle_writes = diff(&idle, &converged);
-    // Kinds only the operator writes once pods run (events and leases are written by every
-    // component: kwok's node heartbeats and the endpoint controllers included).
-    let ooda_resources = [
-        "projects",
-        "organisations",
-        "statefulsets",
-        "services",
-        "networkpolicies",
-        "secrets",
-        "serviceaccounts",
-        "persistentvolumeclaims",
-        "namespaces",
-        "resourcequotas",
-        "limitranges",
-    ];
-    let shared_resources = ["leases", "events"];
-    let per_resource = |m: &BTreeMap<String, f64>| {
-        ooda_resources
-            .iter()
-            .map(|r| format!("{r}: {}", m.get(*r).copied().unwrap_or(0.0)))
-            .collect::<Vec<_>>()
-            .join(", ")
+    // Failover: nothing changed, so the new leader should find every project as it wants it.
+    let killed = Instant::now();
+    replicas[leader].0.kill().await.expect("kill the leader");
+    common::wait_answers(standby_http, "standby", |body| body.starts_with("leader: reconciling")).await;
+    let leading = killed.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let failover_converged = loop {
+        let text = http_get(standby_http, "/metrics").await;
+        let reconciled = metric_by_label(&text, "ooda_reconciles_total", "controller");
+        if reconciled.get("project").copied().unwrap_or(0.0) >= projects as f64
+            && reconciled.get("organisation").copied().unwrap_or(0.0) >= ORGANISATIONS as f64
+        {
+            break killed.elapsed();
+        }
+        assert!(Instant::now() < deadline, "the standby did not reconcile every project");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let total = |m: &BTreeMap<String, f64>| m.values().sum::<f64>();
-    let report = format!(
-        "# Operator at scale: {PROJECTS} projects in {ORGANISATIONS} organisations\n\n\
-         Local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok; one machine, 2 cores), \
-         release build of `ooda operator`, one replica, default concurrency. Generated by `make bench-operator` on {date}.\n\n\
-         | measure | value |\n|---|---|\n\
-         | organisations Ready after | {orgs:.1} s |\n\
-         | {PROJECTS} projects created (16 concurrent clients) after | {created:.1} s |\n\
-         | every project's StatefulSet applied by the operator after | {applied:.1} s |\n\
-         | all {PROJECTS} projects Ready after | {ready:.1} s |\n\
-         | operator peak RSS (VmHWM) at convergence | {rss_c:.1} MiB |\n\
-         | operator peak RSS after the idle window | {rss_p:.1} MiB |\n\
-         | operator API writes (its own count) | {ow:.0} ({owp:.2} per project) |\n\
-         | API server writes, all clients, during the run | {aw:.0} ({awp:.2} per project) |\n\
-         | operator API writes during {idle}s idle after convergence | {oi:.0} |\n\
-         | API server writes to the kinds only ooda writes, during the idle window | {ai:.0} |\n\n\
-         API server writes during the run by resource (POST/PUT/PATCH/APPLY/DELETE; includes the controller manager, \
-         scheduler and kwok making pods run): {res}.\n\n\
-         Idle window, by resource: {ires}; written by all components: {ishared} (kwok's node heartbeats \
-         renew node Leases, and the endpoint controllers keep reporting that pod addresses on loopback cannot \
-         be endpoints — an artefact of the bed).\n",
-        date = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
-        orgs = orgs_ready_after.as_secs_f64(),
-        created = created_after.as_secs_f64(),
-        applied = applied_after.as_secs_f64(),
-        ready = ready_after.as_secs_f64(),
-        rss_c = rss_converged as f64 / 1024.0,
-        rss_p = rss_peak as f64 / 1024.0,
-        ow = operator_writes_converged,
-        owp = operator_writes_converged / PROJECTS as f64,
-        aw = total(&during),
-        awp = total(&during) / PROJECTS as f64,
-        idle = IDLE_WINDOW.as_secs(),
-        oi = operator_writes_idle,
-        ai = ooda_resources.iter().map(|r| idle_writes.get(*r).copied().unwrap_or(0.0)).sum::<f64>(),
-        res = ooda_resources
-            .iter()
-            .chain(&shared_resources)
-            .map(|r| format!("{r}: {}", during.get(*r).copied().unwrap_or(0.0)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        ires = per_resource(&idle_writes),
-        ishared = shared_resources
-            .iter()
-            .map(|r| format!("{r}: {}", idle_writes.get(*r).copied().unwrap_or(0.0)))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+    // Writes the new leader makes in its first minute: reconciles triggered by its initial lists
+    // may still be queued when the counts above are reached.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let failover_writes =
+        metric_by_label(&http_get(standby_http, "/metrics").await, "ooda_api_writes_total", "kind").values().sum();
+    let failover_rss = peak_rss_mib(&replicas[standby].0);
+    replicas[standby].0.kill().await.expect("stop the standby");
+
+    let results = Results {
+        projects,
+        date: k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        checkout: common::checkout(&repo),
+        load: (load_before, load_average()),
+        controller_manager_qps: std::env::var("OODA_CONTROLLER_MANAGER_QPS").unwrap_or_else(|_| "20".into()),
+        floor_applied_s: floor_applied.as_secs_f64(),
+        floor_ready_s: floor_ready.as_secs_f64(),
+        organisations_ready_s: organisations_ready.as_secs_f64(),
+        created_s: created.as_secs_f64(),
+        applied_s: applied.as_secs_f64(),
+        ready_s: ready.as_secs_f64(),
+        rss_converged_mib: rss_converged,
+        rss_idle_mib: rss_idle,
+        rss_resident_mib: rss_resident,
+        cache_bytes,
+        operator_writes,
+        apiserver_writes: diff(&converged, &before),
+        idle_operator_writes,
+        idle_ooda_writes: OODA_RESOURCES.iter().map(|r| diff(&idle, &converged).get(*r).copied().unwrap_or(0.0)).sum(),
+        failover_leading_s: leading.as_secs_f64(),
+        failover_converged_s: failover_converged.as_secs_f64(),
+        failover_writes,
+        failover_rss_mib: failover_rss,
+    };
+    let dir = repo.join("benches/reports/operator-scale");
+    std::fs::create_dir_all(&dir).expect("report directory");
+    std::fs::write(dir.join(format!("{projects}.json")), serde_json::to_string_pretty(&results).expect("json"))
+        .expect("write results");
+    let report = render(&dir);
     let out = repo.join("benches/reports/operator-scale.md");
     std::fs::write(&out, &report).expect("write report");
     println!("{report}\nreport written to {}", out.display());
 }
 
-async fn wait_ready(addr: std::net::SocketAddr) {
+fn bench_organisation(name: &str, projects: usize) -> Organisation {
+    let index: usize = name.rsplit('-').next().and_then(|i| i.parse().ok()).unwrap_or(0);
+    serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "jurisdiction": jurisdiction(index),
+            "members": [{ "email": format!("admin@{name}.example"), "role": "admin" }],
+            "quota": {
+                "projects": projects / ORGANISATIONS + 10,
+                "cpu": "1000",
+                "memory": "2000Gi",
+                "storage": "20000Gi",
+            },
+        }
+    }))
+    .expect("organisation")
+}
+
+/// Organisations alternate between the EU and the US.
+fn jurisdiction(organisation: usize) -> &'static str {
+    if organisation.is_multiple_of(2) { "eu" } else { "us" }
+}
+
+fn bench_project(i: usize) -> Project {
+    serde_json::from_value(json!({
+        "metadata": { "name": format!("p{i}") },
+        "spec": {
+            "resources": { "cpu": "100m", "memory": "128Mi", "storage": "1Gi" },
+            "ports": [{ "name": "web", "port": 3000, "preview": true }],
+        }
+    }))
+    .expect("project")
+}
+
+/// Applies what the operator would make for `projects` projects in 10 organisations (named
+/// `floor-<i>`), directly, and returns when every object is applied and when every pod is Ready.
+async fn floor(client: &Client, config: &OperatorConfig, projects: usize) -> (Duration, Duration) {
+    let started = Instant::now();
+    let selector = watcher::Config::default().labels(&format!("{MANAGED_BY}={FLOOR_MANAGER}"));
+    let ready = count_ready(Api::<StatefulSet>::all(client.clone()), selector, projects, |set| {
+        set.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
+    });
+    let apply_all = async {
+        for i in 0..ORGANISATIONS {
+            let mut org = bench_organisation(&format!("floor-{i}"), projects);
+            // Owner references need one; the benchmark drops them.
+            org.metadata.uid = Some(format!("floor-{i}"));
+            let desired = organisation::build::desired(&org);
+            apply_directly(client, &desired.namespace).await;
+            if let Some(quota) = &desired.quota {
+                apply_directly(client, quota).await;
+            }
+            apply_directly(client, &desired.limit_range).await;
+            apply_directly(client, &desired.default_deny).await;
+        }
+        futures::stream::iter(0..projects)
+            .map(|i| async move {
+                let org = format!("floor-{}", i % ORGANISATIONS);
+                let jurisdiction = jurisdiction(i % ORGANISATIONS);
+                let mut project = bench_project(i);
+                project.metadata.namespace = Some(format!("org-{org}"));
+                project.metadata.uid = Some(format!("floor-{i}"));
+                let desired = project::build::desired(&project::build::Inputs {
+                    project: &project,
+                    organisation: &org,
+                    jurisdiction: &config.jurisdictions[jurisdiction],
+                    config,
+                    replicas: 1,
+                    token: "floor-preview-token",
+                    token_state: ooda::crd::names::TokenState::Running,
+                    publish_token: "floor-publish-token",
+                    ai_token: "floor-ai-token",
+                    workspace_seeded: false,
+                    load_workspace: true,
+                });
+                // In the operator's order.
+                apply_directly(client, &desired.service_account).await;
+                apply_directly(client, &desired.preview_secret).await;
+                apply_directly(client, &desired.publish_secret).await;
+                if let Some(secret) = &desired.ai_secret {
+                    apply_directly(client, secret).await;
+                }
+                apply_directly(client, &desired.workspace).await;
+                apply_directly(client, &desired.network_policy).await;
+                if let Some(service) = &desired.service {
+                    apply_directly(client, service).await;
+                }
+                apply_directly(client, &desired.stateful_set).await;
+            })
+            .buffer_unordered(CLIENTS)
+            .collect::<Vec<_>>()
+            .await;
+        started.elapsed()
+    };
+    let (applied, ()) = tokio::join!(apply_all, ready);
+    (applied, started.elapsed())
+}
+
+/// Server-side applies `object` as the floor's: labelled [`FLOOR_MANAGER`] wherever it says
+/// ooda (its selectors and pod template too), and owned by nothing (its owners do not exist).
+async fn apply_directly<K>(client: &Client, object: &K)
+where
+    K: Resource<DynamicType = ()> + Serialize,
+{
+    let text = serde_json::to_string(object).expect("serialise");
+    let relabelled = text
+        .replace(&format!("\"{MANAGED_BY}\":\"{MANAGED_BY_VALUE}\""), &format!("\"{MANAGED_BY}\":\"{FLOOR_MANAGER}\""));
+    let mut value: Value = serde_json::from_str(&relabelled).expect("json");
+    value["metadata"].as_object_mut().expect("metadata").remove("ownerReferences");
+    let meta = object.meta();
+    let name = meta.name.as_deref().expect("a name");
+    let api: Api<kube::api::DynamicObject> = match meta.namespace.as_deref() {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &kube::api::ApiResource::erase::<K>(&())),
+        None => Api::all_with(client.clone(), &kube::api::ApiResource::erase::<K>(&())),
+    };
+    api.patch(name, &PatchParams::apply(FLOOR_MANAGER).force(), &Patch::Apply(&value))
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+/// Resolves once `count` objects seen by the watch pass `ready` (the last state of each counts).
+async fn count_ready<K>(api: Api<K>, config: watcher::Config, count: usize, ready: impl Fn(&K) -> bool)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut stream = watcher(api, config).default_backoff().applied_objects().boxed();
+    let mut seen = BTreeMap::new();
+    while seen.values().filter(|r| **r).count() < count {
+        let object = stream.try_next().await.expect("watch").expect("stream");
+        let meta = object.meta();
+        seen.insert((meta.namespace.clone(), meta.name.clone()), ready(&object));
+    }
+}
+
+fn start_operator(run: &common::Run, replica: &str) -> (Child, SocketAddr) {
+    let http = common::free_port();
+    let log = std::env::temp_dir().join(format!("ooda-bench-operator-{replica}-{}.log", run.id));
+    let child = common::ooda(&run.kubeconfig, &log)
+        .args(["operator", "--config", run.repo.join("examples/operator-config.yaml").to_str().expect("path")])
+        .args(["--http-addr", &http.to_string(), "--namespace", &run.home, "--identity", replica])
+        .spawn()
+        .expect("start operator");
+    (child, http)
+}
+
+/// Which replica leads, once it reconciles.
+async fn wait_for_leader(replicas: &[(Child, SocketAddr); 2]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let body = http_get(addr, "/readyz").await;
-        if body.contains("leader: reconciling") {
-            return;
+        for (i, (_, http)) in replicas.iter().enumerate() {
+            if http_get(*http, "/readyz").await.contains("leader: reconciling") {
+                return i;
+            }
         }
-        assert!(Instant::now() < deadline, "operator not ready");
+        assert!(Instant::now() < deadline, "no operator replica leads");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+async fn http_get(addr: SocketAddr, path: &str) -> String {
     let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return String::new() };
     let _ = stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await;
     let mut response = String::new();
@@ -243,11 +396,19 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     response
 }
 
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// A Prometheus text metric's samples, summed by the value of `label`.
+fn metric_by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut values = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])) {
+        let key = line
+            .find(&format!("{label}=\""))
+            .map(|start| start + label.len() + 2)
+            .and_then(|start| Some(&line[start..start + line[start..].find('"')?]))
+            .unwrap_or_default();
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *values.entry(key.to_owned()).or_insert(0.0) += value;
+    }
+    values
 }
 
 /// Write requests the API server has served so far, by resource.
@@ -276,11 +437,129 @@ fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> BTreeM
         .collect()
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+fn peak_rss_mib(child: &Child) -> f64 {
+    rss_mib(child, "VmHWM")
+}
+
+/// A `/proc/<pid>/status` memory figure (`VmHWM`, `VmRSS`), in MiB.
+fn rss_mib(child: &Child, field: &str) -> f64 {
+    let pid = child.id().expect("running");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
+    let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The report, from every run's results in `dir`, smallest first, with the slope per 1,000
+/// projects between the smallest and the largest.
+fn render(dir: &Path) -> String {
+    let mut runs: Vec<Results> = std::fs::read_dir(dir)
+        .expect("report directory")
+        .filter_map(|entry| std::fs::read(entry.ok()?.path()).ok())
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect();
+    runs.sort_by_key(|r| r.projects);
+    let per_project = |r: &Results, v: f64| v / r.projects as f64;
+    let sum = |m: &BTreeMap<String, f64>| m.values().sum::<f64>();
+    type Row = (&'static str, fn(&Results) -> f64, &'static str);
+    let rows: [Row; 18] = [
+        ("bed floor: every child applied by the benchmark, no operator", |r| r.floor_applied_s, "s"),
+        ("bed floor: every pod Ready", |r| r.floor_ready_s, "s"),
+        ("organisations Ready", |r| r.organisations_ready_s, "s"),
+        ("projects created (16 clients)", |r| r.created_s, "s"),
+        ("every StatefulSet applied by the operator", |r| r.applied_s, "s"),
+        ("**every project Ready**", |r| r.ready_s, "s"),
+        ("**Ready ÷ bed floor**", |r| r.ready_s / r.floor_ready_s, "×"),
+        ("**operator peak RSS (VmHWM) at convergence**", |r| r.rss_converged_mib, "MiB"),
+        ("operator peak RSS after the idle window", |r| r.rss_idle_mib, "MiB"),
+        ("operator RSS (VmRSS) after the idle window", |r| r.rss_resident_mib, "MiB"),
+        ("compact caches (`ooda_cache_bytes`), per project", |r| r.cache_bytes / r.projects as f64, "bytes"),
+        (
+            "**operator writes per project** (its own count, Events included)",
+            |r| r.operator_writes.values().sum::<f64>() / r.projects as f64,
+            "",
+        ),
+        ("operator writes in the idle window", |r| r.idle_operator_writes, ""),
+        ("writes to ooda's kinds in the idle window, all clients", |r| r.idle_ooda_writes, ""),
+        ("failover: SIGKILL to the standby leading", |r| r.failover_leading_s, "s"),
+        ("failover: SIGKILL to every project reconciled", |r| r.failover_converged_s, "s"),
+        ("failover: **writes by the new leader** in its first minute", |r| r.failover_writes, ""),
+        ("failover: new leader's peak RSS", |r| r.failover_rss_mib, "MiB"),
+    ];
+    let mut out = String::from("# Operator at scale\n\n");
+    out += "Local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok; one machine, 2 cores), \
+            release build of `ooda operator`, two replicas (one leading), default concurrency, projects spread over \
+            10 organisations. Generated by `make bench-operator` from the raw numbers in `operator-scale/`. The \
+            controller manager's client rate limit is raised from its default (20 requests/s, at which its volume \
+            binder alone paces the bed at about 3 projects/s) so that the floor is the machine's.\n\n";
+    out += "| measure |";
+    for r in &runs {
+        out += &format!(" {} projects |", r.projects);
+    }
+    let slope = runs.len() > 1;
+    if slope {
+        out += " per 1,000 more |";
+    }
+    out += "\n|---|";
+    out += &"---|".repeat(runs.len() + usize::from(slope));
+    out += "\n";
+    for (name, value, unit) in &rows {
+        out += &format!("| {name} |");
+        for r in &runs {
+            out += &format!(" {} |", number(value(r), unit));
+        }
+        if let (true, Some(first), Some(last)) = (slope, runs.first(), runs.last()) {
+            let per_thousand = (value(last) - value(first)) / (last.projects - first.projects) as f64 * 1000.0;
+            out += &format!(" {} |", number(per_thousand, unit));
+        }
+        out += "\n";
+    }
+    for r in &runs {
+        let children: f64 =
+            ["ServiceAccount", "Secret", "PersistentVolumeClaim", "NetworkPolicy", "Service", "StatefulSet", "Lease"]
+                .iter()
+                .map(|k| r.operator_writes.get(*k).copied().unwrap_or(0.0))
+                .sum();
+        out += &format!(
+            "\n**{} projects** ({}, {}, load {:.1} → {:.1}, the controller manager at {} requests/s).\n\n\
+             Operator writes per project by kind: {}. Of these, {:.2} per project are its children.\n\n\
+             API server writes during the run by resource, all clients ({:.2} per project; the controller manager, \
+             scheduler and kwok make pods run): {}.\n",
+            r.projects,
+            r.date,
+            r.checkout,
+            r.load.0,
+            r.load.1,
+            r.controller_manager_qps,
+            r.operator_writes
+                .iter()
+                .map(|(k, v)| format!("{k} {:.2}", per_project(r, *v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            per_project(r, children),
+            per_project(r, sum(&r.apiserver_writes)),
+            r.apiserver_writes.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "),
+        );
+    }
+    out
+}
+
+fn number(value: f64, unit: &str) -> String {
+    match unit {
+        "s" => format!("{value:.1} s"),
+        "MiB" => format!("{value:.1} MiB"),
+        "×" => format!("{value:.2}×"),
+        "bytes" => format!("{value:.0} bytes"),
+        _ => format!("{value:.2}"),
+    }
 }

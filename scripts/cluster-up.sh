@@ -87,6 +87,7 @@ start kube-controller-manager "$k8s_bin/kube-controller-manager" \
   --service-account-private-key-file "$pki/service-account.key" --root-ca-file "$pki/ca.crt" \
   --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
   --enable-hostpath-provisioner=true \
+  --kube-api-qps "$controller_manager_qps" --kube-api-burst "$((controller_manager_qps * 3 / 2))" \
   --profiling=false
 start kube-scheduler "$k8s_bin/kube-scheduler" \
   --kubeconfig "$state/scheduler.kubeconfig" \

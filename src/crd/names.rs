@@ -4,6 +4,12 @@
 
 use std::collections::BTreeMap;
 
+/// The finalizer of both kinds: what the object owns outside the cluster, or in a namespace that
+/// outlives it, is cleaned up before it goes. An Organisation gets it from the operator at once
+/// (its namespace outlives it); a Project from the gateway before anything of it is put outside
+/// the cluster (its site's first upload), so a project that never published goes at once.
+pub const FINALIZER: &str = "ooda.run/cleanup";
+
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "ooda";
 pub const ORGANISATION: &str = "ooda.run/organisation";

@@ -24,13 +24,12 @@ use subtle::ConstantTimeEq;
 use tokio_util::io::{ReaderStream, StreamReader};
 use tracing::{instrument, warn};
 
-use crate::crd::names::{TOKEN_KEY, parse_host_label, publish_secret_name};
+use crate::crd::names::{FINALIZER, TOKEN_KEY, parse_host_label, publish_secret_name};
 use crate::crd::{Project, PublishedStatus, PublishedVersion, Role};
-use crate::gateway::FIELD_MANAGER;
-use crate::gateway::Gateway;
 use crate::gateway::auth::{Session, access};
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::extract::ApiPath;
+use crate::gateway::{FIELD_MANAGER, Gateway};
 use crate::sites::archive::{ArchiveError, Limits, UploadStalled, UploadTooLarge};
 use crate::sites::publish::{self, PublishError};
 use crate::sites::{Manifest, SitesError, layout};
@@ -67,6 +66,7 @@ pub async fn publish(
         }
     });
     let body = stall_after(body, gateway.config.publishing.upload_idle_timeout);
+    hold_for_cleanup(&gateway, &project).await?;
     let standing = ProjectStanding::of(&gateway, &project);
     let manifest = publish::publish(&bucket, &org, &name, &publisher, StreamReader::new(body), limits, &standing)
         .await
@@ -109,6 +109,40 @@ pub async fn activate(
     publish::activate(bucket, &org, &name, version, &standing).await.map_err(publish_error)?;
     record(&gateway, &project, None, version).await?;
     Ok(Json(json!({ "current": version })))
+}
+
+/// Gives the project the finalizer by which the operator purges its site from S3 when the
+/// project is deleted, before anything of it is put there: a project that never published needs
+/// none, and goes at once. Refused for a project already being deleted, which takes no new
+/// finalizers (nor, then, a site).
+async fn hold_for_cleanup(gateway: &Gateway, project: &Project) -> ApiResult<()> {
+    if project.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let api: Api<Project> = Api::namespaced(gateway.client.clone(), &project.namespace().unwrap_or_default());
+    let name = project.name_any();
+    let deleted = || ApiError::conflict("conflict", format!("project {name:?} is being deleted"));
+    // A merge patch, never an apply: an apply would create a project deleted meanwhile. The list
+    // is replaced whole, so it is guarded by the resourceVersion it was read at.
+    for _ in 0..5 {
+        let Some(live) = api.get_opt(&name).await? else { return Err(deleted()) };
+        if live.metadata.uid != project.metadata.uid || live.metadata.deletion_timestamp.is_some() {
+            return Err(deleted());
+        }
+        if live.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let mut finalizers = live.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": live.resource_version() } });
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        match api.patch(&name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict("conflict", "the project kept changing; nothing was published; retry"))
 }
 
 /// Who is publishing: the environment itself (its project's publish token, good for that

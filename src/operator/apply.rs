@@ -134,7 +134,81 @@ pub fn first_difference(desired: &Value, live: &Value, path: String) -> Option<S
             d.iter().zip(l).enumerate().find_map(|(i, (dv, lv))| first_difference(dv, lv, format!("{path}[{i}]")))
         }
         _ if desired == live => None,
+        (Value::String(d), Value::String(l)) if holds_quantities(&path) && same_quantity(d, l) => None,
         _ => Some(path),
+    }
+}
+
+/// Whether the field at `path` is an entry of a map of quantities (a quota's `hard`, a
+/// container's `requests` and `limits`, a LimitRange's bounds), which the API server writes back
+/// in canonical form.
+fn holds_quantities(path: &str) -> bool {
+    let Some((map, _key)) = path.rsplit_once('.') else { return false };
+    let map = map.rsplit('.').next().unwrap_or_default();
+    ["hard", "requests", "limits", "default", "defaultRequest", "max", "min", "maxLimitRequestRatio"].contains(&map)
+}
+
+/// Whether two Kubernetes quantities denote the same amount: `1000` and `1k`, `0.5` and `500m`,
+/// `1024Mi` and `1Gi`. Anything that does not parse is compared as text (so, as different).
+fn same_quantity(a: &str, b: &str) -> bool {
+    matches!((Amount::parse(a), Amount::parse(b)), (Some(a), Some(b)) if a == b)
+}
+
+/// A quantity as `digits × 10^exponent`, without trailing zeros in `digits`: one form per amount.
+#[derive(Debug, PartialEq, Eq)]
+struct Amount {
+    negative: bool,
+    digits: u128,
+    exponent: i32,
+}
+
+impl Amount {
+    fn parse(text: &str) -> Option<Self> {
+        let (negative, text) = match text.as_bytes().first()? {
+            b'-' => (true, &text[1..]),
+            b'+' => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let number_end = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+        let (number, suffix) = text.split_at(number_end);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let mut digits: u128 = 0;
+        for digit in whole.bytes().chain(fraction.bytes()) {
+            digits = digits.checked_mul(10)?.checked_add(u128::from(digit - b'0'))?;
+        }
+        let mut exponent = -i32::try_from(fraction.len()).ok()?;
+        let binary = |power: u32| 1u128.checked_shl(power);
+        match suffix {
+            "" => {}
+            "n" => exponent -= 9,
+            "u" => exponent -= 6,
+            "m" => exponent -= 3,
+            "k" => exponent += 3,
+            "M" => exponent += 6,
+            "G" => exponent += 9,
+            "T" => exponent += 12,
+            "P" => exponent += 15,
+            "E" => exponent += 18,
+            "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
+                let power = 10 * (1 + ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].iter().position(|s| *s == suffix)? as u32);
+                digits = digits.checked_mul(binary(power)?)?;
+            }
+            exponential => {
+                let power = exponential.strip_prefix(['e', 'E'])?;
+                exponent = exponent.checked_add(power.parse::<i32>().ok()?)?;
+            }
+        }
+        while digits != 0 && digits.is_multiple_of(10) {
+            digits /= 10;
+            exponent += 1;
+        }
+        if digits == 0 {
+            exponent = 0;
+        }
+        Some(Self { negative: negative && digits != 0, digits, exponent })
     }
 }
 
@@ -168,6 +242,36 @@ mod tests {
         let live =
             json!({ "spec": { "ports": [{ "name": "web", "port": 3000, "protocol": "TCP" }], "clusterIP": "None" } });
         assert_eq!(first_difference(&desired, &live, String::new()), None);
+    }
+
+    #[test]
+    fn quantities_the_api_server_rewrote_in_canonical_form_are_not_drift() {
+        for (desired, live) in [
+            ("1000", "1k"),
+            ("0.5", "500m"),
+            ("1024Mi", "1Gi"),
+            ("2000Gi", "2000Gi"),
+            ("1e3", "1k"),
+            ("0.1", "100m"),
+            ("1.5Gi", "1536Mi"),
+            ("0", "0"),
+            ("+2", "2"),
+        ] {
+            assert!(same_quantity(desired, live), "{desired} = {live}");
+        }
+        for (desired, live) in
+            [("1", "1k"), ("1Gi", "1G"), ("100m", "1"), ("-1", "1"), ("1x", "1x"), ("", ""), ("k", "k")]
+        {
+            assert!(!same_quantity(desired, live), "{desired} ≠ {live}");
+        }
+        let desired = json!({ "spec": { "hard": { "cpu": "1000", "memory": "2048Mi" }, "replicas": "1000" } });
+        let live = json!({ "spec": { "hard": { "cpu": "1k", "memory": "2Gi" }, "replicas": "1000" } });
+        assert_eq!(first_difference(&desired, &live, String::new()), None);
+        let changed = json!({ "spec": { "hard": { "cpu": "2k", "memory": "2Gi" }, "replicas": "1000" } });
+        assert_eq!(first_difference(&desired, &changed, String::new()).as_deref(), Some(".spec.hard.cpu"));
+        // Only maps of quantities: other strings are compared as written.
+        let elsewhere = json!({ "spec": { "hard": { "cpu": "1000", "memory": "2048Mi" }, "replicas": "1k" } });
+        assert_eq!(first_difference(&desired, &elsewhere, String::new()).as_deref(), Some(".spec.replicas"));
     }
 
     #[test]

@@ -37,10 +37,6 @@ pub enum Error {
         #[source]
         source: CleanupError,
     },
-
-    /// Adding or removing the finalizer failed (its own error says which).
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -68,7 +64,6 @@ impl Error {
             },
             Error::Invalid(_) => "invalid",
             Error::Cleanup { .. } => "cleanup",
-            Error::Finalizer(_) => "finalizer",
         }
     }
 
@@ -79,7 +74,7 @@ impl Error {
             Error::Invalid(_) => false,
             Error::Apply { source: kube::Error::Api(status), .. }
             | Error::Api { source: kube::Error::Api(status), .. } => !matches!(status.code, 400 | 422),
-            Error::Apply { .. } | Error::Api { .. } | Error::Cleanup { .. } | Error::Finalizer(_) => true,
+            Error::Apply { .. } | Error::Api { .. } | Error::Cleanup { .. } => true,
         }
     }
 }

@@ -28,6 +28,14 @@ pub struct PhaseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    pub cache: &'static str,
+}
+
+/// Reads how many bytes a cache holds.
+type CacheSize = Box<dyn Fn() -> usize + Send + Sync>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -40,6 +48,8 @@ pub struct Metrics {
     projects: Family<PhaseLabel, Gauge>,
     wake_seconds: Histogram,
     writes: Family<KindLabel, Counter>,
+    cache_bytes: Family<CacheLabel, Gauge>,
+    cache_sizes: std::sync::Mutex<Vec<(&'static str, CacheSize)>>,
     pub leader: Gauge,
 }
 
@@ -71,9 +81,22 @@ impl Default for Metrics {
         registry.register("wake_duration_seconds", "From activity renewal to the pod seen Ready", wake_seconds.clone());
         let writes = Family::<KindLabel, Counter>::default();
         registry.register("api_writes", "Writes the operator sent to the API server, by kind", writes.clone());
+        let cache_bytes = Family::<CacheLabel, Gauge>::default();
+        registry.register("cache_bytes", "Bytes of objects held by the compact watch caches", cache_bytes.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
-        Self { registry, reconciles, reconcile_seconds, errors, projects, wake_seconds, writes, leader }
+        Self {
+            registry,
+            reconciles,
+            reconcile_seconds,
+            errors,
+            projects,
+            wake_seconds,
+            writes,
+            cache_bytes,
+            cache_sizes: Default::default(),
+            leader,
+        }
     }
 }
 
@@ -103,7 +126,15 @@ impl Metrics {
         }
     }
 
+    /// Reports `cache`'s size, read by `bytes` whenever the metrics are scraped.
+    pub fn measure_cache(&self, cache: &'static str, bytes: impl Fn() -> usize + Send + Sync + 'static) {
+        self.cache_sizes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((cache, Box::new(bytes)));
+    }
+
     pub fn encode(&self) -> String {
+        for (cache, bytes) in self.cache_sizes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            self.cache_bytes.get_or_create(&CacheLabel { cache }).set(bytes() as i64);
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

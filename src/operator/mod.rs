@@ -33,12 +33,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::wait::{await_condition, conditions as wait_conditions};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, OperatorConfig};
 use crate::crd::{Organisation, Project, names};
-use crate::watch::{ManagedFields, Readiness};
+use crate::watch::{Compact, ManagedFields, Readiness};
 use context::{Context, ExternalCleanup};
 use http::Health;
 use metrics::Metrics;
@@ -147,10 +148,17 @@ async fn wait_for_crds(client: &Client) -> Result<(), kube::Error> {
     Ok(())
 }
 
+/// Objects per page of a watch's initial list. A page is decoded whole before its objects are
+/// cached one by one, so at thousands of projects the pages (a dozen watches listing at once when
+/// a replica takes over) would make the operator's peak memory; smaller pages cost a few more
+/// requests at start only.
+const LIST_PAGE: u32 = 100;
+
 /// Every cache the controllers read, registered with one readiness that the controllers (and
 /// `/readyz`) wait on.
 struct Caches {
     readiness: Readiness,
+    metrics: Arc<Metrics>,
 }
 
 impl Caches {
@@ -164,13 +172,33 @@ impl Caches {
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
-        let mut config = watcher::Config::default();
+        let mut config = watcher::Config::default().page_size(LIST_PAGE);
         if let Some(labels) = labels {
             config = config.labels(labels);
         }
         let listed = self.readiness.register(name);
         let (store, events) = crate::watch::reflector(api, config, ManagedFields::Drop, listed);
         (store, events.touched_objects())
+    }
+
+    /// A [`Compact`] cache of `K` filtered by `labels`, cut down by `prune`, and the stream of
+    /// changes that feeds it: for the children of every project.
+    fn compact<K>(
+        &self,
+        name: &'static str,
+        api: Api<K>,
+        labels: &str,
+        prune: fn(&mut K),
+    ) -> (Compact<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let config = watcher::Config::default().labels(labels).page_size(LIST_PAGE);
+        let listed = self.readiness.register(name);
+        let (cache, events) = crate::watch::compact_reflector(api, config, prune, listed);
+        let measured = cache.clone();
+        self.metrics.measure_cache(name, move || measured.bytes());
+        (cache, events.touched_objects())
     }
 
     /// Logs once every cache has its initial list, warning about laggards meanwhile.
@@ -195,7 +223,7 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
     let org_children = names::managed_selector() + &format!(",!{}", names::PROJECT);
     let project_children = names::managed_selector() + &format!(",{}", names::PROJECT);
     let org_selector = options.organisation_selector.as_deref();
-    let sync = Caches { readiness: health.caches.clone() };
+    let sync = Caches { readiness: health.caches.clone(), metrics: shared.metrics.clone() };
 
     // Organisation controller.
     let (organisation_store, organisation_events) =
@@ -241,18 +269,19 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
     let (project_store, project_events) = sync.reflect::<Project>("Project", Api::all(client.clone()), None);
     let (org_cache, org_cache_events) =
         sync.reflect::<Organisation>("Organisation (for projects)", Api::all(client.clone()), org_selector);
-    let children = Some(project_children.as_str());
+    let children = project_children.as_str();
     let (service_accounts, sa_events) =
-        sync.reflect::<ServiceAccount>("ServiceAccount", Api::all(client.clone()), children);
+        sync.compact::<ServiceAccount>("ServiceAccount", Api::all(client.clone()), children, keep_all);
     let (claims, claim_events) =
-        sync.reflect::<PersistentVolumeClaim>("PersistentVolumeClaim", Api::all(client.clone()), children);
-    let (stateful_sets, sts_events) = sync.reflect::<StatefulSet>("StatefulSet", Api::all(client.clone()), children);
-    let (services, service_events) = sync.reflect::<Service>("Service", Api::all(client.clone()), children);
+        sync.compact::<PersistentVolumeClaim>("PersistentVolumeClaim", Api::all(client.clone()), children, keep_all);
+    let (stateful_sets, sts_events) =
+        sync.compact::<StatefulSet>("StatefulSet", Api::all(client.clone()), children, project::without_status);
+    let (services, service_events) = sync.compact::<Service>("Service", Api::all(client.clone()), children, keep_all);
     let (policies, policy_events) =
-        sync.reflect::<NetworkPolicy>("NetworkPolicy (project)", Api::all(client.clone()), children);
-    let (secrets, secret_events) = sync.reflect::<Secret>("Secret", Api::all(client.clone()), children);
-    let (leases, lease_events) = sync.reflect::<Lease>("Lease", Api::all(client.clone()), children);
-    let (pods, pod_events) = sync.reflect::<Pod>("Pod", Api::all(client.clone()), children);
+        sync.compact::<NetworkPolicy>("NetworkPolicy (project)", Api::all(client.clone()), children, keep_all);
+    let (secrets, secret_events) = sync.compact::<Secret>("Secret", Api::all(client.clone()), children, keep_all);
+    let (leases, lease_events) = sync.compact::<Lease>("Lease", Api::all(client.clone()), children, keep_all);
+    let (pods, pod_events) = sync.compact::<Pod>("Pod", Api::all(client.clone()), children, project::pod_as_read);
     let project_ctx = Arc::new(project::ProjectContext {
         shared: shared.clone(),
         children: project::Children {
@@ -304,6 +333,9 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
     tokio::join!(organisations, projects);
 }
 
+/// Caches everything the watch delivers (managed fields aside).
+fn keep_all<K>(_: &mut K) {}
+
 fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(
     controller: &str,
     result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, Q>>,
@@ -319,9 +351,7 @@ fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(
     }
 }
 
-/// The finalizer of both controllers: what the object owns outside the cluster, or in a namespace
-/// that outlives it, is cleaned up before it goes.
-pub const FINALIZER: &str = "ooda.run/cleanup";
+pub use crate::crd::names::FINALIZER;
 
 /// Retry interval for objects that arrive before the caches have synced.
 pub(crate) const UNTIL_SYNCED: Duration = Duration::from_millis(500);

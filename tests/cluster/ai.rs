@@ -409,10 +409,17 @@ async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["error"]["message"], "max_tokens: 200000 > 64000, which is the maximum allowed");
 
-    // A jurisdiction without a relay, named.
-    let local_token = relays.project(&local, "lab").await;
+    // A jurisdiction without a relay, named; its projects get no AI token at all.
+    let local_namespace = format!("org-{local}");
+    relays.world.create_project(&local_namespace, "lab", json!({})).await;
+    let sets: Api<StatefulSet> = Api::namespaced(relays.world.client.clone(), &local_namespace);
+    // Applied after every other child.
+    wait_for(&sets, "lab", |set: Option<&StatefulSet>| set.is_some()).await;
+    let secrets: Api<Secret> = Api::namespaced(relays.world.client.clone(), &local_namespace);
+    assert!(secrets.get_opt("lab-preview").await.expect("read").is_some());
+    assert!(secrets.get_opt("lab-ai").await.expect("read").is_none(), "a token for a relay that is not there");
     let message_ = refused(
-        relays.ask(&local, "lab", Credential::Key(&local_token), &hello).await,
+        relays.ask(&local, "lab", Credential::Session(&relays.alice), &hello).await,
         StatusCode::CONFLICT,
         "invalid_request_error",
     );

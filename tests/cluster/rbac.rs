@@ -57,7 +57,7 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
     }
     bystander.cleanup().await;
 
-    // Deleting the organisation runs both finalizers under the same identity.
+    // Deleting the organisation runs its finalizer under the same identity.
     world.cleanup().await;
     identity.remove(&client).await;
 }

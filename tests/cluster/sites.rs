@@ -12,6 +12,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::Credentials;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use ooda::config::{ChecksumMode, SitesStorage};
 use ooda::crd::{Organisation, Phase, Project};
@@ -184,8 +185,13 @@ fn site_v(n: u8) -> Vec<u8> {
 async fn versions_are_published_served_and_rolled_back() {
     let s = Site::start("sites-publish", None).await;
     s.project("blog").await;
+    // The cleanup finalizer comes with the first thing put outside the cluster, not before.
+    let projects: Api<Project> = Api::namespaced(s.world.client.clone(), &format!("org-{}", s.org));
+    let finalized = |p: Project| p.finalizers().contains(&ooda::crd::names::FINALIZER.to_owned());
+    assert!(!finalized(projects.get("blog").await.expect("project")), "a finalizer before anything was published");
     let (status, v1) = s.publish("blog", site_v(1)).await;
     assert_eq!(status, StatusCode::CREATED, "{v1}");
+    assert!(finalized(projects.get("blog").await.expect("project")), "published without the finalizer that purges it");
     assert_eq!((v1["version"].as_i64(), v1["files"].as_i64()), (Some(1), Some(4)));
     s.serves("blog", "<h1>version 1</h1>").await;
     let (status, v2) = s.publish("blog", site_v(2)).await;

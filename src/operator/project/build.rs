@@ -64,7 +64,8 @@ pub struct Desired {
     pub network_policy: NetworkPolicy,
     pub preview_secret: Secret,
     pub publish_secret: Secret,
-    pub ai_secret: Secret,
+    /// The AI relay's token for the environment; absent where the jurisdiction has no relay.
+    pub ai_secret: Option<Secret>,
 }
 
 struct Names<'a> {
@@ -118,7 +119,8 @@ pub fn desired(inputs: &Inputs) -> Desired {
     };
     let mut preview_secret = token_secret(for_state(preview_secret_name(name)), inputs.token);
     let mut publish_secret = token_secret(names.meta(publish_secret_name(name)), inputs.publish_token);
-    let mut ai_secret = token_secret(for_state(ai_secret_name(name)), inputs.ai_token);
+    let mut ai_secret =
+        inputs.jurisdiction.ai.is_some().then(|| token_secret(for_state(ai_secret_name(name)), inputs.ai_token));
 
     stamp(&mut service_account);
     stamp(&mut workspace);
@@ -129,7 +131,9 @@ pub fn desired(inputs: &Inputs) -> Desired {
     stamp(&mut network_policy);
     stamp(&mut preview_secret);
     stamp(&mut publish_secret);
-    stamp(&mut ai_secret);
+    if let Some(s) = ai_secret.as_mut() {
+        stamp(s);
+    }
     Desired {
         service_account,
         workspace,
@@ -588,6 +592,20 @@ mod tests {
         build_in(project, &config(), "eu", 1)
     }
 
+    /// The example configuration, with an AI relay in the EU.
+    fn config_with_relay() -> OperatorConfig {
+        let mut config = config();
+        config.jurisdictions.get_mut("eu").unwrap().ai = Some(crate::config::AiRelay {
+            endpoint: "https://api.anthropic.com".into(),
+            credentials_secret: "anthropic".into(),
+            models: vec!["claude-sonnet-4-5".into()],
+            max_request_bytes: 1 << 20,
+            connect_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+        });
+        config
+    }
+
     fn pod(d: &Desired) -> &PodSpec {
         d.stateful_set.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
     }
@@ -618,8 +636,10 @@ mod tests {
             ("NetworkPolicy", &d.network_policy.metadata),
             ("Secret", &d.preview_secret.metadata),
             ("Secret", &d.publish_secret.metadata),
-            ("Secret", &d.ai_secret.metadata),
         ];
+        if let Some(secret) = &d.ai_secret {
+            all.push(("Secret", &secret.metadata));
+        }
         if let Some(service) = &d.service {
             all.push(("Service", &service.metadata));
         }
@@ -632,13 +652,13 @@ mod tests {
 
     #[test]
     fn child_names_derive_from_the_project_name() {
-        let d = build(&full_project());
+        let d = build_in(&full_project(), &config_with_relay(), "eu", 1);
         assert_eq!(d.service_account.metadata.name.as_deref(), Some("shop"));
         assert_eq!(d.workspace.metadata.name.as_deref(), Some("shop-workspace"));
         assert_eq!(d.stateful_set.metadata.name.as_deref(), Some("shop"));
         assert_eq!(d.network_policy.metadata.name.as_deref(), Some("shop"));
         assert_eq!(d.preview_secret.metadata.name.as_deref(), Some("shop-preview"));
-        assert_eq!(d.ai_secret.metadata.name.as_deref(), Some("shop-ai"));
+        assert_eq!(d.ai_secret.as_ref().unwrap().metadata.name.as_deref(), Some("shop-ai"));
         assert_eq!(d.service.as_ref().unwrap().metadata.name.as_deref(), Some("shop"));
         assert_eq!(pod(&d).service_account_name.as_deref(), Some("shop"));
     }
@@ -801,9 +821,9 @@ mod tests {
 
     #[test]
     fn every_child_is_labelled_namespaced_and_controlled_by_the_project() {
-        let d = build(&full_project());
+        let d = build_in(&full_project(), &config_with_relay(), "eu", 1);
         let children = metas(&d);
-        assert_eq!(children.len(), 8, "the full project has a Service too");
+        assert_eq!(children.len(), 8, "the full project has a Service and an AI token too");
         for (kind, meta) in children {
             let labels = meta.labels.as_ref().unwrap_or_else(|| panic!("{kind}: no labels"));
             assert_eq!(labels.get(MANAGED_BY).map(String::as_str), Some("ooda"), "{kind}");
@@ -1068,7 +1088,7 @@ mod tests {
 
     #[test]
     fn preview_secret_holds_the_token_and_the_state_it_was_issued_for() {
-        let config = config();
+        let config = config_with_relay();
         let project = full_project();
         let d = desired(&Inputs {
             project: &project,
@@ -1083,7 +1103,9 @@ mod tests {
             workspace_seeded: false,
             load_workspace: true,
         });
-        for (secret, token) in [(&d.preview_secret, "tok-123"), (&d.ai_secret, "ai-token-of-the-tests")] {
+        for (secret, token) in
+            [(&d.preview_secret, "tok-123"), (d.ai_secret.as_ref().unwrap(), "ai-token-of-the-tests")]
+        {
             assert_eq!(secret.type_.as_deref(), Some("Opaque"));
             let data = BTreeMap::from([(TOKEN_KEY.to_owned(), ByteString(token.as_bytes().to_vec()))]);
             assert_eq!(secret.data, Some(data));
@@ -1102,21 +1124,15 @@ mod tests {
             let selector = var.value_from.as_ref()?.secret_key_ref.as_ref()?;
             Some((selector.name.clone(), selector.key.clone()))
         };
-        let mut config = config();
-        let without = build_in(&full_project(), &config, "eu", 1);
+        let without = build_in(&full_project(), &config(), "eu", 1);
         let workspace = container(&without, "workspace");
         assert_eq!(secret_of(workspace, "ANTHROPIC_API_KEY"), None, "no relay: no key");
         assert_eq!(env(workspace, "ANTHROPIC_BASE_URL"), None);
+        assert!(without.ai_secret.is_none(), "no relay: no token to hold");
 
-        config.jurisdictions.get_mut("eu").unwrap().ai = Some(crate::config::AiRelay {
-            endpoint: "https://api.anthropic.com".into(),
-            credentials_secret: "anthropic".into(),
-            models: vec!["claude-sonnet-4-5".into()],
-            max_request_bytes: 1 << 20,
-            connect_timeout: std::time::Duration::from_secs(10),
-            idle_timeout: std::time::Duration::from_secs(60),
-        });
+        let mut config = config_with_relay();
         let with = build_in(&full_project(), &config, "eu", 1);
+        assert!(with.ai_secret.is_some());
         let workspace = container(&with, "workspace");
         assert_eq!(secret_of(workspace, "ANTHROPIC_API_KEY"), Some(("shop-ai".into(), TOKEN_KEY.into())));
         assert_eq!(env(workspace, "ANTHROPIC_BASE_URL"), None, "no public URL configured");

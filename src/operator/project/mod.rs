@@ -11,13 +11,14 @@ use std::time::Instant;
 use base64::Engine;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, Pod, PodSpec, PodStatus, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -33,20 +34,21 @@ use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, Project
 use crate::operator::apply::{FIELD_MANAGER, apply_child, apply_status, in_namespace};
 use crate::operator::context::Context;
 use crate::operator::error::{During, Error, Result};
+use crate::watch::Compact;
 
 pub const CONTROLLER: &str = "project";
 
 /// Caches of everything a project's reconcile reads.
 pub struct Children {
     pub organisations: Store<Organisation>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub claims: Store<PersistentVolumeClaim>,
-    pub stateful_sets: Store<StatefulSet>,
-    pub services: Store<Service>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub secrets: Store<Secret>,
-    pub leases: Store<Lease>,
-    pub pods: Store<Pod>,
+    pub service_accounts: Compact<ServiceAccount>,
+    pub claims: Compact<PersistentVolumeClaim>,
+    pub stateful_sets: Compact<StatefulSet>,
+    pub services: Compact<Service>,
+    pub network_policies: Compact<NetworkPolicy>,
+    pub secrets: Compact<Secret>,
+    pub leases: Compact<Lease>,
+    pub pods: Compact<Pod>,
 }
 
 pub struct ProjectContext {
@@ -71,23 +73,13 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
     if ctx.shared.organisation_selector.is_some() && organisation.is_none() {
         return Ok(Action::await_change());
     }
-    let api: Api<Project> = Api::namespaced(ctx.shared.client.clone(), &namespace);
-    let result = finalizer(&api, super::FINALIZER, project.clone(), |event| async {
-        match event {
-            FinalizerEvent::Apply(project) => apply_project(&project, organisation.as_deref(), &ctx).await,
-            FinalizerEvent::Cleanup(project) => cleanup(&project, &ctx).await,
-        }
-    })
-    .await
-    .or_else(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => Err(e),
-        // A reconcile queued from a cache that had not yet seen the project go: the cleanup ran
-        // again (it is idempotent) and the finalizer it would remove is gone with the project.
-        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status)) if status.code == 404 => {
-            Ok(Action::await_change())
-        }
-        other => Err(Error::Finalizer(Box::new(other))),
-    });
+    let finalized = project.finalizers().iter().any(|f| f == super::FINALIZER);
+    let result = match (project.metadata.deletion_timestamp.is_some(), finalized) {
+        (false, _) => apply_project(&project, organisation.as_deref(), &ctx).await,
+        (true, true) => cleanup(&project, &ctx).await,
+        // Nothing of it outside the cluster: its children go with it, by their owner references.
+        (true, false) => Ok(Action::await_change()),
+    };
     ctx.shared.metrics.reconciled(CONTROLLER, started.elapsed());
     if result.is_ok() {
         ctx.shared.record_success(&key(&project));
@@ -144,7 +136,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         Err(error) => return fail(project, &old, "InvalidIdleTimeout", error.to_string(), now, shared).await,
     };
 
-    let observed = observe(project, &org_name, ctx, now).await?;
+    let observed = observe(project, &org_name, jurisdiction.ai.is_some(), ctx, now).await?;
     let plan = match plan(project, &old, &observed, idle_timeout, now, new_token) {
         Ok(plan) => plan,
         Err(message) => return fail(project, &old, "UnreadableToken", message, now, shared).await,
@@ -248,7 +240,13 @@ struct LiveChildren {
     stateful_set: Option<Arc<StatefulSet>>,
 }
 
-async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: Timestamp) -> Result<Observed> {
+async fn observe(
+    project: &Project,
+    org_name: &str,
+    relay: bool,
+    ctx: &ProjectContext,
+    now: Timestamp,
+) -> Result<Observed> {
     let caches = &ctx.children;
     let name = project.name_any();
     let namespace = project.namespace().unwrap_or_default();
@@ -279,7 +277,11 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
     let secrets: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace);
     let preview_secret = token_secret(caches, &secrets, &namespace, preview_secret_name(&name)).await?;
     let publish_secret = token_secret(caches, &secrets, &namespace, publish_secret_name(&name)).await?;
-    let ai_secret = token_secret(caches, &secrets, &namespace, ai_secret_name(&name)).await?;
+    // Without a relay there is no AI token to keep: a Secret left from one is only deleted.
+    let ai_secret = match relay {
+        true => token_secret(caches, &secrets, &namespace, ai_secret_name(&name)).await?,
+        false => caches.secrets.get(&object_ref(&namespace, ai_secret_name(&name))),
+    };
     Ok(Observed {
         last_activity: lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map_or(now, |t| t.0),
         last_signal: lease.annotations().get(LAST_SIGNAL).cloned(),
@@ -300,6 +302,29 @@ async fn observe(project: &Project, org_name: &str, ctx: &ProjectContext, now: T
             stateful_set: caches.stateful_sets.get(&object_ref(&namespace, name)),
         },
     })
+}
+
+/// Cuts a pod down to what [`observe`] reads of it (its name and labels, whether it is terminating,
+/// its init containers' names and its Ready condition) before it is cached: the pod is by far the
+/// largest of a project's objects, and written by others many times over.
+pub fn pod_as_read(pod: &mut Pod) {
+    let init_containers = pod.spec.as_ref().and_then(|spec| spec.init_containers.as_ref()).map(|init| {
+        init.iter().map(|container| Container { name: container.name.clone(), ..Container::default() }).collect()
+    });
+    pod.spec = Some(PodSpec { init_containers, ..PodSpec::default() });
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .map(|conditions| conditions.iter().filter(|c| c.type_ == "Ready").cloned().collect());
+    pod.status = Some(PodStatus { conditions: ready, ..PodStatus::default() });
+    pod.metadata.annotations = None;
+    pod.metadata.owner_references = None;
+}
+
+/// Drops a StatefulSet's status, which is never read: its pod says whether the project is Ready.
+pub fn without_status(set: &mut StatefulSet) {
+    set.status = None;
 }
 
 /// A token Secret from the cache, or else from the API server: the cache may not have seen yet
@@ -376,29 +401,46 @@ fn plan(
 }
 
 /// Applies every desired child (skipping those already as desired), and deletes the Service
-/// when the project has no ports any more.
+/// when the project has no ports any more, and the AI token where the jurisdiction has no relay.
 async fn apply_children(project: &Project, desired: &build::Desired, observed: &Observed, ctx: &Context) -> Result<()> {
     let namespace = project.namespace().unwrap_or_default();
     let live = &observed.children;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.service_account, live.service_account.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.preview_secret, live.preview_secret.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.publish_secret, live.publish_secret.as_deref()).await?;
-    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.ai_secret, live.ai_secret.as_deref()).await?;
+    apply_or_remove(project, ctx, desired.ai_secret.as_ref(), live.ai_secret.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.workspace, live.workspace.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.network_policy, live.network_policy.as_deref()).await?;
-    match (&desired.service, &live.service) {
-        (Some(service), live) => apply_child(ctx, &in_namespace(ctx, &namespace), service, live.as_deref()).await?,
-        (None, Some(live)) if is_controlled_by(&live.metadata, project) => {
-            let name = project.name_any();
-            Api::<Service>::namespaced(ctx.client.clone(), &namespace)
+    apply_or_remove(project, ctx, desired.service.as_ref(), live.service.as_deref()).await?;
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.stateful_set, live.stateful_set.as_deref()).await
+}
+
+/// Applies a child the project may or may not have: `desired`, or else deletes the `live` one
+/// if this project controls it.
+async fn apply_or_remove<K>(project: &Project, ctx: &Context, desired: Option<&K>, live: Option<&K>) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let namespace = project.namespace().unwrap_or_default();
+    match (desired, live) {
+        (Some(desired), live) => apply_child(ctx, &in_namespace(ctx, &namespace), desired, live).await,
+        (None, Some(live)) if is_controlled_by(live.meta(), project) => {
+            let name = live.name_any();
+            let kind = <K as k8s_openapi::Resource>::KIND;
+            in_namespace::<K>(ctx, &namespace)
                 .delete(&name, &DeleteParams::background())
                 .await
-                .during(|| format!("deleting Service {namespace}/{name}"))?;
-            ctx.metrics.wrote("Service");
+                .during(|| format!("deleting {kind} {namespace}/{name}"))?;
+            ctx.metrics.wrote(kind);
+            Ok(())
         }
-        (None, _) => {}
+        (None, _) => Ok(()),
     }
-    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.stateful_set, live.stateful_set.as_deref()).await
 }
 
 /// The status after this reconcile. Pure.
@@ -520,7 +562,10 @@ async fn write_status(project: &Project, old: &ProjectStatus, status: ProjectSta
     if !apply_status(ctx, &api, project, &old, &status, "ProjectStatus").await? {
         return Ok(false);
     }
+    // A new project's first phase is what creating it means; an Event would add nothing but a write.
+    let created = old.phase.is_none() && status.phase == Some(Phase::Provisioning);
     if status.phase != old.phase
+        && !created
         && let Some(phase) = status.phase
     {
         info!(phase = phase.as_str(), "project phase changed");
@@ -531,6 +576,27 @@ async fn write_status(project: &Project, old: &ProjectStatus, status: ProjectSta
         ctx.event(&project.object_ref(&()), warning, phase.as_str(), "Reconcile", note).await;
     }
     Ok(true)
+}
+
+/// Removes the finalizer once its cleanup is done. Unguarded by resourceVersion (the cleanup has
+/// just written the status): a project being deleted can lose finalizers but gain none, so the
+/// list written back cannot restore one that someone else removed meanwhile. A project already
+/// gone (a reconcile queued from a cache that had not seen it go) is done too.
+async fn remove_finalizer(project: &Project, ctx: &Context) -> Result<()> {
+    let namespace = project.namespace().unwrap_or_default();
+    let finalizers: Vec<&String> = project.finalizers().iter().filter(|f| *f != super::FINALIZER).collect();
+    let patch = json!({ "metadata": { "finalizers": finalizers } });
+    match Api::<Project>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&project.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics.wrote("Project");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Api { action: format!("removing the finalizer of {}", key(project)), source }),
+    }
 }
 
 async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
@@ -562,6 +628,7 @@ async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
         }
     }
     shared.forget_status(project.metadata.uid.as_deref().unwrap_or_default());
+    remove_finalizer(project, shared).await?;
     Ok(Action::await_change())
 }
 
