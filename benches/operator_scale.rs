@@ -555,6 +555,8 @@ fn render(dir: &Path) -> String {
 }
 
 fn number(value: f64, unit: &str) -> String {
+    // A difference of equal counts is -0.0 as often as 0.0.
+    let value = if value == 0.0 { 0.0 } else { value };
     match unit {
         "s" => format!("{value:.1} s"),
         "MiB" => format!("{value:.1} MiB"),
