@@ -127,7 +127,19 @@ async fn main() {
         .map(|i| {
             let api = Api::<Project>::namespaced(client.clone(), &format!("org-bench-{}", i % ORGANISATIONS));
             async move {
-                api.create(&PostParams::default(), &bench_project(i)).await.expect("create project");
+                // The quota admission plugin answers 409 when concurrent creates race for the
+                // organisation's quota: try again, as any client would.
+                for _ in 0..10 {
+                    match api.create(&PostParams::default(), &bench_project(i)).await {
+                        Err(kube::Error::Api(status))
+                            if status.code == 409 && status.message.contains("resourcequotas") => {}
+                        created => {
+                            created.expect("create project");
+                            return;
+                        }
+                    }
+                }
+                panic!("project p{i}: the quota kept conflicting");
             }
         })
         .buffer_unordered(CLIENTS)
