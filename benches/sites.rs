@@ -1,31 +1,43 @@
 //! Published sites on the local control plane: publishing a large site through the gateway, and
-//! serving its files through the gateway next to reading them from S3 directly.
+//! serving its files through the gateway next to reading them from S3 directly, on two S3
+//! servers side by side: moto (the bed's, in Python) and s3s-fs (in Rust, objects in files).
 //!
-//! Starts the real operator and gateway (release builds) in a namespace and organisation of its
-//! own, with the S3 credentials Secret of `examples/operator-config.yaml` (whose EU jurisdiction
-//! publishes to the local moto server), creates a project through the gateway's API, and
-//! generates a site in memory: 1,000 files of varied sizes adding up to 50 MB (.html, .css, .js
-//! with compressible text, .png with incompressible bytes), the same on every run. Then measures:
+//! Starts s3s-fs (the binary `OODA_S3S_FS` names; `scripts/build-s3s-fs.sh` builds it at
+//! `S3S_FS_VERSION` of `scripts/versions.env`, patched to set TCP_NODELAY on the connections it
+//! accepts) on 127.0.0.1 and a free port, its objects in a directory of its own under the
+//! temporary directory and the benchmark's credentials required (SigV4), and creates in it the
+//! buckets `examples/operator-config.yaml` names. moto is the bed's, on
+//! 127.0.0.1:`OODA_S3_PORT` (else the example's endpoint). For each server, the real operator
+//! and gateway (release builds) run in a namespace and organisation of their own, with a copy of
+//! the example configuration whose endpoints are that server, and the S3 credentials Secret it
+//! names. The benchmark creates a project through each gateway's API, and generates a site in
+//! memory: 1,000 files of varied sizes adding up to 50 MB (.html, .css, .js with compressible
+//! text, .png with incompressible bytes), the same on every run. Then measures, the two servers
+//! taking turns:
 //!
-//! - publishing: the site as a tar and as a tar.gz archive, three times each, interleaved (each
-//!   publish is a new version), the archive built before the clock starts and streamed as the
-//!   request body; timed to the gateway's `201 Created`. The gateway's resident memory (VmRSS,
-//!   and its peak VmHWM) is read from `/proc` before and after, to show it streams;
+//! - publishing: the site as a tar and as a tar.gz archive, three times each to each server,
+//!   interleaved (each publish is a new version), the archive built before the clock starts and
+//!   streamed as the request body; timed to the gateway's `201 Created`. Each gateway's resident
+//!   memory (VmRSS, and its peak VmHWM) is read from `/proc` before and after, to show it streams;
 //! - serving: 16 workers sending GETs back to back for 5 s (after 1 s of warm-up) for a 2 KB
 //!   .html and a 256 KB .png, through the gateway (keep-alive connections, the site's host name)
 //!   and straight from S3 with the AWS SDK (the client the gateway itself uses); three rounds,
-//!   the targets interleaved in each.
+//!   every target of both servers in each.
 //!
-//! Throughout, the CPU time of the gateway, moto, the benchmark and the rest of the machine is
-//! read from `/proc`: moto (Python) is the bottleneck, and the machine is shared.
+//! Throughout, the CPU time of the gateway, the S3 server, the benchmark and the rest of the
+//! machine is read from `/proc`: moto (Python) is the bottleneck on its side, and the machine is
+//! shared.
 //!
-//! Run with `make bench-sites` (uses the running local cluster and its S3, or brings them up for
-//! the run). The report goes to `benches/reports/sites.md` and stdout; the operator's and
-//! gateway's logs stay in the temporary directory.
+//! Run with `make bench-sites` (builds s3s-fs, uses the running local cluster and its moto, or
+//! brings them up for the run). The report goes to `benches/reports/sites.md` and stdout; the
+//! operators', gateways' and s3s-fs's logs stay in the temporary directory, s3s-fs's objects do
+//! not.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +70,7 @@ use common::{
 /// Files of the generated site, and what they add up to.
 const FILES: usize = 1_000;
 const SITE_BYTES: usize = 50_000_000;
-/// Publishes of each archive format.
+/// Publishes of each archive format to each server.
 const PUBLISHES: usize = 3;
 /// The pieces an archive is streamed to the gateway in.
 const UPLOAD_CHUNK: usize = 64 << 10;
@@ -77,79 +89,237 @@ const JURISDICTION: &str = "eu";
 const PROJECT: &str = "site";
 const ALICE: &str = "alice@acme.example";
 const PASSWORD: &str = "correct horse battery staple";
-/// Any credentials do for moto; the Secret and the benchmark's own S3 client use these.
+/// Any credentials do for moto; s3s-fs is started to require these. The Secret and the
+/// benchmark's own S3 client use them.
 const S3_ACCESS_KEY: &str = "ooda-bench";
 const S3_SECRET_KEY: &str = "ooda-bench-secret";
+
+/// The S3 servers measured side by side.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Server {
+    /// The bed's: moto, a mock of AWS in Python (Werkzeug).
+    Moto,
+    /// Started by the benchmark: s3s-fs, the s3s project's S3 server on a directory (Rust, hyper).
+    S3sFs,
+}
+
+impl Server {
+    const ALL: [Server; 2] = [Server::Moto, Server::S3sFs];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Moto => "moto",
+            Self::S3sFs => "s3s-fs",
+        }
+    }
+
+    /// In the run's names: organisations, namespaces, labels.
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Moto => "moto",
+            Self::S3sFs => "s3s",
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() {
     let (repo, kubeconfig) = checkout_and_kubeconfig();
     let client = client(&kubeconfig).await;
-    let config = repo.join("examples/operator-config.yaml");
-    let example = OperatorConfig::load(&config).expect("the example configuration");
+    let example_path = repo.join("examples/operator-config.yaml");
+    let example_text = std::fs::read_to_string(&example_path).expect("the example configuration");
+    let example = OperatorConfig::load(&example_path).expect("the example configuration");
     let storage = example.jurisdictions[JURISDICTION].sites.clone().expect("sites storage in the EU");
+    let buckets: BTreeSet<String> =
+        example.jurisdictions.values().filter_map(|j| j.sites.as_ref()).map(|s| s.bucket.clone()).collect();
+    let example_endpoint = format!("endpoint: {}", storage.endpoint);
+    assert!(example_text.contains(&example_endpoint), "the example configuration names the local S3");
 
     let run = run_id();
-    let bench = Arc::new(Bench {
-        home: format!("ooda-bench-sites-{run}"),
-        org: format!("bench-{run}"),
-        operator_http: free_port(),
-        gateway: free_port(),
-        gateway_http: free_port(),
-        operator_log: std::env::temp_dir().join(format!("ooda-bench-operator-{run}.log")),
-        gateway_log: std::env::temp_dir().join(format!("ooda-bench-gateway-{run}.log")),
-        sites_domain: example.sites_domain.clone().expect("a sites domain"),
-        s3: storage.endpoint.trim_start_matches("http://").parse().expect("the local S3 endpoint is http://IP:port"),
-        bucket: Bucket::new(&storage, Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY, None, None, "ooda-bench")),
+    let info = RunInfo {
         load_at_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
         checkout: checkout(&repo),
-        client,
-        run,
-    });
-    bench.bucket.client.head_bucket().bucket(&bench.bucket.name).send().await.unwrap_or_else(|e| {
-        panic!("bucket {} on {} (`make cluster-up` starts the local S3): {e}", bench.bucket.name, bench.s3)
-    });
-    create_home(&bench.client, &bench.home, &bench.run).await;
-    // Both read it when they start.
-    add_s3_credentials(&bench, &storage).await;
-
-    let config = config.to_str().expect("utf-8 path");
-    let selector = format!("{TEST_LABEL}={}", bench.run);
-    let (operator_http, gateway, gateway_http) =
-        (bench.operator_http.to_string(), bench.gateway.to_string(), bench.gateway_http.to_string());
-    let mut operator = ooda(&kubeconfig, &bench.operator_log)
-        .args(["operator", "--config", config, "--http-addr", &operator_http, "--namespace", &bench.home])
-        .args(["--organisation-selector", &selector])
-        .spawn()
-        .expect("start the operator");
-    let mut gateway = ooda(&kubeconfig, &bench.gateway_log)
-        .args(["gateway", "--config", config, "--listen", &gateway, "--http-addr", &gateway_http])
-        .args(["--insecure-http", "--namespace", &bench.home])
-        .spawn()
-        .expect("start the gateway");
-    let processes = Processes {
-        benchmark: std::process::id(),
-        gateway: gateway.id().expect("the gateway's pid"),
-        moto: listener_pid(bench.s3),
-        ticks_per_second: command_output("getconf", &["CLK_TCK"], &repo).and_then(|t| t.parse().ok()).unwrap_or(100.0),
     };
+    let moto: SocketAddr = match std::env::var("OODA_S3_PORT") {
+        Ok(port) => SocketAddr::from(([127, 0, 0, 1], port.parse().expect("OODA_S3_PORT is a port"))),
+        Err(_) => {
+            storage.endpoint.trim_start_matches("http://").parse().expect("the local S3 endpoint is http://IP:port")
+        }
+    };
+    let s3s_fs = S3sFs::start(&run, &storage, &buckets, &repo).await;
+
+    let ticks_per_second = command_output("getconf", &["CLK_TCK"], &repo).and_then(|t| t.parse().ok()).unwrap_or(100.0);
+    let mut benches = Vec::new();
+    let mut processes = Vec::new();
+    let mut children = Vec::new();
+    for server in Server::ALL {
+        let s3 = match server {
+            Server::Moto => moto,
+            Server::S3sFs => s3s_fs.addr,
+        };
+        let pass = format!("{run}-{}", server.tag());
+        let mut storage = storage.clone();
+        storage.endpoint = format!("http://{s3}");
+        // The example with every jurisdiction's endpoint on this server.
+        let config = std::env::temp_dir().join(format!("ooda-bench-sites-config-{pass}.yaml"));
+        std::fs::write(&config, example_text.replace(&example_endpoint, &format!("endpoint: {}", storage.endpoint)))
+            .expect("write the configuration");
+        let b = Arc::new(Bench {
+            server,
+            home: format!("ooda-bench-sites-{pass}"),
+            org: format!("bench-{pass}"),
+            operator_http: free_port(),
+            gateway: free_port(),
+            gateway_http: free_port(),
+            operator_log: std::env::temp_dir().join(format!("ooda-bench-operator-{pass}.log")),
+            gateway_log: std::env::temp_dir().join(format!("ooda-bench-gateway-{pass}.log")),
+            sites_domain: example.sites_domain.clone().expect("a sites domain"),
+            s3,
+            bucket: Bucket::new(&storage, credentials()),
+            config,
+            client: client.clone(),
+            run: pass,
+        });
+        b.bucket.client.head_bucket().bucket(&b.bucket.name).send().await.unwrap_or_else(|e| {
+            panic!("bucket {} on {} {} (`make cluster-up` starts moto): {e:?}", b.bucket.name, server.name(), b.s3)
+        });
+        create_home(&b.client, &b.home, &b.run).await;
+        // The operator and the gateway read it when they start.
+        add_s3_credentials(&b, &storage).await;
+
+        let config = b.config.to_str().expect("utf-8 path");
+        let selector = format!("{TEST_LABEL}={}", b.run);
+        let (operator_http, gateway, gateway_http) =
+            (b.operator_http.to_string(), b.gateway.to_string(), b.gateway_http.to_string());
+        let operator = ooda(&kubeconfig, &b.operator_log)
+            .args(["operator", "--config", config, "--http-addr", &operator_http, "--namespace", &b.home])
+            .args(["--organisation-selector", &selector])
+            .spawn()
+            .expect("start the operator");
+        let gateway = ooda(&kubeconfig, &b.gateway_log)
+            .args(["gateway", "--config", config, "--listen", &gateway, "--http-addr", &gateway_http])
+            .args(["--insecure-http", "--namespace", &b.home])
+            .spawn()
+            .expect("start the gateway");
+        processes.push(Processes {
+            benchmark: std::process::id(),
+            gateway: gateway.id().expect("the gateway's pid"),
+            s3: match server {
+                Server::Moto => listener_pid(b.s3),
+                Server::S3sFs => s3s_fs.child.id(),
+            },
+            ticks_per_second,
+        });
+        children.push((operator, gateway));
+        benches.push(b);
+    }
 
     // Clean up whether or not the measurement panics (its message is printed when it does).
-    let outcome = tokio::spawn(measure(bench.clone(), processes)).await;
-    let left = cleanup(&bench).await;
-    let moto_after = processes.moto.map(memory);
-    let _ = gateway.kill().await;
-    let _ = operator.kill().await;
+    let outcome = tokio::spawn(measure(benches.clone(), processes.clone())).await;
+    let mut left = Vec::new();
+    for b in &benches {
+        left.push(cleanup(b).await);
+    }
+    let s3_after: Vec<Option<Memory>> = processes.iter().map(|p| p.s3.and_then(memory_of)).collect();
+    for (mut operator, mut gateway) in children {
+        let _ = gateway.kill().await;
+        let _ = operator.kill().await;
+    }
+    for b in &benches {
+        delete_home(b).await;
+    }
+    let s3s_fs_run = S3sFsRun { version: s3s_fs.version.clone(), log: s3s_fs.log.clone() };
+    s3s_fs.stop().await;
+    for b in &benches {
+        let _ = std::fs::remove_file(&b.config);
+    }
     let results = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 
-    let report = report(&bench, &results, left, moto_after, &repo).await;
+    let report = report(&benches, &results, &left, &s3_after, &info, &s3s_fs_run, &repo).await;
     let out = repo.join("benches/reports/sites.md");
     std::fs::write(&out, &report).expect("write report");
     println!("{report}\nreport written to {}", out.display());
 }
 
-/// One run's names and addresses.
+/// What the benchmark and its S3 client sign with.
+fn credentials() -> Credentials {
+    Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY, None, None, "ooda-bench")
+}
+
+/// s3s-fs, started for the run: on 127.0.0.1 and a free port, its objects in a directory of its
+/// own, SigV4 with the benchmark's credentials required. Killed when dropped.
+struct S3sFs {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    data: PathBuf,
+    /// What `s3s-fs --version` prints.
+    version: String,
+    log: PathBuf,
+}
+
+/// What the report says of s3s-fs once it is stopped.
+struct S3sFsRun {
+    version: String,
+    log: PathBuf,
+}
+
+impl S3sFs {
+    /// Starts it and creates `buckets` in it (with the client the gateway uses).
+    async fn start(run: &str, storage: &SitesStorage, buckets: &BTreeSet<String>, repo: &Path) -> Self {
+        let binary = std::env::var("OODA_S3S_FS")
+            .expect("OODA_S3S_FS names the s3s-fs binary (`make bench-sites` builds it with scripts/build-s3s-fs.sh)");
+        let version = command_output(&binary, &["--version"], repo)
+            .unwrap_or_else(|| panic!("{binary} --version: is OODA_S3S_FS the s3s-fs binary?"));
+        let addr = free_port();
+        let data = std::env::temp_dir().join(format!("ooda-bench-s3s-fs-{run}"));
+        std::fs::create_dir_all(&data).expect("s3s-fs's directory");
+        let log = std::env::temp_dir().join(format!("ooda-bench-s3s-fs-{run}.log"));
+        let mut child = tokio::process::Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &addr.port().to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&data)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            // It logs to standard output.
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start s3s-fs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).await.is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("s3s-fs exited ({status}); see {}", log.display());
+            }
+            assert!(Instant::now() < deadline, "s3s-fs not listening on {addr} after 10 s; see {}", log.display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for name in buckets {
+            let mut storage = storage.clone();
+            storage.endpoint = format!("http://{addr}");
+            storage.bucket.clone_from(name);
+            let bucket = Bucket::new(&storage, credentials());
+            bucket
+                .client
+                .create_bucket()
+                .bucket(name)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("create bucket {name} on s3s-fs {addr}: {e:?}"));
+        }
+        Self { child, addr, data, version, log }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// One server's part of the run: names and addresses.
 struct Bench {
+    server: Server,
     client: Client,
     /// Labels the organisation (the operator manages only it) and the home namespace.
     run: String,
@@ -163,19 +333,25 @@ struct Bench {
     gateway_log: PathBuf,
     /// Sites are served on `<project>--<org>.<sites_domain>`.
     sites_domain: String,
-    /// The local S3 server (moto), and the EU bucket as the benchmark reads it directly.
+    /// The S3 server, and the EU bucket on it as the benchmark reads it directly.
     s3: SocketAddr,
     bucket: Bucket,
-    /// `/proc/loadavg` before anything started: other work on the machine adds noise.
-    load_at_start: String,
-    /// The commit checked out when the run started.
-    checkout: String,
+    /// The operator's and gateway's configuration: the example's, with this server's endpoint.
+    config: PathBuf,
 }
 
 impl Bench {
     fn org_namespace(&self) -> String {
         format!("org-{}", self.org)
     }
+}
+
+/// What the report says of the run as a whole.
+struct RunInfo {
+    /// `/proc/loadavg` before anything started: other work on the machine adds noise.
+    load_at_start: String,
+    /// The commit checked out when the run started.
+    checkout: String,
 }
 
 /// The Secret the configuration names, in the home namespace, with the benchmark's credentials.
@@ -193,93 +369,131 @@ async fn add_s3_credentials(b: &Bench, storage: &SitesStorage) {
 
 struct Results {
     site: Site,
+    /// One per server, in the order of `Server::ALL`.
+    servers: Vec<ServerResults>,
+}
+
+struct ServerResults {
     /// The gateway's memory just after it reported ready, before publishing, after publishing
     /// and after serving.
     memory: [Memory; 4],
     publishes: Vec<Publish>,
     /// Per target, one run per round.
     targets: Vec<(Arc<Target>, Vec<Run>)>,
-    moto_server: String,
-    /// moto's memory when the run started.
-    moto_before: Option<Memory>,
+    /// What the S3 server says it is (moto's Server header).
+    server_header: Option<String>,
+    /// The S3 server's memory when the run started.
+    s3_before: Option<Memory>,
+    /// Whether the S3 server closes each connection after one answer.
+    closes_connections: Option<bool>,
 }
 
-async fn measure(b: Arc<Bench>, processes: Processes) -> Results {
-    wait_answers(b.operator_http, "operator", |body| body.starts_with("leader:")).await;
-    wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
-    let idle = memory(processes.gateway);
-    let moto_before = processes.moto.map(memory);
-    ready_organisation(
-        &b.client,
-        json!({
-            "metadata": { "name": b.org, "labels": { TEST_LABEL: b.run } },
-            "spec": {
-                "jurisdiction": JURISDICTION,
-                "members": [{ "email": ALICE, "role": "admin" }],
-                "quota": { "projects": 10, "cpu": "16", "memory": "32Gi", "storage": "200Gi" },
-            }
-        }),
-    )
-    .await;
-    let (account, auth_key) = platform_account(ALICE, PASSWORD, DEFAULT_SERVER_ITERATIONS).await;
-    AccountStore::new(b.client.clone(), &b.home).create(&account).await.expect("add account");
-    let api = GatewayApi::sign_in(&b, &auth_key).await;
-    api.running_project(&b).await;
+/// Both servers' organisations, accounts and projects, then publishing and serving, the servers
+/// taking turns.
+async fn measure(benches: Vec<Arc<Bench>>, processes: Vec<Processes>) -> Results {
+    let mut apis = Vec::new();
+    let mut idle = Vec::new();
+    let mut s3_before = Vec::new();
+    for (b, p) in benches.iter().zip(&processes) {
+        wait_answers(b.operator_http, "operator", |body| body.starts_with("leader:")).await;
+        wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
+        idle.push(memory(p.gateway));
+        s3_before.push(p.s3.and_then(memory_of));
+        ready_organisation(
+            &b.client,
+            json!({
+                "metadata": { "name": b.org, "labels": { TEST_LABEL: b.run } },
+                "spec": {
+                    "jurisdiction": JURISDICTION,
+                    "members": [{ "email": ALICE, "role": "admin" }],
+                    "quota": { "projects": 10, "cpu": "16", "memory": "32Gi", "storage": "200Gi" },
+                }
+            }),
+        )
+        .await;
+        let (account, auth_key) = platform_account(ALICE, PASSWORD, DEFAULT_SERVER_ITERATIONS).await;
+        AccountStore::new(b.client.clone(), &b.home).create(&account).await.expect("add account");
+        let api = GatewayApi::sign_in(b, &auth_key).await;
+        api.running_project(b).await;
+        apis.push(api);
+    }
 
     let site = tokio::task::spawn_blocking(Site::generate).await.expect("generating the site");
-    let before = memory(processes.gateway);
-    let mut publishes = Vec::new();
+    let before: Vec<Memory> = processes.iter().map(|p| memory(p.gateway)).collect();
+    let mut publishes: Vec<Vec<Publish>> = benches.iter().map(|_| Vec::new()).collect();
     for round in 1..=PUBLISHES {
         for archive in &site.archives {
-            let start = processes.cpu();
-            let (took, answer) = api.publish(archive).await;
-            let cpu = busy(&start, &processes.cpu());
-            assert_eq!(
-                (answer["files"].as_u64(), answer["bytes"].as_u64()),
-                (Some(FILES as u64), Some(SITE_BYTES as u64)),
-                "the whole site is published: {answer}"
-            );
-            let version = answer["version"].as_i64().expect("version");
-            eprintln!("publish {round}/{PUBLISHES}: {} as v{version} in {took:.2?}", archive.format);
-            publishes.push(Publish { format: archive.format, bytes: archive.bytes.len(), version, took, cpu });
+            for (i, (api, p)) in apis.iter().zip(&processes).enumerate() {
+                let start = p.cpu();
+                let (took, answer) = api.publish(archive).await;
+                let cpu = busy(&start, &p.cpu());
+                assert_eq!(
+                    (answer["files"].as_u64(), answer["bytes"].as_u64()),
+                    (Some(FILES as u64), Some(SITE_BYTES as u64)),
+                    "the whole site is published: {answer}"
+                );
+                let version = answer["version"].as_i64().expect("version");
+                eprintln!(
+                    "publish {round}/{PUBLISHES} to {}: {} as v{version} in {took:.2?}",
+                    benches[i].server.name(),
+                    archive.format
+                );
+                publishes[i].push(Publish { format: archive.format, bytes: archive.bytes.len(), version, took, cpu });
+            }
         }
     }
-    let published = memory(processes.gateway);
+    let published: Vec<Memory> = processes.iter().map(|p| memory(p.gateway)).collect();
 
-    let live = publishes.last().expect("publishes").version;
-    let mut targets = Vec::new();
-    for file in [SMALL, LARGE] {
-        let contents = site.contents(file.path).to_vec();
-        let key = format!("{}/{PROJECT}/v{live}/{}", b.org, file.path);
-        let host = format!("{PROJECT}--{}.{}:{}", b.org, b.sites_domain, b.gateway.port());
-        for via in [Via::Gateway { addr: b.gateway, host }, Via::Direct { bucket: b.bucket.clone(), key }] {
-            let target = Arc::new(Target { file, via });
-            answers(&target, &contents).await;
-            targets.push((target, Vec::new()));
+    let mut targets: Vec<Vec<(Arc<Target>, Vec<Run>)>> = Vec::new();
+    for (b, done) in benches.iter().zip(&publishes) {
+        let live = done.last().expect("publishes").version;
+        let mut server_targets = Vec::new();
+        for file in [SMALL, LARGE] {
+            let contents = site.contents(file.path).to_vec();
+            let key = format!("{}/{PROJECT}/v{live}/{}", b.org, file.path);
+            let host = format!("{PROJECT}--{}.{}:{}", b.org, b.sites_domain, b.gateway.port());
+            for via in [Via::Gateway { addr: b.gateway, host }, Via::Direct { bucket: b.bucket.clone(), key }] {
+                let target = Arc::new(Target { server: b.server, file, via });
+                answers(&target, &contents).await;
+                server_targets.push((target, Vec::new()));
+            }
         }
+        targets.push(server_targets);
     }
     for round in 1..=ROUNDS {
-        for (target, done) in &mut targets {
-            let run = load(target, &processes).await;
-            eprintln!(
-                "round {round}/{ROUNDS}: {} {} {:.0} requests/s, {} errors",
-                target.file.path,
-                target.via.name(),
-                run.rps(),
-                run.errors
-            );
-            done.push(run);
+        for (server_targets, p) in targets.iter_mut().zip(&processes) {
+            for (target, done) in server_targets.iter_mut() {
+                let run = load(target, p).await;
+                eprintln!(
+                    "round {round}/{ROUNDS}: {} {} {} {:.0} requests/s, {} errors",
+                    target.server.name(),
+                    target.file.path,
+                    target.via.name(),
+                    run.rps(),
+                    run.errors
+                );
+                done.push(run);
+            }
         }
     }
-    let served = memory(processes.gateway);
-    Results {
-        site,
-        memory: [idle, before, published, served],
-        publishes,
-        targets,
-        moto_server: server_header(b.s3).await.unwrap_or_else(|| "server unknown".into()),
-        moto_before,
+
+    let mut servers = Vec::new();
+    for (i, ((b, p), (publishes, targets))) in
+        benches.iter().zip(&processes).zip(publishes.into_iter().zip(targets)).enumerate()
+    {
+        servers.push(ServerResults {
+            memory: [idle[i], before[i], published[i], memory(p.gateway)],
+            publishes,
+            targets,
+            server_header: match b.server {
+                Server::Moto => server_header(b.s3).await,
+                Server::S3sFs => None,
+            },
+            s3_before: s3_before[i],
+            closes_connections: closes_connections(b.s3, &b.bucket.name).await,
+        });
     }
+    Results { site, servers }
 }
 
 /// One HTTP/1.0 GET, the whole response as text.
@@ -291,11 +505,35 @@ async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&response).into_owned())
 }
 
-/// What the local S3 says it is (moto runs on Werkzeug).
+/// What moto says it is (it runs on Werkzeug).
 async fn server_header(addr: SocketAddr) -> Option<String> {
     let response = http_get(addr, "/moto-api/").await?;
     let (head, _) = response.split_once("\r\n\r\n")?;
     head.lines().find_map(|l| l.strip_prefix("Server: ").map(str::to_owned))
+}
+
+/// Whether an S3 server closes the connection after answering one HTTP/1.1 request (a HEAD of
+/// `bucket`, unsigned: any answer will do), so that every S3 request costs a new TCP connection.
+async fn closes_connections(addr: SocketAddr, bucket: &str) -> Option<bool> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream.write_all(format!("HEAD /{bucket} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut head = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).await.ok()?;
+            if n == 0 {
+                return Some(true);
+            }
+            head.extend_from_slice(&buffer[..n]);
+        }
+        let says_close = String::from_utf8_lossy(&head).to_ascii_lowercase().contains("\r\nconnection: close");
+        // A server that keeps the connection sends nothing more; one that closes it ends it.
+        let ends =
+            matches!(tokio::time::timeout(Duration::from_millis(500), stream.read(&mut buffer)).await, Ok(Ok(0)));
+        Some(says_close || ends)
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange).await.ok().flatten()
 }
 
 /// Alice's session with the gateway's REST API.
@@ -507,14 +745,15 @@ struct Memory {
 }
 
 fn memory(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix(" kB")?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-    };
-    Memory { rss: field("VmRSS:"), peak: field("VmHWM:") }
+    memory_of(pid).unwrap_or_else(|| panic!("VmRSS and VmHWM in /proc/{pid}/status"))
+}
+
+/// `None` once the process is gone.
+fn memory_of(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.trim().strip_suffix(" kB")?.parse().ok());
+    Some(Memory { rss: field("VmRSS:")?, peak: field("VmHWM:")? })
 }
 
 /// The processes whose CPU time the benchmark follows.
@@ -522,8 +761,8 @@ fn memory(pid: u32) -> Memory {
 struct Processes {
     benchmark: u32,
     gateway: u32,
-    /// The local S3 server, when `ss` can tell which process listens on its port.
-    moto: Option<u32>,
+    /// The S3 server: moto when `ss` can tell which process listens on its port, s3s-fs always.
+    s3: Option<u32>,
     ticks_per_second: f64,
 }
 
@@ -532,7 +771,7 @@ struct CpuSample {
     at: Instant,
     benchmark: f64,
     gateway: f64,
-    moto: Option<f64>,
+    s3: Option<f64>,
     /// Every process on the machine (all cores together).
     machine: f64,
 }
@@ -542,7 +781,7 @@ struct CpuSample {
 struct CpuUse {
     benchmark: f64,
     gateway: f64,
-    moto: Option<f64>,
+    s3: Option<f64>,
     /// Everything else: the operator, the control plane, and whatever else runs on the machine.
     others: Option<f64>,
 }
@@ -560,7 +799,7 @@ impl Processes {
             at: Instant::now(),
             benchmark: seconds(self.benchmark).expect("the benchmark's CPU time"),
             gateway: seconds(self.gateway).expect("the gateway's CPU time"),
-            moto: self.moto.and_then(seconds),
+            s3: self.s3.and_then(seconds),
             machine: machine_busy_ticks() / self.ticks_per_second,
         }
     }
@@ -578,9 +817,9 @@ fn machine_busy_ticks() -> f64 {
 fn busy(from: &CpuSample, to: &CpuSample) -> CpuUse {
     let wall = (to.at - from.at).as_secs_f64();
     let (benchmark, gateway) = ((to.benchmark - from.benchmark) / wall, (to.gateway - from.gateway) / wall);
-    let moto = from.moto.zip(to.moto).map(|(from, to)| (to - from) / wall);
+    let s3 = from.s3.zip(to.s3).map(|(from, to)| (to - from) / wall);
     let machine = (to.machine - from.machine) / wall;
-    CpuUse { benchmark, gateway, moto, others: moto.map(|moto| (machine - benchmark - gateway - moto).max(0.0)) }
+    CpuUse { benchmark, gateway, s3, others: s3.map(|s3| (machine - benchmark - gateway - s3).max(0.0)) }
 }
 
 /// The process listening on `addr`, as `ss` reports it.
@@ -600,6 +839,7 @@ struct Served {
 
 /// Where the GETs for a file go.
 struct Target {
+    server: Server,
     file: Served,
     via: Via,
 }
@@ -755,8 +995,8 @@ async fn worker(target: Arc<Target>, measured_from: Instant, until: Instant) -> 
 }
 
 /// Deletes the run's organisation (its namespace and project follow, while the operator still
-/// runs their finalizers, which purge the published objects) and the home namespace; returns
-/// how many objects are left under the organisation's prefix in the bucket.
+/// runs their finalizers, which purge the published objects); returns how many objects are left
+/// under the organisation's prefix in the bucket.
 async fn cleanup(b: &Bench) -> usize {
     let orgs: Api<Organisation> = Api::all(b.client.clone());
     let namespaces: Api<Namespace> = Api::all(b.client.clone());
@@ -769,8 +1009,14 @@ async fn cleanup(b: &Bench) -> usize {
             wait_for(&namespaces, &namespace, conditions::is_deleted(&uid)).await;
         }
     }
-    namespaces.delete(&b.home, &Default::default()).await.expect("delete the home namespace");
     b.bucket.list(&format!("{}/", b.org)).await.expect("list the bucket").len()
+}
+
+/// Deletes the home namespace, once its operator is stopped (a running one would log the renewals
+/// of its Lease failing).
+async fn delete_home(b: &Bench) {
+    let namespaces: Api<Namespace> = Api::all(b.client.clone());
+    namespaces.delete(&b.home, &Default::default()).await.expect("delete the home namespace");
 }
 
 /// Requests per second (median of the rounds) and latency percentiles over every round.
@@ -780,14 +1026,14 @@ struct Summary {
     p50: Duration,
     p99: Duration,
     errors: u64,
-    /// moto's and everything else's share of a core, mean over the rounds.
-    moto: Option<f64>,
+    /// The S3 server's and everything else's share of a core, mean over the rounds.
+    s3: Option<f64>,
     others: Option<f64>,
     /// CPU time per request (median over the rounds) of the benchmark (the load generator, and
-    /// the S3 client of the direct target), of the gateway and of moto.
+    /// the S3 client of the direct target), of the gateway and of the S3 server.
     benchmark_per_request: Duration,
     gateway_per_request: Duration,
-    moto_per_request: Option<Duration>,
+    s3_per_request: Option<Duration>,
 }
 
 fn summarise(runs: &[Run]) -> Summary {
@@ -803,11 +1049,11 @@ fn summarise(runs: &[Run]) -> Summary {
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
         errors: runs.iter().map(|r| r.errors).sum(),
-        moto: mean(runs.iter().map(|r| r.cpu.moto)),
+        s3: mean(runs.iter().map(|r| r.cpu.s3)),
         others: mean(runs.iter().map(|r| r.cpu.others)),
         benchmark_per_request: per_request(|c| Some(c.benchmark)).expect("always known"),
         gateway_per_request: per_request(|c| Some(c.gateway)).expect("always known"),
-        moto_per_request: per_request(|c| c.moto),
+        s3_per_request: per_request(|c| c.s3),
         rounds,
     }
 }
@@ -880,74 +1126,178 @@ fn site_table(site: &Site) -> String {
     )
 }
 
-/// `left`: objects left in the bucket after the clean-up; `moto_after`: moto's memory then.
-async fn report(b: &Bench, r: &Results, left: usize, moto_after: Option<Memory>, repo: &Path) -> String {
+/// The median time of a server's publishes of `format`, in seconds.
+fn publish_median(publishes: &[Publish], format: &str) -> f64 {
+    let seconds: Vec<f64> = publishes.iter().filter(|p| p.format == format).map(|p| p.took.as_secs_f64()).collect();
+    median(&seconds)
+}
+
+/// The file system a path is on, from `/proc/mounts` (the longest mount point above it).
+fn file_system(path: &Path) -> String {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            Some((*fields.get(1)?, *fields.get(2)?))
+        })
+        .filter(|(point, _)| path.starts_with(point))
+        .max_by_key(|(point, _)| point.len())
+        .map_or_else(|| "file system unknown".into(), |(point, kind)| format!("{kind} on {point}"))
+}
+
+/// `left`: objects left in each server's bucket after the clean-up; `s3_after`: each server's
+/// memory then.
+async fn report(
+    benches: &[Arc<Bench>],
+    r: &Results,
+    left: &[usize],
+    s3_after: &[Option<Memory>],
+    info: &RunInfo,
+    s3s_fs: &S3sFsRun,
+    repo: &Path,
+) -> String {
     let [tar, tar_gz] = &r.site.archives;
-    let publish_rows: String = r
-        .site
-        .archives
+    let servers: Vec<(&Bench, &ServerResults)> = benches.iter().map(|b| &**b).zip(&r.servers).collect();
+    let summaries: Vec<Vec<(&Target, Summary)>> =
+        r.servers.iter().map(|s| s.targets.iter().map(|(t, runs)| (&**t, summarise(runs))).collect()).collect();
+    let rps = |server: usize, file: Served, via: &str| {
+        summaries[server]
+            .iter()
+            .find(|(t, _)| t.file.path == file.path && t.via.name() == via)
+            .map_or(f64::NAN, |(_, s)| s.rps)
+    };
+    // Per server: site MB/s publishing the tar and the tar.gz, requests/s of the four targets.
+    let headline: Vec<[f64; 6]> = r
+        .servers
         .iter()
-        .map(|archive| {
-            let runs: Vec<&Publish> = r.publishes.iter().filter(|p| p.format == archive.format).collect();
-            let seconds: Vec<f64> = runs.iter().map(|p| p.took.as_secs_f64()).collect();
-            let median = median(&seconds);
-            let each = seconds.iter().map(|s| format!("{s:.2} s")).collect::<Vec<_>>().join(", ");
+        .enumerate()
+        .map(|(i, s)| {
+            [
+                SITE_BYTES as f64 / MB / publish_median(&s.publishes, tar.format),
+                SITE_BYTES as f64 / MB / publish_median(&s.publishes, tar_gz.format),
+                rps(i, SMALL, "gateway"),
+                rps(i, SMALL, "direct"),
+                rps(i, LARGE, "gateway"),
+                rps(i, LARGE, "direct"),
+            ]
+        })
+        .collect();
+    let s3_publishing: Vec<Option<f64>> =
+        r.servers.iter().map(|s| mean(s.publishes.iter().map(|p| p.cpu.s3))).collect();
+    let s3_serving: Vec<Option<f64>> =
+        summaries.iter().map(|targets| mean(targets.iter().map(|(_, s)| s.s3))).collect();
+    let mut summary_rows: String = servers
+        .iter()
+        .enumerate()
+        .map(|(i, (b, _))| {
+            let [tar, tar_gz, small_gateway, small_direct, large_gateway, large_direct] = headline[i];
             format!(
-                "| {} | {} | {median:.2} s | {each} | {:.1} | {:.1} |\n",
-                archive.format,
-                mb(archive.bytes.len() as f64),
-                SITE_BYTES as f64 / MB / median,
-                archive.bytes.len() as f64 / MB / median,
+                "| {} | {tar:.1} | {tar_gz:.1} | {} | {small_gateway:.0} | {small_direct:.0} | {large_gateway:.0} \
+                 | {large_direct:.0} | {} |\n",
+                b.server.name(),
+                cores(s3_publishing[i]),
+                cores(s3_serving[i]),
             )
         })
         .collect();
-    let publish_runs: String = r
-        .publishes
+    let speedups: Vec<String> = (0..6).map(|column| ratio(headline[1][column], headline[0][column])).collect();
+    summary_rows += &format!(
+        "| s3s-fs / moto | {} | {} | – | {} | {} | {} | {} | – |\n",
+        speedups[0], speedups[1], speedups[2], speedups[3], speedups[4], speedups[5]
+    );
+
+    let publish_rows: String = servers
         .iter()
-        .map(|p| {
-            let seconds = p.took.as_secs_f64();
-            format!(
-                "| v{} | {} | {seconds:.2} s | {:.1} | {:.1} | {} | {} | {} | {} |\n",
-                p.version,
-                p.format,
-                SITE_BYTES as f64 / MB / seconds,
-                p.bytes as f64 / MB / seconds,
-                cores(Some(p.cpu.gateway)),
-                cores(p.cpu.moto),
-                cores(Some(p.cpu.benchmark)),
-                cores(p.cpu.others),
-            )
+        .flat_map(|(b, s)| {
+            r.site.archives.iter().map(move |archive| {
+                let runs: Vec<&Publish> = s.publishes.iter().filter(|p| p.format == archive.format).collect();
+                let seconds: Vec<f64> = runs.iter().map(|p| p.took.as_secs_f64()).collect();
+                let median = median(&seconds);
+                let each = seconds.iter().map(|s| format!("{s:.2} s")).collect::<Vec<_>>().join(", ");
+                format!(
+                    "| {} | {} | {} | {median:.2} s | {each} | {:.1} | {:.1} | {} |\n",
+                    b.server.name(),
+                    archive.format,
+                    mb(archive.bytes.len() as f64),
+                    SITE_BYTES as f64 / MB / median,
+                    archive.bytes.len() as f64 / MB / median,
+                    cores(mean(runs.iter().map(|p| p.cpu.s3))),
+                )
+            })
         })
         .collect();
-    let [idle, before, published, served] = r.memory;
+    let publish_runs: String = servers
+        .iter()
+        .flat_map(|(b, s)| {
+            s.publishes.iter().map(move |p| {
+                let seconds = p.took.as_secs_f64();
+                format!(
+                    "| {} | v{} | {} | {seconds:.2} s | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+                    b.server.name(),
+                    p.version,
+                    p.format,
+                    SITE_BYTES as f64 / MB / seconds,
+                    p.bytes as f64 / MB / seconds,
+                    cores(Some(p.cpu.gateway)),
+                    cores(p.cpu.s3),
+                    cores(Some(p.cpu.benchmark)),
+                    cores(p.cpu.others),
+                )
+            })
+        })
+        .collect();
+
+    let n = r.servers[0].publishes.len();
     let memory_rows: String = [
-        ("idle, just after it reported ready", idle),
-        ("before publishing (organisation, sign-in, project)", before),
-        (&format!("after the {} publishes", r.publishes.len()) as &str, published),
-        ("after serving", served),
+        "idle, just after it reported ready",
+        "before publishing (organisation, sign-in, project)",
+        &format!("after its {n} publishes") as &str,
+        "after serving",
     ]
     .iter()
-    .map(|(moment, m)| format!("| {moment} | {} | {} |\n", mb_of_kb(m.rss), mb_of_kb(m.peak)))
+    .enumerate()
+    .map(|(moment, label)| {
+        let columns: String = r
+            .servers
+            .iter()
+            .map(|s| format!(" {} | {} |", mb_of_kb(s.memory[moment].rss), mb_of_kb(s.memory[moment].peak)))
+            .collect();
+        format!("| {label} |{columns}\n")
+    })
     .collect();
-    let growth = published.peak.saturating_sub(before.peak) as f64 * 1024.0;
-    let growth_share = growth / tar.bytes.len() as f64;
-    let streams = if growth_share < 0.25 {
-        "far below the archive's size: the gateway streams (each file goes from the request to S3 through a \
-         channel of at most four 64 KiB chunks)"
-    } else {
-        "**not** far below the archive's size: something holds archives (or much of them) in memory"
-    };
-    let uploaded: usize = r.publishes.iter().map(|p| p.bytes).sum();
-    let moto_publishing = mean(r.publishes.iter().map(|p| p.cpu.moto));
-    let moto_serving = mean(r.targets.iter().flat_map(|(_, runs)| runs.iter().map(|r| r.cpu.moto)));
+    let memory_header: String =
+        servers.iter().map(|(b, _)| format!(" {0}: VmRSS | {0}: VmHWM |", b.server.name())).collect();
+    let streaming: String = servers
+        .iter()
+        .map(|(b, s)| {
+            let [_, before, published, _] = s.memory;
+            let growth = published.peak.saturating_sub(before.peak) as f64 * 1024.0;
+            let share = growth / tar.bytes.len() as f64;
+            let verdict = if share < 0.25 {
+                "far below the archive's size: it streams"
+            } else {
+                "**not** far below the archive's size: something holds archives (or much of them) in memory"
+            };
+            format!(
+                "- {}'s gateway: its peak grew by {} ({:.0}% of one tar archive) to {}, {verdict}.\n",
+                b.server.name(),
+                mb(growth),
+                share * 100.0,
+                mb_of_kb(published.peak),
+            )
+        })
+        .collect();
+    let uploaded: usize = r.servers.iter().flat_map(|s| s.publishes.iter().map(|p| p.bytes)).sum();
 
-    let summaries: Vec<(&Target, Summary)> = r.targets.iter().map(|(t, runs)| (&**t, summarise(runs))).collect();
     let serving_rows: String = summaries
         .iter()
+        .flatten()
         .map(|(t, s)| {
             let rounds = s.rounds.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
             format!(
-                "| {} ({} bytes) | {} | {:.0} | {rounds} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} ({} bytes) | {} | {:.0} | {rounds} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                t.server.name(),
                 t.file.path,
                 t.file.size,
                 t.via.name(),
@@ -956,9 +1306,9 @@ async fn report(b: &Bench, r: &Results, left: usize, moto_after: Option<Memory>,
                 ms(s.p50),
                 ms(s.p99),
                 s.errors,
-                cores(s.moto),
+                cores(s.s3),
                 cores(s.others),
-                s.moto_per_request.map_or_else(|| "?".into(), micros),
+                s.s3_per_request.map_or_else(|| "?".into(), micros),
                 match t.via {
                     Via::Gateway { .. } => micros(s.gateway_per_request),
                     Via::Direct { .. } => "–".into(),
@@ -968,11 +1318,13 @@ async fn report(b: &Bench, r: &Results, left: usize, moto_after: Option<Memory>,
         })
         .collect();
     let ratio_rows: String = summaries
-        .chunks(2)
+        .iter()
+        .flat_map(|targets| targets.chunks(2))
         .map(|pair| {
             let [(t, gateway), (_, direct)] = pair else { unreachable!("gateway and direct per file") };
             format!(
-                "| {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} |\n",
+                t.server.name(),
                 t.file.path,
                 ratio(gateway.rps, direct.rps),
                 ratio(gateway.p50.as_secs_f64(), direct.p50.as_secs_f64()),
@@ -980,7 +1332,41 @@ async fn report(b: &Bench, r: &Results, left: usize, moto_after: Option<Memory>,
             )
         })
         .collect();
-    let logs: String = [("gateway", &b.gateway_log), ("operator", &b.operator_log)]
+    let connections: String = servers
+        .iter()
+        .map(|(b, s)| match s.closes_connections {
+            Some(true) => format!(
+                "- {} closes the connection after every answer: each S3 request, the gateway's and the \
+                 benchmark's, opens a new TCP connection.\n",
+                b.server.name()
+            ),
+            Some(false) => format!(
+                "- {} keeps connections open: the SDK clients (the gateway's and the benchmark's) reuse \
+                 pooled keep-alive connections.\n",
+                b.server.name()
+            ),
+            None => format!("- {}: did not answer the connection probe.\n", b.server.name()),
+        })
+        .collect();
+    let cleanup_rows: String = servers
+        .iter()
+        .zip(left)
+        .map(|((b, _), left)| format!("- {}: {left} object(s) left under `{}/`.\n", b.server.name(), b.org))
+        .collect();
+    let log_files: Vec<(String, PathBuf)> = servers
+        .iter()
+        .flat_map(|(b, _)| {
+            [
+                (format!("gateway ({})", b.server.name()), b.gateway_log.clone()),
+                (format!("operator ({})", b.server.name()), b.operator_log.clone()),
+            ]
+        })
+        .chain([(
+            "s3s-fs (the connection probe's unsigned HEAD is refused as AccessDenied, and logged)".to_owned(),
+            s3s_fs.log.clone(),
+        )])
+        .collect();
+    let logs: String = log_files
         .iter()
         .map(|(name, path)| {
             let (count, distinct) = warnings(path);
@@ -991,7 +1377,21 @@ async fn report(b: &Bench, r: &Results, left: usize, moto_after: Option<Memory>,
             text
         })
         .collect();
-    let kubernetes = b.client.apiserver_version().await.map(|v| v.git_version).unwrap_or_else(|_| "unknown".into());
+    // The S3 server's CPU per GetObject of a file, from its direct row.
+    let s3_cost = |server: usize, file: Served| {
+        summaries[server]
+            .iter()
+            .find(|(t, _)| t.file.path == file.path && t.via.name() == "direct")
+            .and_then(|(_, s)| s.s3_per_request)
+            .map_or_else(|| "?".into(), micros)
+    };
+    let s3_memory = |i: usize| {
+        let rss = |m: Option<Memory>| m.map_or_else(|| "unknown".into(), |m| mb_of_kb(m.rss));
+        format!("{} when the run started and {} at its end", rss(r.servers[i].s3_before), rss(s3_after[i]))
+    };
+
+    let kubernetes =
+        benches[0].client.apiserver_version().await.map(|v| v.git_version).unwrap_or_else(|_| "unknown".into());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -1004,17 +1404,38 @@ async fn report(b: &Bench, r: &Results, left: usize, moto_after: Option<Memory>,
         .and_then(|v| v.lines().find_map(|l| l.strip_prefix("MOTO_VERSION=").map(str::to_owned)))
         .unwrap_or_else(|| "unknown".into());
     let cores_available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let temp = std::env::temp_dir();
 
     format!(
-        "# Published sites: publishing and serving\n\n\
+        "# Published sites: publishing and serving, on moto and on s3s-fs\n\n\
          Generated by `make bench-sites` on {date}. Machine: {cores_available} cores ({cpu}), Linux {kernel}, \
          load average {load} before the run and {load_after} after it. ooda {version} ({checkout}), release \
-         build; {rustc}; Kubernetes {kubernetes} (local control plane); S3: moto {moto} ({server}) on {s3}, \
-         bucket `{bucket}`; moto's resident memory {moto_before} when the run started and {moto_after} at its \
-         end, after the run's objects were deleted.\n\n\
-         Everything runs on this one machine: the benchmark (archive upload, load generator, its own S3 \
-         client), the gateway (`--insecure-http`), the operator, the control plane and moto, a mock S3 written \
-         in Python. Sizes and throughput are in decimal megabytes (1 MB = 10⁶ bytes).\n\n\
+         build; {rustc}; Kubernetes {kubernetes} (local control plane).\n\n\
+         Two S3 servers, side by side in the one run, bucket `{bucket}` on each:\n\n\
+         - **moto** {moto} ({moto_server}), the bed's, on {moto_addr}: a mock of AWS written in Python, one \
+         process (Werkzeug, a thread per connection, all sharing one interpreter lock). Resident memory \
+         {moto_memory}, after the run's objects were deleted.\n\
+         - **s3s-fs** ({s3s_fs_version}), on {s3s_fs_addr}: the s3s project's S3 server (Rust, tokio and \
+         hyper, a thread per core), started by the benchmark with a new, empty directory under `{temp}` \
+         ({temp_fs}), where it keeps each object as a file (a key's slashes are directories) and its \
+         attributes and checksums in two small JSON files; it checks every request's SigV4 signature against \
+         the benchmark's credentials. Built from crates.io by `scripts/build-s3s-fs.sh` with one patch: \
+         its binary sets TCP_NODELAY on the connections it accepts (without it, Nagle's algorithm held each \
+         answer's body behind its head until the client's delayed ACK, so a keep-alive GET of a small \
+         object took about 40 ms, capping serving at about {CONNECTIONS} workers / 40 ms whatever the CPU). \
+         Resident memory {s3s_fs_memory}.\n\n\
+         Each server has its own operator and gateway (`--insecure-http`), organisation and project, their \
+         configuration the example's with every endpoint on that server; the two take turns, and the pair \
+         not measured idles. Everything runs on this one machine: the benchmark (archive upload, load \
+         generator, its own S3 client), the gateways, the operators, the control plane and both S3 servers. \
+         Sizes and throughput are in decimal megabytes (1 MB = 10⁶ bytes).\n\n\
+         ## Summary\n\n\
+         Publishing: site MB/s, the median of {PUBLISHES} publishes. Serving: requests/s with {CONNECTIONS} \
+         workers, the median of {ROUNDS} rounds, through the gateway and with the AWS SDK straight from the \
+         bucket (direct). S3 CPU: the server's mean share of one core while publishing and while serving.\n\n\
+         | S3 server | publish tar | publish tar.gz | S3 CPU publishing | {small}: gateway | {small}: direct \
+         | {large}: gateway | {large}: direct | S3 CPU serving |\n\
+         |---|---|---|---|---|---|---|---|---|\n{summary_rows}\n\
          ## The site\n\n\
          {FILES} files generated from a fixed seed, {site_mb} in all: `{small}` ({small_size} bytes) and \
          `{large}` ({large_size} bytes), and the rest with sizes spread evenly on a log scale and extensions \
@@ -1026,101 +1447,126 @@ async fn report(b: &Bench, r: &Results, left: usize, moto_after: Option<Memory>,
          `POST /api/orgs/{{org}}/projects/{{project}}/publish` with alice's session, the archive streamed as \
          the request body in {chunk} KiB pieces (chunked transfer encoding), timed from sending to the \
          gateway's `201 Created` (every file written to S3, the manifest, `current`, and the project's \
-         `status.published`). {PUBLISHES} publishes of each format, alternating, each a new version of the \
-         same project. Site MB/s is the site's {site_mb} over the time; archive MB/s what went over the wire.\n\n\
-         | format | archive | median | each run | site MB/s (median) | archive MB/s (median) |\n\
-         |---|---|---|---|---|---|\n{publish_rows}\n\
-         | version | format | time | site MB/s | archive MB/s | gateway CPU | moto CPU | benchmark CPU \
-         | others' CPU |\n\
-         |---|---|---|---|---|---|---|---|---|\n{publish_runs}\n\
-         CPU is the share of one core a process used during that publish (from `/proc/<pid>/stat`); others' is \
-         every other process on the machine together (from `/proc/stat`): the operator, the control plane and \
-         anything else running.\n\n\
-         ## The gateway's memory\n\n\
+         `status.published`). {PUBLISHES} publishes of each format to each server, alternating formats and \
+         servers, each a new version of the server's project. Site MB/s is the site's {site_mb} over the time; \
+         archive MB/s what went over the wire.\n\n\
+         | S3 server | format | archive | median | each run | site MB/s (median) | archive MB/s (median) \
+         | S3 CPU |\n\
+         |---|---|---|---|---|---|---|---|\n{publish_rows}\n\
+         | S3 server | version | format | time | site MB/s | archive MB/s | gateway CPU | S3 CPU \
+         | benchmark CPU | others' CPU |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n{publish_runs}\n\
+         CPU is the share of one core a process used during that publish (from `/proc/<pid>/stat`; s3s-fs's \
+         counts all its threads); others' is every other process on the machine together (from `/proc/stat`): \
+         the operators, the other gateway, the other S3 server, the control plane and anything else \
+         running.\n\n\
+         ## The gateways' memory\n\n\
          From `/proc/<gateway pid>/status`: VmRSS (resident now) and VmHWM (the peak resident size since it \
-         started).\n\n\
-         | moment | VmRSS | VmHWM (peak so far) |\n|---|---|---|\n{memory_rows}\n\
-         The {n} publishes sent {uploaded} of archives, each tar {tar_mb}; meanwhile the gateway's peak grew \
-         by {growth} ({growth_share:.0}% of one tar archive) to {peak}: {streams}.\n\n\
+         started), for the gateway of each server.\n\n\
+         | moment |{memory_header}\n|---|---|---|---|---|\n{memory_rows}\n\
+         The {total} publishes sent {uploaded} of archives, each tar {tar_mb}. Each gateway streams if its peak \
+         stays far below one archive (each file goes from the request to S3 through a channel of at most four \
+         64 KiB chunks):\n\n{streaming}\n\
          ## Serving\n\n\
          {CONNECTIONS} workers send GETs back to back for {measured} s after {warm} s of warm-up; {ROUNDS} \
          rounds, each running every target in the order below. Requests/s is the median over the rounds; \
-         percentiles are over every request of every round (send to last body byte). moto CPU is its mean \
-         share of one core over the measured part of the rounds, others' CPU the same for every other \
-         process on the machine (the operator, the control plane, anything else running); CPU per request is \
-         a process's CPU time over the requests answered (median of the rounds): the benchmark's is the load \
-         generator's, and on the direct rows also its S3 client's. An error is anything but a 200 with the \
-         whole file.\n\n\
-         | file | target | requests/s | per round | MB/s | p50 | p99 | errors | moto CPU | others' CPU \
-         | CPU per request: moto | gateway | benchmark |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n{serving_rows}\n\
-         | file | gateway / direct requests/s | p50 | p99 |\n|---|---|---|---|\n{ratio_rows}\n\
+         percentiles are over every request of every round (send to last body byte). S3 CPU is the server's \
+         mean share of one core over the measured part of the rounds, others' CPU the same for every other \
+         process on the machine (the operators, the other gateway and S3 server, the control plane, anything \
+         else running); CPU per request is a process's CPU time over the requests answered (median of the \
+         rounds): the benchmark's is the load generator's, and on the direct rows also its S3 client's. An \
+         error is anything but a 200 with the whole file.\n\n\
+         | S3 server | file | target | requests/s | per round | MB/s | p50 | p99 | errors | S3 CPU | others' CPU \
+         | CPU per request: S3 | gateway | benchmark |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{serving_rows}\n\
+         | S3 server | file | gateway / direct requests/s | p50 | p99 |\n|---|---|---|---|---|\n{ratio_rows}\n\
          - **gateway**: `GET /<path>` with `Host: {PROJECT}--<org>.{sites_domain}`, each worker on its own \
          keep-alive connection. The gateway finds the project and its live version in its watch cache and \
          streams the object from S3 with `GetObject` (AWS SDK, SigV4-signed).\n\
          - **direct**: the same object (`<org>/{PROJECT}/v<N>/<path>`) with `GetObject` from the benchmark, \
          through `ooda::sites::Bucket`, the very client the gateway uses, shared by the workers. Not a plain \
-         HTTP GET: moto {moto} answers unsigned requests for objects without a public ACL with 403.\n\n\
-         moto answers every request with `Connection: close`, so on both paths each S3 request opens a new \
-         TCP connection; only the benchmark's connections to the gateway are kept alive.\n\n\
+         HTTP GET: moto {moto} answers unsigned requests for objects without a public ACL with 403, and \
+         s3s-fs, started with credentials, refuses them too.\n\n\
+         How each server treats connections (an HTTP/1.1 HEAD sent to it after the run):\n\n{connections}\n\
          ## Clean-up\n\n\
-         The organisation was deleted (the operator's finalizer purges each project's objects from the bucket \
-         before letting it go): {left} object(s) left under `{org}/` afterwards.\n\n\
+         Each organisation was deleted (its operator's finalizer purges each project's objects from the \
+         bucket before letting it go):\n\n{cleanup_rows}\n\
          ## Logs\n\n{logs}\n\
          ## How to read this\n\n\
-         moto is the bottleneck on both paths. It is one Python process (Werkzeug, a thread per connection, \
-         all sharing one interpreter lock, so about one core at most) that closes every connection; it \
-         used {moto_serving} of a core on average while serving and {moto_publishing} while publishing (well \
-         short of a whole core only when others' CPU shows the machine busy with something else). \
-         Publishing writes the files to S3 one after another, so its time is mostly a thousand PUT round \
-         trips to moto, whatever the archive's format; serving a file is one GetObject, through the gateway \
-         or not. The absolute numbers therefore describe moto on {cores_available} shared cores rather than \
-         ooda: a real S3 (or R2, MinIO) would accept and serve far more, and the gateway's share would \
-         grow. With moto saturated, gateway/direct ratios near 1× mean the gateway's hop hides behind moto \
-         (judge them against the spread between rounds); its own cost is in the CPU per request columns: \
-         what the gateway spends on a request (the client's HTTP request, the watch-cache lookup, a signed \
-         GetObject over a new connection to moto, streaming the body back) next to what the benchmark spends \
-         on the same GetObject directly. moto's CPU per request, the same on both paths, says how costly \
-         moto itself was: compare it before comparing requests/s between runs (a moto that has run for long, \
-         see its resident memory above, can be slower than a fresh one). The gateway CPU of the tar.gz \
-         publishes over the tar ones is the price of inflating; the memory table shows whether publishing \
-         streams. Latencies are under saturation ({CONNECTIONS} workers always busy), so p50 is mostly \
-         queueing at moto: compare rows with each other, not with a single idle request. The spread between \
-         rounds and the others' CPU columns show the machine's noise: on {cores_available} cores whatever else \
-         runs (builds, tests; see also the load averages above) takes CPU from moto directly, and every number \
-         drops with it.\n",
+         moto is the bottleneck on its side. It is one Python process that closes every connection, and it \
+         spent {moto_small_cost} of CPU on each GetObject of `{small}` and {moto_large_cost} on each of \
+         `{large}`; it used {moto_serving} of a core on average while serving and {moto_publishing} while \
+         publishing (short of a whole core when others' CPU shows the machine busy with something else). \
+         With moto saturated, gateway / direct ratios near 1× mean the gateway's hop hides behind moto.\n\n\
+         s3s-fs is a general-purpose S3 server in Rust: it keeps connections alive, can use every core (it \
+         used {s3s_fs_serving} of a core on average while serving and {s3s_fs_publishing} while publishing), \
+         and spent {s3s_fs_small_cost} of CPU on each GetObject of `{small}`. With it publishing ran at \
+         {tar_speedup} moto's speed for the tar and {gz_speedup} for the tar.gz, and serving `{small}` \
+         through the gateway at {small_speedup} moto's requests/s. Publishing still writes the files one \
+         after another, so its time is mostly a thousand PUT round trips (the gateway's, then s3s-fs writing \
+         the object and two JSON files), whatever the archive's format; the publishes' table shows how far \
+         the gateway and the S3 server were from a whole core meanwhile. A GetObject of `{large}` costs s3s-fs \
+         {s3s_fs_large_cost} of CPU against {s3s_fs_small_cost} for `{small}` (and was served at \
+         {large_speedup} moto's requests/s through the gateway): it reads an object in 4 KiB pieces, each \
+         through tokio's blocking thread pool, so for that file s3s-fs takes much of the CPU that the \
+         gateway and the load generator need too.\n\n\
+         Once S3 keeps up, the gateway's hop shows: on {cores_available} cores the gateway, the S3 server and \
+         the benchmark's load generator take CPU from each other, so requests/s are bounded by the machine as \
+         a whole, and gateway / direct compares what a request costs through the gateway with what the \
+         benchmark's own SDK client spends on it directly. Those costs are in the CPU per request columns: \
+         the gateway's (the client's HTTP request, the watch-cache lookup, a signed GetObject, streaming the \
+         body back) and the benchmark's (its load generator, and on the direct rows its S3 client). The S3 \
+         server's CPU per request, the same on both paths, says how costly the server itself was: compare it \
+         before comparing requests/s between runs (a moto that has run for long, see its resident memory \
+         above, can be slower than a fresh one).\n\n\
+         The gateway CPU of the tar.gz publishes over the tar ones is the price of inflating; the memory \
+         table shows whether publishing streams. Latencies are under saturation ({CONNECTIONS} workers always \
+         busy), so p50 is mostly queueing: compare rows with each other, not with a single idle request. The \
+         spread between rounds and the others' CPU columns show the machine's noise: on {cores_available} \
+         cores whatever else runs (builds, tests; see also the load averages above) takes CPU from the \
+         servers directly, and every number drops with it.\n",
         date = Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         kernel = kernel.trim(),
-        load = load_average(&b.load_at_start),
+        load = load_average(&info.load_at_start),
         load_after = load_average(&std::fs::read_to_string("/proc/loadavg").unwrap_or_default()),
         version = env!("CARGO_PKG_VERSION"),
-        checkout = b.checkout,
+        checkout = info.checkout,
         rustc = command_output("rustc", &["--version"], repo).unwrap_or_else(|| "rustc unknown".into()),
-        server = r.moto_server,
-        s3 = b.s3,
-        moto_before = r.moto_before.map_or_else(|| "unknown".into(), |m| mb_of_kb(m.rss)),
-        moto_after = moto_after.map_or_else(|| "unknown".into(), |m| mb_of_kb(m.rss)),
-        bucket = b.bucket.name,
-        site_mb = mb(SITE_BYTES as f64),
+        bucket = benches[0].bucket.name,
+        moto_server = r.servers[0].server_header.as_deref().unwrap_or("server unknown"),
+        moto_addr = benches[0].s3,
+        moto_memory = s3_memory(0),
+        s3s_fs_version = s3s_fs.version,
+        s3s_fs_addr = benches[1].s3,
+        s3s_fs_memory = s3_memory(1),
+        temp = temp.display(),
+        temp_fs = file_system(&temp),
         small = SMALL.path,
-        small_size = SMALL.size,
         large = LARGE.path,
+        site_mb = mb(SITE_BYTES as f64),
+        small_size = SMALL.size,
         large_size = LARGE.size,
         site_table = site_table(&r.site),
         tar_mb = mb(tar.bytes.len() as f64),
         gz_mb = mb(tar_gz.bytes.len() as f64),
         gz_share = tar_gz.bytes.len() as f64 * 100.0 / tar.bytes.len() as f64,
         chunk = UPLOAD_CHUNK >> 10,
-        n = r.publishes.len(),
+        total = r.servers.iter().map(|s| s.publishes.len()).sum::<usize>(),
         uploaded = mb(uploaded as f64),
-        growth = mb(growth),
-        peak = mb_of_kb(published.peak),
-        growth_share = growth_share * 100.0,
-        moto_serving = cores(moto_serving),
-        moto_publishing = cores(moto_publishing),
+        moto_small_cost = s3_cost(0, SMALL),
+        moto_large_cost = s3_cost(0, LARGE),
+        s3s_fs_small_cost = s3_cost(1, SMALL),
+        s3s_fs_large_cost = s3_cost(1, LARGE),
+        moto_serving = cores(s3_serving[0]),
+        moto_publishing = cores(s3_publishing[0]),
+        s3s_fs_serving = cores(s3_serving[1]),
+        s3s_fs_publishing = cores(s3_publishing[1]),
+        tar_speedup = speedups[0],
+        gz_speedup = speedups[1],
+        small_speedup = speedups[2],
+        large_speedup = speedups[4],
         measured = MEASURED.as_secs(),
         warm = WARM_UP.as_secs(),
-        org = b.org,
-        sites_domain = b.sites_domain,
+        sites_domain = benches[0].sites_domain,
     )
 }

@@ -17,6 +17,8 @@ kubeconform_schemas="$cache/tools/kubeconform-schemas-$KUBERNETES_VERSION-$(sha2
 kind_cache="$cache/kind"                    # scripts/build-kind-node.sh
 kind_dir="$kind_cache/kind-$KIND_VERSION"   # scripts/build-tools.sh
 moto_dir="$cache/moto-$MOTO_VERSION"           # a Python virtualenv holding the local S3 server
+# bin/s3s-fs: the sites benchmark's second S3 server (scripts/build-s3s-fs.sh), patched: its hash is in the key.
+s3s_fs_dir="$cache/tools/s3s-fs-$S3S_FS_VERSION-$(sha256sum "$repo/scripts/s3s-fs-nodelay.patch" | cut -c1-12)"
 anthropic_dir="$cache/tools/anthropic-$ANTHROPIC_SDK_VERSION"  # a Python virtualenv: Anthropic's SDK
 # ooda's own image (scripts/build-image.sh): an OCI archive that the real node loads at start.
 ooda_version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)"
