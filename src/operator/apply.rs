@@ -68,8 +68,8 @@ where
     Api::namespaced(ctx.client.clone(), namespace)
 }
 
-/// [`apply`], counting the write by kind.
-pub async fn apply_child<K>(ctx: &Context, api: &Api<K>, desired: &K, live: Option<&K>) -> Result<()>
+/// [`apply`], counting the write by kind. Returns whether a write was made.
+pub async fn apply_child<K>(ctx: &Context, api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool>
 where
     K: Resource + k8s_openapi::Resource + Clone + Debug + Serialize + DeserializeOwned,
 {
@@ -84,7 +84,7 @@ where
     if written {
         ctx.metrics.wrote(kind);
     }
-    Ok(())
+    Ok(written)
 }
 
 /// Writes `status` to `object`'s status subresource (server-side apply, the operator's field

@@ -1,17 +1,18 @@
 //! What every reconcile shares: the client, configuration, caches, metrics and Events.
 
 use std::collections::HashMap;
-
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::config::OperatorConfig;
 use crate::crd::Project;
+use crate::operator::apply::APPLIED_HASH;
 use crate::operator::error::CleanupError;
 use crate::operator::metrics::Metrics;
 use crate::watch::Readiness;
@@ -42,7 +43,25 @@ pub struct Context {
     /// reached the cache recomputes the same status from a stale `old`; this stops it from
     /// writing (and announcing) it twice.
     written_status: Mutex<HashMap<String, String>>,
+    /// Token Secrets this process wrote, until its cache shows them.
+    pub written_tokens: WrittenTokens,
 }
+
+/// Token Secrets this process wrote, by namespace and name, until its cache shows them: a token
+/// made anew for want of one the cache has not delivered yet would replace one already handed out
+/// (to a pod, a preview link). Reading them back from the API server instead cost a request per
+/// Secret on every reconcile until the watch caught up.
+#[derive(Default)]
+pub struct WrittenTokens(Mutex<HashMap<(String, String), WrittenToken>>);
+
+struct WrittenToken {
+    at: Instant,
+    secret: Arc<Secret>,
+}
+
+/// Longer than any cache takes to deliver a write; a token still remembered then is forgotten
+/// (its project was deleted before the cache saw it).
+const WRITTEN_TOKEN_TTL: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
@@ -64,6 +83,7 @@ impl Context {
             caches,
             failures: Mutex::default(),
             written_status: Mutex::default(),
+            written_tokens: WrittenTokens::default(),
         }
     }
 
@@ -124,5 +144,75 @@ impl Context {
             }
             Err(error) => warn!(%error, reason, "publishing an Event"),
         }
+    }
+}
+
+impl WrittenTokens {
+    /// Remembers a token Secret just written, until the cache shows it.
+    pub fn remember(&self, secret: &Secret) {
+        let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+        let mut written = self.0.lock().expect("token map lock");
+        written.retain(|_, token| token.at.elapsed() < WRITTEN_TOKEN_TTL);
+        written.insert(key, WrittenToken { at: Instant::now(), secret: Arc::new(secret.clone()) });
+    }
+
+    /// The token Secret `namespace/name` as last written: the one this process wrote, until
+    /// `cached` holds the same (token and applied hash), and the cached one from then on.
+    pub fn get(&self, namespace: &str, name: &str, cached: Option<Arc<Secret>>) -> Option<Arc<Secret>> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut written = self.0.lock().expect("token map lock");
+        let caught_up = |ours: &Secret, cached: &Secret| {
+            cached.data == ours.data && cached.annotations().get(APPLIED_HASH) == ours.annotations().get(APPLIED_HASH)
+        };
+        match written.get(&key) {
+            Some(token) if !cached.as_deref().is_some_and(|cached| caught_up(&token.secret, cached)) => {
+                Some(token.secret.clone())
+            }
+            Some(_) => {
+                written.remove(&key);
+                cached
+            }
+            None => cached,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::apply::stamp;
+
+    fn token_secret(token: &str, state: &str) -> Secret {
+        let mut secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "shop-preview", "namespace": "org-acme", "annotations": { "ooda.run/token-state": state } },
+            "data": { "token": k8s_openapi::ByteString(token.as_bytes().to_vec()) },
+        }))
+        .unwrap();
+        stamp(&mut secret);
+        secret
+    }
+
+    #[test]
+    fn a_written_token_is_read_back_until_the_cache_holds_it() {
+        let written = WrittenTokens::default();
+        let stale = Arc::new(token_secret("old", "running"));
+        assert_eq!(written.get("org-acme", "shop-preview", None), None, "nothing written, nothing cached");
+        assert_eq!(written.get("org-acme", "shop-preview", Some(stale.clone())), Some(stale.clone()));
+
+        let rotated = token_secret("new", "stopped");
+        written.remember(&rotated);
+        assert_eq!(written.get("org-acme", "shop-preview", None).as_deref(), Some(&rotated), "not cached yet");
+        assert_eq!(written.get("org-acme", "shop-preview", Some(stale.clone())).as_deref(), Some(&rotated), "stale");
+        assert_eq!(written.get("org-acme", "other", None), None, "by name");
+        // The same token under another state (a start after a stop) is not caught up yet either.
+        let restarted = token_secret("new", "running");
+        written.remember(&restarted);
+        let stopped_in_cache = Arc::new(rotated.clone());
+        assert_eq!(written.get("org-acme", "shop-preview", Some(stopped_in_cache)).as_deref(), Some(&restarted));
+
+        let caught_up = Arc::new(restarted.clone());
+        assert_eq!(written.get("org-acme", "shop-preview", Some(caught_up.clone())), Some(caught_up));
+        // Forgotten once the cache showed it: the cache is the truth from then on.
+        assert_eq!(written.get("org-acme", "shop-preview", Some(stale.clone())), Some(stale));
     }
 }

@@ -26,9 +26,9 @@ use tracing::{info, instrument};
 
 use crate::crd::conditions::{self, Progress};
 use crate::crd::names::{
-    LAST_SIGNAL, LOADER_CONTAINER, TOKEN_KEY, TOKEN_STATE, TokenState, WORKSPACE_SEEDED, activity_lease_name,
-    ai_secret_name, object_ref, organisation_of_namespace, pod_name, preview_secret_name, project_host, project_labels,
-    publish_secret_name, workspace_name,
+    FINALIZER, LAST_SIGNAL, LOADER_CONTAINER, TOKEN_KEY, TOKEN_STATE, TokenState, WORKSPACE_SEEDED,
+    activity_lease_name, ai_secret_name, object_ref, organisation_of_namespace, pod_name, preview_secret_name,
+    project_host, project_labels, publish_secret_name, workspace_name,
 };
 use crate::crd::{DesiredState, IdleStatus, Organisation, Phase, Project, ProjectStatus, WakeStatus};
 use crate::operator::apply::{FIELD_MANAGER, apply_child, apply_status, in_namespace};
@@ -73,7 +73,7 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
     if ctx.shared.organisation_selector.is_some() && organisation.is_none() {
         return Ok(Action::await_change());
     }
-    let finalized = project.finalizers().iter().any(|f| f == super::FINALIZER);
+    let finalized = project.finalizers().iter().any(|f| f == FINALIZER);
     let result = match (project.metadata.deletion_timestamp.is_some(), finalized) {
         (false, _) => apply_project(&project, organisation.as_deref(), &ctx).await,
         (true, true) => cleanup(&project, &ctx).await,
@@ -274,12 +274,11 @@ async fn observe(
     let workspace_seeded = workspace
         .as_ref()
         .is_some_and(|claim| loaded || claim.annotations().get(WORKSPACE_SEEDED).is_some_and(|v| v == "true"));
-    let secrets: Api<Secret> = Api::namespaced(ctx.shared.client.clone(), &namespace);
-    let preview_secret = token_secret(caches, &secrets, &namespace, preview_secret_name(&name)).await?;
-    let publish_secret = token_secret(caches, &secrets, &namespace, publish_secret_name(&name)).await?;
+    let preview_secret = token_secret(ctx, &namespace, preview_secret_name(&name));
+    let publish_secret = token_secret(ctx, &namespace, publish_secret_name(&name));
     // Without a relay there is no AI token to keep: a Secret left from one is only deleted.
     let ai_secret = match relay {
-        true => token_secret(caches, &secrets, &namespace, ai_secret_name(&name)).await?,
+        true => token_secret(ctx, &namespace, ai_secret_name(&name)),
         false => caches.secrets.get(&object_ref(&namespace, ai_secret_name(&name))),
     };
     Ok(Observed {
@@ -327,20 +326,11 @@ pub fn without_status(set: &mut StatefulSet) {
     set.status = None;
 }
 
-/// A token Secret from the cache, or else from the API server: the cache may not have seen yet
-/// what the last reconcile wrote, and a token made anew for want of it would replace one already
-/// handed out (to a pod, a preview link). One read per Secret the cache lacks, which is once.
-async fn token_secret(
-    caches: &Children,
-    secrets: &Api<Secret>,
-    namespace: &str,
-    name: String,
-) -> Result<Option<Arc<Secret>>> {
-    if let Some(cached) = caches.secrets.get(&object_ref(namespace, name.clone())) {
-        return Ok(Some(cached));
-    }
-    let live = secrets.get_opt(&name).await.during(|| format!("reading Secret {namespace}/{name}"))?;
-    Ok(live.map(Arc::new))
+/// A token Secret as last written: the cache may not have delivered yet what the last reconcile
+/// wrote (see [`WrittenTokens`](crate::operator::context::WrittenTokens)).
+fn token_secret(ctx: &ProjectContext, namespace: &str, name: String) -> Option<Arc<Secret>> {
+    let cached = ctx.children.secrets.get(&object_ref(namespace, name.clone()));
+    ctx.shared.written_tokens.get(namespace, &name, cached)
 }
 
 /// What this reconcile decided: run, hibernate, wake or stop, and the tokens to keep or issue.
@@ -406,18 +396,27 @@ async fn apply_children(project: &Project, desired: &build::Desired, observed: &
     let namespace = project.namespace().unwrap_or_default();
     let live = &observed.children;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.service_account, live.service_account.as_deref()).await?;
-    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.preview_secret, live.preview_secret.as_deref()).await?;
-    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.publish_secret, live.publish_secret.as_deref()).await?;
-    apply_or_remove(project, ctx, desired.ai_secret.as_ref(), live.ai_secret.as_deref()).await?;
+    for (token, live) in [
+        (Some(&desired.preview_secret), &live.preview_secret),
+        (Some(&desired.publish_secret), &live.publish_secret),
+        (desired.ai_secret.as_ref(), &live.ai_secret),
+    ] {
+        if apply_or_remove(project, ctx, token, live.as_deref()).await?
+            && let Some(token) = token
+        {
+            ctx.written_tokens.remember(token);
+        }
+    }
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.workspace, live.workspace.as_deref()).await?;
     apply_child(ctx, &in_namespace(ctx, &namespace), &desired.network_policy, live.network_policy.as_deref()).await?;
     apply_or_remove(project, ctx, desired.service.as_ref(), live.service.as_deref()).await?;
-    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.stateful_set, live.stateful_set.as_deref()).await
+    apply_child(ctx, &in_namespace(ctx, &namespace), &desired.stateful_set, live.stateful_set.as_deref()).await?;
+    Ok(())
 }
 
 /// Applies a child the project may or may not have: `desired`, or else deletes the `live` one
-/// if this project controls it.
-async fn apply_or_remove<K>(project: &Project, ctx: &Context, desired: Option<&K>, live: Option<&K>) -> Result<()>
+/// if this project controls it. Returns whether it wrote.
+async fn apply_or_remove<K>(project: &Project, ctx: &Context, desired: Option<&K>, live: Option<&K>) -> Result<bool>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + k8s_openapi::Resource
@@ -437,9 +436,9 @@ where
                 .await
                 .during(|| format!("deleting {kind} {namespace}/{name}"))?;
             ctx.metrics.wrote(kind);
-            Ok(())
+            Ok(true)
         }
-        (None, _) => Ok(()),
+        (None, _) => Ok(false),
     }
 }
 
@@ -584,7 +583,7 @@ async fn write_status(project: &Project, old: &ProjectStatus, status: ProjectSta
 /// gone (a reconcile queued from a cache that had not seen it go) is done too.
 async fn remove_finalizer(project: &Project, ctx: &Context) -> Result<()> {
     let namespace = project.namespace().unwrap_or_default();
-    let finalizers: Vec<&String> = project.finalizers().iter().filter(|f| *f != super::FINALIZER).collect();
+    let finalizers: Vec<&String> = project.finalizers().iter().filter(|f| *f != FINALIZER).collect();
     let patch = json!({ "metadata": { "finalizers": finalizers } });
     match Api::<Project>::namespaced(ctx.client.clone(), &namespace)
         .patch(&project.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
