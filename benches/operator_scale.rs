@@ -530,9 +530,12 @@ fn render(dir: &Path) -> String {
         for r in &runs {
             out += &format!(" {} |", number(value(r), unit));
         }
-        if let (true, Some(first), Some(last)) = (slope, runs.first(), runs.last()) {
+        // A ratio has no slope.
+        if let (true, false, Some(first), Some(last)) = (slope, *unit == "×", runs.first(), runs.last()) {
             let per_thousand = (value(last) - value(first)) / (last.projects - first.projects) as f64 * 1000.0;
             out += &format!(" {} |", number(per_thousand, unit));
+        } else if slope {
+            out += " |";
         }
         out += "\n";
     }

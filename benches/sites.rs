@@ -63,8 +63,9 @@ use tokio::time::Instant;
 mod common;
 
 use common::{
-    Sender, TEST_LABEL, checkout, checkout_and_kubeconfig, client, command_output, connect, create_home, free_port,
-    median, ms, ooda, percentile, platform_account, ratio, ready_organisation, run_id, wait_answers, wait_for,
+    Sender, Started, TEST_LABEL, checkout, checkout_and_kubeconfig, client, command_output, connect, create_home,
+    free_port, log_path, median, ms, percentile, platform_account, ratio, ready_organisation, run_id, start_ooda,
+    wait_for,
 };
 
 /// Files of the generated site, and what they add up to.
@@ -164,53 +165,38 @@ async fn main() {
         let config = std::env::temp_dir().join(format!("ooda-bench-sites-config-{pass}.yaml"));
         std::fs::write(&config, example_text.replace(&example_endpoint, &format!("endpoint: {}", storage.endpoint)))
             .expect("write the configuration");
+        let (home, client) = (format!("ooda-bench-sites-{pass}"), client.clone());
+        create_home(&client, &home, &pass).await;
+        // The operator and the gateway read it when they start.
+        add_s3_credentials(&client, &home, &storage).await;
+        let started = start_ooda(&kubeconfig, "sites", &pass, &home, config.to_str().expect("utf-8 path"), &[]).await;
         let b = Arc::new(Bench {
             server,
-            home: format!("ooda-bench-sites-{pass}"),
+            home,
             org: format!("bench-{pass}"),
-            operator_http: free_port(),
-            gateway: free_port(),
-            gateway_http: free_port(),
-            operator_log: std::env::temp_dir().join(format!("ooda-bench-operator-{pass}.log")),
-            gateway_log: std::env::temp_dir().join(format!("ooda-bench-gateway-{pass}.log")),
+            gateway: started.addr,
+            operator_log: log_path("sites", "operator", &pass),
+            gateway_log: log_path("sites", "gateway", &pass),
             sites_domain: example.sites_domain.clone().expect("a sites domain"),
             s3,
             bucket: Bucket::new(&storage, credentials()),
             config,
-            client: client.clone(),
+            client,
             run: pass,
         });
         b.bucket.client.head_bucket().bucket(&b.bucket.name).send().await.unwrap_or_else(|e| {
             panic!("bucket {} on {} {} (`make cluster-up` starts moto): {e:?}", b.bucket.name, server.name(), b.s3)
         });
-        create_home(&b.client, &b.home, &b.run).await;
-        // The operator and the gateway read it when they start.
-        add_s3_credentials(&b, &storage).await;
-
-        let config = b.config.to_str().expect("utf-8 path");
-        let selector = format!("{TEST_LABEL}={}", b.run);
-        let (operator_http, gateway, gateway_http) =
-            (b.operator_http.to_string(), b.gateway.to_string(), b.gateway_http.to_string());
-        let operator = ooda(&kubeconfig, &b.operator_log)
-            .args(["operator", "--config", config, "--http-addr", &operator_http, "--namespace", &b.home])
-            .args(["--organisation-selector", &selector])
-            .spawn()
-            .expect("start the operator");
-        let gateway = ooda(&kubeconfig, &b.gateway_log)
-            .args(["gateway", "--config", config, "--listen", &gateway, "--http-addr", &gateway_http])
-            .args(["--insecure-http", "--namespace", &b.home])
-            .spawn()
-            .expect("start the gateway");
         processes.push(Processes {
             benchmark: std::process::id(),
-            gateway: gateway.id().expect("the gateway's pid"),
+            gateway: started.gateway.id().expect("the gateway's pid"),
             s3: match server {
                 Server::Moto => listener_pid(b.s3),
                 Server::S3sFs => s3s_fs.child.id(),
             },
             ticks_per_second,
         });
-        children.push((operator, gateway));
+        children.push(started);
         benches.push(b);
     }
 
@@ -221,7 +207,7 @@ async fn main() {
         left.push(cleanup(b).await);
     }
     let s3_after: Vec<Option<Memory>> = processes.iter().map(|p| p.s3.and_then(memory_of)).collect();
-    for (mut operator, mut gateway) in children {
+    for Started { mut operator, mut gateway, .. } in children {
         let _ = gateway.kill().await;
         let _ = operator.kill().await;
     }
@@ -326,9 +312,7 @@ struct Bench {
     /// The operator's and gateway's namespace: Lease, accounts, signing keys, S3 credentials.
     home: String,
     org: String,
-    operator_http: SocketAddr,
     gateway: SocketAddr,
-    gateway_http: SocketAddr,
     operator_log: PathBuf,
     gateway_log: PathBuf,
     /// Sites are served on `<project>--<org>.<sites_domain>`.
@@ -355,13 +339,13 @@ struct RunInfo {
 }
 
 /// The Secret the configuration names, in the home namespace, with the benchmark's credentials.
-async fn add_s3_credentials(b: &Bench, storage: &SitesStorage) {
+async fn add_s3_credentials(client: &Client, home: &str, storage: &SitesStorage) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": { "name": storage.credentials_secret },
         "stringData": { ACCESS_KEY_ID: S3_ACCESS_KEY, SECRET_ACCESS_KEY: S3_SECRET_KEY },
     }))
     .expect("secret");
-    Api::<Secret>::namespaced(b.client.clone(), &b.home)
+    Api::<Secret>::namespaced(client.clone(), home)
         .create(&PostParams::default(), &secret)
         .await
         .expect("create the S3 credentials Secret");
@@ -395,8 +379,6 @@ async fn measure(benches: Vec<Arc<Bench>>, processes: Vec<Processes>) -> Results
     let mut idle = Vec::new();
     let mut s3_before = Vec::new();
     for (b, p) in benches.iter().zip(&processes) {
-        wait_answers(b.operator_http, "operator", |body| body.starts_with("leader:")).await;
-        wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
         idle.push(memory(p.gateway));
         s3_before.push(p.s3.and_then(memory_of));
         ready_organisation(

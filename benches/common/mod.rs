@@ -92,7 +92,7 @@ pub async fn start_ooda(
     gateway_args: &[&str],
 ) -> Started {
     let (operator_http, addr, gateway_http) = (free_port(), free_port(), free_port());
-    let log = |part: &str| std::env::temp_dir().join(format!("ooda-bench-{bench}-{part}-{run}.log"));
+    let log = |part: &str| log_path(bench, part, run);
     let operator = ooda(kubeconfig, &log("operator"))
         .args(["operator", "--config", config, "--namespace", home, "--http-addr", &operator_http.to_string()])
         .args(["--organisation-selector", &format!("{TEST_LABEL}={run}")])
@@ -107,6 +107,11 @@ pub async fn start_ooda(
     wait_answers(operator_http, "operator", |body| body.starts_with("leader:")).await;
     wait_answers(gateway_http, "gateway", |body| body == "gateway ready").await;
     Started { operator, gateway, addr }
+}
+
+/// Where [`start_ooda`] has `part` (`operator`, `gateway`) of run `run` of `bench` log.
+pub fn log_path(bench: &str, part: &str, run: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ooda-bench-{bench}-{part}-{run}.log"))
 }
 
 /// Waits, by watch, until `condition` holds for the named object; returns it (`None` if the
@@ -219,8 +224,6 @@ pub async fn ready_organisation(client: &Client, manifest: serde_json::Value) {
     .await;
 }
 
-/// The checkout under test and the bed's kubeconfig (`OODA_KUBECONFIG`, or the checkout's
-/// `.local/kubeconfig`). Read at run time: the target directory is shared between clones.
 /// What a benchmark run starts from: the checkout, the bed's kubeconfig and a client, the run's
 /// id, and its home namespace `ooda-bench-<bench>-<run>` (with the S3 credentials the example
 /// configuration names) for the operator and gateway.
@@ -242,6 +245,8 @@ pub async fn start_run(bench: &str) -> Run {
     Run { repo, kubeconfig, client, id, home }
 }
 
+/// The checkout under test and the bed's kubeconfig (`OODA_KUBECONFIG`, or the checkout's
+/// `.local/kubeconfig`). Read at run time: the target directory is shared between clones.
 pub fn checkout_and_kubeconfig() -> (PathBuf, PathBuf) {
     let repo = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let kubeconfig = std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or(repo.join(".local/kubeconfig"));

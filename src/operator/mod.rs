@@ -351,8 +351,6 @@ fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(
     }
 }
 
-pub use crate::crd::names::FINALIZER;
-
 /// Retry interval for objects that arrive before the caches have synced.
 pub(crate) const UNTIL_SYNCED: Duration = Duration::from_millis(500);
 

@@ -20,7 +20,7 @@ use tracing::{info, instrument};
 
 use crate::crd::Organisation;
 use crate::crd::conditions::{self, Progress};
-use crate::crd::names::{object_ref, organisation_namespace};
+use crate::crd::names::{FINALIZER, object_ref, organisation_namespace};
 use crate::operator::apply::{apply_child, apply_status, in_namespace};
 use crate::operator::context::Context;
 use crate::operator::error::{During, Error, Result};
@@ -70,11 +70,11 @@ pub async fn reconcile(org: Arc<Organisation>, ctx: Arc<OrganisationContext>) ->
 // for the namespace to go; here the namespace's own deletion events bring the reconcile back.
 
 async fn ensure_finalizer(org: &Organisation, ctx: &Context) -> Result<()> {
-    if org.finalizers().iter().any(|f| f == super::FINALIZER) {
+    if org.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
     let mut finalizers = org.finalizers().to_vec();
-    finalizers.push(super::FINALIZER.to_owned());
+    finalizers.push(FINALIZER.to_owned());
     set_finalizers(org, finalizers, ctx).await
 }
 
@@ -91,7 +91,7 @@ async fn set_finalizers(org: &Organisation, finalizers: Vec<String>, ctx: &Conte
 
 async fn delete_namespace_first(org: &Organisation, ctx: &OrganisationContext) -> Result<Action> {
     let shared = &ctx.shared;
-    if !org.finalizers().iter().any(|f| f == super::FINALIZER) {
+    if !org.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
     let name = organisation_namespace(&org.name_any());
@@ -108,7 +108,7 @@ async fn delete_namespace_first(org: &Organisation, ctx: &OrganisationContext) -
         // The namespace's deletion events bring us back here.
         return Ok(Action::await_change());
     }
-    let finalizers: Vec<String> = org.finalizers().iter().filter(|f| *f != super::FINALIZER).cloned().collect();
+    let finalizers: Vec<String> = org.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     set_finalizers(org, finalizers, shared).await?;
     shared.forget_status(org.metadata.uid.as_deref().unwrap_or_default());
     Ok(Action::await_change())
