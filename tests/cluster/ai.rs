@@ -121,13 +121,23 @@ impl Relays {
     }
 
     async fn send(&self, org: &str, project: &str, credential: Credential<'_>, body: &Value) -> reqwest::Response {
+        self.try_send(org, project, credential, body).await.expect("the gateway answers")
+    }
+
+    async fn try_send(
+        &self,
+        org: &str,
+        project: &str,
+        credential: Credential<'_>,
+        body: &Value,
+    ) -> reqwest::Result<reqwest::Response> {
         let request = reqwest::Client::new().post(self.url(org, project, "/v1/messages")).json(body);
         let request = match credential {
             Credential::Key(key) => request.header("x-api-key", key),
             Credential::Session(token) => request.bearer_auth(token),
             Credential::None => request,
         };
-        request.send().await.expect("the gateway answers")
+        request.send().await
     }
 }
 
@@ -430,8 +440,9 @@ async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
     let projects: Api<ooda::crd::Project> = Api::namespaced(relays.world.client.clone(), &format!("org-{acme}"));
     projects.delete("blog", &Default::default()).await.expect("delete blog");
     eventually(SETTLE, "the deleted project's token refused", || async {
-        let (status, _) = relays.ask(&acme, "blog", Credential::Key(&blog), &hello).await;
-        (status == StatusCode::UNAUTHORIZED).then_some(())
+        // A request in flight as the deletion reaches the gateway may be cut off, as streams are.
+        let response = relays.try_send(&acme, "blog", Credential::Key(&blog), &hello).await.ok()?;
+        (response.status() == StatusCode::UNAUTHORIZED).then_some(())
     })
     .await;
 
@@ -556,10 +567,34 @@ async fn a_relayed_stream_ends_with_its_client_and_with_its_project() {
     let seen = tokio::time::timeout(Duration::from_secs(1), cancelled.wait_for(|n| *n >= 3)).await.is_ok();
     assert!(seen, "the stalled upstream request was kept");
 
+    // The project stops while the upstream is still thinking: its answer, when it comes, is
+    // refused in the API's shape, neither handed over nor cut off unanswered.
+    let held = message(MODEL, "hold on");
+    let stop_while_held = async {
+        eventually(SETTLE, "the held request reaches the upstream", || async {
+            relays.eu.received().iter().any(|r| r.body.contains("hold on")).then_some(())
+        })
+        .await;
+        let stop = relays
+            .gateway
+            .call(Method::POST, &format!("/api/orgs/{acme}/projects/lab/stop"), Some(&relays.alice), None)
+            .await;
+        assert_eq!(stop.status, StatusCode::ACCEPTED, "{:?}", stop.body);
+        let models = relays.url(&acme, "lab", "/v1/models");
+        eventually(SETTLE, "the gateway sees lab stopped", || async {
+            let answer = reqwest::Client::new().get(&models).header("x-api-key", &lab).send().await.ok()?;
+            (answer.status() == StatusCode::UNAUTHORIZED).then_some(())
+        })
+        .await;
+        relays.eu.release_one();
+    };
+    let ((status, body), ()) = tokio::join!(relays.ask(&acme, "lab", Credential::Key(&lab), &held), stop_while_held);
+    assert_eq!((status, body["error"]["type"].as_str()), (StatusCode::UNAUTHORIZED, Some("authentication_error")));
+
     let metrics = relays.gateway.metrics().await;
-    for outcome in ["client_closed", "closed", "upstream_timeout"] {
+    for (outcome, count) in [("client_closed", 1), ("closed", 2), ("upstream_timeout", 1)] {
         let series = format!(
-            "ooda_gateway_ai_requests_total{{organisation=\"{acme}\",model=\"{MODEL}\",outcome=\"{outcome}\"}} 1"
+            "ooda_gateway_ai_requests_total{{organisation=\"{acme}\",model=\"{MODEL}\",outcome=\"{outcome}\"}} {count}"
         );
         assert!(metrics.contains(&series), "{series} in {metrics}");
     }

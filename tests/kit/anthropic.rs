@@ -5,8 +5,8 @@
 //!
 //! The reply is `"<name> heard: <the last user message>"`, so whatever the prompt holds travels
 //! back. The prompt steers it: `slowly` streams 600 pieces 50 ms apart (half a minute), `stall`
-//! falls silent for a minute after `message_start`, and a `max_tokens` over 100,000 is refused
-//! with the API's own error shape.
+//! falls silent for a minute after `message_start`, `hold` answers only once the test calls
+//! `release_one`, and a `max_tokens` over 100,000 is refused with the API's own error shape.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// What one request brought.
 #[derive(Debug, Clone)]
@@ -40,6 +40,7 @@ pub struct StandIn {
     pub received: Arc<Mutex<Vec<Received>>>,
     /// Streams the relay cut off before their end, counted as each is dropped.
     pub cancelled: watch::Receiver<u32>,
+    held: Arc<Semaphore>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -50,6 +51,8 @@ struct Shared {
     cancelled: Arc<watch::Sender<u32>>,
     /// Pieces a plain streamed reply is cut into.
     pieces: usize,
+    /// One permit per `hold` request let go.
+    held: Arc<Semaphore>,
 }
 
 impl StandIn {
@@ -69,7 +72,9 @@ impl StandIn {
             received: received.clone(),
             cancelled: Arc::new(cancelled),
             pieces: pieces.max(1),
+            held: Arc::new(Semaphore::new(0)),
         };
+        let held = shared.held.clone();
         let router = Router::new()
             .route("/v1/messages", post(messages))
             .route("/v1/messages/count_tokens", post(count_tokens))
@@ -77,7 +82,7 @@ impl StandIn {
         let task = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("stand-in serves");
         });
-        Self { addr, received, cancelled: cancelled_rx, task }
+        Self { addr, received, cancelled: cancelled_rx, held, task }
     }
 
     pub fn endpoint(&self) -> String {
@@ -86,6 +91,11 @@ impl StandIn {
 
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("received lock").clone()
+    }
+
+    /// Lets one `hold` request be answered.
+    pub fn release_one(&self) {
+        self.held.add_permits(1);
     }
 }
 
@@ -138,6 +148,9 @@ async fn messages(
     let prompt = prompt(&request);
     let reply = format!("{} heard: {prompt}", shared.name);
     let input_tokens = prompt.split_whitespace().count() as u64 + 10;
+    if prompt.contains("hold") {
+        shared.held.acquire().await.expect("the semaphore is never closed").forget();
+    }
     if request["stream"].as_bool() != Some(true) {
         let message = json!({
             "id": "msg_standin", "type": "message", "role": "assistant", "model": model,

@@ -194,6 +194,8 @@ async fn relay(
     }
     let record =
         Record { gateway: gateway.clone(), org: org.clone(), model, outcome: "client_closed", tap: None, _slot: slot };
+    // Subscribed before the answer comes, so that no change after the check below is missed.
+    let closing = caller.closing(gateway.clone(), org.clone(), name.clone());
     let answer = match tokio::time::timeout(relay.idle_timeout, upstream.send()).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
@@ -209,7 +211,12 @@ async fn relay(
                 .refuse("upstream_timeout", ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)));
         }
     };
-    Ok(relayed(answer, record, operation, relay.idle_timeout, caller.closing(gateway, org, name)))
+    // The project may have stopped or gone, or the token been replaced, while the upstream
+    // thought: refuse in the API's shape rather than cut off an answer not yet begun.
+    if let Err(refusal) = caller.standing(&gateway, &org, &name) {
+        return Err(record.refuse("closed", refusal.0));
+    }
+    Ok(relayed(answer, record, operation, relay.idle_timeout, closing))
 }
 
 /// A value of the client's header `name` to pass on, checked.
@@ -274,6 +281,7 @@ fn requested_model(body: &[u8], relay: &AiRelay) -> Result<String, RelayError> {
 }
 
 /// Who is asking: the environment (its project's AI token) or a member (a session).
+#[derive(Clone)]
 enum Caller {
     Project { token: Vec<u8> },
     Member(Box<Session>),
@@ -307,26 +315,27 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may still use the project's relay: why not, if not.
-    fn standing(&self, gateway: &Gateway, org: &str, name: &str) -> Result<(), String> {
+    /// Whether the caller may still use the project's relay: the refusal, if not.
+    fn standing(&self, gateway: &Gateway, org: &str, name: &str) -> Result<(), RelayError> {
         match self {
             Caller::Project { token } => match current_ai_token(gateway, org, name) {
                 Some(current) if bool::from(current.as_slice().ct_eq(token)) => Ok(()),
-                _ => Err("the project's AI token is no longer valid".to_owned()),
+                _ => Err(RelayError(ApiError::unauthorized("the project's AI token is no longer valid"))),
             },
-            Caller::Member(session) => {
-                session.access_now(gateway, org, Role::Member).map(|_| ()).map_err(|e| e.message)
-            }
-        }
-        .and_then(|()| running_project(gateway, org, name).map(|_| ()).map_err(|e| e.0.message))
+            Caller::Member(session) => session.access_now(gateway, org, Role::Member).map(|_| ()).map_err(RelayError),
+        }?;
+        running_project(gateway, org, name).map(|_| ())
     }
 
     /// Resolves with the reason once the caller may no longer use the relay: the project stops
-    /// or goes, the token is replaced, the member is removed, the session ends.
-    fn closing(self, gateway: Arc<Gateway>, org: String, name: String) -> BoxFuture<'static, String> {
+    /// or goes, the token is replaced, the member is removed, the session ends. Changes are
+    /// watched from this call on, not from the first poll.
+    fn closing(&self, gateway: Arc<Gateway>, org: String, name: String) -> BoxFuture<'static, String> {
+        let mut changes = gateway.caches.changes();
+        changes.borrow_and_update();
+        let caller = self.clone();
         async move {
-            let mut changes = gateway.caches.changes();
-            let expiry = match &self {
+            let expiry = match &caller {
                 Caller::Member(session) => session.remaining(&gateway),
                 Caller::Project { .. } => Duration::MAX,
             };
@@ -335,8 +344,8 @@ impl Caller {
                     if changes.changed().await.is_err() {
                         return "the gateway is shutting down".to_owned();
                     }
-                    if let Err(reason) = self.standing(&gateway, &org, &name) {
-                        return reason;
+                    if let Err(refusal) = caller.standing(&gateway, &org, &name) {
+                        return refusal.0.message;
                     }
                 }
             };
