@@ -41,9 +41,11 @@ scheduler_port="${OODA_SCHEDULER_PORT:-20259}"
 kwok_port="${OODA_KWOK_PORT:-20250}"
 s3_port="${OODA_S3_PORT:-24566}"
 # kube-controller-manager's client-side rate limit (its own default: 20 requests/s, bursts of 30).
-# At a thousand projects it is what paces the bed: its volume binder waits its turn for half a
-# minute. `make bench-operator` raises it, so that the bed's floor is the machine, not a setting.
-controller_manager_qps="${OODA_CONTROLLER_MANAGER_QPS:-20}"
+# The test suite deletes dozens of namespaces at once, each a list and a delete per resource
+# type, and at 20 the namespace controller fell a minute behind (a CI failure). At a thousand
+# projects it paces the bed too: its volume binder waits its turn for half a minute, so
+# `make bench-operator` raises it further, and the bed's floor is the machine, not a setting.
+controller_manager_qps="${OODA_CONTROLLER_MANAGER_QPS:-100}"
 server="https://127.0.0.1:$apiserver_port"
 
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok s3)

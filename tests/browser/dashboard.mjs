@@ -170,6 +170,8 @@ function checkNoPasswordSent() {
 
 // Problems the dashboard's own pages report: CSP refusals and uncaught errors.
 const pageProblems = [];
+// Console errors, failed requests and 5xx answers, which some steps cause on purpose.
+const pageTrouble = [];
 function watch(page, who) {
   page.setDefaultTimeout(UI_MS);
   page.on("console", (message) => {
@@ -178,7 +180,27 @@ function watch(page, who) {
     }
   });
   page.on("pageerror", (error) => pageProblems.push(`${who}: uncaught ${error.message}`));
+  // Reported only if a step fails: what went wrong on the wire or in the console meanwhile.
+  page.on("console", (message) => {
+    if (message.type() === "error") pageTrouble.push(`${clock()} ${who}: console: ${message.text()}`);
+  });
+  page.on("requestfailed", (request) => {
+    pageTrouble.push(`${clock()} ${who}: ${request.method()} ${pathOf(request.url())} failed: ${request.failure()?.errorText}`);
+  });
+  page.on("response", (response) => {
+    if (response.status() >= 500) pageTrouble.push(`${clock()} ${who}: ${pathOf(response.url())} answered ${response.status()}`);
+  });
   return page;
+}
+
+/** Origin and path only: preview URLs carry a token in their query. */
+function pathOf(url) {
+  try {
+    const parsed = new URL(url);
+    return parsed.origin + parsed.pathname;
+  } catch {
+    return "?";
+  }
 }
 
 // ---- Sites to publish -------------------------------------------------------------------------
@@ -603,6 +625,7 @@ try {
 } catch (error) {
   console.error(`\nFAILED at step "${currentStep}":\n${error.stack || error}`);
   if (pageProblems.length) console.error(`dashboard problems seen:\n  ${pageProblems.join("\n  ")}`);
+  if (pageTrouble.length) console.error(`the browser also saw:\n  ${pageTrouble.slice(-30).join("\n  ")}`);
   for (const [i, context] of contexts.entries()) {
     for (const [j, page] of context.pages().entries()) {
       // What the dashboard said on screen, which often names the cause.

@@ -245,6 +245,13 @@ async fn a_converged_project_causes_no_writes_for_thirty_seconds() {
         (!events.list(&announced).await.expect("list events").items.is_empty()).then_some(())
     })
     .await;
+    // A reconcile whose cache has not seen the claim yet marks the workspace seeded one reconcile
+    // later: that is convergence too.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    wait_for(&claims, "quiet-workspace", |claim: Option<&PersistentVolumeClaim>| {
+        claim.is_some_and(|c| c.annotations().get(ooda::crd::names::WORKSPACE_SEEDED).is_some_and(|v| v == "true"))
+    })
+    .await;
 
     let versions = snapshot(&client, &ns, &org.name_any()).await;
     let writes = metric_sum(&world.operator.metrics().await, "ooda_api_writes_total");
