@@ -1,7 +1,10 @@
 //! Writing children: server-side apply with one field manager, skipped when the live object
 //! already matches, so a converged project costs no API writes.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -68,23 +71,71 @@ where
     Api::namespaced(ctx.client.clone(), namespace)
 }
 
-/// [`apply`], counting the write by kind. Returns whether a write was made.
+/// [`apply`], counting the write by kind, unless this process applied exactly `desired` already
+/// and its cache has not shown that yet (see [`Applied`]). Returns whether a write was made.
 pub async fn apply_child<K>(ctx: &Context, api: &Api<K>, desired: &K, live: Option<&K>) -> Result<bool>
 where
     K: Resource + k8s_openapi::Resource + Clone + Debug + Serialize + DeserializeOwned,
 {
     let kind = <K as k8s_openapi::Resource>::KIND;
-    let written = apply(api, desired, live).await.map_err(|source| {
-        let name = match desired.namespace() {
-            Some(namespace) => format!("{namespace}/{}", desired.name_any()),
-            None => desired.name_any(),
-        };
-        Error::Apply { kind, name, source }
-    })?;
+    let name = match desired.namespace() {
+        Some(namespace) => format!("{namespace}/{}", desired.name_any()),
+        None => desired.name_any(),
+    };
+    let desired_hash = desired.annotations().get(APPLIED_HASH).map(String::as_str).unwrap_or_default();
+    let live_hash = live.map(|live| live.annotations().get(APPLIED_HASH).map(String::as_str).unwrap_or_default());
+    let written = match ctx.applied.ahead_of_cache(kind, &name, live_hash) {
+        Some(ours) if ours == desired_hash => Ok(false),
+        Some(_) => {
+            debug!(object = %name, "the cache lags behind this process's last apply; applying");
+            apply(api, desired, None).await
+        }
+        None => apply(api, desired, live).await,
+    }
+    .map_err(|source| Error::Apply { kind, name: name.clone(), source })?;
     if written {
+        ctx.applied.remember(kind, &name, desired_hash);
         ctx.metrics.wrote(kind);
     }
     Ok(written)
+}
+
+/// The applied hash this process last wrote to each child, until its cache shows it. A reconcile
+/// that runs before the watch delivers a write compares against the object as it was before:
+/// it would apply the same again, or, worse, skip a change back to what the stale object shows
+/// (a wake just after a hibernation: the cache still shows one replica while the API server
+/// holds zero).
+#[derive(Default)]
+pub struct Applied(Mutex<HashMap<ChildKey, (String, Instant)>>);
+
+/// A child by kind and `namespace/name`.
+type ChildKey = (&'static str, String);
+
+/// Longer than any cache takes to deliver a write; an entry still there then is forgotten (its
+/// object went before the cache showed it).
+const APPLIED_TTL: Duration = Duration::from_secs(600);
+
+impl Applied {
+    /// The hash last applied to `kind` `name` while the cache shows an older one (`live_hash`);
+    /// `None` once the cache has caught up, or when the cache holds no such object (it is then
+    /// created, as if for the first time).
+    fn ahead_of_cache(&self, kind: &'static str, name: &str, live_hash: Option<&str>) -> Option<String> {
+        let live_hash = live_hash?;
+        let mut applied = self.0.lock().expect("applied map lock");
+        let key = (kind, name.to_owned());
+        let (ours, _) = applied.get(&key)?;
+        if ours == live_hash {
+            applied.remove(&key);
+            return None;
+        }
+        Some(ours.clone())
+    }
+
+    fn remember(&self, kind: &'static str, name: &str, hash: &str) {
+        let mut applied = self.0.lock().expect("applied map lock");
+        applied.retain(|_, (_, at)| at.elapsed() < APPLIED_TTL);
+        applied.insert((kind, name.to_owned()), (hash.to_owned(), Instant::now()));
+    }
 }
 
 /// Writes `status` to `object`'s status subresource (server-side apply, the operator's field
@@ -216,6 +267,21 @@ impl Amount {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_last_apply_counts_until_the_cache_shows_it() {
+        let applied = Applied::default();
+        assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/shop", Some("one")), None, "nothing applied");
+        applied.remember("StatefulSet", "org-acme/shop", "zero");
+        // Hibernated (zero replicas) and woken before the cache saw the hibernation.
+        assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/shop", Some("one")).as_deref(), Some("zero"));
+        assert_eq!(applied.ahead_of_cache("Service", "org-acme/shop", Some("one")), None, "by kind");
+        assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/blog", Some("one")), None, "by name");
+        assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/shop", None), None, "not cached: created");
+        // Caught up: forgotten, and the cache is the truth from then on (an edit by hand shows there).
+        assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/shop", Some("zero")), None);
+        assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/shop", Some("one")), None);
+    }
 
     #[test]
     fn the_applied_hash_is_a_fixed_function_of_the_content_without_secret_data() {

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use crate::config::OperatorConfig;
 use crate::crd::Project;
-use crate::operator::apply::APPLIED_HASH;
+use crate::operator::apply::{APPLIED_HASH, Applied};
 use crate::operator::error::CleanupError;
 use crate::operator::metrics::Metrics;
 use crate::watch::Readiness;
@@ -45,6 +45,8 @@ pub struct Context {
     written_status: Mutex<HashMap<String, String>>,
     /// Token Secrets this process wrote, until its cache shows them.
     pub written_tokens: WrittenTokens,
+    /// What this process last applied to each child, until its cache shows it.
+    pub applied: Applied,
 }
 
 /// Token Secrets this process wrote, by namespace and name, until its cache shows them: a token
@@ -84,6 +86,7 @@ impl Context {
             failures: Mutex::default(),
             written_status: Mutex::default(),
             written_tokens: WrittenTokens::default(),
+            applied: Applied::default(),
         }
     }
 
