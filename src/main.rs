@@ -27,29 +27,26 @@ async fn main() -> ExitCode {
     }
 }
 
-/// For the operator, whose memory is long-lived caches filled in bursts: mimalloc commits its
-/// arenas as they are used rather than whole, and gives freed pages back at once rather than after
-/// a second (which a burst never leaves it). At 500 projects this is 47 MiB resident instead of
-/// 75 (benches/reports/operator-scale.md); the gateway, which allocates and frees on every
-/// request, keeps the defaults. It must happen before the first allocation reserves an arena, so
-/// it runs as the process loads: the loader calls `.init_array` entries with the arguments, before
-/// Rust's runtime starts.
-extern "C" fn return_memory_promptly(argc: i32, argv: *const *const std::ffi::c_char, _env: *const *const u8) {
+/// mimalloc commits its arenas as they are used rather than whole, and gives freed pages back at
+/// once rather than after a second (which a burst never leaves it). For the operator, whose
+/// memory is long-lived caches filled in bursts, that is 45 MiB resident instead of 75 at 500
+/// projects (benches/reports/operator-scale.md); for the gateway, 25 MB idle instead of 36, and a
+/// peak 6 MB over idle instead of 26 across a dozen 50 MB publishes (benches/reports/sites.md),
+/// with the preview proxy's requests/s unchanged (benches/reports/gateway-proxy-changes.md). It
+/// must happen before the first allocation reserves an arena, so it runs as the process loads:
+/// the loader calls `.init_array` entries before Rust's runtime starts.
+extern "C" fn return_memory_promptly() {
     use libmimalloc_sys::{mi_option_set, mi_option_t};
     // `mi_option_e` in mimalloc v3's mimalloc.h (libmimalloc-sys 0.1.49 names neither).
     const ARENA_EAGER_COMMIT: mi_option_t = 4;
     const PURGE_DELAY: mi_option_t = 15;
-    // SAFETY: the loader passes argc valid C strings in argv; options may be set at any time.
-    let operator = argc > 1 && unsafe { std::ffi::CStr::from_ptr(*argv.add(1)) }.to_bytes() == b"operator";
-    if operator {
-        unsafe {
-            mi_option_set(ARENA_EAGER_COMMIT, 0);
-            mi_option_set(PURGE_DELAY, 0);
-        }
+    // SAFETY: options may be set at any time, from any thread.
+    unsafe {
+        mi_option_set(ARENA_EAGER_COMMIT, 0);
+        mi_option_set(PURGE_DELAY, 0);
     }
 }
 
 #[used]
 #[unsafe(link_section = ".init_array")]
-static RETURN_MEMORY_PROMPTLY: extern "C" fn(i32, *const *const std::ffi::c_char, *const *const u8) =
-    return_memory_promptly;
+static RETURN_MEMORY_PROMPTLY: extern "C" fn() = return_memory_promptly;
