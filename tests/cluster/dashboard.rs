@@ -50,6 +50,7 @@ async fn a_user_drives_projects_previews_sites_and_members_through_the_dashboard
         browser_tests.display()
     );
     let chromium = std::env::var("OODA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let host_network = crate::harness::HOST_NETWORK.write().await;
     let run = tokio::process::Command::new("node")
         .arg(browser_tests.join("dashboard.mjs"))
         .env("OODA_DASHBOARD_URL", gateway.url_at("ooda.localhost", "/"))
@@ -69,6 +70,7 @@ async fn a_user_drives_projects_previews_sites_and_members_through_the_dashboard
         .await
         .expect("the browser test ends within 5 minutes")
         .expect("run node");
+    drop(host_network);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the browser test failed:\n{text}");
     eprintln!("{text}");

@@ -22,6 +22,12 @@ const CRD_FIELD_MANAGER: &str = "ooda-bed";
 /// The deadline for things the control plane does on its own (scheduling, GC, kwok status).
 pub const SETTLE: Duration = Duration::from_secs(60);
 
+/// Held while a test changes the host's network (the real node's pods come with veths, whose
+/// IPv6 link-local addresses come and go) or must not see it change: Chromium aborts every load
+/// in flight with `ERR_NETWORK_CHANGED` when an address changes. Real-node tests share it; the
+/// browser test takes it alone.
+pub static HOST_NETWORK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The checkout under test, read when the test runs: build outputs are shared between clones
 /// (the target directory lives outside them), so a path compiled in could name another clone.
 pub fn repo() -> PathBuf {

@@ -84,6 +84,8 @@ fn config_trusting(test: &str, ca: &str) -> PathBuf {
 /// A test's world on the real node: an operator and a gateway trusting the Git server, and an
 /// `eu-real` organisation with alice as admin.
 struct Real {
+    /// Released once the test and its cleanup are over (the last field dropped).
+    _host_network: tokio::sync::RwLockReadGuard<'static, ()>,
     world: World,
     gateway: Gateway,
     git: GitServer,
@@ -93,6 +95,7 @@ struct Real {
 
 impl Real {
     async fn start(test: &str) -> Self {
+        let host_network = crate::harness::HOST_NETWORK.read().await;
         let client = client().await;
         install_crds(&client).await;
         let test = unique_name(test);
@@ -106,7 +109,7 @@ impl Real {
         let gateway =
             Gateway::start_with(&world.home.name, &config, &args, kubeconfig, reqwest::Client::builder()).await;
         let alice = gateway.session(ALICE).await;
-        Real { world, gateway, git, org, alice }
+        Real { _host_network: host_network, world, gateway, git, org, alice }
     }
 
     fn namespace(&self) -> String {
