@@ -1,10 +1,7 @@
 //! Writing children: server-side apply with one field manager, skipped when the live object
 //! already matches, so a converged project costs no API writes.
 
-use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -15,7 +12,7 @@ use tracing::debug;
 
 use sha2::{Digest, Sha256};
 
-use super::context::Context;
+use super::context::{Context, UntilCached};
 use super::error::{Error, Result};
 
 /// The one field manager every operator write uses.
@@ -106,14 +103,10 @@ where
 /// (a wake just after a hibernation: the cache still shows one replica while the API server
 /// holds zero).
 #[derive(Default)]
-pub struct Applied(Mutex<HashMap<ChildKey, (String, Instant)>>);
+pub struct Applied(UntilCached<ChildKey, String>);
 
 /// A child by kind and `namespace/name`.
 type ChildKey = (&'static str, String);
-
-/// Longer than any cache takes to deliver a write; an entry still there then is forgotten (its
-/// object went before the cache showed it).
-const APPLIED_TTL: Duration = Duration::from_secs(600);
 
 impl Applied {
     /// The hash last applied to `kind` `name` while the cache shows an older one (`live_hash`);
@@ -121,20 +114,11 @@ impl Applied {
     /// created, as if for the first time).
     fn ahead_of_cache(&self, kind: &'static str, name: &str, live_hash: Option<&str>) -> Option<String> {
         let live_hash = live_hash?;
-        let mut applied = self.0.lock().expect("applied map lock");
-        let key = (kind, name.to_owned());
-        let (ours, _) = applied.get(&key)?;
-        if ours == live_hash {
-            applied.remove(&key);
-            return None;
-        }
-        Some(ours.clone())
+        self.0.pending(&(kind, name.to_owned()), |ours| ours == live_hash)
     }
 
     fn remember(&self, kind: &'static str, name: &str, hash: &str) {
-        let mut applied = self.0.lock().expect("applied map lock");
-        applied.retain(|_, (_, at)| at.elapsed() < APPLIED_TTL);
-        applied.insert((kind, name.to_owned()), (hash.to_owned(), Instant::now()));
+        self.0.remember((kind, name.to_owned()), hash.to_owned());
     }
 }
 

@@ -54,16 +54,41 @@ pub struct Context {
 /// (to a pod, a preview link). Reading them back from the API server instead cost a request per
 /// Secret on every reconcile until the watch caught up.
 #[derive(Default)]
-pub struct WrittenTokens(Mutex<HashMap<(String, String), WrittenToken>>);
+pub struct WrittenTokens(UntilCached<(String, String), Arc<Secret>>);
 
-struct WrittenToken {
-    at: Instant,
-    secret: Arc<Secret>,
+/// What this process wrote, by key, until its cache shows it: a reconcile that runs before the
+/// watch delivers a write would otherwise decide from the object as it was before.
+pub struct UntilCached<K, V>(Mutex<HashMap<K, (V, Instant)>>);
+
+impl<K, V> Default for UntilCached<K, V> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
 }
 
-/// Longer than any cache takes to deliver a write; a token still remembered then is forgotten
-/// (its project was deleted before the cache saw it).
-const WRITTEN_TOKEN_TTL: Duration = Duration::from_secs(600);
+/// Longer than any cache takes to deliver a write; an entry still there then is forgotten (its
+/// object went before the cache showed it).
+const UNTIL_CACHED_TTL: Duration = Duration::from_secs(600);
+
+impl<K: Eq + std::hash::Hash, V: Clone> UntilCached<K, V> {
+    pub fn remember(&self, key: K, value: V) {
+        let mut written = self.0.lock().expect("written map lock");
+        written.retain(|_, (_, at)| at.elapsed() < UNTIL_CACHED_TTL);
+        written.insert(key, (value, Instant::now()));
+    }
+
+    /// What was written under `key`, unless `caught_up` says the cache shows it now: then it is
+    /// forgotten, and the cache is the truth from then on.
+    pub fn pending(&self, key: &K, caught_up: impl FnOnce(&V) -> bool) -> Option<V> {
+        let mut written = self.0.lock().expect("written map lock");
+        let (value, _) = written.get(key)?;
+        if caught_up(value) {
+            written.remove(key);
+            return None;
+        }
+        Some(value.clone())
+    }
+}
 
 impl Context {
     pub fn new(
@@ -154,29 +179,19 @@ impl WrittenTokens {
     /// Remembers a token Secret just written, until the cache shows it.
     pub fn remember(&self, secret: &Secret) {
         let key = (secret.namespace().unwrap_or_default(), secret.name_any());
-        let mut written = self.0.lock().expect("token map lock");
-        written.retain(|_, token| token.at.elapsed() < WRITTEN_TOKEN_TTL);
-        written.insert(key, WrittenToken { at: Instant::now(), secret: Arc::new(secret.clone()) });
+        self.0.remember(key, Arc::new(secret.clone()));
     }
 
     /// The token Secret `namespace/name` as last written: the one this process wrote, until
     /// `cached` holds the same (token and applied hash), and the cached one from then on.
     pub fn get(&self, namespace: &str, name: &str, cached: Option<Arc<Secret>>) -> Option<Arc<Secret>> {
-        let key = (namespace.to_owned(), name.to_owned());
-        let mut written = self.0.lock().expect("token map lock");
-        let caught_up = |ours: &Secret, cached: &Secret| {
-            cached.data == ours.data && cached.annotations().get(APPLIED_HASH) == ours.annotations().get(APPLIED_HASH)
+        let caught_up = |ours: &Arc<Secret>| {
+            cached.as_deref().is_some_and(|cached| {
+                cached.data == ours.data
+                    && cached.annotations().get(APPLIED_HASH) == ours.annotations().get(APPLIED_HASH)
+            })
         };
-        match written.get(&key) {
-            Some(token) if !cached.as_deref().is_some_and(|cached| caught_up(&token.secret, cached)) => {
-                Some(token.secret.clone())
-            }
-            Some(_) => {
-                written.remove(&key);
-                cached
-            }
-            None => cached,
-        }
+        self.0.pending(&(namespace.to_owned(), name.to_owned()), caught_up).or(cached)
     }
 }
 

@@ -175,15 +175,12 @@ const pageTrouble = [];
 function watch(page, who) {
   page.setDefaultTimeout(UI_MS);
   page.on("console", (message) => {
-    if (message.type() === "error" && /Content.Security.Policy|Refused to/i.test(message.text())) {
-      pageProblems.push(`${who}: ${message.text()}`);
-    }
+    if (message.type() !== "error") return;
+    if (/Content.Security.Policy|Refused to/i.test(message.text())) pageProblems.push(`${who}: ${message.text()}`);
+    pageTrouble.push(`${clock()} ${who}: console: ${message.text()}`);
   });
   page.on("pageerror", (error) => pageProblems.push(`${who}: uncaught ${error.message}`));
-  // Reported only if a step fails: what went wrong on the wire or in the console meanwhile.
-  page.on("console", (message) => {
-    if (message.type() === "error") pageTrouble.push(`${clock()} ${who}: console: ${message.text()}`);
-  });
+  // Reported only if a step fails: what went wrong on the wire meanwhile.
   page.on("requestfailed", (request) => {
     pageTrouble.push(`${clock()} ${who}: ${request.method()} ${pathOf(request.url())} failed: ${request.failure()?.errorText}`);
   });
