@@ -5,7 +5,7 @@ OODA_CACHE ?= $(HOME)/.cache/ooda
 CARGO_TARGET_DIR ?= $(OODA_CACHE)/target
 export OODA_CACHE CARGO_TARGET_DIR
 
-.PHONY: all build crds control-plane tools image kind-node cluster-up cluster-down demo test test-unit e2e e2e-kind lint bench-operator bench-gateway bench-sites bench-wake bench-dashboard bench-ai
+.PHONY: all build crds control-plane tools image kind-node cluster-up cluster-down demo test test-unit e2e e2e-kind fuzz lint soak bench-operator bench-gateway bench-sites bench-wake bench-dashboard bench-ai
 
 all: build
 
@@ -55,6 +55,10 @@ e2e:
 e2e-kind:
 	scripts/e2e-kind.sh
 
+## Every fuzz target in fuzz/ (libFuzzer, cargo-fuzz) for OODA_FUZZ_SECONDS each (300 by default).
+fuzz:
+	scripts/fuzz.sh
+
 ## Unit tests only (no cluster).
 test-unit:
 	cargo test --locked --lib --bins --test crds
@@ -62,6 +66,10 @@ test-unit:
 lint:
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
+
+## 30 minutes of mixed load (OODA_SOAK_MINUTES), every process sampled; writes benches/reports/soak.md.
+soak:
+	scripts/soak.sh
 
 ## 1,000 and 3,000 projects, each on a fresh local control plane, with the bed's own floor and a
 ## leader failover; writes benches/reports/operator-scale.md.

@@ -50,11 +50,25 @@ mod common;
 
 use common::{
     SETTLE, Sender, TEST_LABEL, add_s3_credentials, checkout, checkout_and_kubeconfig, client, command_output, connect,
-    create_home, free_port, median, ms, ooda, percentile, platform_account, ratio, ready_organisation, run_id,
-    wait_answers, wait_for,
+    create_home, free_port, median, ms, ooda, ooda_build, percentile, platform_account, ratio, ready_organisation,
+    run_id, wait_answers, wait_for,
 };
 
-const CONNECTIONS: usize = 32;
+/// What the load sends: how many keep-alive connections, each fetching `path` back to back.
+struct Shape {
+    name: &'static str,
+    connections: usize,
+    path: &'static str,
+    /// The dev server's answer's length.
+    bytes: usize,
+}
+
+const SHAPES: [Shape; 2] = [
+    Shape { name: "small answers", connections: 32, path: "/", bytes: BODY.len() },
+    Shape { name: "1 MiB answers, many connections", connections: 256, path: "/large", bytes: LARGE_BYTES },
+];
+/// The shape of the sign-in runs.
+const SMALL: &Shape = &SHAPES[0];
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURED: Duration = Duration::from_secs(8);
 const ROUNDS: usize = 3;
@@ -70,7 +84,14 @@ const WAKES: usize = 5;
 /// What the stand-in dev server answers to every request.
 const BODY: &[u8] = b"ooda gateway benchmark: a small fixed answer from the dev server";
 const _: () = assert!(BODY.len() == 64);
+/// The length of the dev server's answer on `/large`.
+const LARGE_BYTES: usize = 1 << 20;
+static LARGE: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| Bytes::from(vec![b'o'; LARGE_BYTES]));
 
+const NGINX: &str = "nginx";
+const TUNED_NGINX: &str = "nginx, tuned";
+/// The target name of the gateway from another build.
+const BASELINE: &str = "gateway (baseline build)";
 const TOKEN_HEADER: &str = "x-ooda-preview-token";
 const ALICE: &str = "alice@acme.example";
 const PASSWORD: &str = "correct horse battery staple";
@@ -92,6 +113,12 @@ async fn main() {
         nginx_dir: std::env::temp_dir().join(format!("ooda-bench-nginx-{run}")),
         load_at_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
         checkout: checkout(&repo),
+        baseline: std::env::var_os("OODA_BENCH_BASELINE").map(|binary| Baseline {
+            binary: binary.into(),
+            listen: free_port(),
+            http: free_port(),
+            log: std::env::temp_dir().join(format!("ooda-bench-gateway-baseline-{run}.log")),
+        }),
         client,
         run,
     });
@@ -115,11 +142,23 @@ async fn main() {
         .args(["--insecure-http", "--namespace", &bench.home, "--activity-interval", "2s"])
         .spawn()
         .expect("start the gateway");
+    // Another build of the gateway beside this one, to measure a change side by side.
+    let mut baseline = bench.baseline.as_ref().map(|baseline| {
+        ooda_build(&baseline.binary, &kubeconfig, &baseline.log)
+            .args(["gateway", "--config", config, "--listen", &baseline.listen.to_string()])
+            .args(["--http-addr", &baseline.http.to_string(), "--insecure-http", "--namespace", &bench.home])
+            .args(["--activity-interval", "2s"])
+            .spawn()
+            .expect("start the baseline gateway")
+    });
 
     // Clean up whether or not the measurement panics (its message is printed when it does).
     let outcome = tokio::spawn(measure(bench.clone())).await;
     cleanup(&bench).await;
     let _ = gateway.kill().await;
+    if let Some(baseline) = &mut baseline {
+        let _ = baseline.kill().await;
+    }
     let _ = operator.kill().await;
     let results = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 
@@ -148,6 +187,16 @@ struct Bench {
     load_at_start: String,
     /// The commit checked out when the run started.
     checkout: String,
+    /// Another build of the gateway, run beside this one (`OODA_BENCH_BASELINE`).
+    baseline: Option<Baseline>,
+}
+
+/// A second gateway from another build, measured as one more target.
+struct Baseline {
+    binary: PathBuf,
+    listen: SocketAddr,
+    http: SocketAddr,
+    log: PathBuf,
 }
 
 impl Bench {
@@ -158,13 +207,16 @@ impl Bench {
 
 struct Results {
     nginx_version: String,
-    /// Per target, one run per round.
-    targets: Vec<(&'static str, Vec<Run>)>,
+    /// Per shape and target, one run per round.
+    shapes: Vec<(&'static Shape, Vec<TargetRuns>)>,
     quiet: Run,
     /// Per sign-in scheme, a gateway run with sign-ins alongside.
     signing: Vec<Signing>,
     wakes: Vec<Wake>,
 }
+
+/// A target's name and its run in each round.
+type TargetRuns = (&'static str, Vec<Run>);
 
 struct Signing {
     scheme: &'static str,
@@ -178,6 +230,9 @@ struct Signing {
 async fn measure(b: Arc<Bench>) -> Results {
     wait_answers(b.operator_http, "operator", |body| body.starts_with("leader:")).await;
     wait_answers(b.gateway_http, "gateway", |body| body == "gateway ready").await;
+    if let Some(baseline) = &b.baseline {
+        wait_answers(baseline.http, "baseline gateway", |body| body == "gateway ready").await;
+    }
     ready_organisation(
         &b.client,
         json!({
@@ -200,29 +255,51 @@ async fn measure(b: Arc<Bench>) -> Results {
     let (host, token) = api.running_project("bench", port, "15m").await;
     let upstream = SocketAddr::new(pod_ip(&b, "bench").await, port);
     serve(upstream).await;
-    let nginx = Nginx::start(upstream, &b.nginx_dir);
-    let targets = [
+    let nginx = Nginx::start(upstream, &b.nginx_dir, false);
+    let tuned_nginx = Nginx::start(upstream, &b.nginx_dir.join("tuned"), true);
+    let through_gateway = |name, gateway: SocketAddr| Target {
+        name,
+        addr: gateway,
+        host: format!("{host}:{}", gateway.port()),
+        token: Some(token.clone()),
+    };
+    let mut targets = vec![
         Target { name: "direct", addr: upstream, host: upstream.to_string(), token: None },
-        Target { name: "gateway", addr: b.gateway, host: format!("{host}:{}", b.gateway.port()), token: Some(token) },
-        Target { name: "nginx", addr: nginx.addr, host: nginx.addr.to_string(), token: None },
-    ]
-    .map(Arc::new);
+        through_gateway("gateway", b.gateway),
+    ];
+    if let Some(baseline) = &b.baseline {
+        targets.push(through_gateway(BASELINE, baseline.listen));
+    }
+    for (name, nginx) in [(NGINX, &nginx), (TUNED_NGINX, &tuned_nginx)] {
+        targets.push(Target { name, addr: nginx.addr, host: nginx.addr.to_string(), token: None });
+    }
+    let targets: Vec<Arc<Target>> = targets.into_iter().map(Arc::new).collect();
     for target in &targets {
         answers(target).await;
     }
 
-    let mut runs: Vec<(&'static str, Vec<Run>)> = targets.iter().map(|t| (t.name, Vec::new())).collect();
-    for round in 1..=ROUNDS {
-        for (target, (_, done)) in targets.iter().zip(&mut runs) {
-            let run = load(target).await;
-            eprintln!("round {round}/{ROUNDS}: {} {:.0} requests/s, {} errors", target.name, run.rps(), run.errors);
-            done.push(run);
+    let mut shapes = Vec::new();
+    for shape in &SHAPES {
+        let mut runs: Vec<TargetRuns> = targets.iter().map(|t| (t.name, Vec::new())).collect();
+        for round in 1..=ROUNDS {
+            for (target, (_, done)) in targets.iter().zip(&mut runs) {
+                let run = load(target, shape).await;
+                eprintln!(
+                    "{}, round {round}/{ROUNDS}: {} {:.0} requests/s, {} errors",
+                    shape.name,
+                    target.name,
+                    run.rps(),
+                    run.errors
+                );
+                done.push(run);
+            }
         }
+        shapes.push((shape, runs));
     }
-    drop(nginx);
+    drop((nginx, tuned_nginx));
 
     let gateway = &targets[1];
-    let quiet = load(gateway).await;
+    let quiet = load(gateway, SMALL).await;
     eprintln!("gateway {:.0} requests/s without sign-ins", quiet.rps());
     let mut signing = Vec::new();
     for (scheme, iterations) in SCHEMES {
@@ -231,7 +308,7 @@ async fn measure(b: Arc<Bench>) -> Results {
         accounts.reset_password(&account).await.expect("alice at the scheme's rounds");
         let hash = server_hash(&auth_key, iterations).await;
         let sign_ins = tokio::spawn(sign_in_load(b.gateway, auth_key.clone(), Instant::now() + WARM_UP + MEASURED));
-        let busy = load(gateway).await;
+        let busy = load(gateway, SMALL).await;
         let sign_ins = sign_ins.await.expect("sign-ins");
         eprintln!("{scheme}: {:.0} requests/s with {} sign-ins accepted", busy.rps(), sign_ins.accepted.len());
         signing.push(Signing { scheme, iterations, hash, busy, sign_ins });
@@ -240,7 +317,7 @@ async fn measure(b: Arc<Bench>) -> Results {
     let api = GatewayApi::sign_in(&b, &auth_key).await;
 
     let wakes = wakes(&b, &api).await;
-    Results { nginx_version: nginx_version(), targets: runs, quiet, signing, wakes }
+    Results { nginx_version: nginx_version(), shapes, quiet, signing, wakes }
 }
 
 fn phase_is(phase: Phase) -> impl Condition<Project> {
@@ -319,7 +396,7 @@ impl GatewayApi {
 }
 
 /// Binds the stand-in dev server on `address` and serves in the background: every request gets
-/// the same 64 bytes.
+/// the same 64 bytes, but `/large`, which gets 1 MiB.
 async fn serve(address: SocketAddr) {
     let listener = TcpListener::bind(address).await.unwrap_or_else(|e| panic!("bind upstream on {address}: {e}"));
     tokio::spawn(async move {
@@ -327,12 +404,10 @@ async fn serve(address: SocketAddr) {
             let Ok((stream, _)) = listener.accept().await else { return };
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    let body = if request.uri().path() == "/large" { LARGE.clone() } else { Bytes::from_static(BODY) };
                     Ok::<_, std::convert::Infallible>(
-                        Response::builder()
-                            .header(CONTENT_TYPE, "text/plain")
-                            .body(Full::new(Bytes::from_static(BODY)))
-                            .expect("response"),
+                        Response::builder().header(CONTENT_TYPE, "text/plain").body(Full::new(body)).expect("response"),
                     )
                 });
                 let _ =
@@ -350,13 +425,18 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(upstream: SocketAddr, dir: &Path) -> Self {
+    /// One worker and nginx's default buffers; or, `tuned`, a worker per core and 64 KiB buffers,
+    /// as for large answers.
+    fn start(upstream: SocketAddr, dir: &Path, tuned: bool) -> Self {
         let addr = free_port();
         std::fs::create_dir_all(dir).expect("nginx directory");
         let d = dir.display();
-        // Keep-alive without a request limit on either side, as the gateway and the load have.
+        let (workers, buffers) =
+            if tuned { ("auto", "proxy_buffer_size 64k; proxy_buffers 16 64k;") } else { ("1", "") };
+        // Keep-alive without a request limit on either side, as the gateway and the load have; large
+        // answers stream from memory rather than spill to temporary files, as the gateway's do.
         let config = format!(
-            "daemon off; master_process on; worker_processes 1;\n\
+            "daemon off; master_process on; worker_processes {workers};\n\
              pid {d}/nginx.pid; error_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n\
@@ -366,7 +446,8 @@ impl Nginx {
              upstream dev {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}\n\
              server {{\n\
              listen {addr};\n\
-             location / {{ proxy_pass http://dev; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+             location / {{ proxy_pass http://dev; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+             proxy_max_temp_file_size 0; {buffers} }}\n\
              }}\n\
              }}\n"
         );
@@ -407,8 +488,8 @@ struct Target {
 }
 
 impl Target {
-    fn request(&self) -> Request<Empty<Bytes>> {
-        let mut request = Request::get("/").header(HOST, &self.host);
+    fn request(&self, path: &str) -> Request<Empty<Bytes>> {
+        let mut request = Request::get(path).header(HOST, &self.host);
         if let Some(token) = &self.token {
             request = request.header(TOKEN_HEADER, token);
         }
@@ -416,11 +497,16 @@ impl Target {
     }
 }
 
-/// Sends one request and reads the whole answer.
-async fn exchange(sender: &mut Sender, target: &Target) -> Result<(StatusCode, Bytes), hyper::Error> {
-    let response = sender.send_request(target.request()).await?;
+/// Sends one request and reads the whole answer, keeping only its length.
+async fn exchange(sender: &mut Sender, target: &Target, path: &str) -> Result<(StatusCode, usize), hyper::Error> {
+    let response = sender.send_request(target.request(path)).await?;
     let status = response.status();
-    Ok((status, response.into_body().collect().await?.to_bytes()))
+    let mut body = response.into_body();
+    let mut length = 0;
+    while let Some(frame) = body.frame().await {
+        length += frame?.data_ref().map_or(0, Bytes::len);
+    }
+    Ok((status, length))
 }
 
 /// Waits until the target serves the dev server's answer (nginx may still be starting).
@@ -429,12 +515,16 @@ async fn answers(target: &Target) {
     loop {
         if let Some((mut sender, connection)) = connect(target.addr).await {
             let driver = tokio::spawn(connection);
-            let answer = exchange(&mut sender, target).await;
+            let answer = sender.send_request(target.request("/")).await;
+            let answer = match answer {
+                Ok(response) => Some((response.status(), response.into_body().collect().await.map(|b| b.to_bytes()))),
+                Err(_) => None,
+            };
             driver.abort();
             match answer {
-                Ok((StatusCode::OK, body)) if body == BODY => return,
-                Ok((status, body)) => panic!("{}: {status} {}", target.name, String::from_utf8_lossy(&body)),
-                Err(_) => {}
+                Some((StatusCode::OK, Ok(body))) if body == BODY => return,
+                Some((status, body)) => panic!("{}: {status} {body:?}", target.name),
+                None => {}
             }
         }
         assert!(Instant::now() < deadline, "{} does not answer on {}", target.name, target.addr);
@@ -446,7 +536,7 @@ async fn answers(target: &Target) {
 #[derive(Default)]
 struct Run {
     latencies: Vec<Duration>,
-    /// Answers other than 200, failed requests and lost connections.
+    /// Answers other than 200 or of another length, failed requests and lost connections.
     errors: u64,
 }
 
@@ -456,11 +546,11 @@ impl Run {
     }
 }
 
-async fn load(target: &Arc<Target>) -> Run {
+async fn load(target: &Arc<Target>, shape: &'static Shape) -> Run {
     let measured_from = Instant::now() + WARM_UP;
     let until = measured_from + MEASURED;
     let connections: Vec<_> =
-        (0..CONNECTIONS).map(|_| tokio::spawn(connection(target.clone(), measured_from, until))).collect();
+        (0..shape.connections).map(|_| tokio::spawn(connection(target.clone(), shape, measured_from, until))).collect();
     let mut run = Run::default();
     for connection in connections {
         let done = connection.await.expect("load connection");
@@ -472,7 +562,7 @@ async fn load(target: &Arc<Target>) -> Run {
 
 /// One keep-alive connection sending requests back to back (reconnecting if it is lost), driven
 /// in the same task as its requests.
-async fn connection(target: Arc<Target>, measured_from: Instant, until: Instant) -> Run {
+async fn connection(target: Arc<Target>, shape: &Shape, measured_from: Instant, until: Instant) -> Run {
     let mut run = Run::default();
     while Instant::now() < until {
         let Some((mut sender, driver)) = connect(target.addr).await else {
@@ -486,9 +576,11 @@ async fn connection(target: Arc<Target>, measured_from: Instant, until: Instant)
                     return;
                 }
                 let started = Instant::now();
-                match exchange(&mut sender, &target).await {
-                    Ok((StatusCode::OK, _)) if started >= measured_from => run.latencies.push(started.elapsed()),
-                    Ok((StatusCode::OK, _)) => {}
+                match exchange(&mut sender, &target, shape.path).await {
+                    Ok((StatusCode::OK, length)) if length == shape.bytes && started >= measured_from => {
+                        run.latencies.push(started.elapsed());
+                    }
+                    Ok((StatusCode::OK, length)) if length == shape.bytes => {}
                     Ok(_) => run.errors += 1,
                     Err(_) => return,
                 }
@@ -595,7 +687,7 @@ async fn wakes(b: &Bench, api: &GatewayApi) -> Vec<Wake> {
         let (mut sender, connection) = connect(target.addr).await.expect("connect to the gateway");
         let driver = tokio::spawn(connection);
         let started = Instant::now();
-        let response = tokio::time::timeout(Duration::from_secs(90), sender.send_request(target.request()))
+        let response = tokio::time::timeout(Duration::from_secs(90), sender.send_request(target.request("/")))
             .await
             .expect("an answer within 90 s")
             .expect("an answer");
@@ -674,6 +766,40 @@ fn summarise(runs: &[&Run]) -> Summary {
     }
 }
 
+/// One shape's tables: each target's numbers, then the gateway's over the others'.
+fn throughput(shape: &Shape, targets: &[TargetRuns]) -> String {
+    let summaries: Vec<(&str, Summary)> =
+        targets.iter().map(|(name, runs)| (*name, summarise(&runs.iter().collect::<Vec<_>>()))).collect();
+    let mib_per_second = |rps: f64| rps * shape.bytes as f64 / f64::from(1 << 20);
+    let rows: String = summaries
+        .iter()
+        .map(|(name, s)| {
+            let rounds = s.rounds.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+            let (rps, p50, p99) = (s.rps, ms(s.p50), ms(s.p99));
+            format!("| {name} | {rps:.0} | {:.1} | {rounds} | {p50} | {p99} | {} |\n", mib_per_second(rps), s.errors)
+        })
+        .collect();
+    let gateway = &summaries.iter().find(|(name, _)| *name == "gateway").expect("the gateway ran").1;
+    let ratios: String = summaries
+        .iter()
+        .filter(|(name, _)| *name != "gateway")
+        .map(|(name, over)| {
+            format!(
+                "| gateway / {name} | {} | {} | {} |\n",
+                ratio(gateway.rps, over.rps),
+                ratio(gateway.p50.as_secs_f64(), over.p50.as_secs_f64()),
+                ratio(gateway.p99.as_secs_f64(), over.p99.as_secs_f64()),
+            )
+        })
+        .collect();
+    format!(
+        "### {}: {} connections, `GET {}` ({} bytes)\n\n\
+         | target | requests/s | MiB/s | per round | p50 | p99 | errors |\n|---|---|---|---|---|---|---|\n{rows}\n\
+         | ratio | requests/s | p50 | p99 |\n|---|---|---|---|\n{ratios}\n",
+        shape.name, shape.connections, shape.path, shape.bytes
+    )
+}
+
 /// The lines of a log that `matters` picks, and each message once (timestamps dropped).
 fn warnings(log: &Path, matters: fn(&str) -> bool) -> (usize, Vec<String>) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -689,24 +815,7 @@ fn warnings(log: &Path, matters: fn(&str) -> bool) -> (usize, Vec<String>) {
 }
 
 async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
-    let summaries: Vec<(&str, Summary)> =
-        r.targets.iter().map(|(name, runs)| (*name, summarise(&runs.iter().collect::<Vec<_>>()))).collect();
-    let [(_, direct), (_, gateway), (_, nginx)] = &summaries[..] else { unreachable!("three targets") };
-    let rows: String = summaries
-        .iter()
-        .map(|(name, s)| {
-            let rounds = s.rounds.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
-            format!("| {name} | {:.0} | {rounds} | {} | {} | {} |\n", s.rps, ms(s.p50), ms(s.p99), s.errors)
-        })
-        .collect();
-    let ratio_row = |name: &str, over: &Summary| {
-        format!(
-            "| gateway / {name} | {} | {} | {} |\n",
-            ratio(gateway.rps, over.rps),
-            ratio(gateway.p50.as_secs_f64(), over.p50.as_secs_f64()),
-            ratio(gateway.p99.as_secs_f64(), over.p99.as_secs_f64()),
-        )
-    };
+    let throughput: String = r.shapes.iter().map(|(shape, targets)| throughput(shape, targets)).collect();
     let quiet = summarise(&[&r.quiet]);
     let signing_rows: String = r
         .signing
@@ -763,6 +872,7 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
         ("operator", b.operator_log.clone(), ooda_warning),
         // Its error log is at level warn: every line counts.
         ("nginx", b.nginx_dir.join("error.log"), |_| true),
+        ("nginx, tuned", b.nginx_dir.join("tuned/error.log"), |_| true),
     ]
     .iter()
     .map(|(name, path, matters)| {
@@ -789,20 +899,24 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
          average {load} before the run. ooda {version} ({checkout}), release build; {rustc}; \
          Kubernetes {kubernetes} (local control plane, kwok pods on loopback IPs); {nginx}.\n\n\
          Everything runs on this one machine: the load generator and the stand-in dev server (hyper, \
-         HTTP/1.1, a fixed {body}-byte `text/plain` answer, bound to the project pod's IP) in the benchmark's \
+         HTTP/1.1, a fixed {body}-byte `text/plain` answer, or 1 MiB on `/large`, bound to the project pod's IP) in the benchmark's \
          tokio runtime, the gateway (`--insecure-http`), nginx (one worker), the operator and the control plane.\n\n\
          ## Throughput and latency\n\n\
-         {CONNECTIONS} keep-alive connections send `GET /` back to back for {measured} s after {warm} s of \
-         warm-up; {ROUNDS} rounds, each running direct, gateway, nginx in turn. Requests/s is the median over \
-         the rounds; percentiles are over every request of every round (send to last body byte).\n\n\
-         | target | requests/s | per round | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{rows}\n\
-         | ratio | requests/s | p50 | p99 |\n|---|---|---|---|\n{gd}{gn}\n\
+         In each shape, keep-alive connections send GETs back to back for {measured} s after {warm} s of \
+         warm-up; {ROUNDS} rounds, each running every target in turn. Requests/s is the median over the \
+         rounds; percentiles are over every request of every round (send to last body byte).\n\n\
+         {throughput}\
          - **direct**: the load generator straight to the dev server: the ceiling of this setup.\n\
          - **gateway**: `Host: <project>--<org>.<previewDomain>` and the `{TOKEN_HEADER}` header: the \
          gateway checks the token against its watch cache, rewrites the headers (hop-by-hop, token, \
-         `X-Forwarded-*`), notes activity and forwards over its pooled connections to the pod's IP.\n\
+         `X-Forwarded-*`), notes activity and forwards to the pod's IP over the upstream connection its \
+         downstream connection holds.\n{baseline}\
          - **nginx**: a plain reverse proxy to the same dev server (`keepalive 64` upstream, HTTP/1.1, no \
-         request limit per connection, access log off): what a proxy with no per-request logic costs here.\n\n\
+         request limit per connection, no temporary files for large answers, access log off, one worker, \
+         its default buffers): what a proxy with no per-request logic costs here.\n\
+         - **nginx, tuned**: the same with a worker per core (as the gateway has a thread per core) and \
+         64 KiB buffers (`proxy_buffer_size 64k; proxy_buffers 16 64k`): the strongest plain proxy of the \
+         two, for large answers above all.\n\n\
          ## Proxied traffic while people sign in\n\n\
          A gateway run as above without sign-ins, then, in the same run, one per sign-in scheme with alice \
          signing in {SIGN_INS_PER_SECOND} times a second alongside (each a `POST /api/auth/login` with the right \
@@ -835,7 +949,7 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
          it: see the load average above). Gateway over nginx is the price of the gateway's per-request work \
          (preview-host lookup, constant-time token check, header rewriting, activity bookkeeping, metrics) \
          over a proxy that does none; gateway over direct includes the extra hop itself. Latencies are under \
-         saturation ({CONNECTIONS} connections always busy), so p50 is mostly queueing: compare rows with each \
+         saturation (every connection always busy), so p50 is mostly queueing: compare rows with each \
          other, not with a single idle request. The sign-in rows show what key hashing costs the proxy: \
          the semaphore bounds hashing to {slots} core(s), so the drop is the share of the machine hashing is \
          allowed, not hashing escaping its bound. A wake's first response covers the operator's part (the \
@@ -854,10 +968,13 @@ async fn report(b: &Bench, r: &Results, repo: &Path) -> String {
         rustc = command_output("rustc", &["--version"], repo).unwrap_or_else(|| "rustc unknown".into()),
         nginx = r.nginx_version,
         body = BODY.len(),
+        baseline = b.baseline.as_ref().map_or(String::new(), |baseline| format!(
+            "- **{BASELINE}**: the same gateway from another build (`{}`), running beside this one, \
+             to measure a change side by side.\n",
+            baseline.binary.display()
+        )),
         measured = MEASURED.as_secs(),
         warm = WARM_UP.as_secs(),
-        gd = ratio_row("direct", direct),
-        gn = ratio_row("nginx", nginx),
         q_rps = quiet.rps,
         q50 = ms(quiet.p50),
         q99 = ms(quiet.p99),

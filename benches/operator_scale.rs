@@ -130,21 +130,7 @@ async fn main() {
     let creates = futures::stream::iter(0..projects)
         .map(|i| {
             let api = Api::<Project>::namespaced(client.clone(), &format!("org-bench-{}", i % ORGANISATIONS));
-            async move {
-                // The quota admission plugin answers 409 when concurrent creates race for the
-                // organisation's quota: try again, as any client would.
-                for _ in 0..10 {
-                    match api.create(&PostParams::default(), &bench_project(i)).await {
-                        Err(kube::Error::Api(status))
-                            if status.code == 409 && status.message.contains("resourcequotas") => {}
-                        created => {
-                            created.expect("create project");
-                            return;
-                        }
-                    }
-                }
-                panic!("project p{i}: the quota kept conflicting");
-            }
+            async move { common::kit::create_project(&api, &bench_project(i)).await.expect("create project") }
         })
         .buffer_unordered(CLIENTS)
         .collect::<Vec<_>>();

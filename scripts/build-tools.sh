@@ -41,14 +41,18 @@ if [[ ! -f "$kubeconform_schemas/.complete" ]]; then
   python3 "$here/kubeconform-schemas.py" "$spec/api/openapi-spec/v3" "$kubeconform_schemas.tmp"
   finish "$kubeconform_schemas"
 fi
-if [[ ! -f "$anthropic_dir/.complete" ]]; then
-  log "installing Anthropic's Python SDK $ANTHROPIC_SDK_VERSION into $anthropic_dir"
-  rm -rf "$anthropic_dir"
-  python3 -m venv "$anthropic_dir"
-  "$anthropic_dir/bin/pip" install --quiet --disable-pip-version-check "anthropic==$ANTHROPIC_SDK_VERSION"
-  # A virtualenv names its own path inside: built in place, complete once marked.
-  touch "$anthropic_dir/.complete"
-fi
+# virtualenv DIR REQUIREMENT: a Python virtualenv in DIR holding REQUIREMENT from PyPI. A
+# virtualenv names its own path inside: built in place, complete once marked.
+virtualenv() {
+  [[ -f "$1/.complete" ]] && return
+  log "installing $2 into $1"
+  rm -rf "$1"
+  python3 -m venv "$1"
+  "$1/bin/pip" install --quiet --disable-pip-version-check "$2"
+  touch "$1/.complete"
+}
+virtualenv "$anthropic_dir" "anthropic==$ANTHROPIC_SDK_VERSION"
+virtualenv "$schemathesis_dir" "schemathesis==$SCHEMATHESIS_VERSION"
 # The browser tests' packages: `npm ci` checks each against the lock's integrity.
 browser="$repo/tests/browser"
 lock_sum="$(sha256sum "$browser/package-lock.json" | cut -c1-64)"
@@ -57,4 +61,4 @@ if [[ "$(cat "$browser/node_modules/.installed-lock" 2>/dev/null)" != "$lock_sum
   npm ci --prefix "$browser" --cache "$cache/npm" --no-audit --no-fund --loglevel=error
   echo "$lock_sum" >"$browser/node_modules/.installed-lock"
 fi
-log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform, $kind_dir/kind, $anthropic_dir, $browser/node_modules"
+log "tools ready: $helm_dir/helm, $kubeconform_dir/kubeconform, $kind_dir/kind, $anthropic_dir, $schemathesis_dir, $browser/node_modules"

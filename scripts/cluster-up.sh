@@ -44,7 +44,6 @@ openssl_quiet ec -in "$pki/service-account.key" -pubout -out "$pki/service-accou
 
 for id in controller-manager scheduler kwok; do write_kubeconfig "$state/$id.kubeconfig" "$id"; done
 
-https_ok() { curl -fsS --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$1"; }
 
 # --- etcd ---
 start etcd "$etcd_bin/etcd" --name ooda --data-dir "$state/etcd" \

@@ -137,7 +137,8 @@ kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 networking:
   apiServerAddress: 127.0.0.1
-  apiServerPort: ${OODA_KIND_APISERVER_PORT:-36500}
+  # Below the ephemeral range (32768-60999), which any outgoing connection may be holding.
+  apiServerPort: ${OODA_KIND_APISERVER_PORT:-26500}
   kubeProxyMode: iptables
   podSubnet: 198.18.160.0/20
   serviceSubnet: 198.18.176.0/20

@@ -20,6 +20,7 @@ moto_dir="$cache/moto-$MOTO_VERSION"           # a Python virtualenv holding the
 # bin/s3s-fs: the sites benchmark's second S3 server (scripts/build-s3s-fs.sh), patched: its hash is in the key.
 s3s_fs_dir="$cache/tools/s3s-fs-$S3S_FS_VERSION-$(sha256sum "$repo/scripts/s3s-fs-nodelay.patch" | cut -c1-12)"
 anthropic_dir="$cache/tools/anthropic-$ANTHROPIC_SDK_VERSION"  # a Python virtualenv: Anthropic's SDK
+schemathesis_dir="$cache/tools/schemathesis-$SCHEMATHESIS_VERSION"  # a Python virtualenv: schemathesis
 # ooda's own image (scripts/build-image.sh): an OCI archive that the real node loads at start.
 ooda_version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)"
 ooda_image="ooda.local/ooda:$ooda_version"
@@ -116,9 +117,13 @@ YAML
 }
 start() { # start NAME BINARY ARGS...: in its own session, so cluster-down can stop its whole group
   local name="$1"; shift
+  # Kept, so scripts/bed-restart.sh can start it again just so.
+  mkdir -p "$state/commands"
+  printf '%s\0' "$@" >"$state/commands/$name"
   setsid "$@" >"$logs/$name.log" 2>&1 </dev/null &
   echo $! >"$state/pids/$name"
 }
+https_ok() { curl -fsS --max-time 2 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" "$1"; }
 wait_for() { # wait_for NAME SECONDS COMMAND...
   local name="$1" seconds="$2"; shift 2
   local deadline=$((SECONDS + seconds))

@@ -13,6 +13,24 @@ source "$repo/scripts/images.sh"
 "$repo/scripts/build-images.sh" >/dev/null
 started_at=$(date +%s.%N)
 rn="$realnode_state"
+
+# --- a node on this net index that nobody took down ---
+# A bed killed with its machine (or its checkout deleted) leaves its addresses, bridge and firewall
+# behind, and this bed cannot take them: another bed's live kubelet on them is refused by name; a
+# dead one's are removed, as its own down script would have.
+leftovers=()
+ip -o address show dev lo | grep -qE " (${node_ip//./\\.}|${outside_ip//./\\.})/32 " && leftovers+=(addresses)
+ip link show "$bridge" >/dev/null 2>&1 && leftovers+=("bridge $bridge")
+nft list table inet "$guard_table" >/dev/null 2>&1 && leftovers+=("firewall table $guard_table")
+if ((${#leftovers[@]})); then
+  if owner="$(pgrep -f -- "--node-ip $node_ip( |$)")"; then
+    log "another bed's real node (kubelet pid ${owner//$'\n'/ }) holds net index $net_index; give this bed another with OODA_REAL_NODE_NET (0-63)"
+    exit 1
+  fi
+  log "removing what a real node on net index $net_index left behind when it was not taken down: ${leftovers[*]}"
+  mkdir -p "$rn"
+  "$repo/scripts/real-node-down.sh"
+fi
 mkdir -p "$rn"/{containerd,kubelet,pod-logs,volumes,cni/net.d,cni/ipam,secrets} "$state/pids" "$logs"
 
 # --- what this machine lacks, detected rather than assumed ---

@@ -15,6 +15,8 @@ cargo build --locked --lib --bins --tests --benches
 # helm, kubeconform and its schemas (the chart's tests), and ooda's own image (the e2e suite's).
 "$repo/scripts/build-tools.sh"
 "$repo/scripts/build-image.sh"
+# Every parser that reads outside bytes, under libFuzzer for a few seconds each (`make fuzz` runs longer).
+"$repo/scripts/fuzz.sh" "${OODA_FUZZ_SECONDS:-10}"
 # First, on a host no bed is changing: taking a bed down leaves the host as it was.
 if kubectl get --raw /readyz >/dev/null 2>&1; then
   log "a bed is already running: the teardown test needs a quiet host and runs when make test brings the bed up itself"
@@ -30,6 +32,13 @@ status=0
 # Integration tests mostly wait on the control plane: run them well beyond one per core.
 cargo test --locked --lib --bins --tests -- --test-threads 16 || status=$?
 log "cargo test finished in $((SECONDS - started))s with status $status"
+# Then, alone, the tests that restart parts of the bed every other test uses (tests/cluster/faults.rs;
+# the other ignored test is the soak, `make soak`).
+started=$SECONDS
+faults_status=0
+cargo test --locked --test cluster -- --ignored --test-threads 1 faults:: || faults_status=$?
+log "the fault tests finished in $((SECONDS - started))s with status $faults_status"
+((status != 0)) || status=$faults_status
 if ((status != 0)); then
   log "component logs are in $logs"
 fi

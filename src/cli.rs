@@ -167,6 +167,11 @@ pub struct GatewayArgs {
     /// How long a request waits for a hibernated project to wake before 503.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     wake_timeout: Duration,
+    /// Longest the gateway goes on honouring preview tokens without hearing from the API server:
+    /// past it (the API server unreachable, or the way to it stalled) previews answer 503 and
+    /// /readyz fails, rather than honour a token that may have been revoked meanwhile.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    stale_after: Duration,
     /// The port in preview and site URLs, when clients reach the gateway on a non-default port;
     /// 0: the port --listen bound (clients reach the listener directly, as in local runs).
     #[arg(long)]
@@ -288,6 +293,7 @@ fn gateway_options(args: GatewayArgs) -> Result<gateway::Options, CliError> {
             invite_ttl: args.invite_ttl,
             activity_interval: args.activity_interval,
             wake_timeout: args.wake_timeout,
+            stale_after: args.stale_after,
             browser_hold: Duration::from_secs(2),
             tls: tls.is_some() || args.tls_offloaded,
             public_port: args.public_port,

@@ -166,6 +166,9 @@ struct RawPublishing {
     pub max_concurrent: u32,
     /// How long an upload may send nothing before it is abandoned (408).
     pub upload_idle_timeout: String,
+    /// How long a site's visitor waits on S3: for the answer (504 past it), and between two
+    /// chunks of a file (the response is cut off past it).
+    pub serve_timeout: String,
 }
 
 impl Default for RawPublishing {
@@ -177,6 +180,7 @@ impl Default for RawPublishing {
             max_compression_ratio: 100,
             max_concurrent: 8,
             upload_idle_timeout: "60s".into(),
+            serve_timeout: "10s".into(),
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct Publishing {
     pub max_concurrent: usize,
     /// How long an upload may send nothing before it is abandoned (408).
     pub upload_idle_timeout: Duration,
+    /// How long a site's visitor waits on S3 (504 past it), and S3 may pause within a file.
+    pub serve_timeout: Duration,
 }
 
 impl Default for Publishing {
@@ -214,13 +220,17 @@ impl RawPublishing {
             let problem = "maxFiles, maxCompressionRatio and maxConcurrent must be positive";
             return Err(("publishing".to_owned(), problem.to_owned()));
         }
-        let upload_idle_timeout = match duration::parse(&self.upload_idle_timeout) {
-            Ok(d) if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) => d,
-            _ => {
-                let problem = "must be a duration such as 60s, between 1s and 1h";
-                return Err(("publishing.uploadIdleTimeout".to_owned(), problem.to_owned()));
-            }
-        };
+        let between =
+            |setting: &str, text: &str, (longest, said): (Duration, &str), example: &str| match duration::parse(text) {
+                Ok(d) if (Duration::from_secs(1)..=longest).contains(&d) => Ok(d),
+                _ => Err((
+                    format!("publishing.{setting}"),
+                    format!("must be a duration such as {example}, between 1s and {said}"),
+                )),
+            };
+        let upload_idle_timeout =
+            between("uploadIdleTimeout", &self.upload_idle_timeout, (Duration::from_secs(3600), "1h"), "60s")?;
+        let serve_timeout = between("serveTimeout", &self.serve_timeout, (Duration::from_secs(300), "5m"), "10s")?;
         Ok(Publishing {
             max_bytes,
             max_files: self.max_files,
@@ -228,6 +238,7 @@ impl RawPublishing {
             max_compression_ratio: self.max_compression_ratio,
             max_concurrent: self.max_concurrent as usize,
             upload_idle_timeout,
+            serve_timeout,
         })
     }
 }
@@ -868,6 +879,9 @@ mod tests {
         assert_refused(parse_with(&["publishing", "maxConcurrent"], "0"), "publishing");
         assert_refused(parse_with(&["publishing", "uploadIdleTimeout"], "0s"), "publishing.uploadIdleTimeout");
         assert_refused(parse_with(&["publishing", "uploadIdleTimeout"], "2h"), "publishing.uploadIdleTimeout");
+        assert_eq!(partial.publishing.serve_timeout, Duration::from_secs(10));
+        assert_refused(parse_with(&["publishing", "serveTimeout"], "0s"), "publishing.serveTimeout");
+        assert_refused(parse_with(&["publishing", "serveTimeout"], "10m"), "publishing.serveTimeout");
     }
 
     #[test]

@@ -64,7 +64,7 @@ pub struct Listed {
 }
 
 impl Listed {
-    fn done(&self) {
+    pub(crate) fn done(&self) {
         self.readiness.pending.send_if_modified(|pending| pending.remove(self.name));
     }
 }
@@ -101,7 +101,8 @@ where
             if let Ok(watcher::Event::InitDone) = event {
                 listed.done();
             }
-        });
+        })
+        .then(yield_when_due);
     (store, stream)
 }
 
@@ -234,8 +235,18 @@ where
                     listed.done();
                 }
             }
-        });
+        })
+        .then(yield_when_due);
     (cache, stream)
+}
+
+/// Passes `event` on, first yielding to the runtime if this task has used its time slice. A
+/// backlog of events is always ready, and the channels they come through do not count towards
+/// tokio's budget: without this, one poll could apply thousands of them while nothing else in the
+/// task (or on its thread) runs.
+async fn yield_when_due<T>(event: T) -> T {
+    tokio::task::coop::consume_budget().await;
+    event
 }
 
 #[cfg(test)]

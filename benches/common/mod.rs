@@ -60,7 +60,12 @@ pub fn run_id() -> String {
 
 /// The release `ooda` binary, logging warnings and errors to `log`; killed when dropped.
 pub fn ooda(kubeconfig: &Path, log: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ooda"));
+    ooda_build(Path::new(env!("CARGO_BIN_EXE_ooda")), kubeconfig, log)
+}
+
+/// As [`ooda`], from another build of it (`binary`), to measure a change side by side.
+pub fn ooda_build(binary: &Path, kubeconfig: &Path, log: &Path) -> Command {
+    let mut command = Command::new(binary);
     command
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")

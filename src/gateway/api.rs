@@ -135,6 +135,11 @@ pub fn organisation_projects(gateway: &Gateway, org: &str) -> Vec<Value> {
     projects.iter().map(|p| summary(gateway, p)).collect()
 }
 
+/// Creates tried before a quota conflict is the caller's to retry, and the pause before each retry
+/// (times the attempt, so concurrent creates spread out).
+const QUOTA_CONFLICT_ATTEMPTS: u32 = 4;
+const QUOTA_CONFLICT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
@@ -154,12 +159,29 @@ pub async fn create_project(
     let spec = request.spec.unwrap_or_else(|| serde_json::from_value(json!({})).expect("every field has a default"));
     let project = Project::new(&request.name, spec);
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    let created = projects(&gateway, &org).create(&params, &project).await.map_err(|error| match &error {
-        kube::Error::Api(status) if status.code == 409 => {
-            ApiError::conflict("exists", format!("a project named {:?} already exists", request.name))
+    let projects = projects(&gateway, &org);
+    let mut attempt = 1;
+    let created = loop {
+        match projects.create(&params, &project).await {
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                return Err(ApiError::conflict("exists", format!("a project named {:?} already exists", request.name)));
+            }
+            // The organisation's ResourceQuota counts projects, and its admission answers 409 when
+            // another write changed the quota's usage meanwhile: nothing was created, and the API
+            // server's own clients retry.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                if attempt == QUOTA_CONFLICT_ATTEMPTS {
+                    return Err(ApiError::unavailable(
+                        "the organisation's quota is busy with other changes; try again",
+                        1,
+                    ));
+                }
+                attempt += 1;
+                tokio::time::sleep(QUOTA_CONFLICT_PAUSE * attempt).await;
+            }
+            result => break result?,
         }
-        _ => error.into(),
-    })?;
+    };
     info!(project = request.name, by = session.email, "project created");
     Ok((StatusCode::CREATED, Json(summary(&gateway, &created))))
 }

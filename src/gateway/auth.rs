@@ -50,8 +50,11 @@ impl Session {
         Session::from_token(gateway, token)
     }
 
-    /// The session `token` carries, re-verified now.
+    /// The session `token` carries, re-verified now. The account and memberships it is checked
+    /// against come from the caches, so while those cannot be confirmed (see `freshness`) no
+    /// session is honoured: a password changed or a member removed meanwhile would not show.
     pub fn from_token(gateway: &Gateway, token: &str) -> ApiResult<Self> {
+        gateway.freshness.check()?;
         let settings = &gateway.settings;
         let expect = Expectations {
             issuer: &settings.issuer,

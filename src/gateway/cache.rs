@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
-
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
@@ -53,8 +53,9 @@ impl Caches {
     /// the AI relay's credentials Secrets, each watched on its own.
     pub fn start(client: &Client, namespace: &str, ai_credentials: &BTreeSet<String>) -> Self {
         let (changed, changes) = watch::channel(0u64);
-        // The per-namespace watches start later, as organisations become Ready, and are not
-        // waited for here: until one has listed, its namespace's previews are refused.
+        // The per-namespace watches start as organisations become Ready. Those of the
+        // organisations there are at start are waited for (a new replica serves their previews
+        // as soon as it is ready); a later one's previews are refused until it has listed.
         let readiness = Readiness::default();
         let all = watcher::Config::default();
         // Organisation events also start and stop the per-namespace watches; nothing else does.
@@ -87,7 +88,14 @@ impl Caches {
             .collect();
         let (pods, secrets) = (PerNamespace::default(), PerNamespace::default());
         let watches = NamespaceWatches { pods: pods.clone(), secrets: secrets.clone(), changed };
-        follow_organisations(client.clone(), organisations.clone(), watches, organisations_changed.subscribe());
+        let initial = readiness.register("organisation namespaces");
+        follow_organisations(
+            client.clone(),
+            organisations.clone(),
+            watches,
+            organisations_changed.subscribe(),
+            initial,
+        );
         Self {
             organisations,
             projects,
@@ -115,11 +123,12 @@ impl Caches {
     ) -> Self {
         let (changed, changes) = watch::channel(0u64);
         std::mem::forget(changed);
+        let namespaces: Vec<String> = organisations.iter().map(|o| organisation_namespace(&o.name_any())).collect();
         Self {
             organisations: listed(organisations),
             projects: listed(projects),
-            pods: PerNamespace::listed(pods),
-            secrets: PerNamespace::listed(secrets),
+            pods: PerNamespace::listed(pods, &namespaces),
+            secrets: PerNamespace::listed(secrets, &namespaces),
             accounts: listed(accounts),
             ai_credentials: HashMap::new(),
             accounts_namespace: accounts_namespace.to_owned(),
@@ -178,6 +187,13 @@ impl Caches {
         self.pods
             .get(&organisation_namespace(org), &pod_name(project))
             .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+    }
+
+    /// Whether `org`'s namespace has been listed (its pods and Secrets): until then a project
+    /// there has no token or pod as far as this gateway knows, though it may well have both.
+    pub fn namespace_listed(&self, org: &str) -> bool {
+        let namespace = organisation_namespace(org);
+        self.pods.has_listed(&namespace) && self.secrets.has_listed(&namespace)
     }
 
     /// A Secret the operator made in `org`'s namespace.
@@ -286,6 +302,18 @@ where
         watch.store.get(&object_ref(namespace, name))
     }
 
+    /// Whether `namespace`'s watch has listed: before, an object missing there is unknown, not
+    /// absent.
+    pub fn has_listed(&self, namespace: &str) -> bool {
+        let watches = self.watches.read().expect("namespace watches lock");
+        watches.get(namespace).is_some_and(|w| w.readiness.is_ready())
+    }
+
+    /// Whether the watch of every namespace in `namespaces` has listed.
+    fn all_listed(&self, namespaces: &BTreeSet<String>) -> bool {
+        namespaces.iter().all(|namespace| self.has_listed(namespace))
+    }
+
     /// Watches every namespace in `wanted` not watched yet; stops watching those not in `keep`.
     fn follow(
         &self,
@@ -307,10 +335,12 @@ where
         }
     }
 
-    /// Watches that have listed exactly these objects, for in-process tests.
+    /// Watches of `namespaces` (and those of `objects`) that have listed exactly these objects,
+    /// for in-process tests.
     #[cfg(test)]
-    fn listed(objects: Vec<K>) -> Self {
-        let mut by_namespace: HashMap<String, Vec<K>> = HashMap::new();
+    fn listed(objects: Vec<K>, namespaces: &[String]) -> Self {
+        let mut by_namespace: HashMap<String, Vec<K>> =
+            namespaces.iter().map(|namespace| (namespace.clone(), Vec::new())).collect();
         for object in objects {
             by_namespace.entry(object.meta().namespace.clone().unwrap_or_default()).or_default().push(object);
         }
@@ -348,9 +378,19 @@ fn follow_organisations(
     organisations: Store<Organisation>,
     watches: NamespaceWatches,
     mut organisation_changes: watch::Receiver<u64>,
+    initial: Listed,
 ) {
     let NamespaceWatches { pods, secrets, changed } = watches;
+    let mut namespace_events = changed.subscribe();
     tokio::spawn(async move {
+        // The organisations' initial list, then their namespaces' watches: `initial` is done
+        // once those have listed too, or after [`INITIAL_NAMESPACES`] at most (a namespace this
+        // gateway may not read must not keep it unready for ever; its previews are refused).
+        if organisations.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut initial = Some(initial);
+        let give_up = tokio::time::Instant::now() + INITIAL_NAMESPACES;
         loop {
             let all = organisations.state();
             let keep: BTreeSet<String> = all.iter().map(|o| organisation_namespace(&o.name_any())).collect();
@@ -362,12 +402,24 @@ fn follow_organisations(
                 .collect();
             pods.follow(&client, &wanted, &keep, &changed);
             secrets.follow(&client, &wanted, &keep, &changed);
-            if organisation_changes.changed().await.is_err() {
-                return;
+            if initial.is_some() && pods.all_listed(&wanted) && secrets.all_listed(&wanted) {
+                initial.take().expect("checked").done();
+            }
+            tokio::select! {
+                changed = organisation_changes.changed() => if changed.is_err() { return },
+                // Only while waiting for the initial namespaces: their events may be their lists.
+                _ = namespace_events.changed(), if initial.is_some() => {}
+                () = tokio::time::sleep_until(give_up), if initial.is_some() => {
+                    warn!(after = ?INITIAL_NAMESPACES, "some organisation namespaces have not listed; ready without them (their previews are refused until they do)");
+                    initial.take().expect("checked").done();
+                }
             }
         }
     });
 }
+
+/// Longest a starting gateway waits for its organisations' namespaces to list before it is ready.
+const INITIAL_NAMESPACES: Duration = Duration::from_secs(10);
 
 /// The per-namespace caches, and the change counter their events bump.
 struct NamespaceWatches {

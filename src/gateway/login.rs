@@ -68,6 +68,29 @@ pub fn parse_auth_key(text: &str) -> ApiResult<AuthKey> {
     })
 }
 
+/// A sign-in body as read: the email normalised, and the auth key.
+fn sign_in_request(body: Result<Json<LoginRequest>, JsonRejection>) -> ApiResult<(String, AuthKey)> {
+    let Json(request) = body?;
+    let email = normalise_email(&request.email);
+    if email.len() > MAX_EMAIL_LEN {
+        return Err(ApiError::bad_request(format!("email is at most {MAX_EMAIL_LEN} bytes")));
+    }
+    Ok((email, parse_auth_key(&request.auth_key)?))
+}
+
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use axum::extract::{FromRequest, Request};
+
+    use super::*;
+
+    /// A sign-in request's body read as `POST /api/auth/login` reads it, before any account is.
+    pub async fn sign_in_body(request: Request) -> ApiResult<(String, AuthKey)> {
+        sign_in_request(Json::<LoginRequest>::from_request(request, &()).await)
+    }
+}
+
 #[instrument(skip_all, fields(client))]
 pub async fn login(
     State(gateway): State<Arc<Gateway>>,
@@ -77,12 +100,7 @@ pub async fn login(
 ) -> ApiResult<Json<Value>> {
     let client = gateway.settings.trusted_proxies.client(peer.ip(), &headers);
     tracing::Span::current().record("client", tracing::field::display(client));
-    let Json(request) = body?;
-    let email = normalise_email(&request.email);
-    if email.len() > MAX_EMAIL_LEN {
-        return Err(ApiError::bad_request(format!("email is at most {MAX_EMAIL_LEN} bytes")));
-    }
-    let auth_key = parse_auth_key(&request.auth_key)?;
+    let (email, auth_key) = sign_in_request(body)?;
     let _turn = gateway.turns.take(&email).await;
     let admitted = gateway.limiter.lock().expect("limiter lock").begin(&email, client, Instant::now());
     if let Err(wait) = admitted {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod forwarded;
+pub mod freshness;
 pub mod invites;
 pub mod keys;
 pub mod limiter;
@@ -26,6 +27,7 @@ pub mod terminal;
 #[cfg(test)]
 mod tests;
 pub mod token;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,17 +36,14 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use base64::Engine;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kube::Client;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 use tracing::{error, info};
 
 use crate::accounts::{AccountStore, Accounts, Kdf, MIN_SERVER_ITERATIONS};
@@ -56,6 +55,7 @@ use error::ApiError;
 use limiter::LoginLimiter;
 use metrics::Metrics;
 use token::KeyRing;
+use upstream::Held;
 
 /// The field manager of every write the gateway makes.
 pub const FIELD_MANAGER: &str = "ooda-gateway";
@@ -86,6 +86,8 @@ pub struct Settings {
     pub activity_interval: Duration,
     /// How long a request may wait for a hibernated project to wake.
     pub wake_timeout: Duration,
+    /// How long the caches are trusted without the API server confirming it is reachable.
+    pub stale_after: Duration,
     /// How long a browser waits before it is shown the "waking" page instead.
     pub browser_hold: Duration,
     /// Whether clients reach the gateway over TLS, its own or a proxy's in front (HSTS, `Secure`
@@ -126,7 +128,8 @@ pub struct Gateway {
     pub hashing: Semaphore,
     /// Used when the email is unknown, so that costs what a wrong password does.
     pub decoy_kdf: Kdf,
-    pub upstream: HttpClient<HttpConnector, Body>,
+    /// Idle connections to project pods, for downstream connections that hold none yet.
+    pub upstreams: Arc<upstream::Upstreams>,
     /// Each jurisdiction's bucket for published sites.
     pub buckets: crate::sites::Buckets,
     /// Publishes in progress on this replica, up to `publishing.maxConcurrent`.
@@ -137,6 +140,11 @@ pub struct Gateway {
     pub terminals: Arc<Semaphore>,
     /// The AI relay's upstream clients and the organisations' AI limits.
     pub relay: relay::Relay,
+    /// When the API server last answered: the watch caches are trusted only that long after.
+    pub freshness: Arc<freshness::Freshness>,
+    /// Cancelled when the gateway is asked to stop: requests held for a wake are answered 503
+    /// at once (clients retry on another replica), rather than cut off when the drain ends.
+    pub stopping: tokio_util::sync::CancellationToken,
     /// Project pods' preview addresses seen accepting connections: a request to any other waits
     /// for it to listen first.
     serving: Mutex<std::collections::HashSet<SocketAddr>>,
@@ -145,7 +153,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// The one way a gateway is assembled, by `run` and by the tests alike: what the rest
-    /// (semaphores, limiter, activity, the upstream client) follows from these.
+    /// (semaphores, limiter, activity, the upstream pool) follows from these.
     pub fn new(
         client: Client,
         config: Arc<OperatorConfig>,
@@ -164,13 +172,15 @@ impl Gateway {
             hashing: Semaphore::new(settings.hashing_slots.max(1)),
             decoy_kdf: Kdf::new(settings.auth_key_iterations.max(MIN_SERVER_ITERATIONS))
                 .expect("at least the minimum iterations"),
-            upstream: upstream_client(),
+            upstreams: Arc::default(),
             buckets,
             publishes: Semaphore::new(config.publishing.max_concurrent),
             event_streams: Arc::new(Semaphore::new(events::MAX_STREAMS)),
             terminals: Arc::new(Semaphore::new(terminal::MAX_TERMINALS)),
             relay: relay::Relay::new(&config),
             serving: Mutex::default(),
+            stopping: tokio_util::sync::CancellationToken::new(),
+            freshness: Arc::new(freshness::Freshness::new(settings.stale_after)),
             client,
             config,
             settings,
@@ -250,6 +260,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let caches = Caches::start(&client, &settings.namespace, &ai_credentials.collect());
     let accounts = Arc::new(AccountStore::new(client.clone(), &settings.namespace));
     let gateway = Arc::new(Gateway::new(client, config, settings, caches, accounts, keys, buckets));
+    tokio::spawn(freshness::confirm(gateway.client.clone(), gateway.freshness.clone()));
     let health_router = health_router(gateway.clone());
     tokio::spawn(async move {
         if let Err(error) = axum::serve(health, health_router).await {
@@ -257,19 +268,14 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         }
     });
     info!(%addr, %http_addr, tls = tls.is_some(), "gateway listening");
-    server::serve(listener, router(gateway), tls, crate::signal::shutdown(), Duration::from_secs(10)).await;
+    let stopping = gateway.stopping.clone();
+    let shutdown = async move {
+        crate::signal::shutdown().await;
+        info!("stopping: requests waiting for a wake are answered 503");
+        stopping.cancel();
+    };
+    server::serve(listener, App::new(gateway), tls, shutdown, Duration::from_secs(10)).await;
     Ok(())
-}
-
-/// Pooled HTTP/1.1 connections to project pods.
-fn upstream_client() -> HttpClient<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    HttpClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .build(connector)
 }
 
 /// Preview addresses remembered as serving, at most.
@@ -278,82 +284,116 @@ const MAX_SERVING: usize = 65_536;
 /// Largest JSON body any API endpoint takes.
 pub const MAX_API_BODY: usize = 64 * 1024;
 
-/// The public router: the API on every host but preview hosts, which go to the proxy.
-pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/api/auth/prelogin", post(login::prelogin))
-        .route("/api/auth/login", post(login::login))
-        .route("/api/auth/invite-details", post(invites::details))
-        .route("/api/auth/accept-invite", post(invites::accept))
-        .route("/api/auth/sign-out-everywhere", post(login::sign_out_everywhere))
-        .route("/api/me", get(api::me))
-        .route("/api/orgs/{org}", get(api::organisation))
-        .route("/api/orgs/{org}/events", get(events::events))
-        .route("/api/orgs/{org}/members", get(api::list_members))
-        .route("/api/orgs/{org}/members/{email}", put(api::put_member).delete(api::delete_member))
-        .route("/api/orgs/{org}/members/{email}/sign-out", post(api::sign_out_member))
-        .route("/api/orgs/{org}/invites", post(invites::create))
-        .route("/api/orgs/{org}/projects", get(api::list_projects).post(api::create_project))
-        .route("/api/orgs/{org}/projects/{project}", get(api::get_project).delete(api::delete_project))
-        .route("/api/orgs/{org}/projects/{project}/start", post(api::start_project))
-        .route("/api/orgs/{org}/projects/{project}/stop", post(api::stop_project))
-        .route("/api/orgs/{org}/projects/{project}/wake", post(api::wake_project))
-        .route("/api/orgs/{org}/projects/{project}/preview", get(api::preview))
-        .route("/api/orgs/{org}/projects/{project}/terminal", get(terminal::terminal))
-        .route("/api/orgs/{org}/projects/{project}/publish", post(sites::publish))
-        .route("/api/orgs/{org}/projects/{project}/versions", get(sites::versions))
-        .route("/api/orgs/{org}/projects/{project}/versions/{version}/activate", post(sites::activate))
-        .route("/api/orgs/{org}/projects/{project}/ai/v1/messages", post(relay::messages))
-        .route("/api/orgs/{org}/projects/{project}/ai/v1/messages/count_tokens", post(relay::count_tokens))
-        .route("/api/orgs/{org}/projects/{project}/ai/v1/models", get(relay::models))
-        .route("/api/openapi.json", get(openapi))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/", get(dashboard::index))
-        .route("/terminal", get(dashboard::terminal))
-        .route("/assets/{*path}", get(dashboard::asset))
+/// The public service, one per listener: preview and site hosts go straight to the proxy and to
+/// published sites, with no router in their way; every other host to the API's router.
+#[derive(Clone)]
+pub struct App {
+    gateway: Arc<Gateway>,
+    router: Router,
+}
+
+impl App {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { router: router(gateway.clone()), gateway }
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Answers one request from `peer`, which came on a connection holding `upstream` (none when
+    /// called from outside a served connection). Counts every answer.
+    pub async fn handle<B>(self, request: hyper::Request<B>, peer: SocketAddr, upstream: Option<Arc<Held>>) -> Response
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let started = Instant::now();
+        let gateway = self.gateway;
+        if !gateway.caches.synced() {
+            return ApiError::unavailable("the gateway is starting", 1).into_response();
+        }
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().host())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if let Some(label) = gateway.config.sites_domain.as_deref().and_then(|domain| proxy::host_label(&host, domain))
+        {
+            let response = sites::serve(gateway.clone(), label, request.map(Body::new)).await;
+            gateway.metrics.answered("sites", response.status().as_u16(), started.elapsed());
+            return response;
+        }
+        if let Some(label) = proxy::host_label(&host, &gateway.config.preview_domain) {
+            let response = proxy::handle(gateway.clone(), label, peer, upstream, request.map(Body::new)).await;
+            gateway.metrics.answered("preview", response.status().as_u16(), started.elapsed());
+            return response;
+        }
+        // Everything else is the API, with its security headers whatever the answer.
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let Ok(mut response) = self.router.oneshot(request).await;
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if gateway.settings.tls {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+        }
+        gateway.metrics.answered("api", response.status().as_u16(), started.elapsed());
+        response
+    }
+}
+
+/// The API's routes: the one list the router is built from, and the one the tests walk (a route
+/// cannot be served without being in it).
+pub(crate) fn routes() -> Vec<(&'static str, MethodRouter<Arc<Gateway>>)> {
+    vec![
+        ("/api/auth/prelogin", post(login::prelogin)),
+        ("/api/auth/login", post(login::login)),
+        ("/api/auth/invite-details", post(invites::details)),
+        ("/api/auth/accept-invite", post(invites::accept)),
+        ("/api/auth/sign-out-everywhere", post(login::sign_out_everywhere)),
+        ("/api/me", get(api::me)),
+        ("/api/orgs/{org}", get(api::organisation)),
+        ("/api/orgs/{org}/events", get(events::events)),
+        ("/api/orgs/{org}/members", get(api::list_members)),
+        ("/api/orgs/{org}/members/{email}", put(api::put_member).delete(api::delete_member)),
+        ("/api/orgs/{org}/members/{email}/sign-out", post(api::sign_out_member)),
+        ("/api/orgs/{org}/invites", post(invites::create)),
+        ("/api/orgs/{org}/projects", get(api::list_projects).post(api::create_project)),
+        ("/api/orgs/{org}/projects/{project}", get(api::get_project).delete(api::delete_project)),
+        ("/api/orgs/{org}/projects/{project}/start", post(api::start_project)),
+        ("/api/orgs/{org}/projects/{project}/stop", post(api::stop_project)),
+        ("/api/orgs/{org}/projects/{project}/wake", post(api::wake_project)),
+        ("/api/orgs/{org}/projects/{project}/preview", get(api::preview)),
+        ("/api/orgs/{org}/projects/{project}/terminal", get(terminal::terminal)),
+        ("/api/orgs/{org}/projects/{project}/publish", post(sites::publish)),
+        ("/api/orgs/{org}/projects/{project}/versions", get(sites::versions)),
+        ("/api/orgs/{org}/projects/{project}/versions/{version}/activate", post(sites::activate)),
+        ("/api/orgs/{org}/projects/{project}/ai/v1/messages", post(relay::messages)),
+        ("/api/orgs/{org}/projects/{project}/ai/v1/messages/count_tokens", post(relay::count_tokens)),
+        ("/api/orgs/{org}/projects/{project}/ai/v1/models", get(relay::models)),
+        ("/api/openapi.json", get(openapi)),
+        ("/.well-known/jwks.json", get(jwks)),
+        ("/", get(dashboard::index)),
+        ("/terminal", get(dashboard::terminal)),
+        ("/assets/{*path}", get(dashboard::asset)),
+    ]
+}
+
+/// The API's router.
+fn router(gateway: Arc<Gateway>) -> Router {
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, methods)| router.route(path, methods))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
         })
         .layer(DefaultBodyLimit::max(MAX_API_BODY))
-        .layer(middleware::from_fn_with_state(gateway.clone(), edge))
         .with_state(gateway)
-}
-
-/// Routes preview hosts to the proxy, adds the API's security headers, and counts every answer.
-async fn edge(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if !gateway.caches.synced() {
-        return ApiError::unavailable("the gateway is starting", 1).into_response();
-    }
-    if let Some(label) = gateway.config.sites_domain.as_deref().and_then(|domain| proxy::host_label(&host, domain)) {
-        let response = sites::serve(gateway.clone(), label, request).await;
-        gateway.metrics.answered("sites", response.status().as_u16(), started.elapsed());
-        return response;
-    }
-    if let Some(label) = proxy::host_label(&host, &gateway.config.preview_domain) {
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-        let peer = peer.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-        let response = proxy::handle(gateway.clone(), label, peer, request).await;
-        gateway.metrics.answered("preview", response.status().as_u16(), started.elapsed());
-        return response;
-    }
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if gateway.settings.tls {
-        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
-    }
-    gateway.metrics.answered("api", response.status().as_u16(), started.elapsed());
-    response
 }
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -372,10 +412,14 @@ fn health_router(gateway: Arc<Gateway>) -> Router {
         .route(
             "/readyz",
             get(|State(gateway): State<Arc<Gateway>>| async move {
-                if gateway.caches.synced() {
-                    (StatusCode::OK, "gateway ready")
-                } else {
+                if gateway.stopping.is_cancelled() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+                } else if !gateway.caches.synced() {
                     (StatusCode::SERVICE_UNAVAILABLE, "waiting for watches to sync")
+                } else if !gateway.freshness.is_fresh() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "the API server has not answered lately: previews are refused")
+                } else {
+                    (StatusCode::OK, "gateway ready")
                 }
             }),
         )

@@ -1,8 +1,8 @@
 //! The preview proxy on `<project>--<org>.<previewDomain>`: checks the project's preview token
 //! (constant time, against the watch cache, so a stopped or deleted project is refused as soon as
 //! the watch sees it), wakes a hibernated project, and forwards to the pod's IP and preview port
-//! — never a Service address — with pooled keep-alive connections, streamed bodies and WebSocket
-//! tunnels. Traffic renews the project's activity Lease.
+//! — never a Service address — over keep-alive connections each downstream connection holds
+//! ([`upstream`]), with streamed bodies and WebSocket tunnels. Traffic renews the project's activity Lease.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::PathAndQuery;
 use axum::http::{Method, Request, Response, StatusCode, Uri};
 use axum::response::IntoResponse;
 use hyper_util::rt::TokioIo;
@@ -22,6 +23,7 @@ use crate::crd::{DesiredState, Project};
 use crate::gateway::Gateway;
 use crate::gateway::cache::{ready_pod_ip, waking_pod_ip};
 use crate::gateway::error::ApiError;
+use crate::gateway::upstream::{self, Held};
 
 /// Query parameter carrying the token on a preview link; swapped for a cookie at once.
 pub const TOKEN_QUERY: &str = "ooda_token";
@@ -52,6 +54,12 @@ enum Refusal {
     WrongToken,
     Stopped,
     NoPreviewPort,
+    /// The caches may be behind a revocation: see `freshness`.
+    Stale,
+    /// The project's namespace has not listed yet (its organisation has just become Ready, or
+    /// this gateway has just started): its token is not known yet, which is not a wrong one.
+    /// This tells a caller that the project exists, for those seconds only.
+    NotListedYet,
 }
 
 impl IntoResponse for Refusal {
@@ -63,6 +71,7 @@ impl IntoResponse for Refusal {
             }
             Self::Stopped => ApiError::forbidden("the project is stopped"),
             Self::NoPreviewPort => ApiError::not_found("preview port"),
+            Self::Stale | Self::NotListedYet => crate::gateway::freshness::stale(),
         };
         error.into_response()
     }
@@ -70,13 +79,20 @@ impl IntoResponse for Refusal {
 
 struct Target {
     org: String,
+    name: String,
     project: Arc<Project>,
     port: u16,
 }
 
 /// Whether `presented` opens `org`/`project` right now.
 fn authorise(gateway: &Gateway, org: &str, name: &str, presented: &[u8]) -> Result<Target, Refusal> {
+    if !gateway.freshness.is_fresh() {
+        return Err(Refusal::Stale);
+    }
     let project = gateway.caches.project(org, name).ok_or(Refusal::UnknownProject)?;
+    if !gateway.caches.namespace_listed(org) {
+        return Err(Refusal::NotListedYet);
+    }
     let current = gateway.caches.preview_token(org, name).ok_or(Refusal::WrongToken)?;
     if presented.is_empty() {
         return Err(Refusal::NoToken);
@@ -88,24 +104,29 @@ fn authorise(gateway: &Gateway, org: &str, name: &str, presented: &[u8]) -> Resu
         return Err(Refusal::Stopped);
     }
     let port = project.spec.ports.iter().find(|p| p.preview).ok_or(Refusal::NoPreviewPort)?.port;
-    Ok(Target { org: org.to_owned(), port: u16::try_from(port).map_err(|_| Refusal::NoPreviewPort)?, project })
+    Ok(Target {
+        org: org.to_owned(),
+        name: name.to_owned(),
+        port: u16::try_from(port).map_err(|_| Refusal::NoPreviewPort)?,
+        project,
+    })
 }
 
 #[instrument(skip_all, fields(host = label))]
-pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, request: Request<Body>) -> Response<Body> {
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    label: &str,
+    peer: SocketAddr,
+    upstream: Option<Arc<Held>>,
+    request: Request<Body>,
+) -> Response<Body> {
     let Some((name, org)) = parse_host_label(label) else {
         return Refusal::UnknownProject.into_response();
     };
     let (org, name) = (org.to_owned(), name.to_owned());
     let cookie = cookie_name(gateway.settings.tls);
     let query_token = query_token(request.uri());
-    // A link's token comes first: it is the one that becomes the cookie, and it replaces a stale
-    // cookie left from before the token rotated.
-    let presented = query_token
-        .clone()
-        .or_else(|| header_token(request.headers()))
-        .or_else(|| cookie_token(request.headers(), cookie));
-    let presented = presented.filter(|t| t.len() <= MAX_TOKEN_LEN).unwrap_or_default();
+    let presented = presented_token(query_token.clone(), request.headers(), cookie);
     let target = match authorise(&gateway, &org, &name, presented.as_bytes()) {
         Ok(target) => target,
         Err(refusal) => return refusal.into_response(),
@@ -120,7 +141,7 @@ pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, reques
     let browser = wants_html(request.headers());
     let ip = match gateway.caches.pod(&org, &name).as_deref().and_then(ready_pod_ip) {
         Some(ip) => ip,
-        None => match wake(&gateway, &target, &name, &presented, browser).await {
+        None => match wake(&gateway, &target, &presented, browser).await {
             Ok(ip) => ip,
             Err(response) => return response,
         },
@@ -134,23 +155,18 @@ pub async fn handle(gateway: Arc<Gateway>, label: &str, peer: SocketAddr, reques
         return response;
     }
     gateway.activity.touch(&org, &name, idle_timeout, "http");
-    forward(gateway, target, name, presented, address, peer, request).await
+    forward(gateway, target, presented, address, peer, upstream, request).await
 }
 
 /// Waits for a sleeping project: renews its Lease (the operator scales it up), then waits on the
 /// watch caches for its new pod's address, and for the pod to accept connections there. Browsers are shown a
 /// page that retries by itself if this takes more than a moment; API clients are held until
 /// the wake timeout, then get 503 with Retry-After.
-async fn wake(
-    gateway: &Gateway,
-    target: &Target,
-    name: &str,
-    presented: &str,
-    browser: bool,
-) -> Result<IpAddr, Response<Body>> {
+async fn wake(gateway: &Gateway, target: &Target, presented: &str, browser: bool) -> Result<IpAddr, Response<Body>> {
     let started = Instant::now();
     let mut changes = gateway.caches.changes();
     changes.borrow_and_update();
+    let name = &target.name;
     if let Err(error) = gateway.activity.renew_for_wake(&target.org, name).await {
         warn!(%error, "could not renew the activity lease to wake the project");
         return Err(ApiError::unavailable("could not wake the project; try again", 2).into_response());
@@ -166,16 +182,21 @@ async fn wake(
             break ip;
         }
         tokio::select! {
-            changed = changes.changed() => if changed.is_err() { return Err(ApiError::internal("shutting down").into_response()) },
+            changed = changes.changed() => if changed.is_err() { return Err(stopping(browser)) },
             () = tokio::time::sleep_until(deadline) => {
                 gateway.metrics.woke("timeout", started.elapsed());
                 return Err(still_waking(browser, settings.wake_timeout));
+            }
+            () = gateway.stopping.cancelled() => {
+                gateway.metrics.woke("stopping", started.elapsed());
+                return Err(stopping(browser));
             }
         }
     };
     // The pod has an address; its dev server may still be starting (or its loader running).
     await_listening(gateway, SocketAddr::new(ip, target.port), started, browser).await.inspect_err(|_| {
-        gateway.metrics.woke("timeout", started.elapsed());
+        let outcome = if gateway.stopping.is_cancelled() { "stopping" } else { "timeout" };
+        gateway.metrics.woke(outcome, started.elapsed());
     })?;
     gateway.metrics.woke("ready", started.elapsed());
     debug!(took_ms = started.elapsed().as_millis() as u64, "woke the project");
@@ -210,7 +231,10 @@ async fn await_listening(
         }
         // The last try is at the deadline itself: the whole timeout is given. Short pauses: a
         // dev server that has just started listening is answered within one.
-        tokio::time::sleep_until((Instant::now() + pause).min(deadline)).await;
+        tokio::select! {
+            () = tokio::time::sleep_until((Instant::now() + pause).min(deadline)) => {}
+            () = gateway.stopping.cancelled() => return Err(stopping(browser)),
+        }
         pause = (pause * 2).min(Duration::from_millis(50));
     }
     gateway.mark_serving(address, true);
@@ -218,12 +242,20 @@ async fn await_listening(
 }
 
 fn still_waking(browser: bool, wake_timeout: Duration) -> Response<Body> {
+    let message = format!("the project is waking up and was not ready within {}s; retry", wake_timeout.as_secs());
+    retry_soon(browser, message)
+}
+
+/// The answer to a request held for a wake when the gateway stops: the wake goes on without it,
+/// and the retry reaches another replica (or this one's successor).
+fn stopping(browser: bool) -> Response<Body> {
+    retry_soon(browser, "the project is waking up and this gateway is stopping; retry".to_owned())
+}
+
+/// 503 with Retry-After: JSON saying why for API clients, a page that reloads itself for browsers.
+fn retry_soon(browser: bool, message: String) -> Response<Body> {
     if !browser {
-        return ApiError::unavailable(
-            format!("the project is waking up and was not ready within {}s; retry", wake_timeout.as_secs()),
-            2,
-        )
-        .into_response();
+        return ApiError::unavailable(message, 2).into_response();
     }
     let mut response = Response::new(Body::from(WAKING_PAGE));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -243,6 +275,14 @@ const WAKING_PAGE: &str = r#"<!doctype html>
 
 fn wants_html(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// The token a request presents, empty if none (or one too long to be ours). A link's token
+/// comes first: it is the one that becomes the cookie, and it replaces a stale cookie left from
+/// before the token rotated.
+fn presented_token(query_token: Option<String>, headers: &HeaderMap, cookie: &str) -> String {
+    let presented = query_token.or_else(|| header_token(headers)).or_else(|| cookie_token(headers, cookie));
+    presented.filter(|t| t.len() <= MAX_TOKEN_LEN).unwrap_or_default()
 }
 
 fn query_token(uri: &Uri) -> Option<String> {
@@ -326,8 +366,35 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// The request's cookies without ooda's own, which the project must never see. Left as they are
+/// when none is ooda's.
+fn strip_token_from_cookie_headers(headers: &mut HeaderMap) {
+    let pairs = || headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';'));
+    if !pairs().any(is_token_cookie) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !is_token_cookie(pair.as_bytes()))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// A project must not set, replace or expire ooda's own cookie on its preview host.
 fn strip_token_cookies(headers: &mut HeaderMap) {
+    if !headers.get_all(header::SET_COOKIE).iter().any(|value| is_token_cookie(value.as_bytes())) {
+        return;
+    }
     let kept: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
         .iter()
@@ -348,40 +415,50 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .then(|| headers.get(header::UPGRADE).cloned())?
 }
 
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// The token a preview request presents, and the request as its project receives it.
+    pub fn preview_request(request: Request<Body>, peer: SocketAddr, tls: bool) -> (String, Request<Body>) {
+        let presented = presented_token(query_token(request.uri()), request.headers(), cookie_name(tls));
+        let pod = SocketAddr::from(([198, 18, 0, 2], 3000));
+        (presented, upstream_request(request, pod, peer, tls))
+    }
+
+    /// A project's response headers as its client receives them.
+    pub fn preview_response_headers(headers: &mut HeaderMap) {
+        strip_token_cookies(headers);
+    }
+
+    /// Whether a cookie pair, or a `Set-Cookie` value, is ooda's own.
+    pub fn is_ooda_cookie(pair: &[u8]) -> bool {
+        is_token_cookie(pair)
+    }
+}
+
 /// The request as the upstream should see it: its own URI, no hop-by-hop headers, no trace of
 /// the ooda token (header, cookie or query), and `X-Forwarded-*` describing the client.
 fn upstream_request(mut request: Request<Body>, address: SocketAddr, peer: SocketAddr, tls: bool) -> Request<Body> {
-    let path = request.uri().path().to_owned();
-    let path_and_query = match query_without_token(request.uri()) {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
+    let uri = request.uri();
+    let path_and_query = match uri.query() {
+        Some(query) if query.contains(TOKEN_QUERY) => match query_without_token(uri) {
+            Some(query) => format!("{}?{query}", uri.path()).parse().expect("a valid path and query"),
+            None => uri.path().parse().expect("a valid path"),
+        },
+        _ => uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
-    *request.uri_mut() = Uri::builder()
-        .scheme("http")
-        .authority(address.to_string())
-        .path_and_query(path_and_query)
-        .build()
-        .expect("a valid upstream URI");
+    *request.uri_mut() = Uri::from(path_and_query);
     let upgrade = upgrade_protocol(request.headers());
     let headers = request.headers_mut();
     let host = headers.get(header::HOST).cloned();
+    if host.is_none() {
+        headers.insert(header::HOST, HeaderValue::from_str(&address.to_string()).expect("an address is a valid host"));
+    }
     strip_hop_by_hop(headers);
     headers.remove(TOKEN_HEADER);
-    let cookies: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !is_token_cookie(pair.as_bytes()))
-        .map(str::to_owned)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !cookies.is_empty()
-        && let Ok(value) = HeaderValue::from_str(&cookies.join("; "))
-    {
-        headers.insert(header::COOKIE, value);
-    }
+    strip_token_from_cookie_headers(headers);
     let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(earlier) => format!("{earlier}, {}", peer.ip()),
         None => peer.ip().to_string(),
@@ -403,15 +480,21 @@ fn upstream_request(mut request: Request<Body>, address: SocketAddr, peer: Socke
 async fn forward(
     gateway: Arc<Gateway>,
     target: Target,
-    name: String,
     presented: String,
     address: SocketAddr,
     peer: SocketAddr,
+    held: Option<Arc<Held>>,
     mut request: Request<Body>,
 ) -> Response<Body> {
     let client_upgrade = upgrade_protocol(request.headers()).map(|_| hyper::upgrade::on(&mut request));
     let upstream = upstream_request(request, address, peer, gateway.settings.tls);
-    let mut response = match gateway.upstream.request(upstream).await {
+    let sent = match held {
+        Some(held) if client_upgrade.is_none() => held.send(address, upstream).await,
+        // An upgrade takes its connection for good; a request from outside a served connection
+        // (the router called directly) has none to hold.
+        _ => upstream::send_alone(address, upstream).await,
+    };
+    let mut response = match sent {
         Ok(response) => response,
         Err(error) => {
             if error.is_connect() {
@@ -425,7 +508,7 @@ async fn forward(
         && let Some(client_upgrade) = client_upgrade
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(gateway, target, name, presented, client_upgrade, upstream_upgrade));
+        tokio::spawn(tunnel(gateway, target, presented, client_upgrade, upstream_upgrade));
         let (mut parts, _) = response.into_parts();
         strip_token_cookies(&mut parts.headers);
         return Response::from_parts(parts, Body::empty());
@@ -440,7 +523,6 @@ async fn forward(
 async fn tunnel(
     gateway: Arc<Gateway>,
     target: Target,
-    name: String,
     presented: String,
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
@@ -461,9 +543,15 @@ async fn tunnel(
     loop {
         tokio::select! {
             _ = &mut copy => break,
-            _ = ticker.tick() => gateway.activity.touch(&target.org, &name, idle_timeout, "websocket"),
+            _ = ticker.tick() => {
+                if !gateway.freshness.is_fresh() {
+                    debug!("closing a tunnel: the gateway cannot confirm its preview access");
+                    break;
+                }
+                gateway.activity.touch(&target.org, &target.name, idle_timeout, "websocket");
+            }
             changed = changes.changed() => {
-                if changed.is_err() || authorise(&gateway, &target.org, &name, presented.as_bytes()).is_err() {
+                if changed.is_err() || authorise(&gateway, &target.org, &target.name, presented.as_bytes()).is_err() {
                     debug!("closing a tunnel: the project's preview access ended");
                     break;
                 }
@@ -550,7 +638,7 @@ mod tests {
             .unwrap();
         let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
         let out = upstream_request(request, "127.1.0.7:3000".parse().unwrap(), peer, true);
-        assert_eq!(out.uri().to_string(), "http://127.1.0.7:3000/app?x=1");
+        assert_eq!(out.uri().to_string(), "/app?x=1");
         let h = out.headers();
         assert_eq!(h.get(header::COOKIE).unwrap(), "theme=dark");
         assert!(h.get(TOKEN_HEADER).is_none());
@@ -560,6 +648,29 @@ mod tests {
         assert_eq!(h.get("x-forwarded-host").unwrap(), "shop--acme.preview.example");
         assert_eq!(h.get(header::HOST).unwrap(), "shop--acme.preview.example");
         assert!(!format!("{h:?}").contains("secret"));
+    }
+
+    #[test]
+    fn a_request_with_nothing_of_ooda_s_passes_with_its_path_query_and_cookies_as_they_were() {
+        let request = Request::builder()
+            .uri("/a%20b?q=ooda&x=1")
+            .header(header::HOST, "shop--acme.preview.example")
+            .header(header::COOKIE, "theme=dark;session=abc")
+            .body(Body::empty())
+            .unwrap();
+        let out = upstream_request(request, "127.1.0.7:3000".parse().unwrap(), "127.0.0.1:1".parse().unwrap(), false);
+        assert_eq!(out.uri().to_string(), "/a%20b?q=ooda&x=1");
+        assert_eq!(out.headers().get(header::COOKIE).unwrap(), "theme=dark;session=abc");
+    }
+
+    #[test]
+    fn ooda_s_cookie_is_found_in_any_cookie_header_even_one_that_is_not_text() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("theme=dark"));
+        headers.append(header::COOKIE, HeaderValue::from_bytes(b"x=\xff; ooda_preview=secret").unwrap());
+        strip_token_from_cookie_headers(&mut headers);
+        let left: Vec<_> = headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(left, ["theme=dark"]);
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! The listener: HTTP/1.1 with upgrades (WebSockets), over TLS when a certificate is configured.
-//! Each connection's peer address travels with its requests (`ConnectInfo`) for rate limits and
-//! `X-Forwarded-For`. On shutdown the listener stops accepting and open connections finish.
+//! Each connection's peer address travels with its requests for rate limits and `X-Forwarded-For`,
+//! and so do the upstream connections it holds for the preview proxy ([`Held`]), which its task
+//! drives. On shutdown the listener stops accepting and open connections finish.
 
+use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -16,8 +16,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tracing::{debug, info};
+
+use crate::gateway::App;
+use crate::gateway::upstream::Held;
 
 /// Longest a client may take to finish the TLS handshake: a connection that never does would
 /// otherwise hold its socket and task for ever (the HTTP header timeout starts only after it).
@@ -51,11 +53,12 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open connections finish
-/// for up to `drain`.
+/// Serves `app` on `listener` until `shutdown` completes, then lets open connections finish
+/// for up to `drain`. Each connection's requests carry its [`Held`] upstream connections, which
+/// its task drives.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: App,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
@@ -77,35 +80,39 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request)
-        });
+        let held = Held::new(app.gateway().upstreams.clone());
+        let service = {
+            let (app, held) = (app.clone(), held.clone());
+            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let answer = app.clone().handle(request, peer, Some(held.clone()));
+                async move { Ok::<_, Infallible>(answer.await) }
+            })
+        };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let result = match tls {
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let served = async {
+                let Some(acceptor) = tls else {
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    return watcher.watch(connection.into_owned()).await;
+                };
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(connection.into_owned()).await
                     }
-                    Ok(Err(error)) => {
-                        debug!(%error, %peer, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                },
-                None => {
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
+                    Ok(Err(error)) => Err(format!("TLS handshake failed: {error}").into()),
+                    Err(_) => Err("TLS handshake timed out".into()),
                 }
             };
+            // The connection's upstream connections are polled in this same task, beside it.
+            let result = tokio::select! {
+                biased;
+                result = served => result,
+                never = held.drive() => match never {},
+            };
+            held.release();
             if let Err(error) = result {
                 debug!(%error, %peer, "connection ended with an error");
             }

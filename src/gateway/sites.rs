@@ -65,7 +65,8 @@ pub async fn publish(
             io::Error::other(error)
         }
     });
-    let body = stall_after(body, gateway.config.publishing.upload_idle_timeout);
+    let idle = gateway.config.publishing.upload_idle_timeout;
+    let body = stall_after(body, idle, move || io::Error::new(io::ErrorKind::TimedOut, UploadStalled(idle)));
     hold_for_cleanup(&gateway, &project).await?;
     let standing = ProjectStanding::of(&gateway, &project);
     let manifest = publish::publish(&bucket, &org, &name, &publisher, StreamReader::new(body), limits, &standing)
@@ -153,6 +154,7 @@ fn publisher(gateway: &Gateway, org: &str, name: &str, headers: &HeaderMap) -> A
         access(gateway, &session, org, Role::Member)?;
         return Ok(session.email);
     };
+    gateway.freshness.check()?;
     let secret = gateway.caches.secret(org, &publish_secret_name(name));
     let expected = secret.as_ref().and_then(|s| s.data.as_ref()?.get(TOKEN_KEY)).map(|t| t.0.clone());
     if expected.is_some_and(|t| bool::from(t.as_slice().ct_eq(presented.as_bytes()))) {
@@ -179,17 +181,26 @@ pub fn site_url(gateway: &Gateway, org: &str, name: &str) -> Option<String> {
     Some(format!("{}/", gateway.settings.public_origin(&format!("{name}--{org}.{domain}"))))
 }
 
-/// `stream`, failing with [`UploadStalled`] once nothing has arrived for `idle`: a client that
-/// stops sending would otherwise hold a publish slot, and S3 uploads, open for ever.
-fn stall_after<S>(stream: S, idle: Duration) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + 'static
+/// `stream`, ending with the error `stalled` makes once nothing has arrived for `idle`: a client
+/// that stops sending would otherwise hold a publish slot, and S3 uploads, open for ever; an S3
+/// that stops sending, a visitor's connection.
+fn stall_after<S>(
+    stream: S,
+    idle: Duration,
+    stalled: impl Fn() -> io::Error + Send + Sync + 'static,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Send + 'static
 where
     S: futures::Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
 {
-    futures::stream::unfold(Some(stream), move |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(idle, stream.next()).await {
-            Ok(item) => item.map(|item| (item, Some(stream))),
-            Err(_) => Some((Err(io::Error::new(io::ErrorKind::TimedOut, UploadStalled(idle))), None)),
+    let stalled = Arc::new(stalled);
+    futures::stream::unfold(Some(stream), move |stream| {
+        let stalled = stalled.clone();
+        async move {
+            let mut stream = stream?;
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(item) => item.map(|item| (item, Some(stream))),
+                Err(_) => Some((Err(stalled()), None)),
+            }
         }
     })
 }
@@ -310,8 +321,30 @@ pub async fn serve(gateway: Arc<Gateway>, label: &str, request: Request) -> Resp
     let Ok(bucket) = bucket(&gateway, &org) else { return not_found_page() };
     let Some(path) = site_path(request.uri().path()) else { return not_found_page() };
     let prefix = layout::version(&org, &name, version);
-    let headers = request.headers();
+    let wait = gateway.config.publishing.serve_timeout;
     let head = request.method() == Method::HEAD;
+    let asked = answer(bucket, &prefix, path, request.uri().path(), request.headers(), head, wait);
+    match tokio::time::timeout(wait, asked).await {
+        Ok(response) => response,
+        Err(_) => {
+            warn!(after = ?wait, "the site's storage did not answer in time");
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "storage_timeout", "the site's storage did not answer in time")
+                .into_response()
+        }
+    }
+}
+
+/// The answer to a site request for `path` of the version under `prefix`; a file's body is cut
+/// off if S3 pauses within it for `idle`.
+async fn answer(
+    bucket: &crate::sites::Bucket,
+    prefix: &str,
+    path: String,
+    request_path: &str,
+    headers: &HeaderMap,
+    head: bool,
+    idle: Duration,
+) -> Response<Body> {
     let candidates = if path.is_empty() || path.ends_with('/') {
         vec![format!("{path}index.html")]
     } else {
@@ -320,10 +353,10 @@ pub async fn serve(gateway: Arc<Gateway>, label: &str, request: Request) -> Resp
     for (i, candidate) in candidates.iter().enumerate() {
         // The second candidate only decides a redirect: its body is never wanted.
         let head = head || i == 1;
-        match fetch(bucket, &format!("{prefix}{candidate}"), headers, head, StatusCode::OK).await {
+        match fetch(bucket, &format!("{prefix}{candidate}"), headers, head, StatusCode::OK, idle).await {
             Fetched::Found(_) if i == 1 => {
                 // A directory without its slash: send the browser to it, so relative links work.
-                let location = format!("{}/", request.uri().path());
+                let location = format!("{request_path}/");
                 return Response::builder()
                     .status(StatusCode::MOVED_PERMANENTLY)
                     .header(header::LOCATION, location)
@@ -335,7 +368,7 @@ pub async fn serve(gateway: Arc<Gateway>, label: &str, request: Request) -> Resp
             Fetched::Failed(response) => return response,
         }
     }
-    match fetch(bucket, &format!("{prefix}404.html"), &HeaderMap::new(), head, StatusCode::NOT_FOUND).await {
+    match fetch(bucket, &format!("{prefix}404.html"), &HeaderMap::new(), head, StatusCode::NOT_FOUND, idle).await {
         Fetched::Found(response) => response,
         _ => not_found_page(),
     }
@@ -354,6 +387,7 @@ async fn fetch(
     headers: &HeaderMap,
     head: bool,
     status: StatusCode,
+    idle: Duration,
 ) -> Fetched {
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let ranged = status == StatusCode::OK;
@@ -382,8 +416,14 @@ async fn fetch(
             if let Some(length) = object.content_length() {
                 response = response.header(header::CONTENT_LENGTH, length);
             }
-            let body =
-                if head { Body::empty() } else { Body::from_stream(ReaderStream::new(object.body.into_async_read())) };
+            let body = match head {
+                true => Body::empty(),
+                false => {
+                    Body::from_stream(stall_after(ReaderStream::new(object.body.into_async_read()), idle, move || {
+                        io::Error::new(io::ErrorKind::TimedOut, format!("the site's storage sent nothing for {idle:?}"))
+                    }))
+                }
+            };
             Fetched::Found(response.body(body).expect("a valid response"))
         }
         Err(error) => {

@@ -10,10 +10,12 @@
 //!
 //! Only members of the organisation, only into ooda's project pod, only while the project is
 //! Running. An open terminal counts as activity, and closes when the project stops, the member
-//! is removed, the session ends or the token expires. The gateway may exec only in organisation
+//! is removed, the session ends or the token expires. A closed terminal hangs up: its shell and
+//! what runs in it get SIGHUP, as when a terminal window closes. The gateway may exec only in organisation
 //! namespaces (a RoleBinding the operator makes in each), never elsewhere.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -27,7 +29,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, info, instrument};
+use tracing::{debug, info, instrument, warn};
 
 use crate::crd::names::{organisation_namespace, pod_name};
 use crate::crd::{Phase, Project, Role};
@@ -44,10 +46,25 @@ const BEARER_PROTOCOL: &str = "ooda.bearer.";
 pub const MAX_TERMINALS: usize = 1024;
 /// The largest message a client may send (keystrokes and pastes).
 const MAX_MESSAGE: usize = 64 * 1024;
-/// The container a terminal opens in, and the shell it runs: a login bash where there is one.
+/// The container a terminal opens in, and the shell it runs: a login bash where there is one,
+/// marked with the terminal's id (`$1`) in its environment, which what it starts inherits. A
+/// runtime that starts it without a session of its own (kwok's simulated exec does) gets it one
+/// with the terminal as its controlling terminal: without, the shell has no job control, and the
+/// SIGHUP it passes on to its jobs when hung up reaches every process of the runtime's group.
 const CONTAINER: &str = "workspace";
-const SHELL: [&str; 3] =
-    ["/bin/sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"];
+const SHELL: &str = "OODA_TERMINAL=$1; export OODA_TERMINAL; \
+    shell='sh -l'; if command -v bash >/dev/null 2>&1; then shell='bash -l'; fi; \
+    read -r _ _ _ _ _ session _ 2>/dev/null </proc/$$/stat; \
+    if [ \"${session:-$$}\" != $$ ] && command -v setsid >/dev/null 2>&1; then exec setsid -c $shell; fi; \
+    exec $shell";
+/// What a closed terminal's hangup runs: SIGHUP to every process marked with its id (`$1`). A
+/// dropped exec connection ends nothing in the container (the runtime keeps the terminal open),
+/// so without it every closed browser tab would leave its shell, and what runs in the
+/// foreground, behind until the pod goes. What ignores SIGHUP (`nohup`) stays, as over SSH.
+const HANGUP: &str = "for p in /proc/[0-9]*; do \
+    grep -qsF \"OODA_TERMINAL=$1\" \"$p/environ\" && kill -HUP \"${p#/proc/}\" 2>/dev/null; done; exit 0";
+/// How long a hangup may take before the bridge gives up on it.
+const HANGUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[instrument(skip_all, fields(org = %org, project = %name))]
 pub async fn terminal(
@@ -73,9 +90,10 @@ pub async fn terminal(
         .map_err(|_| ApiError::unavailable("too many open terminals; try again", 5))?;
     let pods: Api<Pod> = Api::namespaced(gateway.client.clone(), &organisation_namespace(&org));
     let params = AttachParams::interactive_tty().container(CONTAINER);
-    let process = pods.exec(&pod_name(&name), SHELL, &params).await?;
+    let id = crate::gateway::random_token(12);
+    let process = pods.exec(&pod_name(&name), ["/bin/sh", "-c", SHELL, "ooda-terminal", &id], &params).await?;
     info!(by = session.email, "terminal opened");
-    let bridge = Bridge { gateway, session, org, name, project, _permit: permit };
+    let bridge = Bridge { gateway, session, org, name, id, pods, project, _permit: permit };
     Ok(upgrade
         .protocols([PROTOCOL])
         .max_message_size(MAX_MESSAGE)
@@ -120,6 +138,9 @@ struct Bridge {
     session: Session,
     org: String,
     name: String,
+    /// The id its processes carry in their environment.
+    id: String,
+    pods: Api<Pod>,
     project: Arc<Project>,
     _permit: OwnedSemaphorePermit,
 }
@@ -141,14 +162,14 @@ impl Bridge {
         let reason = loop {
             tokio::select! {
                 read = stdout.read(&mut output) => match read {
-                    Ok(0) | Err(_) => break "the shell exited".to_owned(),
+                    Ok(0) | Err(_) => break SHELL_EXITED.to_owned(),
                     Ok(n) => if to_client.send(Message::Binary(output[..n].to_vec().into())).await.is_err() {
                         break "the client went away".to_owned();
                     },
                 },
                 message = from_client.next() => match message {
                     Some(Ok(Message::Binary(input))) => if stdin.write_all(&input).await.is_err() {
-                        break "the shell exited".to_owned();
+                        break SHELL_EXITED.to_owned();
                     },
                     Some(Ok(Message::Text(text))) => match serde_json::from_str::<Control>(&text) {
                         Ok(Control::Resize { cols, rows }) => {
@@ -179,8 +200,38 @@ impl Bridge {
         let _ = to_client.send(Message::Text(closed.into())).await;
         let _ = to_client.close().await;
         process.abort();
+        if reason != SHELL_EXITED {
+            self.hang_up().await;
+        }
+    }
+
+    /// Ends what the terminal left running, as a terminal's hangup would ([`HANGUP`]).
+    async fn hang_up(&self) {
+        let command = ["/bin/sh", "-c", HANGUP, "ooda-hangup", &self.id];
+        let params = AttachParams::default().container(CONTAINER).stderr(false);
+        let hangup = async {
+            let mut process = self.pods.exec(&pod_name(&self.name), command, &params).await?;
+            let status = process.take_status();
+            // Whatever ends the stream, the status says whether the command ran.
+            let _ = process.join().await;
+            Ok::<_, kube::Error>(match status {
+                Some(status) => status.await,
+                None => None,
+            })
+        };
+        match tokio::time::timeout(HANGUP_TIMEOUT, hangup).await {
+            Ok(Ok(status)) if status.as_ref().and_then(|s| s.status.as_deref()) == Some("Success") => {
+                debug!("terminal hung up")
+            }
+            // A project stopping or deleted takes its processes with it.
+            Ok(outcome) => debug!(?outcome, "terminal hangup did not run"),
+            Err(_) => warn!(after = ?HANGUP_TIMEOUT, "terminal hangup did not answer"),
+        }
     }
 }
+
+/// The reason a bridge gives when the shell ended on its own: nothing is left to hang up.
+const SHELL_EXITED: &str = "the shell exited";
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! The public router in process: requests go straight into [`router`] with `oneshot`, the watch
+//! The public service in process: requests go straight into [`App::handle`], the watch
 //! caches hold fixture objects, and the Kubernetes client points at a closed loopback port, or,
 //! for the write paths, at a mock API server (tower-test) that checks what the gateway sends.
 //!
@@ -10,7 +10,6 @@ use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
@@ -18,14 +17,13 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use super::auth::memberships;
 use super::cache::Caches;
 use super::limiter::{ACCOUNT_POLICY, ADDRESS_POLICY};
 use super::proxy::{TOKEN_HEADER, TOKEN_QUERY, host_label};
 use super::token::{Claims, Expectations, KeyRing, Membership, SigningKey};
-use super::{Gateway, MAX_API_BODY, Settings, random_token, router};
+use super::{App, Gateway, MAX_API_BODY, Settings, random_token};
 use crate::accounts::{
     Account, AccountError, Accounts, Admission, AuthKey, CLIENT_ITERATIONS, Kdf, MIN_SERVER_ITERATIONS, client_salt,
 };
@@ -53,8 +51,9 @@ const BLOG_TOKEN: &str = "YmxvZy1wcmV2aWV3LXRva2VuLWZvci10aGUtdGVzdHM";
 const PORTAL_TOKEN: &str = "cG9ydGFsLXByZXZpZXctdG9rZW4tZm9yLXRoZS10ZXN0";
 const PEER: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
 
-/// The routes `router()` registers, with their methods: keep in step with `super::router`.
-const ROUTES: [(&str, &[&str]); 27] = [
+/// The routes the router serves (`super::routes`), with their methods: a test fails until a new
+/// route is listed here, and with it in every test that walks this list.
+const ROUTES: [(&str, &[&str]); 30] = [
     ("/api/auth/prelogin", &["post"]),
     ("/api/auth/login", &["post"]),
     ("/api/auth/invite-details", &["post"]),
@@ -82,6 +81,9 @@ const ROUTES: [(&str, &[&str]); 27] = [
     ("/api/orgs/{org}/projects/{project}/ai/v1/models", &["get"]),
     ("/api/openapi.json", &["get"]),
     ("/.well-known/jwks.json", &["get"]),
+    ("/", &["get"]),
+    ("/terminal", &["get"]),
+    ("/assets/{*path}", &["get"]),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +189,8 @@ fn preview_secret(org: &str, project: &str, token: &str, state: &str) -> Secret 
 }
 
 /// acme: alice (admin), bob (member); projects shop and blog (its preview token marked stopped).
-/// globex: carol (admin), alice (member); project portal.
+/// globex: carol (admin), alice (member); project portal. initech's project lab is cached, but
+/// not yet its namespace (its Organisation is not cached either: it has just become Ready).
 fn gateway() -> Arc<Gateway> {
     gateway_with(|_| {})
 }
@@ -246,6 +249,8 @@ fn fixture(client: kube::Client, edit: impl FnOnce(&mut Settings)) -> Arc<Gatewa
         project("acme", "shop", Phase::Running, &domain),
         blog,
         project("globex", "portal", Phase::Running, &domain),
+        // In an organisation whose namespace this gateway has not listed yet.
+        project("initech", "lab", Phase::Running, &domain),
     ];
     let secrets = vec![
         preview_secret("acme", "shop", SHOP_TOKEN, "running"),
@@ -263,6 +268,7 @@ fn fixture(client: kube::Client, edit: impl FnOnce(&mut Settings)) -> Arc<Gatewa
         invite_ttl: Duration::from_secs(7 * 24 * 3600),
         activity_interval: Duration::from_secs(30),
         wake_timeout: Duration::from_secs(60),
+        stale_after: Duration::from_secs(3600),
         browser_hold: Duration::from_secs(2),
         tls: false,
         public_port: None,
@@ -282,7 +288,10 @@ fn fixture(client: kube::Client, edit: impl FnOnce(&mut Settings)) -> Arc<Gatewa
     let keys = Arc::new(RwLock::new(Arc::new(KeyRing::new(SigningKey::generate()))));
     let accounts = Arc::new(MemoryAccounts(Mutex::new(HashMap::from(accounts))));
     let buckets = crate::sites::Buckets::default();
-    Arc::new(Gateway::new(client, Arc::new(config), settings, caches, accounts, keys, buckets))
+    let gateway = Gateway::new(client, Arc::new(config), settings, caches, accounts, keys, buckets);
+    // The fixture's caches are the truth, as if the API server had just answered.
+    gateway.freshness.confirm(tokio::time::Instant::now());
+    Arc::new(gateway)
 }
 
 fn expectations(gateway: &Gateway) -> Expectations<'_> {
@@ -359,13 +368,12 @@ impl Reply {
     }
 }
 
-/// Sends `request` through the router from [`PEER`]. Answers on API hosts must carry the API's
+/// Sends `request` through the gateway's service from [`PEER`]. Answers on API hosts must carry the API's
 /// security headers, whatever the status.
-async fn send(gateway: &Arc<Gateway>, mut request: Request<Body>) -> Reply {
-    request.extensions_mut().insert(ConnectInfo(SocketAddr::from(PEER)));
+async fn send(gateway: &Arc<Gateway>, request: Request<Body>) -> Reply {
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     let api = host_label(host, &gateway.config.preview_domain).is_none();
-    let response = router(gateway.clone()).oneshot(request).await.expect("the router never fails");
+    let response = App::new(gateway.clone()).handle(request, SocketAddr::from(PEER), None).await;
     let (parts, body) = response.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.expect("a readable body").to_vec();
     let reply = Reply { status: parts.status, headers: parts.headers, body };
@@ -771,6 +779,37 @@ async fn an_unknown_preview_host_answers_exactly_as_a_wrong_token_does() {
 }
 
 #[tokio::test]
+async fn a_project_whose_namespace_has_not_listed_yet_is_503_to_retry_not_a_wrong_token() {
+    let gateway = gateway();
+    let request = preview(&gateway, "initech", "lab", "/").header(TOKEN_HEADER, "a-token-not-known-yet");
+    let reply = send(&gateway, request.body(Body::empty()).unwrap()).await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(reply.header(header::RETRY_AFTER), "2");
+}
+
+#[tokio::test]
+async fn while_the_caches_cannot_be_confirmed_no_token_or_session_is_honoured() {
+    let gateway = gateway();
+    let alice = session(&gateway, ALICE);
+    gateway.freshness.forget();
+    let refusals = [
+        preview(&gateway, "acme", "shop", "/").header(TOKEN_HEADER, SHOP_TOKEN).body(Body::empty()).unwrap(),
+        api(Method::GET, "/api/me", Some(&alice)),
+        api(Method::GET, "/api/orgs/acme/projects", Some(&alice)),
+        api(Method::POST, "/api/orgs/acme/projects/shop/stop", Some(&alice)),
+    ];
+    for request in refusals {
+        let uri = request.uri().clone();
+        let reply = send(&gateway, request).await;
+        reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+        assert_eq!(reply.header(header::RETRY_AFTER), "2", "{uri}");
+    }
+    // What needs no cached word still answers: the login page's salt, and a missing session.
+    assert_eq!(prelogin(&gateway, ALICE).await.status, StatusCode::OK);
+    send(&gateway, api(Method::GET, "/api/me", None)).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
 async fn a_link_token_is_swapped_for_a_secure_cookie_and_dropped_from_the_url() {
     let gateway = gateway();
     let link = preview(&gateway, "acme", "shop", &format!("/page?x=1&{TOKEN_QUERY}={SHOP_TOKEN}&y=2"))
@@ -886,9 +925,16 @@ async fn the_route_list_matches_the_router() {
     // Every listed method of every listed path is routed (not the 404 or 405 fallback) and every
     // other method is 405, so ROUTES cannot drift from `router()` unnoticed. No request gets as far
     // as the API server: each is refused for want of a session or a JSON body first.
+    let served: Vec<&str> = super::routes().into_iter().map(|(path, _)| path).collect();
+    let listed: Vec<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
+    assert_eq!(served, listed, "ROUTES lists every route the router serves, in its order");
     let gateway = gateway();
     for (path, methods) in ROUTES {
-        let uri = path.replace("{org}", "acme").replace("{project}", "shop").replace("{email}", BOB);
+        let uri = path
+            .replace("{org}", "acme")
+            .replace("{project}", "shop")
+            .replace("{email}", BOB)
+            .replace("{*path}", "app.js");
         for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
             let reply = send(&gateway, api(method.clone(), &uri, None)).await;
             let listed = methods.contains(&method.as_str().to_lowercase().as_str());
@@ -898,12 +944,153 @@ async fn the_route_list_matches_the_router() {
                     true,
                     "/api/auth/prelogin" | "/api/auth/login" | "/api/auth/invite-details" | "/api/auth/accept-invite",
                 ) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                (true, "/api/openapi.json" | "/.well-known/jwks.json") => StatusCode::OK,
+                (true, "/api/openapi.json" | "/.well-known/jwks.json" | "/" | "/terminal" | "/assets/{*path}") => {
+                    StatusCode::OK
+                }
                 (true, _) => StatusCode::UNAUTHORIZED,
             };
             assert_eq!(reply.status, want, "{method} {uri}");
         }
     }
+}
+
+#[tokio::test]
+async fn another_organisation_s_admin_finds_nothing_on_any_route_of_an_organisation() {
+    // Every method of every organisation's route, as carol (globex's admin, not in acme), on
+    // acme's objects, and on objects that do not exist: all answer 404, as if acme did not exist:
+    // never 403 (which would confirm it), never 200, and never a 4xx about the request that a
+    // stranger could tell apart. Each request is well formed and carries carol's session the way
+    // its route takes it, so only membership can refuse it.
+    let gateway = gateway();
+    let carol = session(&gateway, CAROL);
+    let routes = ROUTES.iter().filter(|(path, _)| path.starts_with("/api/orgs/{org}"));
+    for (path, methods) in routes {
+        for (org, project) in [("acme", "shop"), ("acme", "nothing"), ("nowhere", "shop")] {
+            let uri = path
+                .replace("{org}", org)
+                .replace("{project}", project)
+                .replace("{email}", BOB)
+                .replace("{version}", "1");
+            for method in *methods {
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+                let request = as_member(method.clone(), &uri, &carol);
+                let reply = send(&gateway, request).await;
+                assert_eq!(
+                    reply.status,
+                    StatusCode::NOT_FOUND,
+                    "{method} {uri}: {}",
+                    String::from_utf8_lossy(&reply.body)
+                );
+                if uri.contains("/ai/v1/") {
+                    // The relay answers in the Messages API's error shape, so SDKs raise it.
+                    assert_eq!(reply.json()["error"]["type"], "not_found_error", "{method} {uri}");
+                } else {
+                    reply.assert_error(StatusCode::NOT_FOUND, "not_found");
+                }
+            }
+        }
+    }
+}
+
+/// The operations of an organisation's routes that only its admins may call; every other one is
+/// any member's.
+const ADMIN_ONLY: &[(&str, &str)] = &[
+    ("/api/orgs/{org}/members/{email}", "put"),
+    ("/api/orgs/{org}/members/{email}", "delete"),
+    ("/api/orgs/{org}/members/{email}/sign-out", "post"),
+    ("/api/orgs/{org}/invites", "post"),
+    ("/api/orgs/{org}/projects/{project}", "delete"),
+];
+
+#[tokio::test]
+async fn every_organisation_route_answers_each_role_as_the_role_allows() {
+    // Generated from ROUTES, which the router is checked against: a new route is in the matrix
+    // the moment it is served, and a new admin-only one fails here until ADMIN_ONLY names it.
+    // Each method of each route of acme, on its project shop, as no one (401), as another
+    // organisation's admin (carol: 404, as if acme did not exist), as a member (bob: 403 where
+    // only admins may, otherwise past the membership check) and as an admin (alice: past it).
+    // Past it, requests go on to an API server that cannot be reached; what they answer then is
+    // not this test's business, only that it is not a refusal of the caller.
+    let gateway = gateway();
+    let (alice, bob, carol) = (session(&gateway, ALICE), session(&gateway, BOB), session(&gateway, CAROL));
+    let mut admin_only_routed = 0;
+    for (path, methods) in ROUTES.iter().filter(|(path, _)| path.starts_with("/api/orgs/{org}")) {
+        let uri = path
+            .replace("{org}", "acme")
+            .replace("{project}", "shop")
+            .replace("{email}", BOB)
+            .replace("{version}", "1");
+        for method_name in *methods {
+            let method = Method::from_bytes(method_name.to_uppercase().as_bytes()).expect("a method");
+            let what = format!("{method} {uri}");
+            let mut nobody = as_member(method.clone(), &uri, "");
+            nobody.headers_mut().remove(header::AUTHORIZATION);
+            nobody.headers_mut().remove(header::SEC_WEBSOCKET_PROTOCOL);
+            let (status, _) = answer(&gateway, nobody).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "no one: {what}");
+            let (status, stranger) = answer(&gateway, as_member(method.clone(), &uri, &carol)).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "another organisation's admin: {what}");
+
+            let admin_only = ADMIN_ONLY.contains(&(*path, *method_name));
+            admin_only_routed += usize::from(admin_only);
+            let (status, body) = answer(&gateway, as_member(method.clone(), &uri, &bob)).await;
+            if admin_only {
+                assert_eq!(status, StatusCode::FORBIDDEN, "a member: {what}: {body}");
+            } else {
+                assert_admitted(status, &body, &stranger, &format!("a member: {what}"));
+            }
+            let (status, body) = answer(&gateway, as_member(method, &uri, &alice)).await;
+            assert_admitted(status, &body, &stranger, &format!("an admin: {what}"));
+        }
+    }
+    assert_eq!(admin_only_routed, ADMIN_ONLY.len(), "every admin-only operation is routed");
+}
+
+/// The status of `request`'s answer, and its body unless it succeeded: a successful event stream
+/// would never end.
+async fn answer(gateway: &Arc<Gateway>, request: Request<Body>) -> (StatusCode, String) {
+    let response = App::new(gateway.clone()).handle(request, SocketAddr::from(PEER), None).await;
+    let status = response.status();
+    if status.is_success() {
+        return (status, String::new());
+    }
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("a readable body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Whether an answer came from past the membership check: neither a refusal of the session or
+/// role, nor the answer a stranger to the organisation gets.
+fn assert_admitted(status: StatusCode, body: &str, stranger: &str, what: &str) {
+    assert!(!matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN), "{what}: {status} {body}");
+    assert_ne!(body, stranger, "{what}: answered as to a stranger");
+}
+
+/// A well-formed request with the session `token` in every place a route may take one from: the
+/// Authorization header, and the terminal's WebSocket subprotocol.
+fn as_member(method: Method, uri: &str, token: &str) -> Request<Body> {
+    let json = |value: Value| Body::from(value.to_string());
+    let body = match (&method, uri.rsplit('/').next().unwrap_or_default()) {
+        // An empty tar archive: its two zero blocks.
+        (_, "publish") => Body::from(vec![0u8; 1024]),
+        (_, "messages" | "count_tokens") => json(
+            json!({ "model": "claude-sonnet-4-5", "max_tokens": 1, "messages": [{ "role": "user", "content": "hi" }] }),
+        ),
+        (&Method::PUT, _) => json(json!({ "role": "member" })),
+        (&Method::POST, "invites") => json(json!({ "email": "dave@globex.example", "role": "member" })),
+        (&Method::POST, "projects") => json(json!({ "name": "intruder" })),
+        (&Method::POST, _) => json(json!({})),
+        _ => Body::empty(),
+    };
+    let content_type = if uri.ends_with("/publish") { "application/x-tar" } else { "application/json" };
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, API_HOST)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::SEC_WEBSOCKET_PROTOCOL, format!("ooda.terminal.v1, ooda.bearer.{token}"))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .expect("a valid request")
 }
 
 #[tokio::test]
@@ -914,8 +1101,11 @@ async fn the_openapi_document_describes_exactly_the_routes_of_the_router() {
     assert_eq!(reply.header(header::CONTENT_TYPE), "application/json");
     let document = reply.json();
     let paths = document["paths"].as_object().expect("a paths object");
-    for (path, methods) in ROUTES {
-        let described = paths.get(path).and_then(Value::as_object).unwrap_or_else(|| panic!("{path} is undocumented"));
+    // The dashboard's pages and assets are not the API's.
+    let api_routes =
+        || ROUTES.iter().filter(|(path, _)| path.starts_with("/api/") || path.starts_with("/.well-known/"));
+    for (path, methods) in api_routes() {
+        let described = paths.get(*path).and_then(Value::as_object).unwrap_or_else(|| panic!("{path} is undocumented"));
         let mut described: Vec<&str> = described
             .keys()
             .map(String::as_str)
@@ -926,7 +1116,7 @@ async fn the_openapi_document_describes_exactly_the_routes_of_the_router() {
         routed.sort_unstable();
         assert_eq!(described, routed, "methods of {path}");
     }
-    let routed: Vec<&str> = ROUTES.iter().map(|(path, _)| *path).collect();
+    let routed: Vec<&str> = api_routes().map(|(path, _)| *path).collect();
     let extra: Vec<&String> = paths.keys().filter(|p| !routed.contains(&p.as_str())).collect();
     assert!(extra.is_empty(), "documented but not routed: {extra:?}");
 }
@@ -1003,6 +1193,61 @@ async fn a_project_past_the_organisation_s_quota_is_a_409_naming_the_quota() {
     assert!(reply.json()["message"].as_str().unwrap().contains("exceeded quota: organisation-quota"));
 }
 
+/// Bob asks the fixture gateway (at a mock API server) to create project `extra` in acme.
+fn create_extra(gateway: &Arc<Gateway>) -> tokio::task::JoinHandle<Reply> {
+    let bob = session(gateway, BOB);
+    let mut request = api(Method::POST, "/api/orgs/acme/projects", Some(&bob));
+    request.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+    *request.body_mut() = Body::from(r#"{"name":"extra"}"#);
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(10), send(&gateway, request)).await.expect("the gateway answers")
+    })
+}
+
+/// What the API server says when a concurrent write changed the quota's usage first.
+fn quota_conflict() -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+        "message": "Operation cannot be fulfilled on resourcequotas \"organisation-quota\": the object has been modified; please apply your changes to the latest version and try again",
+    })
+}
+
+#[tokio::test]
+async fn a_create_the_quota_admission_answers_with_a_conflict_is_tried_again() {
+    let (gateway, mut server) = gateway_with_api();
+    let reply = create_extra(&gateway);
+    let (_, _, first) = api_call(&mut server, 409, quota_conflict()).await;
+    let mut created = project("acme", "extra", Phase::Pending, "preview.test");
+    created.metadata.uid = Some("uid-extra".into());
+    let (method, _, second) = api_call(&mut server, 201, serde_json::to_value(&created).unwrap()).await;
+    assert_eq!((method, first["metadata"]["name"].clone()), (Method::POST, second["metadata"]["name"].clone()));
+    let reply = reply.await.unwrap();
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.json());
+    assert_eq!(reply.json()["name"], "extra");
+}
+
+#[tokio::test]
+async fn a_quota_that_stays_contended_is_a_503_to_retry_and_a_taken_name_a_409() {
+    let (gateway, mut server) = gateway_with_api();
+    let reply = create_extra(&gateway);
+    for _ in 0..4 {
+        api_call(&mut server, 409, quota_conflict()).await;
+    }
+    let reply = reply.await.unwrap();
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(reply.header(header::RETRY_AFTER), "1");
+
+    let reply = create_extra(&gateway);
+    let taken = json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409,
+        "message": "projects.ooda.run \"extra\" already exists",
+    });
+    api_call(&mut server, 409, taken).await;
+    let reply = reply.await.unwrap();
+    reply.assert_error(StatusCode::CONFLICT, "exists");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The dashboard and its event stream
 
@@ -1041,7 +1286,7 @@ async fn the_event_stream_opens_with_the_organisations_projects_for_members_only
     let gateway = gateway();
     let token = session(&gateway, ALICE);
     let request = api(Method::GET, "/api/orgs/acme/events", Some(&token));
-    let response = router(gateway.clone()).oneshot(request).await.expect("an answer");
+    let response = App::new(gateway.clone()).handle(request, SocketAddr::from(PEER), None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
     let mut body = response.into_body().into_data_stream();

@@ -87,6 +87,13 @@ where
             debug!(object = %name, "the cache lags behind this process's last apply; applying");
             apply(api, desired, None).await
         }
+        // Applied by this process and not yet delivered by the watch (a reconcile that another
+        // child's event triggers right after creating it): a read, not a second write, says
+        // whether it is there as applied.
+        None if live.is_none() && ctx.applied.awaits_cache(kind, &name) => {
+            debug!(object = %name, "applied but not cached yet; reading it");
+            async { apply(api, desired, api.get_opt(&desired.name_any()).await?.as_ref()).await }.await
+        }
         None => apply(api, desired, live).await,
     }
     .map_err(|source| Error::Apply { kind, name: name.clone(), source })?;
@@ -117,6 +124,11 @@ impl Applied {
         self.0.pending(&(kind, name.to_owned()), |ours| ours == live_hash)
     }
 
+    /// Whether this process applied `kind` `name` and its cache has not shown that yet.
+    fn awaits_cache(&self, kind: &'static str, name: &str) -> bool {
+        self.0.contains(&(kind, name.to_owned()))
+    }
+
     fn remember(&self, kind: &'static str, name: &str, hash: &str) {
         self.0.remember((kind, name.to_owned()), hash.to_owned());
     }
@@ -139,14 +151,14 @@ where
     S: Serialize + PartialEq,
 {
     let uid = object.meta().uid.clone().unwrap_or_default();
-    if status == old || !ctx.claim_status_write(&uid, status) {
+    if status == old || !ctx.written_status.claim(&uid, status) {
         return Ok(false);
     }
     let patch = serde_json::json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
     if let Err(error) =
         api.patch_status(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
     {
-        ctx.forget_status(&uid);
+        ctx.written_status.forget(&uid);
         return Err(Error::Api {
             action: format!("writing the status of {kind} {}", object.name_any()),
             source: error,
@@ -262,9 +274,11 @@ mod tests {
         assert_eq!(applied.ahead_of_cache("Service", "org-acme/shop", Some("one")), None, "by kind");
         assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/blog", Some("one")), None, "by name");
         assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/shop", None), None, "not cached: created");
+        assert!(applied.awaits_cache("StatefulSet", "org-acme/shop"), "created, not yet cached: read before writing");
         // Caught up: forgotten, and the cache is the truth from then on (an edit by hand shows there).
         assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/shop", Some("zero")), None);
         assert_eq!(applied.ahead_of_cache("StatefulSet", "org-acme/shop", Some("one")), None);
+        assert!(!applied.awaits_cache("StatefulSet", "org-acme/shop"));
     }
 
     #[test]

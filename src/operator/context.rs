@@ -39,10 +39,8 @@ pub struct Context {
     /// re-create children that exist and misjudge readiness.
     pub caches: Readiness,
     failures: Mutex<HashMap<String, u32>>,
-    /// Status last written per object uid. A reconcile triggered before our own status write
-    /// reached the cache recomputes the same status from a stale `old`; this stops it from
-    /// writing (and announcing) it twice.
-    written_status: Mutex<HashMap<String, String>>,
+    /// Statuses this process wrote, until its cache shows them.
+    pub written_status: WrittenStatus,
     /// Token Secrets this process wrote, until its cache shows them.
     pub written_tokens: WrittenTokens,
     /// What this process last applied to each child, until its cache shows it.
@@ -55,6 +53,46 @@ pub struct Context {
 /// Secret on every reconcile until the watch caught up.
 #[derive(Default)]
 pub struct WrittenTokens(UntilCached<(String, String), Arc<Secret>>);
+
+/// The status this process last wrote to each object (by uid, as JSON), until its cache shows it.
+/// A reconcile triggered before its own status write reached the cache would recompute the same
+/// status from a stale `old` and write (and announce) it twice, or decide from an older phase.
+/// Forgotten once the cache shows it: an object deleted without a finalizer never comes back to
+/// say it is gone.
+#[derive(Default)]
+pub struct WrittenStatus(UntilCached<String, String>);
+
+impl WrittenStatus {
+    /// Records that `status` is about to be written for `uid`; false when it was the last status
+    /// written for it and the cache has not shown it yet (nothing to do).
+    pub fn claim(&self, uid: &str, status: &impl serde::Serialize) -> bool {
+        let text = serde_json::to_string(status).expect("status serialises");
+        let uid = uid.to_owned();
+        if self.0.pending(&uid, |_| false).as_ref() == Some(&text) {
+            return false;
+        }
+        self.0.remember(uid, text);
+        true
+    }
+
+    /// The status last written for `uid` while the cache shows another (`cached`, as written:
+    /// without the fields others own); `None` once the cache shows it.
+    pub fn ahead_of_cache<S: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        uid: &str,
+        cached: &S,
+    ) -> Option<S> {
+        // Serialised only when something is pending: this runs on every reconcile.
+        let shows = |written: &String| serde_json::to_string(cached).is_ok_and(|cached| *written == cached);
+        let written = self.0.pending(&uid.to_owned(), shows)?;
+        serde_json::from_str(&written).ok()
+    }
+
+    /// Forgets the status written for `uid` (the write failed, or the object is gone).
+    pub fn forget(&self, uid: &str) {
+        self.0.forget(&uid.to_owned());
+    }
+}
 
 /// What this process wrote, by key, until its cache shows it: a reconcile that runs before the
 /// watch delivers a write would otherwise decide from the object as it was before.
@@ -75,6 +113,14 @@ impl<K: Eq + std::hash::Hash, V: Clone> UntilCached<K, V> {
         let mut written = self.0.lock().expect("written map lock");
         written.retain(|_, (_, at)| at.elapsed() < UNTIL_CACHED_TTL);
         written.insert(key, (value, Instant::now()));
+    }
+
+    pub fn contains(&self, key: &K) -> bool {
+        self.0.lock().expect("written map lock").contains_key(key)
+    }
+
+    pub fn forget(&self, key: &K) {
+        self.0.lock().expect("written map lock").remove(key);
     }
 
     /// What was written under `key`, unless `caught_up` says the cache shows it now: then it is
@@ -109,7 +155,7 @@ impl Context {
             organisation_selector,
             caches,
             failures: Mutex::default(),
-            written_status: Mutex::default(),
+            written_status: WrittenStatus::default(),
             written_tokens: WrittenTokens::default(),
             applied: Applied::default(),
         }
@@ -129,30 +175,6 @@ impl Context {
 
     pub fn record_success(&self, key: &str) {
         self.failures.lock().expect("failure map lock").remove(key);
-    }
-
-    /// Records that `status` is about to be written for `uid`; false when it was the last status
-    /// written for it (nothing to do).
-    pub fn claim_status_write(&self, uid: &str, status: &impl serde::Serialize) -> bool {
-        let text = serde_json::to_string(status).expect("status serialises");
-        let mut written = self.written_status.lock().expect("status map lock");
-        if written.get(uid) == Some(&text) {
-            return false;
-        }
-        written.insert(uid.to_owned(), text);
-        true
-    }
-
-    /// The status last written for `uid` by this process, if any: newer than a cache that has
-    /// not yet delivered that write.
-    pub fn last_written_status<S: serde::de::DeserializeOwned>(&self, uid: &str) -> Option<S> {
-        let written = self.written_status.lock().expect("status map lock");
-        serde_json::from_str(written.get(uid)?).ok()
-    }
-
-    /// Forgets an object's last written status (it failed to write, or the object is gone).
-    pub fn forget_status(&self, uid: &str) {
-        self.written_status.lock().expect("status map lock").remove(uid);
     }
 
     /// Publishes an Event about `object`; failing to publish is logged, never fatal.
@@ -232,5 +254,24 @@ mod tests {
         assert_eq!(written.get("org-acme", "shop-preview", Some(caught_up.clone())), Some(caught_up));
         // Forgotten once the cache showed it: the cache is the truth from then on.
         assert_eq!(written.get("org-acme", "shop-preview", Some(stale.clone())), Some(stale));
+    }
+
+    #[test]
+    fn a_written_status_counts_until_the_cache_shows_it_and_is_then_forgotten() {
+        use crate::crd::{Phase, ProjectStatus};
+        let status = |phase| ProjectStatus { phase: Some(phase), ..Default::default() };
+        let written = WrittenStatus::default();
+        assert!(written.claim("uid-1", &status(Phase::Provisioning)));
+        assert!(!written.claim("uid-1", &status(Phase::Provisioning)), "the same status twice: written once");
+        assert!(written.claim("uid-2", &status(Phase::Provisioning)), "by uid");
+        assert_eq!(written.ahead_of_cache("uid-1", &ProjectStatus::default()), Some(status(Phase::Provisioning)));
+
+        assert_eq!(written.ahead_of_cache("uid-1", &status(Phase::Provisioning)), None, "the cache shows it");
+        // Forgotten: the cache decides from now on, and the map keeps nothing of the object.
+        assert_eq!(written.ahead_of_cache("uid-1", &ProjectStatus::default()), None);
+        assert!(!written.0.contains(&"uid-1".to_owned()));
+
+        written.forget("uid-2");
+        assert_eq!(written.ahead_of_cache("uid-2", &ProjectStatus::default()), None, "a failed write is forgotten");
     }
 }

@@ -2,7 +2,7 @@
 //! leader, every cache synced) and `/metrics`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -20,8 +20,8 @@ pub struct Health {
     pub crds_established: AtomicBool,
     pub leading: AtomicBool,
     pub caches: Readiness,
-    /// The leader's project cache, for the projects-by-phase gauge.
-    pub projects: OnceLock<Store<Project>>,
+    /// The leader's project cache (this term's), for the projects-by-phase gauge.
+    pub projects: Mutex<Option<Store<Project>>>,
 }
 
 impl Health {
@@ -63,7 +63,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    if let Some(projects) = state.health.projects.get() {
+    let projects = state.health.projects.lock().expect("projects lock").clone();
+    if let Some(projects) = projects {
         let all = projects.state();
         state.metrics.set_project_phases(|phase: Phase| {
             all.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase) == Some(phase)).count() as i64

@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use tracing::{info, warn};
 
+#[derive(Clone)]
 pub struct LeaderElector {
     api: Api<Lease>,
     name: String,
@@ -45,21 +46,30 @@ impl LeaderElector {
     }
 
     /// Renews until leadership is lost: a renewal refused, or none succeeding for two thirds of
-    /// the lease duration (after which another replica may take over).
+    /// the lease duration (after which another replica may take over). A renewal still in flight
+    /// at that point counts as failed: an API server answering slowly must not keep a leader
+    /// leading past the moment a standby may start.
     pub async fn hold(&mut self) {
         let deadline = self.lease_duration * 2 / 3;
         let mut last_renewed = Instant::now();
         loop {
             tokio::time::sleep(self.retry_period()).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = Instant::now(),
-                Ok(false) => {
+            let left = deadline.saturating_sub(last_renewed.elapsed());
+            // A standby counts from the renew time this request writes, i.e. from its start.
+            let attempt = Instant::now();
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => last_renewed = attempt,
+                Ok(Ok(false)) => {
                     warn!(lease = %self.name, "another replica holds the lease");
                     return;
                 }
-                Err(error) if last_renewed.elapsed() < deadline => warn!(%error, "renewing the leader lease"),
-                Err(error) => {
+                Ok(Err(error)) if last_renewed.elapsed() < deadline => warn!(%error, "renewing the leader lease"),
+                Ok(Err(error)) => {
                     warn!(%error, "could not renew the leader lease in time");
+                    return;
+                }
+                Err(_) => {
+                    warn!(after = ?deadline, "could not renew the leader lease in time: the API server did not answer");
                     return;
                 }
             }

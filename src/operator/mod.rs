@@ -66,8 +66,6 @@ pub enum RunError {
     Client(#[from] kube::Error),
     #[error("HTTP endpoints on {addr}: {source}")]
     Http { addr: SocketAddr, source: std::io::Error },
-    #[error("lost the leader lease; exiting so that only one replica writes")]
-    LostLeadership,
 }
 
 pub async fn run(options: Options) -> Result<(), RunError> {
@@ -102,38 +100,67 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         &options.identity,
         options.lease_duration,
     );
-    tokio::select! {
-        () = elector.acquire() => {}
-        () = crate::signal::shutdown() => return Ok(()),
+    let shutdown = crate::signal::shutdown();
+    tokio::pin!(shutdown);
+    // One term of leadership per turn: a leader that cannot renew its Lease in time (the API
+    // server away for longer than two thirds of the lease) stops its controllers, and with them
+    // every write, and stands for election again with fresh caches; the process lives on.
+    loop {
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = &mut shutdown => return Ok(()),
+        }
+        metrics.leader.set(1);
+        health.leading.store(true, Ordering::Release);
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "ooda-operator".into(), instance: Some(options.identity.clone()) },
+        );
+        let shared = Arc::new(Context::new(
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+            recorder,
+            cleanups.clone(),
+            options.organisation_selector.clone(),
+            health.caches.clone(),
+        ));
+        // The controllers and the renewals run as tasks of their own: however much work the
+        // controllers have queued (a backlog of watch events on a busy machine), it must not delay
+        // a renewal past the lease's deadline, nor keep this loop from seeing that one failed.
+        let mut controllers = tokio::spawn(run_controllers(shared, health.clone(), options.clone()));
+        let mut renewer = elector.clone();
+        let mut renewing = tokio::spawn(async move { renewer.hold().await });
+        let lost = tokio::select! {
+            ended = &mut controllers => { resume_panic(ended); false }
+            ended = &mut renewing => { resume_panic(ended); true }
+            () = &mut shutdown => false,
+        };
+        // Both gone before the Lease is released or stood for again.
+        for task in [controllers, renewing] {
+            if !task.is_finished() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        metrics.leader.set(0);
+        health.leading.store(false, Ordering::Release);
+        *health.projects.lock().expect("projects lock") = None;
+        if !lost {
+            elector.release().await;
+            return Ok(());
+        }
+        warn!("lost the leader lease: controllers stopped; standing for election again");
     }
-    metrics.leader.set(1);
-    health.leading.store(true, Ordering::Release);
+}
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter { controller: "ooda-operator".into(), instance: Some(options.identity.clone()) },
-    );
-    let shared = Arc::new(Context::new(
-        client.clone(),
-        config,
-        metrics.clone(),
-        recorder,
-        cleanups,
-        options.organisation_selector.clone(),
-        health.caches.clone(),
-    ));
-
-    let controllers = run_controllers(shared, health.clone(), &options);
-    let outcome = tokio::select! {
-        () = controllers => Ok(()),
-        () = elector.hold() => Err(RunError::LostLeadership),
-        () = crate::signal::shutdown() => Ok(()),
-    };
-    metrics.leader.set(0);
-    if outcome.is_ok() {
-        elector.release().await;
+/// A task's panic is the process's, as if the task had run inline.
+fn resume_panic(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = ended
+        && error.is_panic()
+    {
+        std::panic::resume_unwind(error.into_panic());
     }
-    outcome
 }
 
 async fn wait_for_crds(client: &Client) -> Result<(), kube::Error> {
@@ -218,7 +245,7 @@ impl Caches {
     }
 }
 
-async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Options) {
+async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: Options) {
     let client = shared.client.clone();
     let org_children = names::managed_selector() + &format!(",!{}", names::PROJECT);
     let project_children = names::managed_selector() + &format!(",{}", names::PROJECT);
@@ -296,7 +323,7 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
             pods,
         },
     });
-    let _ = health.projects.set(project_store.clone());
+    *health.projects.lock().expect("projects lock") = Some(project_store.clone());
     let projects_of_org = project_store.clone();
     let projects = Controller::for_stream(project_events, project_store)
         .with_config(controller_config)
@@ -324,12 +351,17 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: &Op
         });
 
     tokio::spawn(sync.report());
+    let for_organisations = shared.clone();
     let organisations = organisations
         .run(organisation::reconcile, organisation::error_policy, organisation_ctx)
-        .for_each(|result| async move { log_outcome(organisation::CONTROLLER, result) });
-    let projects = projects
-        .run(project::reconcile, project::error_policy, project_ctx)
-        .for_each(|result| async move { log_outcome(project::CONTROLLER, result) });
+        .for_each(move |result| {
+            log_outcome(organisation::CONTROLLER, result, &for_organisations);
+            std::future::ready(())
+        });
+    let projects = projects.run(project::reconcile, project::error_policy, project_ctx).for_each(move |result| {
+        log_outcome(project::CONTROLLER, result, &shared);
+        std::future::ready(())
+    });
     tokio::join!(organisations, projects);
 }
 
@@ -339,6 +371,7 @@ fn keep_all<K>(_: &mut K) {}
 fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(
     controller: &str,
     result: Result<(ObjectRef<K>, Action), kube::runtime::controller::Error<E, Q>>,
+    shared: &Context,
 ) {
     use kube::runtime::controller::Error as ControllerError;
     match result {
@@ -346,7 +379,12 @@ fn log_outcome<K: Resource, E: std::error::Error, Q: std::error::Error>(
         Ok(_) | Err(ControllerError::ReconcilerFailed(..)) => {}
         // A child or related object of something this operator does not manage (another
         // operator's organisation, or an object deleted meanwhile).
-        Err(error @ ControllerError::ObjectNotFound(..)) => debug!(controller, %error, "nothing to reconcile"),
+        Err(ControllerError::ObjectNotFound(gone)) => {
+            debug!(controller, object = %gone, "nothing to reconcile");
+            // Deleted: its count of failures in a row goes with it (keyed as error_action's are).
+            let key = gone.namespace.as_ref().map_or_else(|| gone.name.clone(), |ns| format!("{ns}/{}", gone.name));
+            shared.record_success(&key);
+        }
         Err(error) => warn!(controller, %error, "controller"),
     }
 }

@@ -192,14 +192,7 @@ fn message(model: &str, prompt: &str) -> Value {
 
 /// Anthropic's Python SDK, from the virtualenv `make tools` prepares.
 fn python_sdk() -> PathBuf {
-    let versions = std::fs::read_to_string(repo().join("scripts/versions.env")).expect("versions.env");
-    let version = versions.lines().find_map(|l| l.strip_prefix("ANTHROPIC_SDK_VERSION=")).expect("the SDK's version");
-    let cache = std::env::var_os("OODA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ooda"));
-    let python = cache.join(format!("tools/anthropic-{version}/bin/python"));
-    assert!(python.exists(), "{} is missing: run `make tools`", python.display());
-    python
+    crate::harness::cached_tool("anthropic", "ANTHROPIC_SDK_VERSION").join("bin/python")
 }
 
 /// Every object of every kind the API server lists: (kind, namespace/name, the object as JSON).
@@ -342,6 +335,9 @@ async fn the_official_sdk_reaches_claude_through_the_relay_with_the_projects_tok
 
 #[tokio::test]
 async fn the_relay_refuses_what_it_must_in_the_messages_apis_own_shape() {
+    // The eu-real organisation's project runs on the real node, whose pods change the host's
+    // network (see harness::HOST_NETWORK); released last, after the cleanup.
+    let _host_network = crate::harness::HOST_NETWORK.read().await;
     let relays = Relays::start("ai-refusals", crate::operator_harness::DEFAULT_LOG).await;
     let alice_admin = json!([{ "email": ALICE, "role": "admin" }]);
     let (acme, limited, local, globex, frugal) = tokio::join!(

@@ -34,6 +34,19 @@ pub fn repo() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR for tests"))
 }
 
+/// A tool `make tools` installs under the cache, at the version `scripts/versions.env` gives
+/// as `<key>=`: `~/.cache/ooda/tools/<name>-<version>`. Panics, with what to do, when missing.
+pub fn cached_tool(name: &str, key: &str) -> PathBuf {
+    let versions = std::fs::read_to_string(repo().join("scripts/versions.env")).expect("versions.env");
+    let version = versions.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).expect("the tool's version");
+    let cache = std::env::var_os("OODA_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ooda"));
+    let dir = cache.join(format!("tools/{name}-{version}"));
+    assert!(dir.exists(), "{} is missing: run `make tools`", dir.display());
+    dir
+}
+
 pub fn kubeconfig_path() -> PathBuf {
     std::env::var_os("OODA_KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| repo().join(".local/kubeconfig"))
 }

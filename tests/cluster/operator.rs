@@ -16,9 +16,11 @@ use ooda::crd::{Organisation, Phase, Project};
 use serde_json::json;
 
 use crate::harness::{SETTLE, api_error, client, eventually, install_crds, wait_deleted, wait_for};
-use crate::operator_harness::{Operator, World, condition_true, metric_sum, project_phase, renew_activity};
+use crate::operator_harness::{
+    Operator, World, condition_true, metric_sum, organisation_ready, project_phase, renew_activity,
+};
 
-fn web_project() -> serde_json::Value {
+pub(crate) fn web_project() -> serde_json::Value {
     json!({
         "image": "registry.example/devenv:1",
         "isolation": "gvisor",
@@ -237,14 +239,8 @@ async fn a_converged_project_causes_no_writes_for_thirty_seconds() {
     let ns = format!("org-{}", org.name_any());
     world.create_project(&ns, "quiet", web_project()).await;
     let projects: Api<Project> = Api::namespaced(client.clone(), &ns);
+    // The operator's last write on the way to Running is that status (its first start has no Event).
     wait_for(&projects, "quiet", project_phase(Phase::Running)).await;
-    // The operator's last write on the way to Running is the Event announcing it: baseline after it.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let announced = ListParams::default().fields("regarding.name=quiet,reason=Running");
-    eventually(SETTLE, "the Running event", || async {
-        (!events.list(&announced).await.expect("list events").items.is_empty()).then_some(())
-    })
-    .await;
     // A reconcile whose cache has not seen the claim yet marks the workspace seeded one reconcile
     // later: that is convergence too.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
@@ -325,6 +321,7 @@ async fn an_idle_project_hibernates_and_wakes_on_activity_keeping_its_workspace(
     wait_for(&projects, "nap", project_phase(Phase::Running)).await;
     let workspace_uid = claims.get("nap-workspace").await.expect("pvc").uid().expect("uid");
 
+    let mut previous_wake = None;
     for cycle in 1..=2 {
         let hibernated = wait_for(&projects, "nap", project_phase(Phase::Hibernated)).await;
         let status = hibernated.status.expect("status");
@@ -344,11 +341,21 @@ async fn an_idle_project_hibernates_and_wakes_on_activity_keeping_its_workspace(
         let woken = wait_for(&projects, "nap", project_phase(Phase::Running)).await;
         let wake = woken.status.expect("status").last_wake.expect("wake recorded");
         assert!(wake.milliseconds < SETTLE.as_millis() as i64, "cycle {cycle}: {wake:?}");
+        assert_ne!(Some(&wake), previous_wake.as_ref(), "cycle {cycle}: this wake recorded, not the last one");
+        previous_wake = Some(wake);
         assert_eq!(sets.get("nap").await.expect("sts").spec.expect("spec").replicas, Some(1));
     }
     assert_eq!(claims.get("nap-workspace").await.expect("pvc").uid(), Some(workspace_uid), "same workspace throughout");
 
-    let metrics = world.operator.metrics().await;
+    // The metric follows the status write it measures by a moment (the operator has to hear back).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = world.operator.metrics().await;
+        if metric_sum(&metrics, "ooda_wake_duration_seconds_count") >= 2.0 || tokio::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(metric_sum(&metrics, "ooda_wake_duration_seconds_count") >= 2.0, "wakes measured:\n{metrics}");
     assert!(metric_sum(&metrics, "ooda_projects{phase=\"Running\"}") >= 1.0, "{metrics}");
     world.cleanup().await;
@@ -450,30 +457,7 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates_or_orphans(
     for name in &names {
         wait_for(&projects, name, project_phase(Phase::Running)).await;
     }
-    let live: Vec<Project> = projects.list(&ListParams::default()).await.expect("list").items;
-    let project_uids: Vec<String> = live.iter().filter_map(|p| p.uid()).collect();
-    macro_rules! exactly_one_each {
-        ($($kind:ty),*) => {$(
-            let objects = Api::<$kind>::namespaced(client.clone(), &ns)
-                .list(&ListParams::default().labels("app.kubernetes.io/managed-by=ooda,ooda.run/project"))
-                .await.expect("list").items;
-            assert_eq!(objects.len(), names.len(), "one {} per project", stringify!($kind));
-            for object in &objects {
-                let owner = object.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone());
-                assert!(owner.is_some_and(|uid| project_uids.contains(&uid)), "{} has a live owner", object.name_any());
-            }
-        )*};
-    }
-    exactly_one_each!(PersistentVolumeClaim, StatefulSet, Service, NetworkPolicy, Lease, ServiceAccount);
-    let secrets = Api::<Secret>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=ooda,ooda.run/project"))
-        .await
-        .expect("list")
-        .items;
-    for suffix in ["-preview", "-publish"] {
-        let count = secrets.iter().filter(|s| s.name_any().ends_with(suffix)).count();
-        assert_eq!(count, names.len(), "one {suffix} Secret per project");
-    }
+    one_child_of_each_kind(&client, &ns, names.len()).await;
     // Pods belong to their StatefulSet, one each, and an EU organisation's land only on EU nodes.
     let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.expect("pods").items;
     assert_eq!(pods.len(), names.len());
@@ -484,6 +468,118 @@ async fn a_killed_operator_restarts_and_converges_without_duplicates_or_orphans(
         assert!(["europe-west1", "eu-central-1"].contains(&region.as_str()), "{} landed in {region}", pod.name_any());
     }
     World { client: client.clone(), test, home, operator: replacement, config }.cleanup().await;
+}
+
+/// Every project in `ns` (`projects` of them) has exactly one child of each kind, each owned by
+/// a live project.
+pub(crate) async fn one_child_of_each_kind(client: &kube::Client, ns: &str, projects: usize) {
+    let live: Vec<Project> =
+        Api::<Project>::namespaced(client.clone(), ns).list(&ListParams::default()).await.expect("list").items;
+    assert_eq!(live.len(), projects);
+    let project_uids: Vec<String> = live.iter().filter_map(|p| p.uid()).collect();
+    let children = ListParams::default().labels("app.kubernetes.io/managed-by=ooda,ooda.run/project");
+    macro_rules! exactly_one_each {
+        ($($kind:ty),*) => {$(
+            let objects = Api::<$kind>::namespaced(client.clone(), ns).list(&children).await.expect("list").items;
+            assert_eq!(objects.len(), projects, "one {} per project", stringify!($kind));
+            for object in &objects {
+                let owner = object.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone());
+                assert!(owner.is_some_and(|uid| project_uids.contains(&uid)), "{} has a live owner", object.name_any());
+            }
+        )*};
+    }
+    exactly_one_each!(PersistentVolumeClaim, StatefulSet, Service, NetworkPolicy, Lease, ServiceAccount);
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns).list(&children).await.expect("list").items;
+    for suffix in ["-preview", "-publish"] {
+        let count = secrets.iter().filter(|s| s.name_any().ends_with(suffix)).count();
+        assert_eq!(count, projects, "one {suffix} Secret per project");
+    }
+}
+
+/// Each project's preview token, by project, as the operator has written them so far.
+async fn preview_tokens(client: &kube::Client, ns: &str) -> BTreeMap<String, Vec<u8>> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=ooda,ooda.run/project"))
+        .await
+        .expect("list")
+        .items;
+    secrets
+        .into_iter()
+        .filter_map(|s| {
+            let project = s.name_any().strip_suffix("-preview")?.to_owned();
+            Some((project, s.data?.get(ooda::crd::names::TOKEN_KEY)?.0.clone()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn killed_three_times_while_200_projects_converge_the_operator_loses_and_duplicates_nothing() {
+    const PROJECTS: usize = 200;
+    let client = client().await;
+    install_crds(&client).await;
+    let mut world = World::start(&client, "kill3").await;
+    let name = crate::harness::unique_name("org");
+    let mut manifest = world.organisation_manifest(&name, "eu");
+    manifest["spec"]["quota"] = json!({ "projects": PROJECTS, "cpu": "1000", "memory": "4000Gi", "storage": "100Ti" });
+    let organisations: Api<Organisation> = Api::all(client.clone());
+    organisations
+        .create(&PostParams::default(), &serde_json::from_value(manifest).expect("org"))
+        .await
+        .expect("create");
+    let org = wait_for(&organisations, &name, organisation_ready()).await;
+    let ns = format!("org-{}", org.name_any());
+    let projects: Api<Project> = Api::namespaced(client.clone(), &ns);
+    let names: Vec<String> = (0..PROJECTS).map(|i| format!("p{i:03}")).collect();
+    // One at a time: concurrent creates race for the organisation's quota (409).
+    for name in &names {
+        world.create_project(&ns, name, web_project()).await;
+    }
+
+    // Three kills at points picked at random within each third of the way to every project
+    // having a status; a replacement takes over after each (once the dead leader's Lease lapses).
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
+    let mut tokens = BTreeMap::new();
+    for third in 0..3u32 {
+        let point = (PROJECTS as u32 / 3) * third + (seed >> (third * 8)) % (PROJECTS as u32 / 3);
+        eventually(Duration::from_secs(120), &format!("{point} projects with a status"), || async {
+            let listed = projects.list(&ListParams::default()).await.expect("list").items;
+            (listed.iter().filter(|p| p.status.is_some()).count() >= point as usize).then_some(())
+        })
+        .await;
+        tokens.extend(preview_tokens(&client, &ns).await);
+        eprintln!("kill {} at {point} projects with a status", third + 1);
+        let World { client: kept, test, home, operator, config } = world;
+        operator.kill().await;
+        let replacement = Operator::start(&test, &home.name, "ooda-operator").await;
+        replacement.wait_ready("leader").await;
+        world = World { client: kept, test, home, operator: replacement, config };
+    }
+    for name in &names {
+        wait_for(&projects, name, project_phase(Phase::Running)).await;
+    }
+    one_child_of_each_kind(&client, &ns, PROJECTS).await;
+    // A token issued before a kill is the token after it: none of the projects stopped.
+    let after = preview_tokens(&client, &ns).await;
+    for (project, token) in &tokens {
+        assert_eq!(after.get(project), Some(token), "{project}'s preview token changed");
+    }
+    // Converged means quiet: no write in a window of several reconcile rounds, once every
+    // workspace is marked seeded (a reconcile after its pod's first Ready).
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    eventually(Duration::from_secs(60), "every workspace marked seeded", || async {
+        let listed = claims.list(&ListParams::default()).await.expect("list").items;
+        let seeded = |c: &PersistentVolumeClaim| {
+            c.annotations().get(ooda::crd::names::WORKSPACE_SEEDED).is_some_and(|v| v == "true")
+        };
+        (listed.len() == PROJECTS && listed.iter().all(seeded)).then_some(())
+    })
+    .await;
+    let writes = metric_sum(&world.operator.metrics().await, "ooda_api_writes_total");
+    let versions = snapshot(&client, &ns, &org.name_any()).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(metric_sum(&world.operator.metrics().await, "ooda_api_writes_total"), writes, "writes once converged");
+    assert_eq!(snapshot(&client, &ns, &org.name_any()).await, versions, "no object changed once converged");
+    world.cleanup().await;
 }
 
 #[tokio::test]
@@ -505,7 +601,7 @@ async fn with_two_replicas_only_the_leader_writes_and_the_standby_takes_over() {
     assert_eq!(metric_sum(&standby_metrics, "ooda_leader"), 0.0);
     assert!(metric_sum(&world.operator.metrics().await, "ooda_api_writes_total") > 0.0);
 
-    // The leader crashes; after the Lease runs out (10s here) the standby leads.
+    // The leader crashes; after the Lease runs out (LEASE_DURATION) the standby leads.
     let World { client: _, test, home, operator, config } = world;
     operator.kill().await;
     standby.wait_ready("leader").await;

@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::wait::Condition;
-use kube::{Client, ResourceExt};
+use kube::runtime::wait::{Condition, await_condition, conditions};
+use kube::{Client, Resource, ResourceExt};
 use ooda::crd::{Organisation, Project};
 use serde_json::{Value, json};
 
@@ -20,6 +20,9 @@ use crate::kit::Ooda;
 
 /// What the tests' `ooda` processes log, unless a test asks for more.
 pub const DEFAULT_LOG: &str = "info,ooda=debug,kube=warn";
+
+/// The leader Lease of every operator the tests start.
+pub const LEASE_DURATION: &str = "15s";
 
 pub struct Operator {
     pub process: Ooda,
@@ -64,8 +67,9 @@ impl Operator {
             namespace,
             "--leader-lease",
             lease,
+            // The product's default: shorter leases lose leaders to a bed slowed by the parallel suite.
             "--lease-duration",
-            "10s",
+            LEASE_DURATION,
             "--organisation-selector",
             &selector,
         ];
@@ -164,6 +168,19 @@ impl World {
     }
 
     /// Creates an organisation the test's operator manages and waits until it is Ready.
+    /// A Ready organisation in `jurisdiction` whose quota holds `projects` projects, and room
+    /// for their pods and workspaces.
+    pub async fn ready_organisation_for(&self, jurisdiction: &str, projects: usize) -> Organisation {
+        let name = unique_name("org");
+        let mut manifest = self.organisation_manifest(&name, jurisdiction);
+        manifest["spec"]["quota"] =
+            json!({ "projects": projects, "cpu": "1000", "memory": "4000Gi", "storage": "100Ti" });
+        let api: Api<Organisation> = Api::all(self.client.clone());
+        let org: Organisation = serde_json::from_value(manifest).expect("org");
+        api.create(&PostParams::default(), &org).await.expect("create organisation");
+        wait_for(&api, &name, organisation_ready()).await
+    }
+
     pub async fn ready_organisation(&self, jurisdiction: &str) -> Organisation {
         let name = self.create_organisation(jurisdiction).await;
         wait_for(&Api::all(self.client.clone()), &name, organisation_ready()).await
@@ -176,7 +193,7 @@ impl World {
             "metadata": { "name": name }, "spec": spec,
         }))
         .expect("project");
-        api.create(&PostParams::default(), &project).await.expect("create project")
+        crate::kit::create_project(&api, &project).await.expect("create project")
     }
 
     /// Deletes the organisations this test created (their namespaces and projects follow) and
@@ -190,16 +207,52 @@ impl World {
             let name = org.name_any();
             orgs.delete(&name, &Default::default()).await.expect("delete organisation");
             if let Some(ns) = namespaces.get_opt(&format!("org-{name}")).await.expect("get namespace") {
-                crate::harness::wait_deleted(
-                    &namespaces,
-                    &ns.name_any(),
-                    ns.metadata.uid.as_deref().unwrap_or_default(),
-                )
-                .await;
+                let (namespace, uid) = (ns.name_any(), ns.metadata.uid.unwrap_or_default());
+                let gone = await_condition(namespaces.clone(), &namespace, conditions::is_deleted(&uid));
+                if tokio::time::timeout(SETTLE, gone).await.is_err() {
+                    panic!("{}", self.why_namespace_stays(&namespace).await);
+                }
             }
         }
         self.home.cleanup().await;
     }
+
+    /// What holds a namespace that does not go: its deletion conditions, what is left in it
+    /// with finalizers or still terminating, and what the operator logged of note.
+    async fn why_namespace_stays(&self, name: &str) -> String {
+        let mut story = vec![format!("{name} still exists after {SETTLE:?}")];
+        let namespace = Api::<Namespace>::all(self.client.clone()).get_opt(name).await.ok().flatten();
+        for condition in namespace.and_then(|ns| ns.status?.conditions).unwrap_or_default() {
+            if condition.status == "True" {
+                story.push(format!("  namespace: {}: {}", condition.type_, condition.message.unwrap_or_default()));
+            }
+        }
+        let projects = Api::<Project>::namespaced(self.client.clone(), name).list(&Default::default()).await;
+        for project in projects.map(|l| l.items).unwrap_or_default() {
+            story.push(format!("  {}", leftover("Project", &project)));
+        }
+        let pods = Api::<Pod>::namespaced(self.client.clone(), name).list(&Default::default()).await;
+        for pod in pods.map(|l| l.items).unwrap_or_default() {
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+            story.push(format!("  {} on {node}", leftover("Pod", &pod)));
+        }
+        let claims =
+            Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), name).list(&Default::default()).await;
+        for claim in claims.map(|l| l.items).unwrap_or_default() {
+            story.push(format!("  {}", leftover("PersistentVolumeClaim", &claim)));
+        }
+        let log = std::fs::read_to_string(&self.operator.process.log).unwrap_or_default();
+        let notable: Vec<&str> = log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+        story.push(format!("  the operator's warnings and errors (last 20 of {}):", notable.len()));
+        story.extend(notable.iter().rev().take(20).rev().map(|l| format!("    {l}")));
+        story.join("\n")
+    }
+}
+
+fn leftover(kind: &str, object: &impl Resource) -> String {
+    let meta = object.meta();
+    let deleting = meta.deletion_timestamp.as_ref().map_or("not deleted".to_owned(), |t| format!("deleted at {}", t.0));
+    format!("{kind} {}: {deleting}, finalizers {:?}", meta.name.as_deref().unwrap_or_default(), meta.finalizers)
 }
 
 pub fn example_config() -> PathBuf {

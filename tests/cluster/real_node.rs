@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::gateway::ALICE;
+use crate::gateway::{ALICE, open_terminal, shell_and_job, still_running};
 use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user};
 use crate::harness::{SETTLE, TEST_LABEL, client, eventually, install_crds, repo, unique_name, wait_deleted, wait_for};
 use crate::kit::{GitServer, bridge_address, outside_address};
@@ -193,6 +193,16 @@ async fn a_gvisor_project_runs_its_repository_s_dev_server_behind_the_preview_pr
     assert!(lines[1].contains("gvisor") && lines[1] != host_kernel, "kernel seen: {seen}");
     let (_, dmesg) = exec(&ns, &pod_name("shop"), "workspace", "dmesg | head -n 1", "").await;
     assert!(dmesg.contains("gVisor"), "{dmesg}");
+
+    // The gateway's terminal runs there, and one closed without a word leaves nothing running.
+    let mut terminal = open_terminal(&s.gateway, &s.org, "shop", &s.alice).await.expect("a terminal");
+    let left = shell_and_job(&mut terminal).await;
+    assert_eq!(still_running(&s.world.client, &ns, "shop", &left).await, left, "both run while it is open");
+    drop(terminal);
+    eventually(SETTLE, "the closed terminal's shell and job end", || async {
+        still_running(&s.world.client, &ns, "shop", &left).await.is_empty().then_some(())
+    })
+    .await;
 
     // The API server reaches the kubelet for logs too, with its own certificate.
     let logs = kubectl().args(["logs", "-n", &ns, &pod_name("shop"), "-c", "loader"]).output().await.expect("logs");

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::config::Credentials;
@@ -19,6 +19,7 @@ use ooda::crd::{Organisation, Phase, Project};
 use ooda::sites::Bucket;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -396,10 +397,13 @@ async fn git_archive_output_publishes_as_a_site() {
 }
 
 /// A TCP forwarder to the local S3 that can be cut (connections dropped, new ones refused by
-/// closing at once) and restored: an S3 outage without losing the server's contents.
+/// closing at once) and restored: an S3 outage without losing the server's contents. It can also
+/// be slowed: each chunk S3 sends waits a while before it is passed on.
 struct Outage {
     address: SocketAddr,
     down: Arc<AtomicBool>,
+    /// Milliseconds each chunk from S3 is held.
+    delay: Arc<AtomicU64>,
 }
 
 impl Outage {
@@ -407,28 +411,46 @@ impl Outage {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind forwarder");
         let address = listener.local_addr().expect("address");
         let down = Arc::new(AtomicBool::new(false));
-        let flag = down.clone();
+        let delay = Arc::new(AtomicU64::new(0));
+        let (flag, held) = (down.clone(), delay.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((inbound, _)) = listener.accept().await else { return };
                 if flag.load(Ordering::SeqCst) {
                     continue; // dropped: the client sees the connection close
                 }
-                let flag = flag.clone();
+                let (flag, held) = (flag.clone(), held.clone());
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(S3).await else { return };
-                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                    tokio::pin!(copy);
+                    let Ok(outbound) = TcpStream::connect(S3).await else { return };
+                    let ((mut from_client, mut to_client), (mut from_s3, mut to_s3)) =
+                        (inbound.into_split(), outbound.into_split());
+                    let up = tokio::io::copy(&mut from_client, &mut to_s3);
+                    let down = async {
+                        let mut chunk = vec![0; 16 << 10];
+                        loop {
+                            let n = from_s3.read(&mut chunk).await?;
+                            if n == 0 {
+                                return std::io::Result::Ok(());
+                            }
+                            let hold = held.load(Ordering::SeqCst);
+                            if hold > 0 {
+                                tokio::time::sleep(Duration::from_millis(hold)).await;
+                            }
+                            to_client.write_all(&chunk[..n]).await?;
+                        }
+                    };
+                    tokio::pin!(up, down);
                     loop {
                         tokio::select! {
-                            _ = &mut copy => return,
+                            _ = &mut up => return,
+                            _ = &mut down => return,
                             () = tokio::time::sleep(Duration::from_millis(20)) => if flag.load(Ordering::SeqCst) { return },
                         }
                     }
                 });
             }
         });
-        Self { address, down }
+        Self { address, down, delay }
     }
 
     fn cut(&self) {
@@ -437,14 +459,26 @@ impl Outage {
 
     fn restore(&self) {
         self.down.store(false, Ordering::SeqCst);
+        self.delay.store(0, Ordering::SeqCst);
+    }
+
+    /// S3 answers, `by` late for every chunk it sends.
+    fn slow(&self, by: Duration) {
+        self.delay.store(by.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// The example configuration with the EU bucket reached through this forwarder.
     fn config(&self, test: &str) -> std::path::PathBuf {
+        self.config_with(test, |text| text)
+    }
+
+    /// [`Self::config`], then changed by `change`.
+    fn config_with(&self, test: &str, change: impl FnOnce(String) -> String) -> std::path::PathBuf {
         let example = std::fs::read_to_string(crate::operator_harness::example_config()).expect("example config");
         let endpoint = format!("http://{}", self.address);
         let text = example.replacen("endpoint: http://127.0.0.1:24566", &format!("endpoint: {endpoint}"), 1);
         assert_ne!(text, example, "the example configuration names the local S3");
+        let text = change(text);
         let path = std::env::temp_dir().join(format!("ooda-{test}-config.yaml"));
         std::fs::write(&path, text).expect("write config");
         path
@@ -515,6 +549,53 @@ async fn an_s3_outage_mid_publish_keeps_the_live_version_and_delays_deletion_unt
     wait_deleted(&projects, "steady", &uid).await;
     let left = bucket("ooda-sites-eu", S3).list(&format!("{}/steady/", s.org)).await.expect("list");
     assert_eq!(left, Vec::<String>::new());
+    s.world.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_slow_s3_gets_visitors_a_504_within_the_bound_and_publishing_keeps_its_limits() {
+    let s3 = Outage::start().await;
+    let test = unique_name("sites-slow");
+    let config = s3.config_with(&test, |text| {
+        let publishing = "maxConcurrent: 8, uploadIdleTimeout: 60s, serveTimeout: 10s";
+        assert!(text.contains(publishing), "the example's publishing settings");
+        text.replacen(publishing, "maxConcurrent: 1, uploadIdleTimeout: 60s, serveTimeout: 2s", 1)
+    });
+    let s = Site::start("sites-slow", Some(config)).await;
+    s.project("steady").await;
+    let (status, v1) = s.publish("steady", site_v(1)).await;
+    assert_eq!(status, StatusCode::CREATED, "{v1}");
+    s.serves("steady", "<h1>version 1</h1>").await;
+
+    // Seconds per answer: a visitor is told so within the bound, not held for as long as S3 takes.
+    s3.slow(Duration::from_secs(6));
+    let asked = Instant::now();
+    let answer = s.get("steady", "/", &[]).await;
+    let waited = asked.elapsed();
+    assert_eq!(answer.status(), StatusCode::GATEWAY_TIMEOUT);
+    let body: Value = answer.json().await.expect("a JSON refusal");
+    assert_eq!(body["error"], "storage_timeout", "{body}");
+    assert!((Duration::from_secs(2)..Duration::from_secs(5)).contains(&waited), "answered after {waited:?}");
+
+    // A publish under way holds the one slot while S3 crawls; another is refused at once, and
+    // the first completes once S3 is quick again.
+    s3.slow(Duration::from_secs(1));
+    let crawling = s.publish("steady", site_v(2));
+    let meanwhile = async {
+        let written = format!("{}/steady/v2/", s.org);
+        eventually(Duration::from_secs(30), "the slow publish writes its first file", || async {
+            (!bucket("ooda-sites-eu", S3).list(&written).await.expect("list").is_empty()).then_some(())
+        })
+        .await;
+        let asked = Instant::now();
+        let (status, body) = s.publish("steady", site_v(3)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(asked.elapsed() < Duration::from_secs(2), "refused after {:?}", asked.elapsed());
+        s3.restore();
+    };
+    let ((status, body), ()) = tokio::join!(crawling, meanwhile);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.serves("steady", "<h1>version 2</h1>").await;
     s.world.cleanup().await;
 }
 

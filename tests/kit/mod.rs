@@ -1,7 +1,7 @@
 //! What the cluster tests and the benchmarks share: a client for the local control plane, free
 //! loopback ports, a minimal HTTP GET, the `ooda` binary as a child process whose log is named
-//! when something fails, one way to wait for what has no watch, the bed's Git server, and a
-//! stand-in for Anthropic's Messages API. Included by both as `#[path = "…/kit/mod.rs"] mod kit;`.
+//! when something fails, one way to wait for what has no watch, creating a project past quota
+//! conflicts, the bed's Git server, and a stand-in for Anthropic's Messages API. Included by both as `#[path = "…/kit/mod.rs"] mod kit;`.
 
 #![allow(dead_code)] // Each includer uses its own part.
 
@@ -16,6 +16,26 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+
+/// Creates `project`, trying again while the quota admission plugin answers 409 because the
+/// organisation's quota changed meanwhile (concurrent creates, or the controller manager
+/// recounting it), as any client would.
+pub async fn create_project(
+    api: &kube::Api<ooda::crd::Project>,
+    project: &ooda::crd::Project,
+) -> Result<ooda::crd::Project, kube::Error> {
+    let mut tries = 0;
+    loop {
+        match api.create(&kube::api::PostParams::default(), project).await {
+            Err(kube::Error::Api(status))
+                if status.code == 409 && status.message.contains("resourcequotas") && tries < 10 =>
+            {
+                tries += 1;
+            }
+            created => return created,
+        }
+    }
+}
 
 /// A client for the cluster in `kubeconfig`. Panics, with what to do, when there is none.
 pub async fn client(kubeconfig: &Path) -> Client {
@@ -106,6 +126,18 @@ impl Ooda {
 }
 
 impl Ooda {
+    /// Asks the process to stop, as Kubernetes does a pod's (SIGTERM), and waits up to `within`
+    /// for it to exit; its exit status.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("a running process").to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("ooda still running {within:?} after SIGTERM"))
+            .expect("wait for ooda")
+    }
+
     /// The address in field `field` of the first log line with `message`, waiting for it. Tests
     /// start `ooda` on port 0 and learn the bound address here: a port picked free and released
     /// beforehand can be taken by another test's process in between.

@@ -291,6 +291,7 @@ impl Caller {
     /// The project's AI token comes as `x-api-key` (Anthropic's SDKs) or as a bearer token
     /// (`ANTHROPIC_AUTH_TOKEN`); a bearer token with dots is a session.
     fn of(gateway: &Gateway, org: &str, name: &str, headers: &HeaderMap) -> Result<Self, RelayError> {
+        gateway.freshness.check().map_err(RelayError)?;
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -317,6 +318,7 @@ impl Caller {
 
     /// Whether the caller may still use the project's relay: the refusal, if not.
     fn standing(&self, gateway: &Gateway, org: &str, name: &str) -> Result<(), RelayError> {
+        gateway.freshness.check().map_err(RelayError)?;
         match self {
             Caller::Project { token } => match current_ai_token(gateway, org, name) {
                 Some(current) if bool::from(current.as_slice().ct_eq(token)) => Ok(()),

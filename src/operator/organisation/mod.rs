@@ -110,7 +110,7 @@ async fn delete_namespace_first(org: &Organisation, ctx: &OrganisationContext) -
     }
     let finalizers: Vec<String> = org.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     set_finalizers(org, finalizers, shared).await?;
-    shared.forget_status(org.metadata.uid.as_deref().unwrap_or_default());
+    shared.written_status.forget(org.metadata.uid.as_deref().unwrap_or_default());
     Ok(Action::await_change())
 }
 

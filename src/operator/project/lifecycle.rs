@@ -20,6 +20,9 @@ pub struct Facts {
     pub pod_ready: bool,
     /// When that pod became Ready, if it is.
     pub ready_since: Option<Timestamp>,
+    /// When the project last went into or out of hibernation (its `Hibernated` condition's
+    /// transition): during a wake, the pod scaled away at hibernation was Ready before it.
+    pub hibernation_changed: Option<Timestamp>,
     pub now: Timestamp,
 }
 
@@ -72,7 +75,12 @@ pub fn decide(facts: &Facts) -> Decision {
         };
     }
     let waking = matches!(facts.previous_phase, Some(Phase::Hibernated | Phase::Waking));
-    let (phase, completed_wake) = match (facts.pod_ready, waking) {
+    // A wake is complete when the woken pod is Ready, not the one scaled away at hibernation,
+    // which the cache may still show Ready until its deletion arrives: during a wake, only a
+    // pod Ready since the project hibernated counts (to the second, as conditions' times are).
+    let scaled_away = |since: Timestamp| facts.hibernation_changed.is_some_and(|h| since.as_second() < h.as_second());
+    let pod_ready = facts.pod_ready && !(waking && facts.ready_since.is_some_and(scaled_away));
+    let (phase, completed_wake) = match (pod_ready, waking) {
         (true, true) => (Phase::Running, Some(elapsed(last_activity, facts.now))),
         (true, false) => (Phase::Running, None),
         (false, true) => (Phase::Waking, None),
@@ -109,6 +117,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             pod_ready: true,
             ready_since: Some(at(-5)),
+            hibernation_changed: None,
             now: at(10),
         }
     }
@@ -197,6 +206,34 @@ mod tests {
         let d = decide(&ready);
         assert_eq!(d.phase, Phase::Running);
         assert_eq!(d.completed_wake, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_wake_is_not_complete_on_the_pod_that_hibernation_scaled_away() {
+        // Hibernated at 50, woken at 100; the cache still shows the pod that has been Ready
+        // since before the hibernation, and not yet its deletion.
+        let woken = Facts {
+            previous_phase: Some(Phase::Hibernated),
+            last_activity: at(100),
+            pod_ready: true,
+            ready_since: Some(at(-500)),
+            hibernation_changed: Some(at(50)),
+            now: at(101),
+            ..facts()
+        };
+        let d = decide(&woken);
+        assert_eq!((d.replicas, d.phase, d.completed_wake), (1, Phase::Waking, None));
+        // The woken pod (the condition flipped when the wake began), Ready although activity
+        // went on meanwhile: the wake is complete.
+        let d = decide(&Facts {
+            previous_phase: Some(Phase::Waking),
+            hibernation_changed: Some(at(100)),
+            ready_since: Some(at(100)),
+            last_activity: at(104),
+            now: at(105),
+            ..woken
+        });
+        assert_eq!((d.phase, d.completed_wake), (Phase::Running, Some(Duration::from_secs(1))));
     }
 
     #[test]

@@ -171,10 +171,7 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         idle_timeout,
         now,
     );
-    let written = write_status(project, &old, status, shared).await?;
-    if let (true, Some(took)) = (written, plan.decision.completed_wake) {
-        shared.metrics.woke(took);
-    }
+    write_status(project, &old, status, shared).await?;
     Ok(match plan.decision.recheck_after {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
@@ -366,6 +363,7 @@ fn plan(
         idle_timeout,
         pod_ready: observed.pod_ready,
         ready_since: observed.ready_since,
+        hibernation_changed: old.conditions.iter().find(|c| c.type_ == "Hibernated").map(|c| c.last_transition_time.0),
         now,
     });
     let (last_activity, last_signal) = match decision.renew_activity {
@@ -545,26 +543,31 @@ async fn fail(
 fn current_status(project: &Project, ctx: &Context) -> ProjectStatus {
     let cached = project.status.clone().unwrap_or_default();
     let uid = project.metadata.uid.as_deref().unwrap_or_default();
-    match ctx.last_written_status::<ProjectStatus>(uid) {
+    let as_written = ProjectStatus { published: None, ..cached.clone() };
+    match ctx.written_status.ahead_of_cache(uid, &as_written) {
         Some(written) => ProjectStatus { published: cached.published, ..written },
         None => cached,
     }
 }
 
 /// Writes the operator's part of a project's status if it changed, and tells users about phase
-/// changes with an Event; returns whether it wrote. `published` is left out: it is the
+/// changes with an Event (and a completed wake with its metric). `published` is left out: it is the
 /// gateway's (its own field manager), and writing back a cached copy could undo a publish.
-async fn write_status(project: &Project, old: &ProjectStatus, status: ProjectStatus, ctx: &Context) -> Result<bool> {
+async fn write_status(project: &Project, old: &ProjectStatus, status: ProjectStatus, ctx: &Context) -> Result<()> {
     let api: Api<Project> = Api::namespaced(ctx.client.clone(), &project.namespace().unwrap_or_default());
     let old = ProjectStatus { published: None, ..old.clone() };
     let status = ProjectStatus { published: None, ..status };
     if !apply_status(ctx, &api, project, &old, &status, "ProjectStatus").await? {
-        return Ok(false);
+        return Ok(());
     }
-    // A new project's first phase is what creating it means; an Event would add nothing but a write.
-    let created = old.phase.is_none() && status.phase == Some(Phase::Provisioning);
+    // Measured as soon as it is on record, before the Event (one more round trip) goes out.
+    if status.last_wake != old.last_wake
+        && let Some(wake) = &status.last_wake
+    {
+        ctx.metrics.woke(std::time::Duration::from_millis(wake.milliseconds.max(0) as u64));
+    }
     if status.phase != old.phase
-        && !created
+        && !is_first_start(old.phase, status.phase)
         && let Some(phase) = status.phase
     {
         info!(phase = phase.as_str(), "project phase changed");
@@ -574,7 +577,15 @@ async fn write_status(project: &Project, old: &ProjectStatus, status: ProjectSta
         let warning = phase == Phase::Pending || phase == Phase::Failed;
         ctx.event(&project.object_ref(&()), warning, phase.as_str(), "Reconcile", note).await;
     }
-    Ok(true)
+    Ok(())
+}
+
+/// A new project's first phase, and its pod becoming ready after provisioning: what creating (or
+/// starting) it means, told by its phase and its Ready condition's transition time. An Event for
+/// these would add a write per project and nothing else; Events are for the changes that follow
+/// (hibernating, waking, stopping, failing).
+fn is_first_start(old: Option<Phase>, new: Option<Phase>) -> bool {
+    matches!((old, new), (None, Some(Phase::Provisioning)) | (Some(Phase::Provisioning), Some(Phase::Running)))
 }
 
 /// Removes the finalizer once its cleanup is done. Unguarded by resourceVersion (the cleanup has
@@ -626,7 +637,7 @@ async fn cleanup(project: &Project, ctx: &ProjectContext) -> Result<Action> {
             return Err(Error::Cleanup { cleanup: cleanup.name(), source });
         }
     }
-    shared.forget_status(project.metadata.uid.as_deref().unwrap_or_default());
+    shared.written_status.forget(project.metadata.uid.as_deref().unwrap_or_default());
     remove_finalizer(project, shared).await?;
     Ok(Action::await_change())
 }
@@ -744,6 +755,24 @@ mod tests {
         let (reason, _) = blocker(&project("org-acme"), Some(&organisation(None, "True"))).expect("blocked");
         assert_eq!(reason, "OrganisationNotReady");
         assert_eq!(blocker(&project("org-acme"), Some(&organisation(Some("org-acme"), "True"))), None);
+    }
+
+    #[test]
+    fn events_tell_what_happens_to_a_project_after_it_first_runs() {
+        use Phase::*;
+        assert!(is_first_start(None, Some(Provisioning)));
+        assert!(is_first_start(Some(Provisioning), Some(Running)));
+        for (old, new) in [
+            (Running, Hibernated),
+            (Hibernated, Waking),
+            (Waking, Running),
+            (Running, Stopped),
+            (Stopped, Provisioning),
+            (Provisioning, Failed),
+            (Provisioning, Pending),
+        ] {
+            assert!(!is_first_start(Some(old), Some(new)), "{old:?} → {new:?} is told");
+        }
     }
 
     fn observed(preview: Option<(&str, TokenState)>, publish: Option<&str>) -> Observed {
