@@ -156,7 +156,12 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
         publish_token: &plan.publish_token,
         ai_token: &plan.ai_token,
         workspace_seeded: observed.workspace_seeded,
-        load_workspace: load_workspace(observed.workspace_seeded, plan.decision.replicas, &observed.children),
+        load_workspace: load_workspace(
+            observed.workspace_seeded,
+            plan.decision.replicas,
+            observed.ready_pod_ran_loader,
+            &observed.children,
+        ),
     });
     apply_children(project, &desired, &observed, shared).await?;
     if plan.rotate {
@@ -181,13 +186,16 @@ async fn apply_project(project: &Project, organisation: Option<&Organisation>, c
 /// Whether pods start with the loader. Once the workspace is seeded they do not (a wake is then
 /// one container start shorter: about a second under gVisor), but a running pod is never
 /// restarted just to drop it: the template loses the loader when the project scales to zero.
-fn load_workspace(workspace_seeded: bool, replicas: i32, live: &LiveChildren) -> bool {
-    let running_with_loader = replicas > 0
-        && live
-            .stateful_set
-            .as_ref()
-            .and_then(|set| set.spec.as_ref()?.template.spec.as_ref()?.init_containers.as_ref())
-            .is_some_and(|init| init.iter().any(|c| c.name == LOADER_CONTAINER));
+/// What runs is read from the pod as well as the StatefulSet: a StatefulSet this process has
+/// just created may not be in its cache yet while its pod already is, Ready (seen after an
+/// operator restart on a loaded machine: the template lost the loader and the pod restarted).
+fn load_workspace(workspace_seeded: bool, replicas: i32, ready_pod_ran_loader: bool, live: &LiveChildren) -> bool {
+    let template_has_loader = live
+        .stateful_set
+        .as_ref()
+        .and_then(|set| set.spec.as_ref()?.template.spec.as_ref()?.init_containers.as_ref())
+        .is_some_and(|init| init.iter().any(|c| c.name == LOADER_CONTAINER));
+    let running_with_loader = replicas > 0 && (ready_pod_ran_loader || template_has_loader);
     !workspace_seeded || running_with_loader
 }
 
@@ -200,6 +208,8 @@ struct Observed {
     ready_since: Option<Timestamp>,
     /// The workspace claim is annotated as seeded, or a Ready pod ran the loader on it.
     workspace_seeded: bool,
+    /// The project's pod is Ready (and not being deleted) and was started with the loader.
+    ready_pod_ran_loader: bool,
     preview_token: StoppableToken,
     publish_token: Option<Vec<u8>>,
     ai_token: StoppableToken,
@@ -263,14 +273,14 @@ async fn observe(
     let workspace = caches.claims.get(&object_ref(&namespace, workspace_name(&name)));
     // Init containers run to success before a pod can be Ready: a Ready pod with the loader seeded
     // the claim it mounts (or found it already holding something).
-    let loaded = ready.is_some()
+    let ready_pod_ran_loader = ready.is_some()
         && pod
             .as_ref()
             .and_then(|p| p.spec.as_ref()?.init_containers.as_ref())
             .is_some_and(|init| init.iter().any(|c| c.name == LOADER_CONTAINER));
-    let workspace_seeded = workspace
-        .as_ref()
-        .is_some_and(|claim| loaded || claim.annotations().get(WORKSPACE_SEEDED).is_some_and(|v| v == "true"));
+    let workspace_seeded = workspace.as_ref().is_some_and(|claim| {
+        ready_pod_ran_loader || claim.annotations().get(WORKSPACE_SEEDED).is_some_and(|v| v == "true")
+    });
     let preview_secret = token_secret(ctx, &namespace, preview_secret_name(&name));
     let publish_secret = token_secret(ctx, &namespace, publish_secret_name(&name));
     // Without a relay there is no AI token to keep: a Secret left from one is only deleted.
@@ -284,6 +294,7 @@ async fn observe(
         pod_ready: ready.is_some(),
         ready_since: ready.flatten(),
         workspace_seeded,
+        ready_pod_ran_loader,
         preview_token: StoppableToken::of(preview_secret.as_deref()),
         publish_token: StoppableToken::of(publish_secret.as_deref()).value,
         ai_token: StoppableToken::of(ai_secret.as_deref()),
@@ -786,6 +797,7 @@ mod tests {
             pod_ready: true,
             ready_since: Some(Timestamp::from_second(900).unwrap()),
             workspace_seeded: false,
+            ready_pod_ran_loader: false,
             preview_token: stoppable(preview),
             publish_token: publish.map(|t| t.as_bytes().to_vec()),
             ai_token: stoppable(preview.map(|(_, state)| ("ai", state))),
@@ -932,12 +944,19 @@ mod tests {
     #[test]
     fn the_loader_goes_once_the_workspace_is_seeded_but_never_restarts_a_running_pod() {
         // Not seeded yet: always loaded.
-        assert!(load_workspace(false, 1, &with_template(false)));
-        assert!(load_workspace(false, 0, &with_template(true)));
+        assert!(load_workspace(false, 1, false, &with_template(false)));
+        assert!(load_workspace(false, 0, false, &with_template(true)));
         // Seeded while running with it: kept until the project scales to zero…
-        assert!(load_workspace(true, 1, &with_template(true)));
-        assert!(!load_workspace(true, 0, &with_template(true)));
+        assert!(load_workspace(true, 1, true, &with_template(true)));
+        assert!(!load_workspace(true, 0, true, &with_template(true)));
         // …and not put back when it wakes.
-        assert!(!load_workspace(true, 1, &with_template(false)));
+        assert!(!load_workspace(true, 1, false, &with_template(false)));
+    }
+
+    #[test]
+    fn a_pod_running_the_loader_keeps_it_while_the_stateful_set_is_not_cached_yet() {
+        assert!(load_workspace(true, 1, true, &LiveChildren::default()), "the Ready pod ran it: no restart");
+        assert!(!load_workspace(true, 1, false, &LiveChildren::default()), "nothing runs with it");
+        assert!(!load_workspace(true, 0, true, &LiveChildren::default()), "scaling to zero drops it");
     }
 }
