@@ -66,6 +66,10 @@ struct Results {
     projects: usize,
     date: String,
     checkout: String,
+    /// Which `ooda` ran the operator: the release profile's, or the path given in
+    /// `OODA_BENCH_OPERATOR` (absent from runs before it was kept).
+    #[serde(default = "release_profile")]
+    operator_build: String,
     /// /proc/loadavg's 1-minute figure at the start and at the end.
     load: (f64, f64),
     /// The bed's controller manager's client rate limit, requests/s.
@@ -81,7 +85,17 @@ struct Results {
     sets_ready_s: f64,
     ready_s: f64,
     rss_converged_mib: f64,
+    /// CPU time the leading operator spent until every project was Ready (absent from runs
+    /// before it was kept).
+    #[serde(default = "not_measured")]
+    cpu_converged_s: f64,
     rss_idle_mib: f64,
+    /// At convergence, what of VmRSS is the process's own memory (RssAnon) and what is mapped
+    /// from files, its own code above all (RssFile).
+    #[serde(default = "not_measured")]
+    rss_anon_mib: f64,
+    #[serde(default = "not_measured")]
+    rss_file_mib: f64,
     /// VmRSS, not the peak: what the operator holds once idle.
     rss_resident_mib: f64,
     cache_bytes: f64,
@@ -167,6 +181,8 @@ async fn main() {
     let operator_writes = metric_by_label(&leader_metrics, "ooda_api_writes_total", "kind");
     let cache_bytes = metric_by_label(&leader_metrics, "ooda_cache_bytes", "cache").values().sum();
     let rss_converged = peak_rss_mib(&replicas[leader].0);
+    let cpu_converged = cpu_seconds(&replicas[leader].0);
+    let (rss_anon, rss_file) = (rss_mib(&replicas[leader].0, "RssAnon"), rss_mib(&replicas[leader].0, "RssFile"));
 
     tokio::time::sleep(IDLE_WINDOW).await;
     let idle = apiserver_writes(&client).await;
@@ -207,6 +223,7 @@ async fn main() {
         projects,
         date: k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
         checkout: common::checkout(&repo),
+        operator_build: std::env::var("OODA_BENCH_OPERATOR").unwrap_or_else(|_| release_profile()),
         load: (load_before, load_average()),
         controller_manager_qps: std::env::var("OODA_CONTROLLER_MANAGER_QPS").unwrap_or_else(|_| "20".into()),
         floor_applied_s: floor_applied.as_secs_f64(),
@@ -217,7 +234,10 @@ async fn main() {
         sets_ready_s: sets_ready.as_secs_f64(),
         ready_s: ready.as_secs_f64(),
         rss_converged_mib: rss_converged,
+        cpu_converged_s: cpu_converged,
         rss_idle_mib: rss_idle,
+        rss_anon_mib: rss_anon,
+        rss_file_mib: rss_file,
         rss_resident_mib: rss_resident,
         cache_bytes,
         operator_writes,
@@ -376,12 +396,19 @@ where
 fn start_operator(run: &common::Run, replica: &str) -> (Child, SocketAddr) {
     let http = common::free_port();
     let log = std::env::temp_dir().join(format!("ooda-bench-operator-{replica}-{}.log", run.id));
-    let child = common::ooda(&run.kubeconfig, &log)
+    let binary = operator_binary();
+    let child = common::ooda_build(&binary, &run.kubeconfig, &log)
         .args(["operator", "--config", run.repo.join("examples/operator-config.yaml").to_str().expect("path")])
         .args(["--http-addr", &http.to_string(), "--namespace", &run.home, "--identity", replica])
         .spawn()
         .expect("start operator");
     (child, http)
+}
+
+/// The `ooda` that runs the operator: this build's release binary, or another build of it
+/// (`OODA_BENCH_OPERATOR`: the image's, say, which is optimised across crates).
+fn operator_binary() -> std::path::PathBuf {
+    std::env::var_os("OODA_BENCH_OPERATOR").map_or_else(|| env!("CARGO_BIN_EXE_ooda").into(), Into::into)
 }
 
 /// Which replica leads, once it reconciles.
@@ -463,6 +490,16 @@ fn rss_mib(child: &Child, field: &str) -> f64 {
     kib / 1024.0
 }
 
+/// The CPU time `child` has used, user and system (`/proc/<pid>/schedstat`'s first field, in
+/// nanoseconds).
+fn cpu_seconds(child: &Child) -> f64 {
+    let pid = child.id().expect("running");
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |nanoseconds| nanoseconds / 1e9)
+}
+
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -482,7 +519,7 @@ fn render(dir: &Path) -> String {
     let per_project = |r: &Results, v: f64| v / r.projects as f64;
     let sum = |m: &BTreeMap<String, f64>| m.values().sum::<f64>();
     type Row = (&'static str, fn(&Results) -> f64, &'static str);
-    let rows: [Row; 19] = [
+    let rows: [Row; 22] = [
         ("bed floor: every child applied by the benchmark, no operator", |r| r.floor_applied_s, "s"),
         ("bed floor: every pod Ready", |r| r.floor_ready_s, "s"),
         ("organisations Ready", |r| r.organisations_ready_s, "s"),
@@ -491,7 +528,10 @@ fn render(dir: &Path) -> String {
         ("every pod Ready, with the operator (the floor's measure)", |r| r.sets_ready_s, "s"),
         ("**every project Ready**", |r| r.ready_s, "s"),
         ("**Ready ÷ bed floor**", |r| r.ready_s / r.floor_ready_s, "×"),
+        ("operator CPU time until every project is Ready", |r| r.cpu_converged_s, "s"),
         ("**operator peak RSS (VmHWM) at convergence**", |r| r.rss_converged_mib, "MiB"),
+        ("of its RSS at convergence: its own memory (RssAnon)", |r| r.rss_anon_mib, "MiB"),
+        ("of its RSS at convergence: mapped from files, its code (RssFile)", |r| r.rss_file_mib, "MiB"),
         ("operator peak RSS after the idle window", |r| r.rss_idle_mib, "MiB"),
         ("operator RSS (VmRSS) after the idle window", |r| r.rss_resident_mib, "MiB"),
         ("compact caches (`ooda_cache_bytes`), per project", |r| r.cache_bytes / r.projects as f64, "bytes"),
@@ -544,14 +584,22 @@ fn render(dir: &Path) -> String {
                 .iter()
                 .map(|k| r.operator_writes.get(*k).copied().unwrap_or(0.0))
                 .sum();
+        let organisations: f64 =
+            ["Namespace", "ResourceQuota", "LimitRange", "Role", "RoleBinding", "Organisation", "OrganisationStatus"]
+                .iter()
+                .map(|k| r.operator_writes.get(*k).copied().unwrap_or(0.0))
+                .sum();
         out += &format!(
-            "\n**{} projects** ({}, {}, load {:.1} → {:.1}, the controller manager at {} requests/s).\n\n\
-             Operator writes per project by kind: {}. Of these, {:.2} per project are its children.\n\n\
+            "\n**{} projects** ({}, {}, `ooda` from {}, load {:.1} → {:.1}, the controller manager at {} \
+             requests/s).\n\n\
+             Operator writes per project by kind: {}. Of these, {:.2} per project are its children, and {:.2} are \
+             the organisations' own objects and status, not the projects'.\n\n\
              API server writes during the run by resource, all clients ({:.2} per project; the controller manager, \
              scheduler and kwok make pods run): {}.\n",
             r.projects,
             r.date,
             r.checkout,
+            r.operator_build,
             r.load.0,
             r.load.1,
             r.controller_manager_qps,
@@ -561,11 +609,16 @@ fn render(dir: &Path) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             per_project(r, children),
+            per_project(r, organisations),
             per_project(r, sum(&r.apiserver_writes)),
             r.apiserver_writes.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "),
         );
     }
     out
+}
+
+fn release_profile() -> String {
+    "the release profile".to_owned()
 }
 
 fn not_measured() -> f64 {

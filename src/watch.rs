@@ -5,7 +5,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
-use std::sync::{Arc, RwLock};
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
@@ -106,21 +107,27 @@ where
     (store, stream)
 }
 
-/// A cache that holds each object as its JSON rather than as its typed form. Kubernetes' types
-/// give every absent optional field its place in memory (a `Container` is over a kilobyte
-/// before it holds anything), so the JSON of a StatefulSet is a fraction of its typed size; a
-/// read decodes the one object asked for, in microseconds. For caches of thousands of objects
-/// that are read once per reconcile.
+/// A cache that holds each object as its JSON rather than as its typed form, compressed against
+/// the first object it cached. Kubernetes' types give every absent optional field its place in
+/// memory (a `Container` is over a kilobyte before it holds anything), so the JSON of a
+/// StatefulSet is a fraction of its typed size; and the children of a kind that an operator
+/// makes differ only in names, uids and tokens, so with one of them as the compressor's
+/// dictionary each other is mostly references into it. A read decodes the one object asked for,
+/// in microseconds. For caches of thousands of objects that are read once per reconcile.
 pub struct Compact<K: Resource<DynamicType = ()>> {
-    objects: Arc<RwLock<Encoded<K>>>,
+    objects: Arc<RwLock<Encoded>>,
+    /// The dictionary every entry is compressed against: the first object cached, as JSON. Never
+    /// replaced, since the entries need it to decode.
+    dictionary: Arc<OnceLock<Box<[u8]>>>,
+    kind: PhantomData<fn() -> K>,
 }
 
-/// Objects as their JSON, by name.
-type Encoded<K> = HashMap<ObjectRef<K>, Box<[u8]>>;
+/// Objects as their compressed JSON, by `namespace/name` (or `name`).
+type Encoded = HashMap<Box<str>, Box<[u8]>>;
 
 impl<K: Resource<DynamicType = ()>> Clone for Compact<K> {
     fn clone(&self) -> Self {
-        Self { objects: self.objects.clone() }
+        Self { objects: self.objects.clone(), dictionary: self.dictionary.clone(), kind: PhantomData }
     }
 }
 
@@ -129,14 +136,22 @@ where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
 {
     fn new() -> Self {
-        Self { objects: Arc::default() }
+        Self { objects: Arc::default(), dictionary: Arc::default(), kind: PhantomData }
     }
 
     /// The cached object `key` names, decoded.
     pub fn get(&self, key: &ObjectRef<K>) -> Option<Arc<K>> {
+        let name = match key.namespace.as_deref() {
+            Some(namespace) => format!("{namespace}/{}", key.name),
+            None => key.name.clone(),
+        };
         let objects = self.objects.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let json = objects.get(key)?;
-        match serde_json::from_slice(json) {
+        let compressed = objects.get(name.as_str())?;
+        let dictionary = self.dictionary.get().map_or(&[][..], |d| d);
+        let decoded = lz4_flex::block::decompress_size_prepended_with_dict(compressed, dictionary)
+            .map_err(|error| error.to_string())
+            .and_then(|json| serde_json::from_slice(&json).map_err(|error| error.to_string()));
+        match decoded {
             Ok(object) => Some(Arc::new(object)),
             // Cannot happen for what `encode` wrote; a miss makes the caller read or re-apply.
             Err(error) => {
@@ -146,23 +161,26 @@ where
         }
     }
 
-    /// Bytes held for the objects themselves.
+    /// Bytes held for the objects themselves (compressed) and the dictionary.
     pub fn bytes(&self) -> usize {
         let objects = self.objects.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        objects.values().map(|json| json.len()).sum()
+        let dictionary = self.dictionary.get().map_or(0, |d| d.len());
+        dictionary + objects.values().map(|compressed| compressed.len()).sum::<usize>()
     }
 
-    fn key(object: &K) -> ObjectRef<K> {
+    fn key(object: &K) -> Box<str> {
         let meta = object.meta();
-        let key = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
+        let name = meta.name.as_deref().unwrap_or_default();
         match meta.namespace.as_deref() {
-            Some(namespace) => key.within(namespace),
-            None => key,
+            Some(namespace) => format!("{namespace}/{name}").into(),
+            None => name.into(),
         }
     }
 
-    fn encode(object: &K) -> Box<[u8]> {
-        serde_json::to_vec(object).expect("Kubernetes objects serialise").into_boxed_slice()
+    fn encode(&self, object: &K) -> Box<[u8]> {
+        let json = serde_json::to_vec(object).expect("Kubernetes objects serialise");
+        let dictionary = self.dictionary.get_or_init(|| json.clone().into_boxed_slice());
+        lz4_flex::block::compress_prepend_size_with_dict(&json, dictionary).into_boxed_slice()
     }
 }
 
@@ -170,7 +188,7 @@ where
 /// gathered aside and replaces the cache whole when complete, so a relist drops what is gone.
 struct CompactWriter<K: Resource<DynamicType = ()>> {
     cache: Compact<K>,
-    relisting: Option<Encoded<K>>,
+    relisting: Option<Encoded>,
 }
 
 impl<K> CompactWriter<K>
@@ -182,21 +200,22 @@ where
             watcher::Event::Init => self.relisting = Some(HashMap::new()),
             watcher::Event::InitApply(object) => {
                 if let Some(relisting) = self.relisting.as_mut() {
-                    relisting.insert(Compact::key(object), Compact::encode(object));
+                    relisting.insert(Compact::key(object), self.cache.encode(object));
                 }
             }
             watcher::Event::InitDone => {
-                if let Some(listed) = self.relisting.take() {
+                if let Some(mut listed) = self.relisting.take() {
+                    listed.shrink_to_fit();
                     *self.cache.objects.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = listed;
                 }
             }
             watcher::Event::Apply(object) => {
-                let json = Compact::encode(object);
+                let compressed = self.cache.encode(object);
                 self.cache
                     .objects
                     .write()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .insert(Compact::key(object), json);
+                    .insert(Compact::key(object), compressed);
             }
             watcher::Event::Delete(object) => {
                 self.cache
@@ -303,7 +322,6 @@ mod tests {
         writer.apply(&watcher::Event::Delete(b.clone()));
         assert_eq!(cache.get(&key("a")).as_deref(), Some(&changed));
         assert!(cache.get(&key("b")).is_none());
-        assert_eq!(cache.bytes(), serde_json::to_vec(&changed).unwrap().len());
 
         // A relist replaces the cache whole: what it no longer lists is gone.
         writer.apply(&watcher::Event::Init);
@@ -313,27 +331,63 @@ mod tests {
         assert_eq!(cache.get(&key("c")).as_deref(), Some(&c));
     }
 
-    #[test]
-    fn a_compact_cache_holds_a_fraction_of_the_typed_size_of_a_stateful_set() {
-        use k8s_openapi::api::apps::v1::StatefulSet;
-        let set: StatefulSet = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": "web", "namespace": "ns" },
+    fn stateful_set(name: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "namespace": "org-acme",
+                "uid": format!("{:08x}-7d1c-4b7e-9a51-0c2f4e6b8a13", name.len() * 7919),
+                "labels": { "app.kubernetes.io/managed-by": "ooda", "ooda.run/project": name },
+                "annotations": { "ooda.run/applied-hash": format!("{:016x}", name.len() * 104_729) },
+            },
             "spec": {
-                "selector": { "matchLabels": { "app": "web" } },
+                "replicas": 1,
+                "serviceName": name,
+                "selector": { "matchLabels": { "ooda.run/project": name } },
                 "template": {
-                    "metadata": { "labels": { "app": "web" } },
+                    "metadata": { "labels": { "ooda.run/project": name } },
                     "spec": {
-                        "initContainers": [{ "name": "loader", "image": "loader:1" }],
-                        "containers": [{ "name": "workspace", "image": "workspace:1" }],
+                        "runtimeClassName": "gvisor",
+                        "initContainers": [{ "name": "loader", "image": "ghcr.io/ooda/loader:1" }],
+                        "containers": [{
+                            "name": "workspace",
+                            "image": "ghcr.io/ooda/workspace:1",
+                            "ports": [{ "name": "web", "containerPort": 3000 }],
+                            "resources": { "limits": { "cpu": "100m", "memory": "128Mi" } },
+                            "volumeMounts": [{ "name": "workspace", "mountPath": "/workspace" }],
+                        }],
+                        "volumes": [{ "name": "workspace", "persistentVolumeClaim": { "claimName": format!("{name}-workspace") } }],
                     },
                 },
             },
         }))
-        .unwrap();
-        let json = Compact::encode(&set).len();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_compact_cache_holds_a_fraction_of_the_typed_size_of_a_stateful_set() {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        let set = stateful_set("web");
+        let json = serde_json::to_vec(&set).unwrap().len();
         let typed = std::mem::size_of::<StatefulSet>()
             + std::mem::size_of::<k8s_openapi::api::core::v1::PodSpec>()
             + 2 * std::mem::size_of::<k8s_openapi::api::core::v1::Container>();
         assert!(json * 4 < typed, "{json} bytes of JSON against at least {typed} bytes typed");
+    }
+
+    #[test]
+    fn siblings_of_one_kind_cost_a_fraction_of_their_json_and_decode_as_they_were() {
+        let cache = Compact::new();
+        let mut writer = CompactWriter { cache: cache.clone(), relisting: None };
+        let sets: Vec<_> = (0..200).map(|i| stateful_set(&format!("project-{i}"))).collect();
+        for set in &sets {
+            writer.apply(&watcher::Event::Apply(set.clone()));
+        }
+        let json: usize = sets.iter().map(|set| serde_json::to_vec(set).unwrap().len()).sum();
+        assert!(cache.bytes() * 4 < json, "{} bytes held for {json} bytes of JSON", cache.bytes());
+        for set in &sets {
+            let key = ObjectRef::from_obj(set);
+            assert_eq!(cache.get(&key).as_deref(), Some(set));
+        }
     }
 }
