@@ -107,6 +107,15 @@ pub async fn running_project(s: &Setup, name: &str, port: u16, idle_timeout: &st
     (host, preview.body["token"].as_str().expect("token").to_owned())
 }
 
+/// A [`running_project`] whose pod answers its previews: a stand-in dev server listens on the
+/// pod's address. Returns the preview host and token, and the server's task.
+pub async fn serving_project(s: &Setup, name: &str) -> (String, String, tokio::task::JoinHandle<()>) {
+    let port = dev_port();
+    let (host, token) = running_project(s, name, port, "15m").await;
+    let ip = pod_ip(&s.world.client, &format!("org-{}", s.org), name).await;
+    (host, token, upstream(std::net::SocketAddr::new(ip, port)).await)
+}
+
 #[tokio::test]
 async fn sign_in_create_a_project_and_reach_it_through_the_preview_proxy() {
     let s = setup("gw-preview").await;
@@ -191,10 +200,7 @@ async fn sign_in_create_a_project_and_reach_it_through_the_preview_proxy() {
 #[tokio::test]
 async fn a_stopped_or_deleted_project_is_refused_within_a_second_and_not_woken() {
     let s = setup("gw-stop").await;
-    let port = dev_port();
-    let (host, token) = running_project(&s, "halt", port, "15m").await;
-    let ip = pod_ip(&s.world.client, &format!("org-{}", s.org), "halt").await;
-    let _dev = upstream(std::net::SocketAddr::new(ip, port)).await;
+    let (host, token, _dev) = serving_project(&s, "halt").await;
     let browser = s.gateway.preview_client(&host);
     let get = || browser.get(s.gateway.preview_url(&host, "/")).header("x-ooda-preview-token", &token).send();
     assert_eq!(get().await.expect("answer").status(), StatusCode::OK);
@@ -222,10 +228,7 @@ async fn a_stopped_or_deleted_project_is_refused_within_a_second_and_not_woken()
     assert_eq!(projects.get("halt").await.expect("project").status.expect("status").phase, Some(Phase::Stopped));
 
     // Deleting a running project (admin) closes its preview as promptly.
-    let port = dev_port();
-    let (host, token) = running_project(&s, "gone", port, "15m").await;
-    let ip = pod_ip(&s.world.client, &format!("org-{}", s.org), "gone").await;
-    let _dev = upstream(std::net::SocketAddr::new(ip, port)).await;
+    let (host, token, _dev) = serving_project(&s, "gone").await;
     let browser = s.gateway.preview_client(&host);
     let get = || browser.get(s.gateway.preview_url(&host, "/")).header("x-ooda-preview-token", &token).send();
     assert_eq!(get().await.expect("answer").status(), StatusCode::OK);
@@ -1196,10 +1199,7 @@ async fn a_gateway_cut_off_from_the_api_server_refuses_previews_within_its_bound
     // token revoked (the project stopped) while the gateway could not see it.
     let stall = Stall::to(api_server_address()).await;
     let s = setup_through("gw-stale", &[], |home| stall.kubeconfig(home)).await;
-    let port = dev_port();
-    let (host, token) = running_project(&s, "cut", port, "15m").await;
-    let ip = pod_ip(&s.world.client, &format!("org-{}", s.org), "cut").await;
-    let _dev = upstream(std::net::SocketAddr::new(ip, port)).await;
+    let (host, token, _dev) = serving_project(&s, "cut").await;
     let browser = s.gateway.preview_client(&host);
     let get = || browser.get(s.gateway.preview_url(&host, "/")).header("x-ooda-preview-token", &token).send();
     assert_eq!(get().await.expect("answer").status(), StatusCode::OK);

@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::accounts::ooda_user;
-use crate::gateway::{ALICE, BOB, dev_port, project_body, running_project, setup};
+use crate::gateway::{ALICE, BOB, dev_port, project_body, running_project, serving_project, setup};
 use crate::gateway_harness::{Gateway, PREVIEW_DOMAIN, add_user, pod_ip, upstream};
 use crate::harness::{api_error, eventually, kubeconfig_path, unique_name, wait_for};
 use crate::operator_harness::{World, organisation_ready};
@@ -323,10 +323,7 @@ async fn refusals_are_json_4xx_never_500_or_plain_text() {
 #[tokio::test]
 async fn preview_and_site_hosts_tell_nothing_about_projects_and_keep_ooda_s_cookie_ooda_s() {
     let s = setup("sec-oracle").await;
-    let port = dev_port();
-    let (host, token) = running_project(&s, "shop", port, "15m").await;
-    let ip = pod_ip(&s.world.client, &format!("org-{}", s.org), "shop").await;
-    let _dev = upstream(std::net::SocketAddr::new(ip, port)).await;
+    let (host, token, _dev) = serving_project(&s, "shop").await;
 
     // A host of no project answers exactly as a real one does without the right token.
     let answer = |host: String, token: Option<&'static str>| {
