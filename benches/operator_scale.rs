@@ -89,6 +89,13 @@ struct Results {
     /// before it was kept).
     #[serde(default = "not_measured")]
     cpu_converged_s: f64,
+    /// CPU time of each of the bed's processes from the floor's first apply until its pods were
+    /// Ready, and from the first organisation until every project was Ready (absent from runs
+    /// before they were kept).
+    #[serde(default)]
+    floor_bed_cpu_s: BTreeMap<String, f64>,
+    #[serde(default)]
+    operator_bed_cpu_s: BTreeMap<String, f64>,
     rss_idle_mib: f64,
     /// At convergence, what of VmRSS is the process's own memory (RssAnon) and what is mapped
     /// from files, its own code above all (RssFile).
@@ -117,7 +124,9 @@ async fn main() {
     let config = OperatorConfig::load(&repo.join("examples/operator-config.yaml")).expect("example configuration");
     let load_before = load_average();
 
+    let bed_before_floor = bed_cpu_seconds();
     let (floor_applied, floor_ready) = floor(&client, &config, projects).await;
+    let floor_bed_cpu = diff(&bed_cpu_seconds(), &bed_before_floor);
     println!("floor: applied after {floor_applied:.1?}, every pod Ready after {floor_ready:.1?}");
 
     let run = common::start_run("operator").await;
@@ -127,6 +136,7 @@ async fn main() {
     let (leader_http, standby_http) = (replicas[leader].1, replicas[standby].1);
 
     let before = apiserver_writes(&client).await;
+    let bed_before_operator = bed_cpu_seconds();
     let started = Instant::now();
     let orgs: Api<Organisation> = Api::all(client.clone());
     for i in 0..ORGANISATIONS {
@@ -177,6 +187,7 @@ async fn main() {
         }
     );
     let converged = apiserver_writes(&client).await;
+    let operator_bed_cpu = diff(&bed_cpu_seconds(), &bed_before_operator);
     let leader_metrics = http_get(leader_http, "/metrics").await;
     let operator_writes = metric_by_label(&leader_metrics, "ooda_api_writes_total", "kind");
     let cache_bytes = metric_by_label(&leader_metrics, "ooda_cache_bytes", "cache").values().sum();
@@ -235,6 +246,8 @@ async fn main() {
         ready_s: ready.as_secs_f64(),
         rss_converged_mib: rss_converged,
         cpu_converged_s: cpu_converged,
+        floor_bed_cpu_s: floor_bed_cpu,
+        operator_bed_cpu_s: operator_bed_cpu,
         rss_idle_mib: rss_idle,
         rss_anon_mib: rss_anon,
         rss_file_mib: rss_file,
@@ -501,14 +514,35 @@ fn rss_mib(child: &Child, field: &str) -> f64 {
     kib / 1024.0
 }
 
-/// The CPU time `child` has used, user and system (`/proc/<pid>/schedstat`'s first field, in
-/// nanoseconds).
+/// The CPU time `child` has used, user and system, over all its threads.
 fn cpu_seconds(child: &Child) -> f64 {
-    let pid = child.id().expect("running");
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |nanoseconds| nanoseconds / 1e9)
+    process_cpu_seconds(child.id().expect("running"))
+}
+
+/// `/proc/<pid>/stat`'s user and system time, every thread's, in seconds.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    /// `sysconf(_SC_CLK_TCK)`, 100 on every Linux this runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and stime
+    // are the 14th and 15th of the line, the 12th and 13th after it.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = after_name.split_whitespace().skip(11).take(2).filter_map(|t| t.parse().ok()).collect();
+    if ticks.len() == 2 { (ticks[0] + ticks[1]) / TICKS_PER_SECOND } else { f64::NAN }
+}
+
+/// The bed's processes by name (`/proc/<pid>/comm`, cut to 15 characters), with their CPU time.
+fn bed_cpu_seconds() -> BTreeMap<String, f64> {
+    const BED: [&str; 5] = ["etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok"];
+    let mut cpu = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if let Some(name) = BED.iter().find(|name| comm.trim() == **name) {
+            *cpu.entry((*name).to_owned()).or_insert(0.0) += process_cpu_seconds(pid);
+        }
+    }
+    cpu
 }
 
 fn load_average() -> f64 {
@@ -624,6 +658,27 @@ fn render(dir: &Path) -> String {
             per_project(r, sum(&r.apiserver_writes)),
             r.apiserver_writes.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "),
         );
+        if !r.floor_bed_cpu_s.is_empty() {
+            let cpu = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+            let floor_total = sum(&r.floor_bed_cpu_s);
+            let operator_total = sum(&r.operator_bed_cpu_s);
+            out += &format!(
+                "\nThe bed's CPU time while the floor's pods came up, then while the operator's projects did: {} \
+                 (all: {floor_total:.1} s, then {operator_total:.1} s; {:.1} s and {:.1} s of it per second of \
+                 each).\n",
+                r.floor_bed_cpu_s
+                    .keys()
+                    .map(|k| format!(
+                        "{k} {:.1} s, then {:.1} s",
+                        cpu(&r.floor_bed_cpu_s, k),
+                        cpu(&r.operator_bed_cpu_s, k)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                floor_total / r.floor_ready_s,
+                operator_total / r.ready_s,
+            );
+        }
     }
     out
 }
