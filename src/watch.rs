@@ -141,12 +141,9 @@ where
 
     /// The cached object `key` names, decoded.
     pub fn get(&self, key: &ObjectRef<K>) -> Option<Arc<K>> {
-        let name = match key.namespace.as_deref() {
-            Some(namespace) => format!("{namespace}/{}", key.name),
-            None => key.name.clone(),
-        };
+        let name = Self::key_of(key.namespace.as_deref(), &key.name);
         let objects = self.objects.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let compressed = objects.get(name.as_str())?;
+        let compressed = objects.get(&name)?;
         let dictionary = self.dictionary.get().map_or(&[][..], |d| d);
         let decoded = lz4_flex::block::decompress_size_prepended_with_dict(compressed, dictionary)
             .map_err(|error| error.to_string())
@@ -170,8 +167,12 @@ where
 
     fn key(object: &K) -> Box<str> {
         let meta = object.meta();
-        let name = meta.name.as_deref().unwrap_or_default();
-        match meta.namespace.as_deref() {
+        Self::key_of(meta.namespace.as_deref(), meta.name.as_deref().unwrap_or_default())
+    }
+
+    /// `namespace/name`, or `name` for what has no namespace.
+    fn key_of(namespace: Option<&str>, name: &str) -> Box<str> {
+        match namespace {
             Some(namespace) => format!("{namespace}/{name}").into(),
             None => name.into(),
         }
@@ -331,14 +332,22 @@ mod tests {
         assert_eq!(cache.get(&key("c")).as_deref(), Some(&c));
     }
 
+    /// A different 64-bit value for every `name` and `salt`, as a uid or hash is.
+    fn digest(name: &str, salt: u8) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one((name, salt))
+    }
+
+    /// A project's StatefulSet as the API server would return it: its uid and applied hash differ
+    /// from every sibling's.
     fn stateful_set(name: &str) -> k8s_openapi::api::apps::v1::StatefulSet {
         serde_json::from_value(serde_json::json!({
             "metadata": {
                 "name": name,
                 "namespace": "org-acme",
-                "uid": format!("{:08x}-7d1c-4b7e-9a51-0c2f4e6b8a13", name.len() * 7919),
+                "uid": format!("{:016x}-{:016x}", digest(name, 1), digest(name, 2)),
                 "labels": { "app.kubernetes.io/managed-by": "ooda", "ooda.run/project": name },
-                "annotations": { "ooda.run/applied-hash": format!("{:016x}", name.len() * 104_729) },
+                "annotations": { "ooda.run/applied-hash": format!("{:016x}", digest(name, 3)) },
             },
             "spec": {
                 "replicas": 1,
@@ -367,12 +376,14 @@ mod tests {
     #[test]
     fn a_compact_cache_holds_a_fraction_of_the_typed_size_of_a_stateful_set() {
         use k8s_openapi::api::apps::v1::StatefulSet;
-        let set = stateful_set("web");
-        let json = serde_json::to_vec(&set).unwrap().len();
+        let cache = Compact::new();
+        let mut writer = CompactWriter { cache: cache.clone(), relisting: None };
+        writer.apply(&watcher::Event::Apply(stateful_set("web")));
+        let held = cache.bytes();
         let typed = std::mem::size_of::<StatefulSet>()
             + std::mem::size_of::<k8s_openapi::api::core::v1::PodSpec>()
             + 2 * std::mem::size_of::<k8s_openapi::api::core::v1::Container>();
-        assert!(json * 4 < typed, "{json} bytes of JSON against at least {typed} bytes typed");
+        assert!(held * 4 < typed, "{held} bytes held against at least {typed} bytes typed");
     }
 
     #[test]
