@@ -75,10 +75,7 @@ where
     K: Resource + k8s_openapi::Resource + Clone + Debug + Serialize + DeserializeOwned,
 {
     let kind = <K as k8s_openapi::Resource>::KIND;
-    let name = match desired.namespace() {
-        Some(namespace) => format!("{namespace}/{}", desired.name_any()),
-        None => desired.name_any(),
-    };
+    let name = child_key(desired);
     let desired_hash = desired.annotations().get(APPLIED_HASH).map(String::as_str).unwrap_or_default();
     let live_hash = live.map(|live| live.annotations().get(APPLIED_HASH).map(String::as_str).unwrap_or_default());
     let written = match ctx.applied.ahead_of_cache(kind, &name, live_hash) {
@@ -115,6 +112,14 @@ pub struct Applied(UntilCached<ChildKey, String>);
 /// A child by kind and `namespace/name`.
 type ChildKey = (&'static str, String);
 
+/// `namespace/name`, or `name` for a cluster-scoped object.
+fn child_key<K: Resource>(object: &K) -> String {
+    match object.namespace() {
+        Some(namespace) => format!("{namespace}/{}", object.name_any()),
+        None => object.name_any(),
+    }
+}
+
 impl Applied {
     /// The hash last applied to `kind` `name` while the cache shows an older one (`live_hash`);
     /// `None` once the cache has caught up, or when the cache holds no such object (it is then
@@ -122,6 +127,13 @@ impl Applied {
     fn ahead_of_cache(&self, kind: &'static str, name: &str, live_hash: Option<&str>) -> Option<String> {
         let live_hash = live_hash?;
         self.0.pending(&(kind, name.to_owned()), |ours| ours == live_hash)
+    }
+
+    /// Whether the cache shows `live` as this process last applied it (or as someone else left
+    /// it, if this process has not applied it).
+    pub fn shows_last_apply<K: Resource + k8s_openapi::Resource>(&self, live: &K) -> bool {
+        let live_hash = live.annotations().get(APPLIED_HASH).map(String::as_str).unwrap_or_default();
+        self.ahead_of_cache(<K as k8s_openapi::Resource>::KIND, &child_key(live), Some(live_hash)).is_none()
     }
 
     /// Whether this process applied `kind` `name` and its cache has not shown that yet.

@@ -302,7 +302,7 @@ async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: Opt
     let (claims, claim_events) =
         sync.compact::<PersistentVolumeClaim>("PersistentVolumeClaim", Api::all(client.clone()), children, keep_all);
     let (stateful_sets, sts_events) =
-        sync.compact::<StatefulSet>("StatefulSet", Api::all(client.clone()), children, project::without_status);
+        sync.compact::<StatefulSet>("StatefulSet", Api::all(client.clone()), children, project::set_as_read);
     let (services, service_events) = sync.compact::<Service>("Service", Api::all(client.clone()), children, keep_all);
     let (policies, policy_events) =
         sync.compact::<NetworkPolicy>("NetworkPolicy (project)", Api::all(client.clone()), children, keep_all);

@@ -21,7 +21,11 @@ pub fn ooda_user(namespace: &str, args: &[&str], password: &str) -> (bool, Strin
         .stderr(Stdio::piped())
         .spawn()
         .expect("run ooda user");
-    child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()).expect("write password");
+    // `ooda user` refuses a bad email before it reads the password, and may be gone already.
+    match child.stdin.take().expect("stdin").write_all(format!("{password}\n").as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write password: {e}"),
+        _ => {}
+    }
     let output = child.wait_with_output().expect("wait for ooda user");
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }

@@ -23,6 +23,10 @@ pub struct Facts {
     /// When the project last went into or out of hibernation (its `Hibernated` condition's
     /// transition): during a wake, the pod scaled away at hibernation was Ready before it.
     pub hibernation_changed: Option<Timestamp>,
+    /// The StatefulSet's controller has acted on the StatefulSet as this process last applied it,
+    /// running at least one replica. A pod Ready since before the hibernation is then one it
+    /// kept: the wake came before the controller ever saw the scale to zero.
+    pub set_caught_up: bool,
     pub now: Timestamp,
 }
 
@@ -76,10 +80,12 @@ pub fn decide(facts: &Facts) -> Decision {
     }
     let waking = matches!(facts.previous_phase, Some(Phase::Hibernated | Phase::Waking));
     // A wake is complete when the woken pod is Ready, not the one scaled away at hibernation,
-    // which the cache may still show Ready until its deletion arrives: during a wake, only a
-    // pod Ready since the project hibernated counts (to the second, as conditions' times are).
+    // which the cache may still show Ready until its deletion arrives: during a wake, a pod
+    // Ready since before the project hibernated (to the second, as conditions' times are) counts
+    // only once the StatefulSet's controller has shown that it kept that pod.
     let scaled_away = |since: Timestamp| facts.hibernation_changed.is_some_and(|h| since.as_second() < h.as_second());
-    let pod_ready = facts.pod_ready && !(waking && facts.ready_since.is_some_and(scaled_away));
+    let from_before = facts.ready_since.is_some_and(scaled_away);
+    let pod_ready = facts.pod_ready && !(waking && from_before && !facts.set_caught_up);
     let (phase, completed_wake) = match (pod_ready, waking) {
         (true, true) => (Phase::Running, Some(elapsed(last_activity, facts.now))),
         (true, false) => (Phase::Running, None),
@@ -118,6 +124,7 @@ mod tests {
             pod_ready: true,
             ready_since: Some(at(-5)),
             hibernation_changed: None,
+            set_caught_up: true,
             now: at(10),
         }
     }
@@ -218,6 +225,7 @@ mod tests {
             pod_ready: true,
             ready_since: Some(at(-500)),
             hibernation_changed: Some(at(50)),
+            set_caught_up: false,
             now: at(101),
             ..facts()
         };
@@ -234,6 +242,25 @@ mod tests {
             ..woken
         });
         assert_eq!((d.phase, d.completed_wake), (Phase::Running, Some(Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn a_wake_before_the_controller_saw_the_hibernation_completes_on_the_pod_it_kept() {
+        // Hibernated at 50 and woken at 51, before the StatefulSet's controller had acted on
+        // zero replicas: it never deletes the pod, which stays Ready since before the hibernation.
+        let woken = Facts {
+            previous_phase: Some(Phase::Waking),
+            last_activity: at(51),
+            pod_ready: true,
+            ready_since: Some(at(-500)),
+            hibernation_changed: Some(at(51)),
+            set_caught_up: false,
+            now: at(52),
+            ..facts()
+        };
+        assert_eq!(decide(&woken).phase, Phase::Waking, "the controller may yet delete it");
+        let d = decide(&Facts { set_caught_up: true, now: at(53), ..woken });
+        assert_eq!((d.replicas, d.phase, d.completed_wake), (1, Phase::Running, Some(Duration::from_secs(2))));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, Pod, PodSpec, PodStatus, Secret, Service, ServiceAccount,
@@ -206,6 +206,8 @@ struct Observed {
     last_signal: Option<String>,
     pod_ready: bool,
     ready_since: Option<Timestamp>,
+    /// See [`lifecycle::Facts::set_caught_up`].
+    set_caught_up: bool,
     /// The workspace claim is annotated as seeded, or a Ready pod ran the loader on it.
     workspace_seeded: bool,
     /// The project's pod is Ready (and not being deleted) and was started with the loader.
@@ -288,11 +290,20 @@ async fn observe(
         true => token_secret(ctx, &namespace, ai_secret_name(&name)),
         false => caches.secrets.get(&object_ref(&namespace, ai_secret_name(&name))),
     };
+    let stateful_set = caches.stateful_sets.get(&object_ref(&namespace, name.clone()));
+    let set_caught_up = stateful_set.as_deref().is_some_and(|set| {
+        let running = set.spec.as_ref().is_some_and(|spec| spec.replicas.unwrap_or(1) > 0);
+        let observed = set.status.as_ref().and_then(|status| status.observed_generation);
+        running
+            && observed.is_some_and(|observed| Some(observed) >= set.metadata.generation)
+            && ctx.shared.applied.shows_last_apply(set)
+    });
     Ok(Observed {
         last_activity: lease.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map_or(now, |t| t.0),
         last_signal: lease.annotations().get(LAST_SIGNAL).cloned(),
         pod_ready: ready.is_some(),
         ready_since: ready.flatten(),
+        set_caught_up,
         workspace_seeded,
         ready_pod_ran_loader,
         preview_token: StoppableToken::of(preview_secret.as_deref()),
@@ -306,7 +317,7 @@ async fn observe(
             workspace,
             network_policy: caches.network_policies.get(&object_ref(&namespace, name.clone())),
             service: caches.services.get(&object_ref(&namespace, name.clone())),
-            stateful_set: caches.stateful_sets.get(&object_ref(&namespace, name)),
+            stateful_set,
         },
     })
 }
@@ -329,9 +340,11 @@ pub fn pod_as_read(pod: &mut Pod) {
     pod.metadata.owner_references = None;
 }
 
-/// Drops a StatefulSet's status, which is never read: its pod says whether the project is Ready.
-pub fn without_status(set: &mut StatefulSet) {
-    set.status = None;
+/// Cuts a StatefulSet's status down to its observed generation: its pod says whether the project
+/// is Ready, and the generation whether the controller has acted on the last apply.
+pub fn set_as_read(set: &mut StatefulSet) {
+    let observed_generation = set.status.as_ref().and_then(|status| status.observed_generation);
+    set.status = Some(StatefulSetStatus { observed_generation, ..StatefulSetStatus::default() });
 }
 
 /// A token Secret as last written: the cache may not have delivered yet what the last reconcile
@@ -375,6 +388,7 @@ fn plan(
         pod_ready: observed.pod_ready,
         ready_since: observed.ready_since,
         hibernation_changed: old.conditions.iter().find(|c| c.type_ == "Hibernated").map(|c| c.last_transition_time.0),
+        set_caught_up: observed.set_caught_up,
         now,
     });
     let (last_activity, last_signal) = match decision.renew_activity {
@@ -796,6 +810,7 @@ mod tests {
             last_signal: Some("http".into()),
             pod_ready: true,
             ready_since: Some(Timestamp::from_second(900).unwrap()),
+            set_caught_up: true,
             workspace_seeded: false,
             ready_pod_ran_loader: false,
             preview_token: stoppable(preview),
