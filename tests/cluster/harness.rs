@@ -22,6 +22,14 @@ const CRD_FIELD_MANAGER: &str = "ooda-bed";
 /// The deadline for things the control plane does on its own (scheduling, GC, kwok status).
 pub const SETTLE: Duration = Duration::from_secs(60);
 
+/// The deadline for a namespace with a project in it to go. The namespace controller works in
+/// passes, each over every resource type: the first 5 s after the deletion; while pods are
+/// terminating it waits half their grace period (30 s) before the next; while a claim still
+/// has `kubernetes.io/pvc-protection` (the PVC protection controller's single worker removes
+/// it once the pod is gone), 8 s more. On an idle bed that is about 30 s; with the suite's 16
+/// tests and 200 converging projects beside it, CI has seen it pass 60 s with nothing stuck.
+pub const NAMESPACE_TEARDOWN: Duration = Duration::from_secs(180);
+
 /// Held while a test changes the host's network (the real node's pods come with veths, whose
 /// IPv6 link-local addresses come and go) or must not see it change: Chromium aborts every load
 /// in flight with `ERR_NETWORK_CHANGED` when an address changes. Real-node tests share it; the

@@ -15,7 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 use ooda::crd::{Organisation, Project};
 use serde_json::{Value, json};
 
-use crate::harness::{SETTLE, TEST_LABEL, TestNamespace, eventually, unique_name, wait_for};
+use crate::harness::{NAMESPACE_TEARDOWN, SETTLE, TEST_LABEL, TestNamespace, eventually, unique_name, wait_for};
 use crate::kit::Ooda;
 
 /// What the tests' `ooda` processes log, unless a test asks for more.
@@ -110,6 +110,19 @@ pub fn metric_sum(metrics: &str, name: &str) -> f64 {
         .filter(|l| name.ends_with('}') || l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The operator's API writes so far, by kind: what a window that should be quiet compares, so
+/// that a failure names the kind that was written.
+pub fn writes_by_kind(metrics: &str) -> std::collections::BTreeMap<String, f64> {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("ooda_api_writes_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once(' ')?;
+            Some((labels.trim_end_matches('}').to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 pub use crate::kit::{free_port, http_get};
@@ -209,7 +222,7 @@ impl World {
             if let Some(ns) = namespaces.get_opt(&format!("org-{name}")).await.expect("get namespace") {
                 let (namespace, uid) = (ns.name_any(), ns.metadata.uid.unwrap_or_default());
                 let gone = await_condition(namespaces.clone(), &namespace, conditions::is_deleted(&uid));
-                if tokio::time::timeout(SETTLE, gone).await.is_err() {
+                if tokio::time::timeout(NAMESPACE_TEARDOWN, gone).await.is_err() {
                     panic!("{}", self.why_namespace_stays(&namespace).await);
                 }
             }
@@ -220,7 +233,7 @@ impl World {
     /// What holds a namespace that does not go: its deletion conditions, what is left in it
     /// with finalizers or still terminating, and what the operator logged of note.
     async fn why_namespace_stays(&self, name: &str) -> String {
-        let mut story = vec![format!("{name} still exists after {SETTLE:?}")];
+        let mut story = vec![format!("{name} still exists after {NAMESPACE_TEARDOWN:?}")];
         let namespace = Api::<Namespace>::all(self.client.clone()).get_opt(name).await.ok().flatten();
         for condition in namespace.and_then(|ns| ns.status?.conditions).unwrap_or_default() {
             if condition.status == "True" {
