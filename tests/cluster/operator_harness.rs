@@ -102,27 +102,31 @@ impl Operator {
     }
 }
 
-/// Sum of a counter family in Prometheus text (every label set).
-pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+/// A metric's series in Prometheus text, by label set (`{kind="Pod"}`; empty for a series
+/// without labels, or when `name` names one label set itself).
+fn metric_series(metrics: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
     metrics
         .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| name.ends_with('}') || l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .filter_map(|l| l.strip_prefix(name))
+        .filter(|rest| name.ends_with('}') || rest.starts_with(['{', ' ']))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once(' ')?;
+            Some((labels.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sum of a counter family in Prometheus text (every label set).
+pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metric_series(metrics, name).values().sum()
 }
 
 /// The operator's API writes so far, by kind: what a window that should be quiet compares, so
-/// that a failure names the kind that was written.
+/// that a failure names the kind that was written. Called once the operator has written.
 pub fn writes_by_kind(metrics: &str) -> std::collections::BTreeMap<String, f64> {
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("ooda_api_writes_total{"))
-        .filter_map(|l| {
-            let (labels, value) = l.rsplit_once(' ')?;
-            Some((labels.trim_end_matches('}').to_owned(), value.parse().ok()?))
-        })
-        .collect()
+    let writes = metric_series(metrics, "ooda_api_writes_total");
+    assert!(!writes.is_empty(), "the operator counts its writes:\n{metrics}");
+    writes
 }
 
 pub use crate::kit::{free_port, http_get};
