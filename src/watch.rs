@@ -7,19 +7,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
-use kube::api::{Api, WatchEvent, WatchParams};
+use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use tracing::{debug, error, info};
+use tracing::error;
 
 /// Watches that have yet to deliver their initial list, by name.
 #[derive(Clone)]
@@ -262,64 +260,6 @@ where
     (cache, stream)
 }
 
-/// How a watch gets what exists when it starts: by pages of a list, each decoded whole before
-/// its objects are cached, or streamed as watch events (Kubernetes' WatchList,
-/// `sendInitialEvents`), one object at a time. Streaming keeps the peak of a process that starts
-/// a dozen watches over thousands of objects at once (a new leader) near its converged size;
-/// paged lists are what every server serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitialList {
-    Paged,
-    Streamed,
-}
-
-impl InitialList {
-    /// Whether the API server streams initial lists, asked with a watch that has nothing to
-    /// stream (no namespace has a name with a dot): a server that does ends the initial events
-    /// with a bookmark saying so. A refusal (the WatchList feature off, as it is by default in
-    /// Kubernetes 1.30, 1.31 and 1.33), an error or no answer means paged lists.
-    pub async fn of_server(namespaces: &Api<Namespace>) -> Self {
-        let params = WatchParams::streaming_lists().fields("metadata.name=ooda.invalid").timeout(5);
-        let first = tokio::time::timeout(Duration::from_secs(10), async {
-            let events = namespaces.watch(&params, "0").await?;
-            futures::pin_mut!(events);
-            events.next().await.transpose()
-        })
-        .await;
-        let strategy = match first {
-            Ok(Ok(first)) => Self::after(first.as_ref()),
-            Ok(Err(error)) => {
-                debug!(%error, "the API server refused a streamed list");
-                Self::Paged
-            }
-            Err(_) => Self::Paged,
-        };
-        info!(?strategy, "initial lists of watches");
-        strategy
-    }
-
-    /// The strategy a probe's first event shows.
-    fn after(first: Option<&WatchEvent<Namespace>>) -> Self {
-        match first {
-            Some(WatchEvent::Bookmark(bookmark)) if bookmark.metadata.annotations.contains_key(INITIAL_EVENTS_END) => {
-                Self::Streamed
-            }
-            _ => Self::Paged,
-        }
-    }
-
-    /// `config` set to list this way, `page` objects at a time when paged.
-    pub fn apply(self, config: watcher::Config, page: u32) -> watcher::Config {
-        match self {
-            Self::Paged => config.page_size(page),
-            Self::Streamed => config.streaming_lists(),
-        }
-    }
-}
-
-/// The annotation on the bookmark that ends a streamed initial list.
-const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
-
 /// Passes `event` on, first yielding to the runtime if this task has used its time slice. A
 /// backlog of events is always ready, and the channels they come through do not count towards
 /// tokio's budget: without this, one poll could apply thousands of them while nothing else in the
@@ -351,59 +291,6 @@ mod tests {
         b.done();
         tokio::time::timeout(std::time::Duration::from_secs(1), waiting).await.expect("woken").unwrap();
         assert!(readiness.is_ready());
-    }
-
-    fn watch_event(json: serde_json::Value) -> WatchEvent<Namespace> {
-        serde_json::from_value(json).expect("a watch event")
-    }
-
-    #[test]
-    fn initial_lists_are_streamed_only_after_the_bookmark_that_ends_streamed_events() {
-        let bookmark = |annotations: serde_json::Value| {
-            watch_event(serde_json::json!({
-                "type": "BOOKMARK",
-                "object": { "kind": "Namespace", "apiVersion": "v1",
-                            "metadata": { "resourceVersion": "12", "annotations": annotations } },
-            }))
-        };
-        let ended = bookmark(serde_json::json!({ "k8s.io/initial-events-end": "true" }));
-        assert_eq!(InitialList::after(Some(&ended)), InitialList::Streamed);
-        // A plain bookmark, or an object: a server that ignored the request and watches as ever.
-        assert_eq!(InitialList::after(Some(&bookmark(serde_json::json!({})))), InitialList::Paged);
-        let added = watch_event(serde_json::json!({
-            "type": "ADDED",
-            "object": { "kind": "Namespace", "apiVersion": "v1", "metadata": { "name": "default" } },
-        }));
-        assert_eq!(InitialList::after(Some(&added)), InitialList::Paged);
-        assert_eq!(InitialList::after(None), InitialList::Paged, "the watch ended with nothing");
-    }
-
-    #[tokio::test]
-    async fn a_server_that_refuses_streamed_lists_gets_paged_ones() {
-        use http_body_util::BodyExt;
-        type Body = kube::client::Body;
-        let (service, mut server) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
-        let probe =
-            tokio::spawn(async move { InitialList::of_server(&Api::all(kube::Client::new(service, "default"))).await });
-        let (request, respond) = server.next_request().await.expect("the probe asks");
-        let query = request.uri().query().unwrap_or_default().to_owned();
-        assert!(query.contains("sendInitialEvents=true"), "{query}");
-        assert!(query.contains("resourceVersionMatch=NotOlderThan"), "{query}");
-        assert!(request.into_body().collect().await.expect("a body").to_bytes().is_empty());
-        // What Kubernetes 1.33 answers with its default feature gates.
-        let refusal = serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
-            "message": "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: \
-                        sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
-        });
-        respond.send_response(
-            http::Response::builder()
-                .status(422)
-                .header("content-type", "application/json")
-                .body(Body::from(refusal.to_string().into_bytes()))
-                .expect("a response"),
-        );
-        assert_eq!(probe.await.expect("the probe ends"), InitialList::Paged);
     }
 
     fn config_map(name: &str, value: &str) -> k8s_openapi::api::core::v1::ConfigMap {

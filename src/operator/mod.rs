@@ -39,7 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, OperatorConfig};
 use crate::crd::{Organisation, Project, names};
-use crate::watch::{Compact, InitialList, ManagedFields, Readiness};
+use crate::watch::{Compact, ManagedFields, Readiness};
 use context::{Context, ExternalCleanup};
 use http::Health;
 use metrics::Metrics;
@@ -93,7 +93,6 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
     let cleanups: Vec<Arc<dyn ExternalCleanup>> =
         vec![Arc::new(cleanup::SitesPurge { buckets, client: client.clone() })];
-    let initial_list = InitialList::of_server(&Api::all(client.clone())).await;
 
     let mut elector = leader::LeaderElector::new(
         Api::namespaced(client.clone(), &options.namespace),
@@ -129,7 +128,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         // The controllers and the renewals run as tasks of their own: however much work the
         // controllers have queued (a backlog of watch events on a busy machine), it must not delay
         // a renewal past the lease's deadline, nor keep this loop from seeing that one failed.
-        let mut controllers = tokio::spawn(run_controllers(shared, health.clone(), options.clone(), initial_list));
+        let mut controllers = tokio::spawn(run_controllers(shared, health.clone(), options.clone()));
         let mut renewer = elector.clone();
         let mut renewing = tokio::spawn(async move { renewer.hold().await });
         let lost = tokio::select! {
@@ -176,10 +175,10 @@ async fn wait_for_crds(client: &Client) -> Result<(), kube::Error> {
     Ok(())
 }
 
-/// Objects per page of a watch's initial list, where the API server does not stream them. A
-/// page is decoded whole before its objects are cached one by one, so at thousands of projects
-/// the pages (a dozen watches listing at once when a replica takes over) would make the
-/// operator's peak memory; smaller pages cost a few more requests at start only.
+/// Objects per page of a watch's initial list. A page is decoded whole before its objects are
+/// cached one by one, so at thousands of projects the pages (a dozen watches listing at once when
+/// a replica takes over) would make the operator's peak memory; smaller pages cost a few more
+/// requests at start only.
 const LIST_PAGE: u32 = 100;
 
 /// Every cache the controllers read, registered with one readiness that the controllers (and
@@ -187,7 +186,6 @@ const LIST_PAGE: u32 = 100;
 struct Caches {
     readiness: Readiness,
     metrics: Arc<Metrics>,
-    initial_list: InitialList,
 }
 
 impl Caches {
@@ -201,7 +199,7 @@ impl Caches {
     where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
-        let mut config = self.initial_list.apply(watcher::Config::default(), LIST_PAGE);
+        let mut config = watcher::Config::default().page_size(LIST_PAGE);
         if let Some(labels) = labels {
             config = config.labels(labels);
         }
@@ -222,7 +220,7 @@ impl Caches {
     where
         K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        let config = self.initial_list.apply(watcher::Config::default().labels(labels), LIST_PAGE);
+        let config = watcher::Config::default().labels(labels).page_size(LIST_PAGE);
         let listed = self.readiness.register(name);
         let (cache, events) = crate::watch::compact_reflector(api, config, prune, listed);
         let measured = cache.clone();
@@ -247,12 +245,12 @@ impl Caches {
     }
 }
 
-async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: Options, initial_list: InitialList) {
+async fn run_controllers(shared: Arc<Context>, health: Arc<Health>, options: Options) {
     let client = shared.client.clone();
     let org_children = names::managed_selector() + &format!(",!{}", names::PROJECT);
     let project_children = names::managed_selector() + &format!(",{}", names::PROJECT);
     let org_selector = options.organisation_selector.as_deref();
-    let sync = Caches { readiness: health.caches.clone(), metrics: shared.metrics.clone(), initial_list };
+    let sync = Caches { readiness: health.caches.clone(), metrics: shared.metrics.clone() };
 
     // Organisation controller.
     let (organisation_store, organisation_events) =

@@ -8,8 +8,7 @@ use ooda::crd::{Organisation, Project};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    FIELD_MANAGER, SETTLE, TEST_LABEL, TestNamespace, api_error, client, install_crds, unique_name, wait_deleted,
-    wait_for,
+    FIELD_MANAGER, TEST_LABEL, TestNamespace, api_error, client, install_crds, unique_name, wait_deleted, wait_for,
 };
 
 fn organisation(name: &str, jurisdiction: &str) -> Value {
@@ -68,36 +67,6 @@ async fn crds_install_and_become_established() {
     // Established means served: listing both kinds works.
     Api::<Organisation>::all(client.clone()).list(&Default::default()).await.expect("list organisations");
     Api::<Project>::all(client.clone()).list(&Default::default()).await.expect("list projects");
-}
-
-/// The operator's watches stream their initial lists where the API server does (Kubernetes 1.34
-/// on, by default): its probe sees that this one does, and a cache filled that way holds what a
-/// list shows, and only what its selector selects.
-#[tokio::test]
-async fn initial_lists_are_streamed_here_and_fill_a_cache_as_a_list_would() {
-    use futures::StreamExt;
-    use kube::runtime::reflector::ObjectRef;
-    use ooda::watch::{InitialList, Readiness, compact_reflector};
-    let client = client().await;
-    let strategy = InitialList::of_server(&Api::all(client.clone())).await;
-    assert_eq!(strategy, InitialList::Streamed, "Kubernetes 1.36 streams initial lists");
-
-    let ns = TestNamespace::create(&client, "streamed").await;
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    for (name, selected) in [("a", "yes"), ("b", "yes"), ("c", "no")] {
-        let map: ConfigMap = parse(json!({ "metadata": { "name": name, "labels": { "streamed": selected } } }));
-        maps.create(&PostParams::default(), &map).await.expect("create ConfigMap");
-    }
-    let readiness = Readiness::default();
-    let config = strategy.apply(kube::runtime::watcher::Config::default().labels("streamed=yes"), 1);
-    let (cache, events) = compact_reflector(maps.clone(), config, |_| {}, readiness.register("ConfigMap"));
-    let following = tokio::spawn(events.for_each(|_| std::future::ready(())));
-    tokio::time::timeout(SETTLE, readiness.ready()).await.expect("the streamed list ends");
-    following.abort();
-    let cached = |name: &str| cache.get(&ObjectRef::new(name).within(&ns.name)).is_some();
-    assert!(cached("a") && cached("b"), "both selected ConfigMaps are cached");
-    assert!(!cached("c"), "the unselected one is not");
-    ns.cleanup().await;
 }
 
 #[tokio::test]
