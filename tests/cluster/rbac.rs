@@ -32,9 +32,15 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
     let test = unique_name("rbac");
     let home = TestNamespace::create(&client, &test).await;
     crate::operator_harness::add_s3_credentials(&home).await;
-    let identity = ServiceAccountIdentity::create(&client, &test, &home, "operator", false).await;
-
+    // Started before its ClusterRoleBinding exists, as `helm install` can start it before the API
+    // server's authorizer has seen the binding: refused, it waits, and comes up once bound.
+    let identity = ServiceAccountIdentity::create_unbound(&client, &test, &home, "operator", false).await;
     let operator = Operator::start_as(&test, &home.name, "ooda-operator", identity.kubeconfig.clone()).await;
+    let refused = operator.process.logged("cannot watch the CRD yet").await;
+    assert!(refused.contains("forbidden"), "{refused}");
+    let (status, why) = crate::operator_harness::http_get(operator.http, "/readyz").await.expect("GET /readyz");
+    assert_eq!((status, why.as_str()), (503, "waiting for the ooda.run CRDs to be established"));
+    identity.bind(&client).await;
     operator.wait_ready("leader").await;
     let config = crate::operator_harness::example_config();
     let world = World { client: client.clone(), test: test.clone(), home, operator, config };
@@ -253,12 +259,27 @@ fn sites_archive() -> Vec<u8> {
 /// component (and, with `namespaced_role`, to the component's Role in `home`), with a kubeconfig
 /// that authenticates as it and nothing else.
 struct ServiceAccountIdentity {
-    binding: String,
+    /// Binds the component's ClusterRole to the ServiceAccount.
+    binding: ClusterRoleBinding,
     kubeconfig: PathBuf,
 }
 
 impl ServiceAccountIdentity {
+    /// The ServiceAccount of ooda's `component`, bound to the chart's roles.
     async fn create(client: &Client, test: &str, home: &TestNamespace, component: &str, namespaced_role: bool) -> Self {
+        let identity = Self::create_unbound(client, test, home, component, namespaced_role).await;
+        identity.bind(client).await;
+        identity
+    }
+
+    /// The same, with the ClusterRole not bound yet (`bind` does).
+    async fn create_unbound(
+        client: &Client,
+        test: &str,
+        home: &TestNamespace,
+        component: &str,
+        namespaced_role: bool,
+    ) -> Self {
         let name = &format!("ooda-{component}");
         let chart = |kind: &str| {
             let path = crate::harness::repo().join(format!("charts/ooda/templates/{component}-{kind}.yaml"));
@@ -297,14 +318,12 @@ impl ServiceAccountIdentity {
         let account: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": name } })).expect("sa");
         accounts.create(&PostParams::default(), &account).await.expect("create ServiceAccount");
         let subjects = json!([{ "kind": "ServiceAccount", "name": name, "namespace": home.name }]);
-        let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
         let binding: ClusterRoleBinding = serde_json::from_value(json!({
             "metadata": { "name": test, "labels": { "ooda.run/test": test } },
             "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
             "subjects": subjects,
         }))
         .expect("binding");
-        bindings.create(&PostParams::default(), &binding).await.expect("create binding");
         if namespaced_role {
             let role: Role = serde_yaml::from_str(&chart("role")).expect("Role YAML");
             home.api::<Role>().create(&PostParams::default(), &role).await.expect("create Role");
@@ -328,12 +347,19 @@ impl ServiceAccountIdentity {
             .expect("token status")
             .token
             .expect("token");
-        Self { binding: test.to_owned(), kubeconfig: service_account_kubeconfig(test, &token) }
+        Self { binding, kubeconfig: service_account_kubeconfig(test, &token) }
+    }
+
+    async fn bind(&self, client: &Client) {
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&PostParams::default(), &self.binding)
+            .await
+            .expect("create binding");
     }
 
     async fn remove(self, client: &Client) {
         Api::<ClusterRoleBinding>::all(client.clone())
-            .delete(&self.binding, &Default::default())
+            .delete(self.binding.metadata.name.as_deref().expect("binding name"), &Default::default())
             .await
             .expect("delete binding");
         std::fs::remove_file(self.kubeconfig).expect("remove kubeconfig");

@@ -138,18 +138,25 @@ impl Ooda {
             .expect("wait for ooda")
     }
 
+    /// The first log line with `message`, waiting up to 30 s for it.
+    pub async fn logged(&self, message: &str) -> String {
+        let what = format!("`{message}` in {}", self.log.display());
+        eventually(Duration::from_secs(30), &what, || async {
+            let log = tokio::fs::read_to_string(&self.log).await.ok()?;
+            log.lines().find(|line| line.contains(message)).map(str::to_owned)
+        })
+        .await
+    }
+
     /// The address in field `field` of the first log line with `message`, waiting for it. Tests
     /// start `ooda` on port 0 and learn the bound address here: a port picked free and released
     /// beforehand can be taken by another test's process in between.
     pub async fn bound_address(&self, message: &str, field: &str) -> SocketAddr {
+        let line = self.logged(message).await;
         let prefix = format!("{field}=");
-        let what = format!("`{message}` with {field} in {}", self.log.display());
-        eventually(Duration::from_secs(30), &what, || async {
-            let log = tokio::fs::read_to_string(&self.log).await.ok()?;
-            let line = log.lines().find(|line| line.contains(message))?;
-            line.split_whitespace().find_map(|word| word.strip_prefix(&prefix)?.parse().ok())
-        })
-        .await
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {field} of: {line}"))
     }
 }
 
