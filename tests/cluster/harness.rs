@@ -145,16 +145,24 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
-/// Waits, by watch, until `condition` holds for the named object; panics at the deadline.
+/// Waits, by watch, until `condition` holds for the named object; panics at the deadline with
+/// the object's status then, which tells a controller that never acted from one that got stuck.
 pub async fn wait_for<K>(api: &Api<K>, name: &str, condition: impl Condition<K>) -> K
 where
-    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + Send + 'static,
+    K: Resource + Clone + std::fmt::Debug + DeserializeOwned + serde::Serialize + Send + 'static,
 {
     match tokio::time::timeout(SETTLE, await_condition(api.clone(), name, condition)).await {
         Ok(Ok(Some(object))) => object,
         Ok(Ok(None)) => panic!("{name} does not exist"),
         Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => panic!("{name} did not reach the expected state within {SETTLE:?}"),
+        Err(_) => {
+            let status = match api.get_opt(name).await {
+                Ok(Some(object)) => serde_json::to_value(object).expect("JSON")["status"].to_string(),
+                Ok(None) => "gone".to_owned(),
+                Err(error) => format!("unreadable: {error}"),
+            };
+            panic!("{name} did not reach the expected state within {SETTLE:?}; its status now: {status}")
+        }
     }
 }
 

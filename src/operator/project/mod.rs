@@ -22,7 +22,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, instrument};
+use tracing::{debug, info, instrument};
 
 use crate::crd::conditions::{self, Progress};
 use crate::crd::names::{
@@ -71,6 +71,7 @@ pub async fn reconcile(project: Arc<Project>, ctx: Arc<ProjectContext>) -> Resul
         organisation_of_namespace(&namespace).and_then(|name| ctx.children.organisations.get(&ObjectRef::new(name)));
     // Another operator instance manages the organisations outside our selector.
     if ctx.shared.organisation_selector.is_some() && organisation.is_none() {
+        debug!("no organisation of this operator's for the namespace (or none cached yet); waiting for a change");
         return Ok(Action::await_change());
     }
     let finalized = project.finalizers().iter().any(|f| f == FINALIZER);
