@@ -24,11 +24,15 @@ snapshot() { # snapshot DIR
   # The bed's processes: anything run from its cache or directory, or naming either (components,
   # shims, gVisor sandboxes, pause), or listening on its outside address (the relays). A container's own processes live in the pod cgroups, which
   # cannot be removed while any is left (the cgroups line above would show it). Other processes
-  # of the machine come and go on their own and are not the bed's to account for.
+  # of the machine come and go on their own and are not the bed's to account for, nor is a
+  # compiler writing into cargo's target directories in the cache (a build beside this test).
   for proc in /proc/[0-9]*; do
     exe="$(readlink "$proc/exe" 2>/dev/null)" || continue
     args="$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null)" || continue
-    case "$exe $args" in *"$cache"* | *"$bed_dir"* | *"bind=$outside_ip,"*) printf '%s\n' "${exe##*/}" ;; esac
+    case "$exe $args" in
+      *"$cache/target"* | *"$cache/fuzz-target"*) ;;
+      *"$cache"* | *"$bed_dir"* | *"bind=$outside_ip,"*) printf '%s\n' "${exe##*/}" ;;
+    esac
   done | sort | uniq -c >"$1/processes"
   cat /proc/sys/net/ipv4/ip_forward >"$1/ip_forward"
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use kube::Resource;
@@ -67,6 +68,34 @@ pub struct Listed {
 impl Listed {
     pub(crate) fn done(&self) {
         self.readiness.pending.send_if_modified(|pending| pending.remove(self.name));
+    }
+}
+
+/// Pacing for a request either process needs before it can start, retried while the API server
+/// refuses it: installed in one `helm install` with its RBAC, a process can start before the API
+/// server's authorizer has seen its bindings, and a 403 then means "not yet". Quick at first,
+/// then a try (and the caller's warning) every 10 s.
+pub struct StartRetry {
+    next: Duration,
+}
+
+impl Default for StartRetry {
+    fn default() -> Self {
+        Self { next: Duration::from_millis(250) }
+    }
+}
+
+impl StartRetry {
+    /// The wait before the next try, doubled for the one after.
+    pub fn wait(&mut self) -> tokio::time::Sleep {
+        let wait = self.next;
+        self.next = (wait * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(wait)
+    }
+
+    /// How long the next `wait` will be, for the caller's warning.
+    pub fn next(&self) -> Duration {
+        self.next
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::gateway::FIELD_MANAGER;
 use crate::gateway::token::{KeyError, KeyRing, SigningKey};
+use crate::watch::StartRetry;
 
 pub const SECRET_NAME: &str = "ooda-gateway-signing-keys";
 
@@ -25,8 +26,25 @@ pub enum KeysError {
     Unreadable(#[from] KeyError),
 }
 
+/// The key ring, as [`load_or_create`] gives it, once the API server lets this gateway read it:
+/// a refused or failed request is retried ([`StartRetry`]), never the end of the process. A
+/// Secret that is there but unreadable is an error.
+pub async fn load_when_allowed(secrets: &Api<Secret>) -> Result<KeyRing, KeysError> {
+    let mut retry = StartRetry::default();
+    loop {
+        match load_or_create(secrets).await {
+            Ok(ring) => return Ok(ring),
+            Err(unreadable @ KeysError::Unreadable(_)) => return Err(unreadable),
+            Err(KeysError::Kube(error)) => {
+                warn!(%error, retry_in = ?retry.next(), "cannot read the session signing keys yet");
+                retry.wait().await;
+            }
+        }
+    }
+}
+
 /// The key ring from the Secret, creating the Secret with a fresh key if there is none.
-pub async fn load_or_create(secrets: &Api<Secret>) -> Result<KeyRing, KeysError> {
+async fn load_or_create(secrets: &Api<Secret>) -> Result<KeyRing, KeysError> {
     if let Some(secret) = secrets.get_opt(SECRET_NAME).await? {
         return Ok(KeyRing::from_secret(&secret)?);
     }

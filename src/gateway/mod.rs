@@ -31,7 +31,7 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -252,8 +252,18 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     if settings.public_port == Some(0) {
         settings.public_port = Some(addr.port());
     }
+    // Health first: the signing keys may take a while (see `keys::load_when_allowed`), and until
+    // then the process is alive but not ready.
+    let started = Arc::new(OnceLock::new());
+    let health_router = health_router(started.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(health, health_router).await {
+            error!(%error, "gateway health endpoints stopped");
+        }
+    });
+    info!(%addr, %http_addr, tls = tls.is_some(), "gateway listening");
     let secrets = kube::Api::namespaced(client.clone(), &settings.namespace);
-    let keys = Arc::new(RwLock::new(Arc::new(keys::load_or_create(&secrets).await?)));
+    let keys = Arc::new(RwLock::new(Arc::new(keys::load_when_allowed(&secrets).await?)));
     let buckets = crate::sites::Buckets::from_config(&config, &secrets).await;
     keys::follow(secrets, keys.clone());
     let ai_credentials = config.jurisdictions.values().filter_map(|j| Some(j.ai.as_ref()?.credentials_secret.clone()));
@@ -261,13 +271,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
     let accounts = Arc::new(AccountStore::new(client.clone(), &settings.namespace));
     let gateway = Arc::new(Gateway::new(client, config, settings, caches, accounts, keys, buckets));
     tokio::spawn(freshness::confirm(gateway.client.clone(), gateway.freshness.clone()));
-    let health_router = health_router(gateway.clone());
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(health, health_router).await {
-            error!(%error, "gateway health endpoints stopped");
-        }
-    });
-    info!(%addr, %http_addr, tls = tls.is_some(), "gateway listening");
+    started.get_or_init(|| gateway.clone());
     let stopping = gateway.stopping.clone();
     let shutdown = async move {
         crate::signal::shutdown().await;
@@ -406,12 +410,16 @@ async fn jwks(State(gateway): State<Arc<Gateway>>) -> impl IntoResponse {
     axum::Json(gateway.keys().jwks())
 }
 
-fn health_router(gateway: Arc<Gateway>) -> Router {
+/// `/healthz`, `/readyz` and `/metrics`, served from before the gateway has `started`.
+fn health_router(started: Arc<OnceLock<Arc<Gateway>>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|State(gateway): State<Arc<Gateway>>| async move {
+            get(|State(started): State<Arc<OnceLock<Arc<Gateway>>>>| async move {
+                let Some(gateway) = started.get() else {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "loading the session signing keys");
+                };
                 if gateway.stopping.is_cancelled() {
                     (StatusCode::SERVICE_UNAVAILABLE, "stopping")
                 } else if !gateway.caches.synced() {
@@ -425,14 +433,18 @@ fn health_router(gateway: Arc<Gateway>) -> Router {
         )
         .route(
             "/metrics",
-            get(|State(gateway): State<Arc<Gateway>>| async move {
+            get(|State(started): State<Arc<OnceLock<Arc<Gateway>>>>| async move {
+                let Some(gateway) = started.get() else {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "the gateway is starting").into_response();
+                };
                 (
                     [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
                     gateway.metrics.encode(),
                 )
+                    .into_response()
             }),
         )
-        .with_state(gateway)
+        .with_state(started)
 }
 
 /// A project's idle timeout (see `Config::idle_timeout`); the API server has checked it, so an

@@ -1336,3 +1336,29 @@ async fn a_terminal_is_for_members_with_a_session_offered_as_a_subprotocol() {
     let plain = send(&gateway, terminal("acme", "shop", offer(&bob))).await;
     plain.assert_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required");
 }
+
+#[tokio::test]
+async fn health_answers_while_the_gateway_starts_and_is_ready_only_once_it_has() {
+    use tower::ServiceExt;
+    let started = Arc::new(std::sync::OnceLock::new());
+    let health = super::health_router(started.clone());
+    let probe = |path: &'static str| {
+        let health = health.clone();
+        async move {
+            let Ok(response) = health.oneshot(Request::get(path).body(Body::empty()).expect("request")).await;
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+            (status, String::from_utf8(body.to_vec()).expect("UTF-8"))
+        }
+    };
+    assert_eq!(probe("/healthz").await, (StatusCode::OK, "ok".to_owned()));
+    let loading = (StatusCode::SERVICE_UNAVAILABLE, "loading the session signing keys".to_owned());
+    assert_eq!(probe("/readyz").await, loading);
+    assert_eq!(probe("/metrics").await.0, StatusCode::SERVICE_UNAVAILABLE);
+
+    started.get_or_init(gateway);
+    assert_eq!(probe("/readyz").await, (StatusCode::OK, "gateway ready".to_owned()));
+    let (status, metrics) = probe("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+}

@@ -39,7 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, OperatorConfig};
 use crate::crd::{Organisation, Project, names};
-use crate::watch::{Compact, ManagedFields, Readiness};
+use crate::watch::{Compact, ManagedFields, Readiness, StartRetry};
 use context::{Context, ExternalCleanup};
 use http::Health;
 use metrics::Metrics;
@@ -163,27 +163,21 @@ fn resume_panic(ended: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Waits until each of ooda's CRDs is established. A failure to watch one is retried, never the
-/// end of the process: installed in one `helm install` with its RBAC, the operator can start
-/// before the API server's authorizer has seen its ClusterRoleBinding, and a 403 then means "not
-/// yet". Meanwhile `/readyz` says what it waits for and the log names the refusal.
+/// Waits until each of ooda's CRDs is established. A failure to watch one is retried
+/// ([`StartRetry`]: the operator's ClusterRoleBinding may not be seen yet), never the end of the
+/// process. Meanwhile `/readyz` says what it waits for and the log names the refusal.
 async fn wait_for_crds(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crate::crd::definitions() {
         let name = crd.name_any();
         info!(crd = %name, "waiting for CRD to be established");
-        let mut retry_in = CRD_RETRY_FIRST;
+        let mut retry = StartRetry::default();
         while let Err(error) = await_condition(crds.clone(), &name, wait_conditions::is_crd_established()).await {
-            warn!(crd = %name, %error, ?retry_in, "cannot watch the CRD yet");
-            tokio::time::sleep(retry_in).await;
-            retry_in = (retry_in * 2).min(CRD_RETRY_MAX);
+            warn!(crd = %name, %error, retry_in = ?retry.next(), "cannot watch the CRD yet");
+            retry.wait().await;
         }
     }
 }
-
-/// Backoff between attempts to watch a CRD: quick while RBAC settles, then a warning every 10 s.
-const CRD_RETRY_FIRST: Duration = Duration::from_millis(250);
-const CRD_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Objects per page of a watch's initial list. A page is decoded whole before its objects are
 /// cached one by one, so at thousands of projects the pages (a dozen watches listing at once when

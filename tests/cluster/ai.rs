@@ -57,7 +57,7 @@ impl Relays {
         }
         add_user(&world, &world.home.name, ALICE).await;
         add_user(&world, &world.home.name, CAROL).await;
-        let gateway = Gateway::start_logging(
+        let gateway = Gateway::spawn(
             &world.home.name,
             &config,
             &["--insecure-http"],
@@ -66,6 +66,7 @@ impl Relays {
             rust_log,
         )
         .await;
+        gateway.wait_ready().await;
         let alice = gateway.session(ALICE).await;
         Relays { world, gateway, eu, us, eu_key, us_key, alice }
     }

@@ -68,11 +68,13 @@ impl Gateway {
         kubeconfig: std::path::PathBuf,
         client: reqwest::ClientBuilder,
     ) -> Self {
-        Self::start_logging(namespace, config, args, kubeconfig, client, DEFAULT_LOG).await
+        let gateway = Self::spawn(namespace, config, args, kubeconfig, client, DEFAULT_LOG).await;
+        gateway.wait_ready().await;
+        gateway
     }
 
-    /// The same, logging at `rust_log`.
-    pub async fn start_logging(
+    /// The same, logging at `rust_log`, once it listens, whether or not it is ready (`wait_ready`).
+    pub async fn spawn(
         namespace: &str,
         config: &std::path::Path,
         args: &[&str],
@@ -95,13 +97,16 @@ impl Gateway {
         let process = Ooda::spawn(&[&base[..], args].concat(), &kubeconfig, rust_log, log);
         let addr = process.bound_address("gateway listening", "addr").await;
         let http = process.bound_address("gateway listening", "http_addr").await;
-        eventually(SETTLE, &format!("gateway on {addr} ready"), || async {
-            http_get(http, "/readyz").await.ok().filter(|(status, body)| *status == 200 && body == "gateway ready")
-        })
-        .await;
         let client = client.redirect(reqwest::redirect::Policy::none()).build().expect("client");
         let scheme = if args.contains(&"--tls-cert") { "https" } else { "http" };
         Self { process, scheme, addr, http, namespace: namespace.to_owned(), client }
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually(SETTLE, &format!("gateway on {} ready", self.addr), || async {
+            http_get(self.http, "/readyz").await.ok().filter(|(status, body)| *status == 200 && body == "gateway ready")
+        })
+        .await;
     }
 
     /// The API's URL on the loopback address (the API answers on any host but preview hosts).

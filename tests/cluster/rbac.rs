@@ -34,7 +34,7 @@ async fn the_operator_does_its_job_with_only_its_cluster_role() {
     crate::operator_harness::add_s3_credentials(&home).await;
     // Started before its ClusterRoleBinding exists, as `helm install` can start it before the API
     // server's authorizer has seen the binding: refused, it waits, and comes up once bound.
-    let identity = ServiceAccountIdentity::create_unbound(&client, &test, &home, "operator", false).await;
+    let identity = ServiceAccountIdentity::create(&client, &test, &home, "operator", false).await;
     let operator = Operator::start_as(&test, &home.name, "ooda-operator", identity.kubeconfig.clone()).await;
     let refused = operator.process.logged("cannot watch the CRD yet").await;
     assert!(refused.contains("forbidden"), "{refused}");
@@ -149,13 +149,25 @@ async fn the_gateway_does_its_job_with_only_its_roles() {
     let org = world.ready_organisation("eu").await.metadata.name.expect("name");
     add_user(&world, &world.home.name, "alice@acme.example").await;
 
-    let gateway = Gateway::start_as(
+    // Started before its bindings exist, as `helm install` can start it before the API server's
+    // authorizer has seen them: refused, it waits, alive and not ready, and comes up once bound.
+    let gateway = Gateway::spawn(
         &world.home.name,
+        &crate::operator_harness::example_config(),
         &["--insecure-http", "--activity-interval", "2s"],
         identity.kubeconfig.clone(),
         reqwest::Client::builder(),
+        crate::operator_harness::DEFAULT_LOG,
     )
     .await;
+    let refused = gateway.process.logged("cannot read the session signing keys yet").await;
+    assert!(refused.contains("forbidden"), "{refused}");
+    let http_get = crate::operator_harness::http_get;
+    assert_eq!(http_get(gateway.http, "/healthz").await.expect("GET /healthz"), (200, "ok".to_owned()));
+    let not_ready = http_get(gateway.http, "/readyz").await.expect("GET /readyz");
+    assert_eq!(not_ready, (503, "loading the session signing keys".to_owned()));
+    identity.bind(&client).await;
+    gateway.wait_ready().await;
     let alice = gateway.session("alice@acme.example").await;
     let invite = json!({ "email": "erin@acme.example", "role": "member" });
     let invited = gateway.call(Method::POST, &format!("/api/orgs/{org}/invites"), Some(&alice), Some(invite)).await;
@@ -261,25 +273,16 @@ fn sites_archive() -> Vec<u8> {
 struct ServiceAccountIdentity {
     /// Binds the component's ClusterRole to the ServiceAccount.
     binding: ClusterRoleBinding,
+    /// Binds the component's Role in `home`, where it has one.
+    role_binding: Option<(Api<RoleBinding>, RoleBinding)>,
     kubeconfig: PathBuf,
 }
 
 impl ServiceAccountIdentity {
-    /// The ServiceAccount of ooda's `component`, bound to the chart's roles.
+    /// The ServiceAccount of ooda's `component`, with its roles; `bind` binds them. Started
+    /// before that, as `helm install` can start it before the API server's authorizer has seen
+    /// its bindings, the component is refused at first.
     async fn create(client: &Client, test: &str, home: &TestNamespace, component: &str, namespaced_role: bool) -> Self {
-        let identity = Self::create_unbound(client, test, home, component, namespaced_role).await;
-        identity.bind(client).await;
-        identity
-    }
-
-    /// The same, with the ClusterRole not bound yet (`bind` does).
-    async fn create_unbound(
-        client: &Client,
-        test: &str,
-        home: &TestNamespace,
-        component: &str,
-        namespaced_role: bool,
-    ) -> Self {
         let name = &format!("ooda-{component}");
         let chart = |kind: &str| {
             let path = crate::harness::repo().join(format!("charts/ooda/templates/{component}-{kind}.yaml"));
@@ -324,6 +327,7 @@ impl ServiceAccountIdentity {
             "subjects": subjects,
         }))
         .expect("binding");
+        let mut role_binding = None;
         if namespaced_role {
             let role: Role = serde_yaml::from_str(&chart("role")).expect("Role YAML");
             home.api::<Role>().create(&PostParams::default(), &role).await.expect("create Role");
@@ -333,7 +337,7 @@ impl ServiceAccountIdentity {
                 "subjects": subjects,
             }))
             .expect("role binding");
-            home.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("create RoleBinding");
+            role_binding = Some((home.api::<RoleBinding>(), binding));
         }
         let request = TokenRequest {
             spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
@@ -347,7 +351,7 @@ impl ServiceAccountIdentity {
             .expect("token status")
             .token
             .expect("token");
-        Self { binding, kubeconfig: service_account_kubeconfig(test, &token) }
+        Self { binding, role_binding, kubeconfig: service_account_kubeconfig(test, &token) }
     }
 
     async fn bind(&self, client: &Client) {
@@ -355,6 +359,9 @@ impl ServiceAccountIdentity {
             .create(&PostParams::default(), &self.binding)
             .await
             .expect("create binding");
+        if let Some((role_bindings, binding)) = &self.role_binding {
+            role_bindings.create(&PostParams::default(), binding).await.expect("create RoleBinding");
+        }
     }
 
     async fn remove(self, client: &Client) {
