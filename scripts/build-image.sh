@@ -25,11 +25,33 @@ mkdir -p "$work"
 # 9% more small answers and an idle operator holds 3.4 MiB less (mapped code), per
 # benches/reports/gateway-proxy-changes.md. Its links are slow (minutes), so it has a target
 # directory of its own and the tests' and benchmarks' release builds keep their fast ones.
-log "building ooda $ooda_version (release, whole-program optimised)"
-image_target="$cache/target-image"
-CARGO_TARGET_DIR="$image_target" CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
-  cargo build --locked --release --bin ooda --manifest-path "$repo/Cargo.toml"
-binary="$image_target/release/ooda"
+#
+# A fresh clone's files are all newer than the last build, so cargo would link again (over 10
+# minutes) the very binary it built from the same sources: the binary is kept by a hash of what it
+# is built from (the committed sources, lock file and toolchain) and reused when they match. A
+# checkout with changes to those paths always builds.
+binaries="$work/binaries"
+sources=(Cargo.toml Cargo.lock src)
+source_key=""
+if git -C "$repo" rev-parse --verify --quiet HEAD >/dev/null && [[ -z "$(git -C "$repo" status --porcelain -- "${sources[@]}")" ]]; then
+  source_key="$({ git -C "$repo" rev-parse "${sources[@]/#/HEAD:}"; rustc -vV; echo lto=fat codegen-units=1; } | sha256sum | cut -c1-16)"
+fi
+binary="$binaries/ooda-$source_key"
+if [[ -n "$source_key" && -x "$binary" ]]; then
+  log "reusing ooda $ooda_version built from these sources before ($source_key)"
+else
+  log "building ooda $ooda_version (release, whole-program optimised)"
+  image_target="$cache/target-image"
+  CARGO_TARGET_DIR="$image_target" CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+    cargo build --locked --release --bin ooda --manifest-path "$repo/Cargo.toml"
+  binary="$image_target/release/ooda"
+  if [[ -n "$source_key" ]]; then
+    mkdir -p "$binaries"
+    cp "$binary" "$binaries/ooda-$source_key.tmp" && mv "$binaries/ooda-$source_key.tmp" "$binaries/ooda-$source_key"
+    # The three most recent are enough to go back and forth between branches.
+    ls -t "$binaries"/ooda-* | tail -n +4 | xargs -r rm -f
+  fi
+fi
 
 rm -rf "$context" && mkdir -p "$context/rootfs/usr/local/bin" "$context/rootfs/etc/ssl/certs"
 rootfs="$context/rootfs"

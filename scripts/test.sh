@@ -16,7 +16,7 @@ cargo build --locked --lib --bins --tests --benches
 "$repo/scripts/build-tools.sh"
 "$repo/scripts/build-image.sh"
 # Every parser that reads outside bytes, under libFuzzer for a few seconds each (`make fuzz` runs longer).
-"$repo/scripts/fuzz.sh" "${OODA_FUZZ_SECONDS:-10}"
+"$repo/scripts/fuzz.sh" --dev "${OODA_FUZZ_SECONDS:-10}"
 # First, on a host no bed is changing: taking a bed down leaves the host as it was.
 if kubectl get --raw /readyz >/dev/null 2>&1; then
   log "a bed is already running: the teardown test needs a quiet host and runs when make test brings the bed up itself"
